@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""rtcontrol entry point: the console GUI by default, ``--worker``, ``--subject``, or a subcommand."""
+
+import sys
+
+from rtcontrol.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

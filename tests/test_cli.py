@@ -1,0 +1,35 @@
+"""main.py dispatch: version, help, unknown command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from rtcontrol.paths import app_root
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(app_root() / "main.py"), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_version() -> None:
+    proc = run_main("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("rtcontrol ")
+
+
+def test_help_lists_every_command() -> None:
+    from rtcontrol.cli import COMMANDS
+
+    proc = run_main("--help")
+    assert proc.returncode == 0
+    for name in COMMANDS:
+        assert name in proc.stdout
+
+
+def test_unknown_command_is_an_error() -> None:
+    proc = run_main("frobnicate")
+    assert proc.returncode == 2
+    assert "unknown command 'frobnicate'" in proc.stderr
