@@ -1,0 +1,239 @@
+"""The wire format (ARCHITECTURE.md decision 4), as pure functions: bytes in, objects out.
+
+* A control message is a JSON object ``{"type": ..., "v": PROTOCOL_VERSION, ...}`` sent as a
+  websocket *text* frame.
+* A volume is ONE *binary* frame::
+
+      4-byte little-endian header length N | N bytes of UTF-8 JSON header | raw array bytes
+
+  The header holds ``kind: "volume"``, the protocol version, run, index, seq, shape, dtype,
+  affine, tr, slice_timing, scl_slope/scl_inter, acquisition_time, the allowlisted DICOM header
+  and the timeline. The array bytes are little-endian, C order. No pickle, ever.
+* Other binary payloads use the same layout with another ``kind`` (see :func:`encode_blob`).
+
+Everything that arrives is validated strictly; a bad frame raises :class:`FrameError` saying
+what is wrong, so a link can report it and carry on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from rtcontrol.scanner.volume import HEADER_ALLOWLIST, STAGES, Timeline, Volume
+
+PROTOCOL_VERSION = 1
+
+#: Array element types a volume may carry (little-endian numpy type strings).
+DTYPE_ALLOWLIST: frozenset[str] = frozenset(
+    {"|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<f4", "<f8"}
+)
+
+#: Control message types either side may send; anything else is refused.
+MESSAGE_TYPES: frozenset[str] = frozenset(
+    {
+        # session
+        "hello", "welcome", "error", "ping", "pong", "bye",
+        # requests and replies (``id`` pairs them)
+        "request", "reply",
+        # reliability
+        "ack", "event", "event_ack",
+        # remote files (worker asks the console)
+        "file_request", "file_reply",
+        # subject responses (console -> worker)
+        "response",
+    }
+)
+
+_LEN = struct.Struct("<I")
+MAX_HEADER_BYTES = 1 << 20  # a header is a few kB; 1 MiB means something is wrong
+MAX_DIM = 4096
+
+
+class FrameError(ValueError):
+    """A frame that does not follow the protocol; the message says what and where."""
+
+
+# --------------------------------------------------------------------------- control frames
+
+
+def encode_message(msg_type: str, **fields: Any) -> str:
+    """A control message as the text of one websocket text frame."""
+    if msg_type not in MESSAGE_TYPES:
+        raise FrameError(f"unknown message type {msg_type!r}")
+    body = {"type": msg_type, "v": PROTOCOL_VERSION, **fields}
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def decode_message(text: str | bytes) -> dict[str, Any]:
+    """Parse and check one control frame; raises :class:`FrameError`."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        raise FrameError("a control message must be a text frame, got a binary frame")
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FrameError(f"control frame is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise FrameError(f"control frame must be a JSON object, got {type(body).__name__}")
+    _check_version(body.get("v"), "control frame")
+    msg_type = body.get("type")
+    if msg_type not in MESSAGE_TYPES:
+        raise FrameError(f"unknown message type {msg_type!r}")
+    return body
+
+
+def _check_version(v: Any, what: str) -> None:
+    if v != PROTOCOL_VERSION:
+        raise FrameError(
+            f"{what} has protocol version {v!r}, this program speaks {PROTOCOL_VERSION}; "
+            "update the console and the worker to the same rtcontrol release"
+        )
+
+
+# --------------------------------------------------------------------------- binary frames
+
+
+def encode_blob(header: dict[str, Any], payload: bytes | memoryview = b"") -> bytes:
+    """A binary frame: length-prefixed JSON header (must have ``kind``) + raw payload."""
+    if "kind" not in header:
+        raise FrameError("a binary frame header needs a 'kind'")
+    head = json.dumps({**header, "v": PROTOCOL_VERSION}, separators=(",", ":"), allow_nan=False).encode()
+    return b"".join((_LEN.pack(len(head)), head, payload))
+
+
+def split_blob(frame: bytes | bytearray | memoryview) -> tuple[dict[str, Any], memoryview]:
+    """Header and payload (a zero-copy view) of a binary frame; raises :class:`FrameError`."""
+    view = memoryview(frame)
+    if view.nbytes < _LEN.size:
+        raise FrameError(f"binary frame of {view.nbytes} bytes is shorter than its 4-byte header length")
+    (n,) = _LEN.unpack_from(view)
+    if n > MAX_HEADER_BYTES:
+        raise FrameError(f"binary frame header length {n} exceeds the limit of {MAX_HEADER_BYTES} bytes")
+    if _LEN.size + n > view.nbytes:
+        raise FrameError(f"binary frame header length {n} runs past the end of the {view.nbytes}-byte frame")
+    try:
+        header = json.loads(bytes(view[_LEN.size : _LEN.size + n]))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FrameError(f"binary frame header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise FrameError("binary frame header must be a JSON object")
+    _check_version(header.get("v"), "binary frame")
+    if not isinstance(header.get("kind"), str):
+        raise FrameError("binary frame header has no 'kind'")
+    return header, view[_LEN.size + n :]
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+def volume_header(volume: Volume, seq: int = 0) -> dict[str, Any]:
+    """The JSON header of a volume frame (no array bytes)."""
+    data = volume.data
+    dtype_str = data.dtype.newbyteorder("<").str  # the wire is little-endian whatever the host
+    if dtype_str not in DTYPE_ALLOWLIST:
+        raise FrameError(f"volume dtype {data.dtype} cannot be sent; allowed: {sorted(DTYPE_ALLOWLIST)}")
+    return {
+        "kind": "volume",
+        "run": volume.run,
+        "index": int(volume.index),
+        "seq": int(seq),
+        "shape": [int(s) for s in data.shape],
+        "dtype": dtype_str,
+        "affine": [[float(x) for x in row] for row in volume.affine],
+        "tr": _num_or_none(volume.tr),
+        "slice_timing": list(volume.slice_timing) if volume.slice_timing is not None else None,
+        "scl_slope": float(volume.scl_slope),
+        "scl_inter": float(volume.scl_inter),
+        "acquisition_time": _num_or_none(volume.acquisition_time),
+        "header": {k: v for k, v in volume.header.items() if k in HEADER_ALLOWLIST},
+        "timeline": volume.timeline.to_dict(),
+    }
+
+
+def _num_or_none(x: float | None) -> float | None:
+    return None if x is None else float(x)
+
+
+def encode_volume(volume: Volume, seq: int = 0) -> bytes:
+    """One binary frame for a volume: header + little-endian C-order array bytes."""
+    header = volume_header(volume, seq)
+    arr = np.ascontiguousarray(volume.data, dtype=np.dtype(header["dtype"]))
+    return encode_blob(header, memoryview(arr).cast("B"))
+
+
+def decode_volume(frame: bytes | bytearray | memoryview, *, copy: bool = False) -> tuple[Volume, int]:
+    """The volume and its seq from a binary frame; raises :class:`FrameError`.
+
+    With ``copy=False`` the array is a read-only view on ``frame`` (no copy).
+    """
+    header, payload = split_blob(frame)
+    if header["kind"] != "volume":
+        raise FrameError(f"expected a volume frame, got kind {header['kind']!r}")
+    return volume_from_parts(header, payload, copy=copy), int(header.get("seq", 0))
+
+
+def volume_from_parts(header: dict[str, Any], payload: memoryview | bytes, *, copy: bool = False) -> Volume:
+    """Check a volume header against its payload and build the :class:`Volume`."""
+    where = f"volume {header.get('run')!r}#{header.get('index')!r}"
+    for key in ("run", "index", "shape", "dtype", "affine"):
+        if key not in header:
+            raise FrameError(f"{where}: header lacks {key!r}")
+    dtype = header["dtype"]
+    if dtype not in DTYPE_ALLOWLIST:
+        raise FrameError(f"{where}: dtype {dtype!r} is not allowed; allowed: {sorted(DTYPE_ALLOWLIST)}")
+    shape = header["shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_DIM for s in shape)
+    ):
+        raise FrameError(f"{where}: shape must be three positive integers up to {MAX_DIM}, got {shape!r}")
+    if not isinstance(header["index"], int) or not isinstance(header["run"], str):
+        raise FrameError(f"{where}: run must be a string and index an integer")
+    expected = math.prod(shape) * np.dtype(dtype).itemsize
+    nbytes = memoryview(payload).nbytes
+    if nbytes != expected:
+        raise FrameError(
+            f"{where}: {nbytes} data bytes but shape {shape} of {dtype} needs {expected}"
+        )
+    try:
+        affine = np.asarray(header["affine"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FrameError(f"{where}: affine is not a 4x4 matrix of numbers") from None
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise FrameError(f"{where}: affine must be a finite 4x4 matrix, got shape {affine.shape}")
+    data = np.frombuffer(payload, dtype=np.dtype(dtype)).reshape(shape)
+    if copy:
+        data = data.copy()
+    stamps = header.get("timeline") or {}
+    if not isinstance(stamps, dict):
+        raise FrameError(f"{where}: timeline must be an object of stage -> seconds")
+    unknown = set(stamps) - set(STAGES)
+    if unknown:
+        raise FrameError(f"{where}: unknown timeline stage(s) {sorted(unknown)}")
+    raw_header = header.get("header") or {}
+    if not isinstance(raw_header, dict):
+        raise FrameError(f"{where}: header must be an object")
+    foreign = set(raw_header) - HEADER_ALLOWLIST
+    if foreign:
+        raise FrameError(f"{where}: header field(s) {sorted(foreign)} are not on the allowlist")
+    try:
+        return Volume(
+            data=data,
+            affine=affine,
+            run=header["run"],
+            index=header["index"],
+            tr=header.get("tr"),
+            slice_timing=header.get("slice_timing"),
+            scl_slope=float(header.get("scl_slope", 1.0)),
+            scl_inter=float(header.get("scl_inter", 0.0)),
+            acquisition_time=header.get("acquisition_time"),
+            header=raw_header,
+            timeline=Timeline.from_dict(stamps),
+        )
+    except (TypeError, ValueError) as exc:
+        raise FrameError(f"{where}: {exc}") from None

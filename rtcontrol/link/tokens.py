@@ -1,0 +1,121 @@
+"""Access tokens: created once by a command, stored only as salted hashes (decision 5).
+
+A token is 32 random bytes (URL-safe text, prefix ``rtc_``). The store is a JSON file holding,
+per token, a name, a random salt and ``sha256(salt + token)``; a presented token is compared
+with every entry in constant time. :class:`Throttle` slows down an address that keeps
+presenting bad tokens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtcontrol.paths import user_data_dir
+
+
+def default_store_path() -> Path:
+    return user_data_dir() / "tokens.json"
+
+
+def _digest(salt: bytes, token: str) -> bytes:
+    return hashlib.sha256(salt + token.encode("utf-8")).digest()
+
+
+class TokenStore:
+    """The server's token file; :meth:`create` returns the token text exactly once."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+
+    def _load(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        try:
+            data = json.loads(self.path.read_text())
+            entries = data["tokens"]
+            assert isinstance(entries, list)
+            return entries
+        except (json.JSONDecodeError, KeyError, AssertionError, TypeError) as exc:
+            raise ValueError(f"token store {self.path} is damaged ({exc}); recreate it with 'main.py token create'") from None
+
+    def _save(self, entries: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"tokens": entries}, f, indent=1)
+        os.replace(tmp, self.path)
+
+    def create(self, name: str) -> str:
+        if not name or any(c.isspace() for c in name):
+            raise ValueError(f"token name {name!r} must be non-empty without spaces")
+        entries = [e for e in self._load() if e.get("name") != name]
+        token = "rtc_" + secrets.token_urlsafe(32)
+        salt = secrets.token_bytes(16)
+        entries.append(
+            {
+                "name": name,
+                "salt": salt.hex(),
+                "sha256": _digest(salt, token).hex(),
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
+        self._save(entries)
+        return token
+
+    def names(self) -> list[str]:
+        return [e["name"] for e in self._load()]
+
+    def revoke(self, name: str) -> bool:
+        entries = self._load()
+        kept = [e for e in entries if e.get("name") != name]
+        if len(kept) != len(entries):
+            self._save(kept)
+            return True
+        return False
+
+    def verify(self, token: str) -> str | None:
+        """The token's name, or None. Every entry is checked (no early exit on a match)."""
+        if not isinstance(token, str) or len(token) > 256:
+            return None
+        found = None
+        for entry in self._load():
+            ok = hmac.compare_digest(_digest(bytes.fromhex(entry["salt"]), token), bytes.fromhex(entry["sha256"]))
+            if ok and found is None:
+                found = entry["name"]
+        return found
+
+
+@dataclass
+class Throttle:
+    """Per-address lockout after repeated bad tokens: ``free`` failures, then doubling waits up to ``cap``."""
+
+    free: int = 3
+    base: float = 1.0
+    cap: float = 300.0
+    clock: "callable" = time.monotonic  # type: ignore[valid-type]
+    _fails: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def locked_for(self, address: str) -> float:
+        """Seconds this address must still wait (0 if it may try)."""
+        count, until = self._fails.get(address, (0, 0.0))
+        return max(0.0, until - self.clock())
+
+    def failure(self, address: str) -> float:
+        """Record a bad token; return the lockout now in force (seconds)."""
+        count, _ = self._fails.get(address, (0, 0.0))
+        count += 1
+        wait = 0.0 if count <= self.free else min(self.cap, self.base * 2 ** (count - self.free - 1))
+        self._fails[address] = (count, self.clock() + wait)
+        return wait
+
+    def success(self, address: str) -> None:
+        self._fails.pop(address, None)

@@ -1,0 +1,137 @@
+"""The asyncio link layer over real sockets on 127.0.0.1 with real TLS."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import websockets
+
+from rtcontrol.link.certs import make_certificate, server_context
+from rtcontrol.link.codec import decode_message, encode_message
+from rtcontrol.link.pinning import KnownHosts, PinError, PinMismatch
+from rtcontrol.link.tokens import Throttle, TokenStore
+from rtcontrol.link.transport import AuthError, LinkError, bound_port, connect, serve
+
+
+async def echo_handler(conn, peer) -> None:
+    await conn.send(encode_message("welcome", name=peer.token_name))
+    async for raw in conn:
+        await conn.send(raw)
+
+
+@pytest.fixture
+def pki(tmp_path: Path):
+    files = make_certificate(["127.0.0.1"], tmp_path / "certs")
+    store = TokenStore(tmp_path / "tokens.json")
+    return files, store, store.create("console")
+
+
+async def test_tls_pinning_token_and_echo(tmp_path: Path, pki) -> None:
+    files, store, token = pki
+    server = await serve(echo_handler, "127.0.0.1", 0, tokens=store, ssl_context=server_context(files.cert, files.key))
+    url = f"wss://127.0.0.1:{bound_port(server)}"
+    pins = KnownHosts(tmp_path / "known_hosts")
+    try:
+        link = await connect(url, token=token, pins=pins)
+        assert link.fingerprint == files.fingerprint
+        assert link.welcome["name"] == "console"
+        assert pins.get(f"127.0.0.1:{bound_port(server)}") == files.fingerprint  # pinned on first use
+        assert link.conn.transport.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
+        payload = bytes(range(256)) * 5000
+        await link.conn.send(payload)
+        assert await link.conn.recv() == payload
+        await link.conn.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_changed_certificate_is_refused_before_the_token_is_sent(tmp_path: Path, pki) -> None:
+    files, store, token = pki
+    seen_hellos: list[dict] = []
+
+    async def handler(conn, peer) -> None:
+        seen_hellos.append(peer.hello)
+        await conn.send(encode_message("welcome"))
+
+    other = make_certificate(["127.0.0.1"], tmp_path / "other")
+    server = await serve(handler, "127.0.0.1", 0, tokens=store, ssl_context=server_context(other.cert, other.key))
+    port = bound_port(server)
+    pins = KnownHosts(tmp_path / "known_hosts")
+    pins.add(f"127.0.0.1:{port}", files.fingerprint)
+    try:
+        with pytest.raises(PinMismatch) as info:
+            await connect(f"wss://127.0.0.1:{port}", token=token, pins=pins)
+        assert files.fingerprint in str(info.value) and other.fingerprint in str(info.value)
+        with pytest.raises(PinError, match="was expected"):
+            await connect(f"wss://127.0.0.1:{port}", token=token, expected_fingerprint=files.fingerprint)
+        await asyncio.sleep(0.05)
+        assert seen_hellos == []
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_bad_tokens_are_refused_and_throttled(pki) -> None:
+    files, store, token = pki
+    server = await serve(
+        echo_handler, "127.0.0.1", 0, tokens=store, ssl_context=server_context(files.cert, files.key),
+        throttle=Throttle(free=2, base=30.0),
+    )
+    url = f"wss://127.0.0.1:{bound_port(server)}"
+    try:
+        for _ in range(2):
+            with pytest.raises(AuthError, match="refused the token"):
+                await connect(url, token="rtc_wrong", expected_fingerprint=files.fingerprint)
+        with pytest.raises(AuthError, match="blocked for 30 s"):
+            await connect(url, token="rtc_wrong", expected_fingerprint=files.fingerprint)
+        # now even the right token is refused before the websocket upgrade (HTTP 429)
+        with pytest.raises(AuthError, match="too many bad tokens from 127.0.0.1"):
+            await connect(url, token=token, expected_fingerprint=files.fingerprint)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_plain_websocket_only_on_loopback_and_only_when_asked(pki) -> None:
+    _, store, token = pki
+    with pytest.raises(LinkError, match="--insecure-loopback"):
+        await serve(echo_handler, "127.0.0.1", 0, tokens=store, ssl_context=None)
+    with pytest.raises(LinkError, match="only allowed on loopback"):
+        await serve(echo_handler, "0.0.0.0", 0, tokens=store, ssl_context=None, insecure_loopback=True)
+    server = await serve(echo_handler, "127.0.0.1", 0, tokens=store, ssl_context=None, insecure_loopback=True)
+    url = f"ws://127.0.0.1:{bound_port(server)}"
+    try:
+        with pytest.raises(LinkError, match="was not requested"):
+            await connect(url, token=token)
+        with pytest.raises(LinkError, match="only allowed on loopback"):
+            await connect("ws://192.0.2.1:9", token=token, allow_plain_loopback=True)
+        link = await connect(url, token=token, allow_plain_loopback=True)
+        assert link.fingerprint is None
+        await link.conn.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_oversized_message_closes_with_a_clear_code(pki) -> None:
+    files, store, token = pki
+    server = await serve(echo_handler, "127.0.0.1", 0, tokens=store,
+                         ssl_context=server_context(files.cert, files.key), max_size=1000)
+    url = f"wss://127.0.0.1:{bound_port(server)}"
+    try:
+        link = await connect(url, token=token, expected_fingerprint=files.fingerprint)
+        await link.conn.send(b"x" * 2000)
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await link.conn.recv()
+        assert info.value.rcvd.code == 1009  # message too big
+        # the server is still up for the next connection
+        link = await connect(url, token=token, expected_fingerprint=files.fingerprint)
+        await link.conn.send(encode_message("ping", t0=1.0))
+        assert decode_message(await link.conn.recv())["t0"] == 1.0
+        await link.conn.close()
+    finally:
+        server.close()
+        await server.wait_closed()
