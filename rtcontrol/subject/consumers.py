@@ -1,0 +1,162 @@
+"""Local consumers of feedback, each behind its own bounded queue.
+
+The agent's main path only ever calls :meth:`ConsumerQueue.put`, which never blocks: a full queue drops
+its oldest item (or, for a display that only needs the newest value, replaces the queued feedback) and
+counts the loss. Each consumer drains its queue in its own task, so a slow or vanished stimulus program
+never holds up the others or the console link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from typing import Any, Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+#: Called when a consumer took a feedback item: (consumer name, run, index, agent monotonic time).
+TakenCallback = Callable[[str, str, int, float], None]
+
+
+class ConsumerQueue:
+    """A bounded FIFO whose ``put`` never blocks.
+
+    ``coalesce=True`` keeps at most one feedback item (the newest) while leaving messages and run
+    signals in order: a display that fell behind shows the latest value, not a backlog.
+    """
+
+    def __init__(self, maxsize: int = 256, *, coalesce: bool = False) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self.coalesce = coalesce
+        self.dropped = 0
+        self.coalesced = 0
+        self._items: deque[dict[str, Any]] = deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: dict[str, Any]) -> None:
+        if self.coalesce and item.get("type") == "feedback":
+            for i, old in enumerate(self._items):
+                if old.get("type") == "feedback":
+                    del self._items[i]
+                    self.coalesced += 1
+                    break
+        if len(self._items) >= self.maxsize:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(item)
+        self._ready.set()
+
+    def unget(self, item: dict[str, Any]) -> None:
+        """Put back an item taken but not delivered (the link dropped), at the front."""
+        self._items.appendleft(item)
+        self._ready.set()
+
+    async def get(self) -> dict[str, Any]:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
+class Consumer:
+    """One stimulus program (or the built-in display); ``deliver`` may be slow, it runs in its own task."""
+
+    kind = "consumer"
+    _ids = itertools.count(1)
+
+    def __init__(self, name: str | None = None, *, maxsize: int = 256, coalesce: bool = False) -> None:
+        self.name = name or f"{self.kind}-{next(self._ids)}"
+        self.queue = ConsumerQueue(maxsize, coalesce=coalesce)
+        self.taken = 0
+        self.connected_at = time.monotonic()
+
+    async def deliver(self, item: dict[str, Any]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "queued": len(self.queue),
+            "taken": self.taken,
+            "dropped": self.queue.dropped,
+            "coalesced": self.queue.coalesced,
+        }
+
+
+class CallbackConsumer(Consumer):
+    """A consumer in this process (the built-in display, tests): ``fn(item)`` is called for each item."""
+
+    kind = "callback"
+
+    def __init__(self, fn: Callable[[dict[str, Any]], Awaitable[None] | None], name: str | None = None,
+                 **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self._fn = fn
+
+    async def deliver(self, item: dict[str, Any]) -> None:
+        result = self._fn(item)
+        if asyncio.iscoroutine(result):
+            await result
+
+
+class Hub:
+    """Fans every item out to all consumers; never waits for any of them."""
+
+    def __init__(self, on_taken: TakenCallback, on_change: Callable[[], None] | None = None) -> None:
+        self._on_taken = on_taken
+        self._on_change = on_change or (lambda: None)
+        self._tasks: dict[Consumer, asyncio.Task[None]] = {}
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        return list(self._tasks)
+
+    def add(self, consumer: Consumer, initial: list[dict[str, Any]] | None = None) -> None:
+        for item in initial or []:
+            consumer.queue.put(item)
+        self._tasks[consumer] = asyncio.create_task(self._pump(consumer), name=f"consumer {consumer.name}")
+        log.info("consumer %s connected", consumer.name)
+        self._on_change()
+
+    def remove(self, consumer: Consumer) -> None:
+        task = self._tasks.pop(consumer, None)
+        if task is None:
+            return
+        if task is not asyncio.current_task():
+            task.cancel()
+        log.info("consumer %s left (took %d, dropped %d)", consumer.name, consumer.taken, consumer.queue.dropped)
+        self._on_change()
+
+    def publish(self, item: dict[str, Any]) -> None:
+        for consumer in self._tasks:
+            consumer.queue.put(item)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _pump(self, consumer: Consumer) -> None:
+        try:
+            while True:
+                item = await consumer.queue.get()
+                await consumer.deliver(item)
+                if item.get("type") == "feedback":
+                    consumer.taken += 1
+                    self._on_taken(consumer.name, item["run"], item["index"], time.monotonic())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a consumer that breaks leaves; the others go on
+            log.warning("consumer %s failed and was removed: %s", consumer.name, exc)
+            self.remove(consumer)

@@ -1,0 +1,318 @@
+"""``SubjectClient``: the console's side of the link to a subject agent.
+
+It dials out (``wss://`` with a pinned certificate and a token, via :mod:`rtcontrol.link.transport`),
+measures the clock offset (:class:`rtcontrol.link.clock.ClockSync`) so the agent reports stamps in the
+console's clock, reconnects with backoff, and resends every feedback value the agent has not
+acknowledged (marked ``late``; the agent drops duplicates by run and volume index). Nothing here
+blocks: ``send_feedback`` and ``send_message`` only queue.
+
+Callbacks (plain functions, called on the event loop):
+
+* ``on_delivery(run, index, stamps)``: ``stamps`` has ``subject_delivered``, then ``consumer_taken`` and
+  ``displayed`` (earliest over consumers), all in the console's ``time.monotonic()`` clock, plus
+  ``consumers`` (per consumer: ``taken``/``displayed``), ``late``, ``onset_missed`` and ``cancelled``.
+* ``on_response(response)``: ``{"consumer", "run", "t", "data"}`` from a stimulus program.
+* ``on_state(state)``: ``{"link": "connecting"|"connected"|"disconnected"|"refused", ...}`` plus the
+  agent's ``run`` and ``consumers`` when it reports them.
+* ``on_error(message)``: the agent refused something the console sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from typing import Any, Callable
+
+import websockets
+
+from rtcontrol.link import transport
+from rtcontrol.link.clock import ClockSync
+from rtcontrol.link.pinning import KnownHosts, PinError
+from rtcontrol.subject import protocol as P
+
+log = logging.getLogger(__name__)
+
+#: Control messages kept while the link is down (run start/stop, messages); the oldest go first.
+MAX_BACKLOG = 1000
+CLOCK_SAMPLES = 5
+CLOCK_REFRESH_S = 10.0
+
+
+class SubjectError(RuntimeError):
+    """The agent (or the run settings check) refused a request; the message says why."""
+
+
+def _nop(*_: Any) -> None:
+    return None
+
+
+class SubjectClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str,
+        pins: KnownHosts | None = None,
+        expected_fingerprint: str | None = None,
+        allow_plain_loopback: bool = False,
+        on_delivery: Callable[[str, int, dict[str, Any]], None] | None = None,
+        on_response: Callable[[dict[str, Any]], None] | None = None,
+        on_state: Callable[[dict[str, Any]], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        reply_timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self._connect_kw = dict(token=token, pins=pins, expected_fingerprint=expected_fingerprint,
+                                allow_plain_loopback=allow_plain_loopback, max_size=1024 * 1024,
+                                hello={"role": "console", "protocol": P.PROTOCOL})
+        self.on_delivery = on_delivery or _nop
+        self.on_response = on_response or _nop
+        self.on_state = on_state or _nop
+        self.on_error = on_error or _nop
+        self.backoff = backoff
+        self.reply_timeout = reply_timeout
+        self.clock = ClockSync()
+        self.unacked: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self._backlog: deque[dict[str, Any]] = deque(maxlen=MAX_BACKLOG)
+        self._conn: Any = None
+        self._ready = False
+        self._task: asyncio.Task[None] | None = None
+        self._first = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._pong: asyncio.Future[dict[str, Any]] | None = None
+        self._replies: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        self.fingerprint: str | None = None
+        self.connections = 0
+        self.agent_state: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------- lifecycle
+
+    @property
+    def connected(self) -> bool:
+        return self._ready
+
+    async def connect(self, timeout: float | None = 10.0) -> None:
+        """Start the link and wait for the first connection.
+
+        A pinned-certificate mismatch or a refused token raises at once (and stops retrying); if the agent
+        is not reachable within ``timeout`` a :class:`transport.LinkError` is raised but retries go on.
+        """
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"subject link {self.url}")
+        try:
+            await asyncio.wait_for(self._first.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise transport.LinkError(f"subject agent at {self.url} not reachable within {timeout} s; "
+                                      "still retrying") from None
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+        self._ready = False
+
+    async def __aenter__(self) -> SubjectClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------------------- sending
+
+    def send_feedback(self, run: str, index: int, value: Any, timeline: dict[str, float] | None = None,
+                      acquired: float | None = None) -> None:
+        """Queue one feedback value (timeline and ``acquired`` in this host's ``time.monotonic()``)."""
+        msg: dict[str, Any] = {"type": "feedback", "run": run, "index": int(index), "value": value,
+                               "timeline": dict(timeline or {})}
+        if acquired is not None:
+            msg["acquired"] = float(acquired)
+        P.parse_feedback(msg, "send_feedback")  # refuse bad values here, where the caller can see it
+        key = (run, int(index))
+        self.unacked[key] = msg
+        if self._ready:
+            self._send_now(msg)
+
+    def send_message(self, text: str = "", kind: str = "text", run: str | None = None,
+                     data: Any = None) -> None:
+        """A message for the stimulus: ``kind`` e.g. ``instruction``, ``rest``, ``run_over``."""
+        msg: dict[str, Any] = {"type": "message", "kind": kind, "text": text}
+        if run is not None:
+            msg["run"] = run
+        if data is not None:
+            P.check_value(data, "send_message data")
+            msg["data"] = data
+        self._send_control(msg)
+
+    async def start_run(self, settings: dict[str, Any]) -> None:
+        """Start a run on the agent: ``settings`` holds ``run`` and optionally ``tr``, ``onset``, ``display``,
+        ``t0`` (console clock), ``extra``. Raises :class:`SubjectError` if the settings are refused."""
+        msg = {"type": "run_start", "run": settings.get("run"), "settings": dict(settings)}
+        try:
+            P.parse_run_settings(msg)
+        except P.ProtocolError as exc:
+            raise SubjectError(str(exc)) from None
+        await self._request(msg, "run_started", str(settings["run"]))
+
+    async def stop_run(self, run: str | None = None) -> None:
+        """Stop the run (pending delayed onsets are cancelled); waits for the agent if connected."""
+        await self._request({"type": "run_stop", "run": run}, "run_stopped", str(run))
+
+    async def _request(self, msg: dict[str, Any], reply: str, run: str) -> None:
+        if not self._ready:
+            self._backlog.append(msg)  # goes out first when the link returns
+            return
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[(msg["type"], run)] = fut
+        try:
+            self._send_now(msg)
+            try:
+                answer = await asyncio.wait_for(fut, self.reply_timeout)
+            except asyncio.TimeoutError:
+                raise SubjectError(f"the subject agent did not answer {msg['type']} within "
+                                   f"{self.reply_timeout:g} s") from None
+        finally:
+            self._replies.pop((msg["type"], run), None)
+        if answer.get("type") == "error":
+            raise SubjectError(str(answer.get("message")))
+        del reply
+
+    def _send_control(self, msg: dict[str, Any]) -> None:
+        if self._ready:
+            self._send_now(msg)
+        else:
+            self._backlog.append(msg)
+
+    def _send_now(self, msg: dict[str, Any]) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        frame = P.encode({**msg, "v": P.VERSION})
+        asyncio.get_running_loop().create_task(self._send_frame(conn, frame))
+
+    @staticmethod
+    async def _send_frame(conn: Any, frame: str) -> None:
+        try:
+            await conn.send(frame)
+        except websockets.ConnectionClosed:
+            pass  # the reader notices; unacked feedback is resent on reconnect
+
+    # ------------------------------------------------------------------------------- the link
+
+    async def _run(self) -> None:
+        delay = self.backoff[0]
+        while True:
+            self._state({"link": "connecting"})
+            try:
+                connected = await transport.connect(self.url, **self._connect_kw)
+            except (PinError, transport.AuthError) as exc:
+                self._fatal = exc
+                self._state({"link": "refused", "error": str(exc)})
+                self._first.set()
+                log.error("subject link refused: %s", exc)
+                return
+            except transport.LinkError as exc:
+                self._state({"link": "disconnected", "error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff[1])
+                continue
+            delay = self.backoff[0]
+            self._conn = connected.conn
+            self.fingerprint = connected.fingerprint
+            self.connections += 1
+            reader = asyncio.create_task(self._read(connected.conn))
+            try:
+                await self._sync_clock(CLOCK_SAMPLES)
+                self._ready = True
+                self._flush()
+                self._first.set()
+                self._state({"link": "connected", "fingerprint": self.fingerprint})
+                while not reader.done():
+                    done, _ = await asyncio.wait({reader}, timeout=CLOCK_REFRESH_S)
+                    if not done:
+                        await self._sync_clock(1)
+            except (websockets.ConnectionClosed, asyncio.TimeoutError, ConnectionError):
+                pass
+            finally:
+                self._ready = False
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                await connected.conn.close()
+                self._conn = None
+                for fut in self._replies.values():
+                    if not fut.done():
+                        fut.set_result({"type": "error", "message": "the link to the subject agent dropped"})
+            self._state({"link": "disconnected"})
+
+    async def _sync_clock(self, samples: int) -> None:
+        conn = self._conn
+        for _ in range(samples):
+            self._pong = asyncio.get_running_loop().create_future()
+            t0 = time.monotonic()
+            await conn.send(P.encode({"type": "ping", "t0": t0, "v": P.VERSION}))
+            pong = await asyncio.wait_for(self._pong, self.reply_timeout)
+            self.clock.add(t0, float(pong["t1"]), float(pong["t2"]), time.monotonic())
+        # agent stamps + offset = console clock; ClockSync.offset is agent minus console
+        await conn.send(P.encode({"type": "clock", "offset": -self.clock.offset, "v": P.VERSION}))
+
+    def _flush(self) -> None:
+        while self._backlog:
+            self._send_now(self._backlog.popleft())
+        for msg in self.unacked.values():
+            self._send_now({**msg, "late": True})
+
+    async def _read(self, conn: Any) -> None:
+        async for raw in conn:
+            try:
+                msg = P.decode(raw, "frame from subject agent", P.AGENT_TO_CONSOLE)
+            except P.ProtocolError as exc:
+                log.warning("%s", exc)
+                continue
+            try:
+                self._dispatch(msg)
+            except Exception:  # a failing callback must not take the link down
+                log.exception("subject link callback failed on %s", msg.get("type"))
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == "pong":
+            if self._pong is not None and not self._pong.done():
+                self._pong.set_result(msg)
+        elif kind == "ack":
+            key = (msg["run"], msg["index"])
+            self.unacked.pop(key, None)
+            self.on_delivery(msg["run"], msg["index"], msg.get("stamps") or {})
+        elif kind == "delivery":
+            self.on_delivery(msg["run"], msg["index"], msg.get("stamps") or {})
+        elif kind == "response":
+            self.on_response({k: v for k, v in msg.items() if k not in ("type", "v")})
+        elif kind == "state":
+            self.agent_state = {k: v for k, v in msg.items() if k not in ("type", "v")}
+            self._state({"link": "connected" if self._ready else "connecting"})
+        elif kind in ("run_started", "run_stopped"):
+            want = {"run_started": "run_start", "run_stopped": "run_stop"}[kind]
+            for (sent, run), fut in list(self._replies.items()):
+                if sent == want and (run == str(msg.get("run")) or run == "None") and not fut.done():
+                    fut.set_result(msg)
+        elif kind == "error":
+            op = msg.get("op")
+            fut = self._replies.get((str(op), str(msg.get("run"))))
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+            else:
+                self.on_error(str(msg.get("message")))
+
+    def _state(self, state: dict[str, Any]) -> None:
+        try:
+            self.on_state({**self.agent_state, **state})
+        except Exception:
+            log.exception("on_state callback failed")
