@@ -1,0 +1,559 @@
+"""Turn a recorded run folder (journal + raw volumes) into a de-identified BIDS dataset.
+
+Written for each run, under ``bids_root``::
+
+    dataset_description.json, README, participants.tsv                      (created once, then kept)
+    sub-S/ses-E/func/sub-S_ses-E_task-T_run-NN_bold.nii.gz  + _bold.json     the volumes and their sidecar
+    sub-S/ses-E/func/sub-S_ses-E_task-T_run-NN_events.tsv   + _events.json   feedback and responses
+    derivatives/rtcontrol/dataset_description.json
+    derivatives/rtcontrol/sub-S/ses-E/func/..._desc-confounds_timeseries.tsv/.json   motion and quality per volume
+    derivatives/rtcontrol/sub-S/ses-E/func/..._desc-timeline_timeseries.tsv/.json    pipeline stamps per volume
+    derivatives/rtcontrol/sub-S/ses-E/func/..._desc-runlog.json                      settings, events, errors, summary
+
+Nothing identifying goes in: volume headers hold only allowlisted acquisition facts, settings lose
+secrets and local paths, and no dates are written. An existing run is never overwritten: the next free
+run number is used and the runlog says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import nibabel as nib
+import numpy as np
+
+from rtcontrol import __version__
+from rtcontrol.recording.journal import JOURNAL, JournalContents, encode_line, read_journal
+from rtcontrol.recording.recorder import RecordingError, load_run_info
+from rtcontrol.rigid import framewise_displacement
+from rtcontrol.scanner.volume import STAGES
+
+BIDS_VERSION = "1.8.0"
+MOTION = ("tx", "ty", "tz", "rx", "ry", "rz")
+#: Stages that say when the person saw the feedback, best first.
+DELIVERY_STAGES = ("displayed", "consumer_taken", "subject_delivered", "feedback_received", "result_ready")
+
+#: Allowlisted header facts copied to the bold sidecar, with the JSON type BIDS expects.
+SIDECAR_FACTS: dict[str, type] = {
+    "Manufacturer": str,
+    "ManufacturersModelName": str,
+    "MagneticFieldStrength": float,
+    "EchoTime": float,
+    "FlipAngle": float,
+    "SeriesDescription": str,
+    "ProtocolName": str,
+    "SequenceName": str,
+    "ScanningSequence": str,
+    "SequenceVariant": str,
+    "ImageType": list,
+    "SeriesNumber": int,
+    "SliceThickness": float,
+    "SpacingBetweenSlices": float,
+    "MultibandAccelerationFactor": int,
+    "PhaseEncodingDirection": str,
+}
+
+
+@dataclass(frozen=True)
+class Labels:
+    subject: str
+    session: str
+    task: str
+    run: int
+
+    def stem(self, run: int | None = None) -> str:
+        return f"sub-{self.subject}_ses-{self.session}_task-{self.task}_run-{run or self.run:02d}"
+
+    def func_dir(self, root: Path) -> Path:
+        return root / f"sub-{self.subject}" / f"ses-{self.session}" / "func"
+
+
+def _label(value: Any, default: str) -> str:
+    text = re.sub(r"[^A-Za-z0-9]", "", str(value if value is not None else ""))
+    return text or default
+
+
+def labels_from_settings(settings: dict[str, Any]) -> tuple[Labels, float | None]:
+    """BIDS labels and the TR from run settings (``RunSettings.to_dict()`` with a [run] table, or flat)."""
+    run_table = settings.get("run") if isinstance(settings.get("run"), dict) else settings
+    try:
+        run_number = int(run_table.get("run", 1))
+    except (TypeError, ValueError):
+        run_number = 1
+    subject = run_table.get("subject") if not isinstance(run_table.get("subject"), dict) else None
+    tr = run_table.get("tr")
+    labels = Labels(
+        subject=_label(subject, "01"),
+        session=_label(run_table.get("session"), "01"),
+        task=_label(run_table.get("task"), "rt"),
+        run=max(1, run_number),
+    )
+    return labels, float(tr) if isinstance(tr, (int, float)) and tr > 0 else None
+
+
+# --- the whole run ------------------------------------------------------------------------------
+
+
+def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = False) -> Path:
+    """Write the BIDS files of one recorded run; return the path of its ``_bold.nii.gz``."""
+    run_dir, bids_root = Path(run_dir), Path(bids_root)
+    contents = read_journal(run_dir)
+    info = load_run_info(run_dir)
+    labels, settings_tr = labels_from_settings(info.get("settings", {}))
+    records = contents.volumes()
+    if not records:
+        raise RecordingError(f"{run_dir}: no volume was recorded, so there is no BIDS run to write")
+
+    first_index = int(records[0]["index"])
+    count = int(records[-1]["index"]) - first_index + 1
+    present = {int(r["index"]) for r in records}
+    missing = [first_index + i for i in range(count) if first_index + i not in present]
+    tr = _first(r.get("tr") for r in records) or settings_tr
+    if not tr:
+        raise RecordingError(f"{run_dir}: the repetition time is unknown (not in the volumes nor the settings)")
+
+    data, slope, inter = _stack(contents, records, first_index, count)
+    affine = np.asarray(records[0]["affine"], dtype=np.float64)
+    slice_timing = _first(r.get("slice_timing") for r in records)
+    header = records[0].get("header") or {}
+
+    try:
+        func = labels.func_dir(bids_root)
+        func.mkdir(parents=True, exist_ok=True)
+        run_number = _free_run_number(func, labels)
+        stem = labels.stem(run_number)
+        _write_root_files(bids_root, labels)
+        bold = func / f"{stem}_bold.nii.gz"
+        _write_nifti(bold, data, affine, tr, slope, inter, slice_timing)
+        _write_json(func / f"{stem}_bold.json", bold_sidecar(labels.task, tr, slice_timing, header))
+
+        timelines = merged_timelines(contents)
+        ref = scan_clock_origin(records, tr)
+        feedback = list(contents.of_type("feedback"))
+        responses = list(contents.of_type("response"))
+        _write_events(func / f"{stem}_events", feedback, responses, timelines, ref, tr)
+
+        deriv = labels.func_dir(bids_root / "derivatives" / "rtcontrol")
+        deriv.mkdir(parents=True, exist_ok=True)
+        _write_derivative_description(bids_root / "derivatives" / "rtcontrol")
+        indices = list(range(first_index, first_index + count))
+        summary = _write_confounds(deriv / f"{stem}_desc-confounds_timeseries", data, slope, inter, indices, missing, feedback)
+        _write_timeline(deriv / f"{stem}_desc-timeline_timeseries", indices, records, timelines, ref)
+        runlog = {
+            "rtcontrol": __version__,
+            "Sources": [f"bids:raw:{bold.relative_to(bids_root).as_posix()}"],
+            "settings": info.get("settings", {}),
+            "requested_run": labels.run,
+            "written_run": run_number,
+            "recovered_after_interruption": recovered or not _stopped_cleanly(contents),
+            "volumes": {"recorded": len(records), "first_index": first_index, "missing": missing},
+            "torn_last_line": contents.torn_tail,
+            "summary": summary,
+            "events": [_event_row(r, ref) for r in contents.of_type("event")],
+        }
+        if run_number != labels.run:
+            runlog["note"] = f"run-{labels.run:02d} already existed in {func}; this run was written as run-{run_number:02d}"
+        _write_json(deriv / f"{stem}_desc-runlog.json", runlog)
+    except OSError as exc:
+        from rtcontrol.recording.recorder import describe_os_error
+
+        raise RecordingError(
+            f"{describe_os_error(exc, bids_root)}; the run is kept in {run_dir} and can be written again later"
+        ) from exc
+
+    with open(run_dir / JOURNAL, "ab") as fh:  # mark the run finished (find_interrupted skips it)
+        fh.write(encode_line({"type": "finish", "bold": str(bold), "run": run_number}))
+        fh.flush()
+        os.fsync(fh.fileno())
+    return bold
+
+
+def _first(values: Iterable[Any]) -> Any:
+    return next((v for v in values if v), None)
+
+
+def _stopped_cleanly(contents: JournalContents) -> bool:
+    return any(r.get("kind") == "stop" for r in contents.of_type("event"))
+
+
+def _free_run_number(func: Path, labels: Labels) -> int:
+    run = labels.run
+    while (func / f"{labels.stem(run)}_bold.nii.gz").exists():
+        run += 1
+    return run
+
+
+# --- the image --------------------------------------------------------------------------------------
+
+
+def _stack(contents: JournalContents, records: list[dict], first: int, count: int) -> tuple[np.ndarray, float, float]:
+    """(X, Y, Z, T) stored values; a missing volume is zeros. Mixed scaling is resolved to float32 real values."""
+    scales = {(float(r["scl_slope"]), float(r["scl_inter"])) for r in records}
+    dtypes = {np.dtype(r["dtype"]) for r in records}
+    shapes = {tuple(r["shape"]) for r in records}
+    if len(shapes) != 1:
+        raise RecordingError(f"{contents.run_dir}: the volumes have different shapes {sorted(shapes)}; cannot make one 4-D image")
+    mixed = len(scales) > 1
+    dtype = np.dtype(np.float32) if mixed else np.result_type(*dtypes)
+    data = np.zeros((*shapes.pop(), count), dtype=dtype)
+    for r in records:
+        vol = contents.volume_data(r)
+        if mixed:
+            vol = vol.astype(np.float32) * np.float32(r["scl_slope"] or 1.0) + np.float32(r["scl_inter"])
+        data[..., int(r["index"]) - first] = vol
+    slope, inter = (1.0, 0.0) if mixed else scales.pop()
+    return data, slope, inter
+
+
+def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, tr: float, slope: float, inter: float,
+                 slice_timing: list[float] | None) -> None:
+    img = nib.Nifti1Image(data, affine)
+    hdr = img.header
+    hdr.set_data_dtype(data.dtype)
+    hdr.set_xyzt_units("mm", "sec")
+    zooms = list(hdr.get_zooms())
+    zooms[3] = float(tr)
+    hdr.set_zooms(zooms)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    if slope not in (0.0, 1.0) or inter != 0.0:
+        hdr.set_slope_inter(slope, inter)
+    if slice_timing:
+        hdr.set_dim_info(slice=2)
+    tmp = path.with_name(f".partial-{path.name}")
+    img.to_filename(tmp)
+    os.replace(tmp, path)
+
+
+def bold_sidecar(task: str, tr: float, slice_timing: list[float] | None, header: dict[str, Any]) -> dict[str, Any]:
+    """The ``_bold.json`` fields: BIDS-required ones plus the allowlisted acquisition facts in BIDS units."""
+    out: dict[str, Any] = {"TaskName": task, "RepetitionTime": float(tr)}
+    if slice_timing and all(0 <= t < tr for t in slice_timing):
+        out["SliceTiming"] = [float(t) for t in slice_timing]
+    for key, kind in SIDECAR_FACTS.items():
+        value = header.get(key)
+        if value is None or value == "":
+            continue
+        try:
+            if kind is list:
+                value = list(value) if isinstance(value, (list, tuple)) else str(value).split("\\")
+            elif kind is int:
+                value = int(value)
+            elif kind is float:
+                value = float(value)
+            else:
+                value = str(value)
+        except (TypeError, ValueError):
+            continue
+        if key == "EchoTime" and value > 1.0:  # milliseconds (DICOM) -> seconds (BIDS)
+            value = value / 1000.0
+        if key == "PhaseEncodingDirection" and not re.fullmatch(r"[ijk]-?", value):
+            continue
+        out[key] = value
+    return out
+
+
+# --- time -------------------------------------------------------------------------------------------
+
+
+def merged_timelines(contents: JournalContents) -> dict[int, dict[str, float]]:
+    """Every stamp known per volume index, from volume, feedback and timeline records (first stamp wins)."""
+    out: dict[int, dict[str, float]] = {}
+    for r in contents.records:
+        if r.get("type") in ("volume", "feedback", "timeline") and "index" in r:
+            stamps = out.setdefault(int(r["index"]), {})
+            for stage, t in (r.get("timeline") or {}).items():
+                if t is not None and stage in STAGES:
+                    stamps.setdefault(stage, float(t))
+    return out
+
+
+def scan_clock_origin(records: list[dict], tr: float) -> float:
+    """The console's monotonic time of the scan's start, estimated from the earliest-arriving volume.
+
+    Volume ``i`` cannot arrive before ``i * TR`` after the scan starts, so ``min(arrival_i - i * TR)``
+    is the scan start plus the smallest reconstruction delay. Onsets in events.tsv are relative to it.
+    """
+    first = int(records[0]["index"])
+    arrivals = []
+    for r in records:
+        stamps = r.get("timeline") or {}
+        t = stamps.get("file_seen") or stamps.get("file_complete") or stamps.get("parsed") or r.get("t")
+        if t is not None:
+            arrivals.append(float(t) - (int(r["index"]) - first) * tr)
+    return min(arrivals) if arrivals else 0.0
+
+
+# --- events.tsv ---------------------------------------------------------------------------------------
+
+EVENT_COLUMNS = {
+    "onset": {"Description": "Seconds from the scan's start (the first volume's arrival at the console, less the "
+              "smallest reconstruction delay seen) to when the person was shown the feedback or responded", "Units": "s"},
+    "duration": {"Description": "Feedback: until the next feedback (one TR for the last); responses: 0", "Units": "s"},
+    "trial_type": {"Description": "What happened", "Levels": {"feedback": "feedback shown for one volume",
+                                                              "response": "a response from the person in the scanner"}},
+    "value": {"Description": "The feedback value (a number, or JSON for structured feedback) or the response given"},
+    "volume": {"Description": "Index of the volume the feedback was computed from (responses: the volume given, if any)"},
+    "stage": {"Description": "Which timeline stage gave the onset (displayed is best; see the timeline derivative)"},
+    "latency": {"Description": "From the volume file appearing on the console to that stage", "Units": "s"},
+}
+
+
+def _write_events(base: Path, feedback: list[dict], responses: list[dict], timelines: dict[int, dict[str, float]],
+                  ref: float, tr: float) -> None:
+    rows: list[dict[str, Any]] = []
+    for r in feedback:
+        index = int(r["index"])
+        stamps = {**timelines.get(index, {}), **{k: v for k, v in (r.get("timeline") or {}).items() if v is not None}}
+        stage = next((s for s in DELIVERY_STAGES if s in stamps), None)
+        t = stamps[stage] if stage else r.get("t")
+        seen = stamps.get("file_seen")
+        rows.append({
+            "onset": t - ref if t is not None else None,
+            "trial_type": "feedback",
+            "value": _cell_value(r.get("feedback")),
+            "volume": index,
+            "stage": stage or "recorded",
+            "latency": (t - seen) if (t is not None and seen is not None) else None,
+        })
+    rows.sort(key=lambda row: (row["onset"] is None, row["onset"] or 0.0))
+    for i, row in enumerate(rows):
+        nxt = rows[i + 1]["onset"] if i + 1 < len(rows) else None
+        row["duration"] = (nxt - row["onset"]) if (nxt is not None and row["onset"] is not None) else tr
+    for r in responses:
+        rows.append({
+            "onset": float(r["when"]) - ref,
+            "duration": 0.0,
+            "trial_type": "response",
+            "value": _cell_value(r.get("value")),
+            "volume": r.get("index"),
+            "stage": "response",
+            "latency": None,
+        })
+    rows = [row for row in rows if row["onset"] is not None]
+    rows.sort(key=lambda row: row["onset"])
+    _write_tsv(base.with_suffix(".tsv"), list(EVENT_COLUMNS), rows)
+    _write_json(base.with_suffix(".json"), EVENT_COLUMNS)
+
+
+def _cell_value(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return value
+
+
+# --- derivatives --------------------------------------------------------------------------------------
+
+
+def _write_confounds(base: Path, data: np.ndarray, slope: float, inter: float, indices: list[int], missing: list[int],
+                     feedback: list[dict]) -> dict[str, Any]:
+    """Motion (from the project's metrics), framewise displacement, global signal, DVARS and the feedback per volume."""
+    real = data.astype(np.float32)
+    if slope not in (0.0, 1.0) or inter != 0.0:
+        real = real * np.float32(slope) + np.float32(inter)
+    present = [i for i, idx in enumerate(indices) if idx not in set(missing)]
+    mean_img = real[..., present].mean(axis=-1)
+    mask = mean_img > 0.5 * float(mean_img.mean()) if mean_img.size else mean_img.astype(bool)
+    series = real[mask]  # (voxels, T)
+    gsr = series.mean(axis=0) if series.size else np.full(len(indices), np.nan)
+    dvars = np.full(len(indices), np.nan)
+    if series.shape[1] > 1:
+        dvars[1:] = np.sqrt(np.mean(np.diff(series, axis=1) ** 2, axis=0))
+    for i, idx in enumerate(indices):
+        if idx in missing:
+            gsr[i] = dvars[i] = np.nan
+            if i + 1 < len(indices):
+                dvars[i + 1] = np.nan
+
+    by_index = {int(r["index"]): r for r in feedback}
+    metric_names: list[str] = []
+    for r in feedback:
+        for name, v in (r.get("metrics") or {}).items():
+            if name not in metric_names and isinstance(v, (int, float)) and not isinstance(v, bool):
+                metric_names.append(name)
+    columns = ["volume", "global_signal", "dvars", "feedback"]
+    motion = [m for m in MOTION if m in metric_names]
+    if len(motion) == 6:
+        columns += list(MOTION) + ["framewise_displacement"]
+    columns += [m for m in metric_names if m not in MOTION]
+
+    rows, prev = [], None
+    for i, idx in enumerate(indices):
+        fb = by_index.get(idx, {})
+        metrics = fb.get("metrics") or {}
+        row: dict[str, Any] = {"volume": idx, "global_signal": gsr[i], "dvars": dvars[i]}
+        value = fb.get("feedback")
+        row["feedback"] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        for name in columns[4:]:
+            if name != "framewise_displacement":
+                row[name] = metrics.get(name)
+        if len(motion) == 6:
+            params = [metrics.get(m) for m in MOTION]
+            if all(isinstance(p, (int, float)) for p in params):
+                row["framewise_displacement"] = framewise_displacement(prev, params) if prev is not None else 0.0
+                prev = params
+        rows.append(row)
+    _write_tsv(base.with_suffix(".tsv"), columns, rows)
+
+    described = {
+        "volume": {"Description": "Volume index in the run (0 = first volume)"},
+        "global_signal": {"Description": "Mean of the brain voxels (mean image above half its mean)", "Units": "arbitrary"},
+        "dvars": {"Description": "RMS over brain voxels of the change since the previous volume", "Units": "arbitrary"},
+        "feedback": {"Description": "The numeric feedback the project returned for this volume"},
+        "framewise_displacement": {"Description": "Power et al. FD from the motion estimates (50 mm sphere)", "Units": "mm"},
+    }
+    for m in MOTION[:3]:
+        described[m] = {"Description": f"Translation along {m[1].upper()} (rtcontrol.rigid: R, A, S world axes)", "Units": "mm"}
+    for m in MOTION[3:]:
+        described[m] = {"Description": f"Rotation about {m[1].upper()} (rtcontrol.rigid: R, A, S world axes)", "Units": "degrees"}
+    _write_json(base.with_suffix(".json"), {c: described.get(c, {"Description": f"Metric '{c}' reported by the project"})
+                                            for c in columns})
+
+    summary: dict[str, Any] = {"brain_voxels": int(mask.sum())}
+    if len(present) > 2 and series.size:
+        sd = series[:, [i for i in range(series.shape[1]) if indices[i] not in missing]].std(axis=1)
+        mu = series[:, [i for i in range(series.shape[1]) if indices[i] not in missing]].mean(axis=1)
+        tsnr = mu[sd > 0] / sd[sd > 0]
+        summary["tsnr_median"] = float(np.median(tsnr)) if tsnr.size else None
+    fd = [r.get("framewise_displacement") for r in rows if r.get("framewise_displacement") is not None]
+    if fd:
+        summary["framewise_displacement_mean_mm"] = float(np.mean(fd))
+        summary["framewise_displacement_max_mm"] = float(np.max(fd))
+    return summary
+
+
+def _write_timeline(base: Path, indices: list[int], records: list[dict], timelines: dict[int, dict[str, float]],
+                    ref: float) -> None:
+    acq = {int(r["index"]): r.get("acquisition_time") for r in records}
+    columns = ["volume", "acquisition_time", *STAGES]
+    rows = []
+    for idx in indices:
+        stamps = timelines.get(idx, {})
+        row = {"volume": idx, "acquisition_time": acq.get(idx)}
+        row.update({s: (stamps[s] - ref) if s in stamps else None for s in STAGES})
+        rows.append(row)
+    _write_tsv(base.with_suffix(".tsv"), columns, rows)
+    meta: dict[str, Any] = {
+        "volume": {"Description": "Volume index in the run"},
+        "acquisition_time": {"Description": "Scanner clock at acquisition, seconds since midnight (no date)", "Units": "s"},
+    }
+    for s in STAGES:
+        meta[s] = {"Description": f"When the volume reached stage '{s}', seconds from the scan's start as in events.tsv "
+                                  "(console clock; remote stamps translated by the link)", "Units": "s"}
+    _write_json(base.with_suffix(".json"), meta)
+
+
+def _event_row(r: dict[str, Any], ref: float) -> dict[str, Any]:
+    t = r.get("t")
+    return {"time": (t - ref) if t is not None else None, "kind": r.get("kind"), "message": r.get("message"),
+            "data": r.get("data") or {}}
+
+
+# --- dataset files ------------------------------------------------------------------------------------
+
+
+def _write_root_files(root: Path, labels: Labels) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    desc = root / "dataset_description.json"
+    if not desc.exists():
+        _write_json(desc, {
+            "Name": "rtcontrol real-time fMRI recordings",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "raw",
+            "GeneratedBy": [{"Name": "rtcontrol", "Version": __version__,
+                             "Description": "recorded live by the rtcontrol console"}],
+        })
+    readme = root / "README"
+    if not readme.exists():
+        readme.write_text(
+            "Real-time fMRI runs recorded by the rtcontrol console.\n\n"
+            "Each run's bold image holds the volumes as they arrived; events.tsv holds the feedback shown and the\n"
+            "responses given. derivatives/rtcontrol holds motion and quality per volume, the per-volume pipeline\n"
+            "timeline and a run log. No patient-identifying information is stored.\n",
+            encoding="utf-8",
+        )
+    participants = root / "participants.tsv"
+    pid = f"sub-{labels.subject}"
+    lines = participants.read_text(encoding="utf-8").splitlines() if participants.exists() else ["participant_id"]
+    if pid not in (line.split("\t")[0] for line in lines[1:]):
+        lines.append(pid)
+        _atomic_text(participants, "\n".join(lines) + "\n")
+
+
+def _write_derivative_description(root: Path) -> None:
+    desc = root / "dataset_description.json"
+    if not desc.exists():
+        _write_json(desc, {
+            "Name": "rtcontrol run derivatives: motion, quality and timelines",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": "rtcontrol", "Version": __version__}],
+        })
+
+
+def _fmt_cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            return "n/a"
+        text = f"{float(value):.6f}".rstrip("0").rstrip(".")
+        return "0" if text in ("-0", "") else text
+    text = str(value)
+    return text.replace("\t", " ").replace("\n", " ") or "n/a"
+
+
+def _write_tsv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    lines = ["\t".join(columns)] + ["\t".join(_fmt_cell(row.get(c)) for c in columns) for row in rows]
+    _atomic_text(path, "\n".join(lines) + "\n")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _atomic_text(path, json.dumps(_finite(data), indent=2) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".partial-{path.name}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --- reading back -----------------------------------------------------------------------------------
+
+
+def bids_run_source(bids_dir: Path | str, sub: str, ses: str | None, task: str, run: int | str) -> Path:
+    """The ``_bold.nii.gz`` of one run in a BIDS dataset, e.g. to replay it as a live scan."""
+    bids_dir = Path(bids_dir)
+    sub = str(sub).removeprefix("sub-")
+    ses = str(ses).removeprefix("ses-") if ses else None
+    task = str(task).removeprefix("task-")
+    run_number = int(str(run).removeprefix("run-"))
+    folder = bids_dir / f"sub-{sub}" / (f"ses-{ses}" if ses else "") / "func"
+    stem = f"sub-{sub}" + (f"_ses-{ses}" if ses else "") + f"_task-{task}"
+    for name in (f"{stem}_run-{run_number:02d}_bold.nii.gz", f"{stem}_run-{run_number}_bold.nii.gz",
+                 f"{stem}_run-{run_number:02d}_bold.nii", f"{stem}_run-{run_number}_bold.nii"):
+        if (folder / name).is_file():
+            return folder / name
+    have = sorted(p.name for p in folder.glob("*_bold.nii*")) if folder.is_dir() else []
+    raise FileNotFoundError(
+        f"{folder}: no bold run for sub-{sub} ses-{ses} task-{task} run-{run_number}; "
+        + (f"found: {', '.join(have)}" if have else "the folder holds no bold runs")
+    )
