@@ -1,0 +1,443 @@
+"""The console controller: owns one run at a time, under plain asyncio, with no Qt.
+
+It takes volumes from the watcher, forwards each in order to the worker, the AFNI sender and
+the recorder, passes the worker's feedback on to the subject agent, keeps the per-run model
+and the lateness diagnostics, and publishes everything on :attr:`events` for the GUI, the
+headless printer or a test. Links are attached from outside (see :mod:`rtcontrol.console.links`),
+so the controller runs the same against embedded loopback services or remote ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rtcontrol.console import events as ev
+from rtcontrol.console import settings as settings_io
+from rtcontrol.console.diagnostics import Diagnostics
+from rtcontrol.console.model import RunModel
+from rtcontrol.console.ports import Recorder, SubjectLink, VolumeSink, Watcher, WorkerLink
+from rtcontrol.console.settings import RunSettings
+from rtcontrol.scanner.volume import Timeline, Volume
+
+log = logging.getLogger("rtcontrol.console")
+
+#: Called to build the watcher for a run: (folder, on_volume, on_event) -> Watcher.
+WatcherFactory = Callable[[Path, Callable[[Volume], Any], Callable[[Any], Any]], Watcher]
+#: Called to build the recorder for a run: (settings, run_dir) -> Recorder.
+RecorderFactory = Callable[[RunSettings, Path], Recorder]
+
+TICK = 0.1  # seconds between status/lateness checks
+
+
+class ConsoleController:
+    def __init__(
+        self,
+        settings: RunSettings,
+        *,
+        runs_dir: Path | None = None,
+        watcher_factory: WatcherFactory | None = None,
+        recorder_factory: RecorderFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings.validate()
+        self.runs_dir = Path(runs_dir) if runs_dir else Path.cwd() / "runs"
+        self.events = ev.EventBus()
+        self.model = RunModel()
+        self.state = ev.IDLE
+        self.worker: WorkerLink | None = None
+        self.subject: SubjectLink | None = None
+        self.afni: VolumeSink | None = None
+        self.recorder: Recorder | None = None
+        self.watch_folder: Path | None = None
+        self._watcher_factory = watcher_factory or default_watcher_factory
+        self._recorder_factory = recorder_factory or default_recorder_factory()
+        self._clock = clock
+        self._watcher: Watcher | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._to_worker: asyncio.Queue[Volume | None] = asyncio.Queue()
+        self._to_subject: asyncio.Queue[tuple[str, int, Any, Timeline] | None] = asyncio.Queue()
+        self._ended: asyncio.Event = asyncio.Event()
+        self._end_reason = ""
+        self._files_seen = 0
+        self._series = ""
+        self._format = ""
+        self._diag = Diagnostics(settings.run.tr)
+        self._all_in_since: float | None = None
+        self.run_dir: Path | None = None
+        self.last_ended: ev.RunEnded | None = None
+
+    # --- links --------------------------------------------------------------------------
+    def attach_worker(self, link: WorkerLink | None) -> None:
+        self.worker = link
+
+    def attach_subject(self, link: SubjectLink | None) -> None:
+        self.subject = link
+
+    def attach_afni(self, sink: VolumeSink | None) -> None:
+        self.afni = sink
+
+    # --- messages to observers ------------------------------------------------------------
+    def info(self, text: str, source: str = "console") -> None:
+        log.info("%s: %s", source, text)
+        self.events.publish(ev.LogMessage("info", text, source))
+
+    def warn(self, text: str, source: str = "console") -> None:
+        log.warning("%s: %s", source, text)
+        self.events.publish(ev.LogMessage("warning", text, source))
+
+    def error(self, text: str, source: str = "console") -> None:
+        log.error("%s: %s", source, text)
+        self.events.publish(ev.LogMessage("error", text, source))
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        self.state = state
+        self.events.publish(ev.StateChanged(state, detail))
+
+    def connection(self, name: str, state: str, **kw: Any) -> None:
+        """Links report their state through here so every observer sees it."""
+        self.events.publish(ev.ConnectionChanged(name, state, **kw))
+
+    # --- projects -----------------------------------------------------------------------
+    async def list_projects(self) -> list[dict[str, Any]]:
+        if self.worker is None:
+            return []
+        projects = await self.worker.list_projects()
+        self.events.publish(ev.ProjectsListed(projects))
+        return projects
+
+    async def project_settings(self, project: str) -> list[dict[str, Any]]:
+        if self.worker is None:
+            return []
+        declared = await self.worker.project_settings(project)
+        self.events.publish(ev.ProjectSettingsListed(project, declared))
+        return declared
+
+    # --- a run --------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.state in (ev.RUNNING, ev.STOPPING)
+
+    async def start_run(self, settings: RunSettings | None = None, watch_folder: Path | str | None = None) -> str:
+        """Start watching and tell the worker and subject agent a run begins; returns the run id."""
+        if self.running:
+            raise RuntimeError(f"run {self.model.run} is still going: stop it before starting another")
+        if settings is not None:
+            self.settings = settings.validate()
+        s = self.settings
+        folder = Path(watch_folder or s.run.watch_folder or "")
+        if not str(folder) or str(folder) == ".":
+            raise settings_io.SettingsError("[run] watch_folder is empty: choose the scanner's export folder")
+        if not folder.is_dir():
+            raise settings_io.SettingsError(f"[run] watch_folder {folder} does not exist or is not a folder")
+        self.watch_folder = folder
+        run_id = s.run_id
+        self.model.reset(run_id)
+        self._diag = Diagnostics(s.run.tr)
+        self._ended = asyncio.Event()
+        self._end_reason = ""
+        self._files_seen = 0
+        self._series = self._format = ""
+        self._all_in_since = None
+        self._to_worker = asyncio.Queue()
+        self._to_subject = asyncio.Queue()
+        self.run_dir = self._save_settings(s)
+        self.recorder = self._make_recorder(s)
+        self._set_state(ev.RUNNING, run_id)
+        self.info(f"run {run_id} started; watching {folder}")
+
+        if self.worker is not None:
+            try:
+                await self.worker.start_run(run_id, s.project.name, dict(s.project.settings), s.run.tr)
+            except Exception as exc:
+                self.error(f"the worker refused to start the run: {exc}", "worker")
+                await self._teardown(f"worker refused: {exc}")
+                raise
+        else:
+            self.warn("no worker connected: volumes are shown and recorded but not analysed")
+        if self.subject is not None:
+            try:
+                await self.subject.start_run(run_id, s.run.tr, s.feedback.onset, s.feedback.delay)
+            except Exception as exc:
+                self.error(f"the subject agent did not take the run start: {exc}", "subject")
+
+        self._tasks = [
+            asyncio.create_task(self._pump_worker(), name="console-to-worker"),
+            asyncio.create_task(self._pump_subject(), name="console-to-subject"),
+            asyncio.create_task(self._tick(), name="console-tick"),
+        ]
+        self._watcher = self._watcher_factory(folder, self.handle_volume, self.handle_watch_event)
+        try:
+            await self._watcher.start()
+        except Exception as exc:
+            self.error(f"cannot watch {folder}: {exc}", "scanner")
+            await self._teardown(f"cannot watch {folder}: {exc}")
+            raise
+        return run_id
+
+    async def stop_run(self, reason: str = "stopped by the operator") -> ev.RunEnded | None:
+        """End the run now (or after the pending volumes are sent); safe to call twice."""
+        if self.state != ev.RUNNING:
+            return self.last_ended
+        return await self._teardown(reason)
+
+    async def wait_ended(self, timeout: float | None = None) -> ev.RunEnded | None:
+        await asyncio.wait_for(self._ended.wait(), timeout)
+        return self.last_ended
+
+    async def _teardown(self, reason: str) -> ev.RunEnded:
+        self._set_state(ev.STOPPING, reason)
+        if self._watcher is not None:
+            try:
+                await self._watcher.stop()
+            except Exception as exc:
+                self.warn(f"the watcher did not stop cleanly: {exc}", "scanner")
+            self._watcher = None
+        # let queued volumes/feedback go out before telling the far ends the run is over
+        self._to_worker.put_nowait(None)
+        self._to_subject.put_nowait(None)
+        pumps = [t for t in self._tasks if t.get_name() != "console-tick"]
+        if pumps:
+            await asyncio.wait(pumps, timeout=5.0)
+        for t in self._tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for name, link in (("worker", self.worker), ("subject", self.subject)):
+            if link is not None:
+                try:
+                    await asyncio.wait_for(link.stop_run(), 10.0)
+                except Exception as exc:
+                    self.warn(f"could not tell the {name} the run ended: {exc}", name)
+        self._close_recorder(reason)
+        ended = ev.RunEnded(self.model.run, reason, self.model.volumes, self.model.feedbacks)
+        self.last_ended = ended
+        self._set_state(ev.ENDED, reason)
+        self.info(f"run {ended.run} ended ({reason}): {ended.volumes} volumes, {ended.feedback} feedback values")
+        self.events.publish(ended)
+        self._ended.set()
+        return ended
+
+    async def close(self) -> None:
+        """Stop any run and close every link."""
+        if self.state == ev.RUNNING:
+            await self.stop_run("console closing")
+        for link in (self.worker, self.subject, self.afni):
+            if link is not None:
+                try:
+                    await link.close()
+                except Exception as exc:
+                    log.warning("closing %r: %s", link, exc)
+
+    # --- inbound: scanner ----------------------------------------------------------------
+    def handle_volume(self, volume: Volume) -> None:
+        """From the watcher: a complete volume. Quick; the sending happens in the pump task."""
+        if self.state != ev.RUNNING:
+            return
+        now = self._clock()
+        volume.timeline.stamp("parsed", now)
+        if not self._series and volume.series_uid:
+            self._series = volume.series_uid
+        elif volume.series_uid and volume.series_uid != self._series:
+            self.warn(
+                f"a new series appeared in the watch folder (volume {volume.index}); this run keeps going. "
+                "Press Next run to start a run for it."
+            )
+        volume.run = self.model.run
+        self._format = str(volume.header.get("SourceFormat", self._format))
+        self._diag.volume_arrived(now)
+        self.model.add_volume(volume, now)
+        self.events.publish(ev.VolumeArrived(volume))
+        self._to_worker.put_nowait(volume)
+        if self.recorder is not None:
+            self._record("add_volume", volume)
+
+    def handle_watch_event(self, event: Any) -> None:
+        """From the watcher: files seen, skipped files, errors; turned into plain log lines."""
+        kind = str(getattr(event, "kind", "") or type(event).__name__)
+        message = str(getattr(event, "message", "") or event)
+        path = getattr(event, "path", None)
+        if kind in ("file_seen", "seen", "file"):
+            self._files_seen += 1
+            return
+        level = str(getattr(event, "level", "") or ("error" if "error" in kind or "corrupt" in kind else "info"))
+        text = message if path is None or str(path) in message else f"{message} ({path})"
+        self.events.publish(ev.LogMessage(level if level in ("info", "warning", "error") else "info", text, "scanner"))
+        if self.recorder is not None:
+            self._record("add_event", kind, {"message": message, "path": str(path) if path else None})
+
+    def count_file(self) -> None:
+        self._files_seen += 1
+
+    # --- inbound: worker and subject -----------------------------------------------------
+    def handle_feedback(
+        self, run: str, index: int, value: Any, metrics: dict[str, float] | None, timeline: Timeline
+    ) -> None:
+        """From the worker link: the result for one volume. Passed on to the subject agent."""
+        if run and self.model.run and run != self.model.run:
+            self.warn(f"feedback for another run ({run}, volume {index}) ignored", "worker")
+            return
+        timeline.stamp("feedback_received", self._clock())
+        metrics = dict(metrics or {})
+        self.model.add_feedback(index, value, metrics, timeline)
+        self.events.publish(ev.FeedbackArrived(self.model.run, index, value, metrics, timeline))
+        late = self._diag.check_analysis(index, timeline)
+        if late is not None:
+            self.events.publish(late)
+            self.warn(late.message, "worker")
+        if self.recorder is not None:
+            self._record("add_feedback", index, value, metrics, timeline)
+        if self.subject is not None and value is not None:
+            self._to_subject.put_nowait((self.model.run, index, value, timeline))
+
+    def handle_delivery(self, run: str, index: int, timeline: Timeline, late: bool = False) -> None:
+        """From the subject link: the agent (and its consumers) got a feedback value."""
+        self.model.add_delivery(index, timeline)
+        self.events.publish(ev.Delivered(run, index, timeline, late))
+        if late:
+            self.warn(f"feedback for volume {index} reached the subject late (after a reconnect)", "subject")
+
+    def handle_log(self, level: str, text: str, source: str) -> None:
+        self.events.publish(ev.LogMessage(level if level in ("info", "warning", "error") else "info", text, source))
+
+    def handle_roi(self, mask: Any) -> None:
+        """The project reported its region of interest (a 3-D mask on the run's grid)."""
+        import numpy as np
+
+        self.model.roi_mask = None if mask is None else np.asarray(mask, dtype=bool)
+
+    # --- pumps --------------------------------------------------------------------------
+    async def _pump_worker(self) -> None:
+        warned = False
+        while True:
+            volume = await self._to_worker.get()
+            if volume is None:
+                return
+            if self.afni is not None:
+                try:
+                    await self.afni.send_volume(volume)
+                except Exception as exc:  # AFNI must never stall the scanner path
+                    self.warn(f"volume {volume.index} not sent to AFNI: {exc}", "afni")
+            if self.worker is None:
+                continue
+            volume.timeline.stamp("sent", self._clock())
+            try:
+                await self.worker.send_volume(volume)
+            except Exception as exc:
+                if not warned:
+                    self.error(f"volume {volume.index} could not be sent to the worker: {exc}", "worker")
+                    warned = True
+
+    async def _pump_subject(self) -> None:
+        while True:
+            item = await self._to_subject.get()
+            if item is None or self.subject is None:
+                return
+            run, index, value, timeline = item
+            try:
+                await self.subject.send_feedback(run, index, value, timeline)
+            except Exception as exc:
+                self.error(f"feedback for volume {index} not passed to the subject agent: {exc}", "subject")
+
+    async def _tick(self) -> None:
+        """Status, lateness and the end-of-run conditions, every :data:`TICK` seconds."""
+        s = self.settings.run
+        while self.state == ev.RUNNING:
+            now = self._clock()
+            self.events.publish(
+                ev.ScannerStatus(
+                    str(self.watch_folder or ""),
+                    max(self._files_seen, self.model.volumes),
+                    self.model.volumes,
+                    self._format,
+                    self._series[-12:] if self._series else "",
+                    self._diag.since_last(now),
+                )
+            )
+            expected = s.expected_volumes
+            if expected and self.model.volumes >= expected:
+                waiting = self.worker is not None and self.model.feedbacks < self.model.volumes
+                if self._all_in_since is None:
+                    self._all_in_since = now
+                if not waiting or now - self._all_in_since > 2 * s.tr + 5.0:
+                    asyncio.create_task(self._teardown(f"all {expected} volumes arrived"))
+                    return
+            else:
+                late = self._diag.check_scanner(now)
+                if late is not None:
+                    self.events.publish(late)
+                    self.warn(late.message, "scanner")
+                gap = self._diag.since_last(now)
+                if gap is not None and gap > s.end_after_trs * s.tr:
+                    asyncio.create_task(self._teardown(f"no volume for {s.end_after_trs:g} TRs after the last"))
+                    return
+            await asyncio.sleep(TICK)
+
+    # --- settings and recording ------------------------------------------------------------
+    def _save_settings(self, s: RunSettings) -> Path | None:
+        run_dir = self.runs_dir / s.run_id
+        try:
+            settings_io.save(s, run_dir / "run.toml")
+            return run_dir
+        except OSError as exc:
+            self.error(f"cannot save the run settings in {run_dir}: {exc}")
+            return None
+
+    def _make_recorder(self, s: RunSettings) -> Recorder | None:
+        if self._recorder_factory is None or self.run_dir is None:
+            return None
+        try:
+            return self._recorder_factory(s, self.run_dir)
+        except Exception as exc:
+            self.error(f"recording is off for this run: {exc}", "recording")
+            return None
+
+    def _record(self, method: str, *args: Any) -> None:
+        recorder = self.recorder
+        fn = getattr(recorder, method, None)
+        if fn is None:
+            return
+        try:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                asyncio.ensure_future(result)
+        except Exception as exc:
+            self.error(f"recording failed ({method}): {exc}; recording is off for the rest of the run", "recording")
+            self.recorder = None
+
+    def _close_recorder(self, reason: str) -> None:
+        if self.recorder is None:
+            return
+        self._record("add_event", "run_end", {"reason": reason})
+        self._record("close")
+        self.recorder = None
+
+
+def default_watcher_factory(folder: Path, on_volume: Callable[[Volume], Any], on_event: Callable[[Any], Any]) -> Watcher:
+    """The scanner watcher of ``rtcontrol.scanner.watcher`` (events, with polling as fallback)."""
+    try:
+        from rtcontrol.scanner.watcher import ScanWatcher
+    except ImportError as exc:
+        raise RuntimeError(f"the scanner watcher is not available in this build ({exc})") from None
+    return ScanWatcher(folder, on_volume, on_event)
+
+
+def default_recorder_factory() -> RecorderFactory | None:
+    """The run recorder of ``rtcontrol.recording`` when it is present in this build."""
+    try:
+        from rtcontrol.recording import recorder as recording  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    make = getattr(recording, "Recorder", None)
+    if make is None:
+        return None
+
+    def factory(settings: RunSettings, run_dir: Path) -> Recorder:
+        return make(run_dir, settings.to_dict())
+
+    return factory

@@ -1,0 +1,129 @@
+"""A console session: the controller with its links, embedded services and the demo scan.
+
+Without addresses it starts a worker and a subject agent on loopback; with ``demo`` it
+writes a synthetic run once and replays it into a fresh temporary watch folder for every
+run, so one command gives a live run. The GUI and the headless runner both use this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rtcontrol.console import links
+from rtcontrol.console.controller import ConsoleController
+from rtcontrol.console.settings import RunSettings
+
+log = logging.getLogger("rtcontrol.console")
+
+DEMO_VOLUMES = 120
+DEMO_TR = 1.0
+
+
+class ConsoleSession:
+    def __init__(
+        self,
+        settings: RunSettings,
+        *,
+        demo: bool = False,
+        demo_volumes: int | None = None,
+        demo_source: Path | None = None,
+        runs_dir: Path | None = None,
+        on_unknown_host: Any = None,
+        known_hosts: Path | None = None,
+        subject_display: bool = False,
+    ) -> None:
+        if demo:
+            settings = _demo_settings(settings, demo_volumes)
+        self.demo = demo
+        self.demo_source = demo_source
+        self.controller = ConsoleController(settings, runs_dir=runs_dir)
+        self.on_unknown_host = on_unknown_host
+        self.known_hosts = known_hosts
+        self.subject_display = subject_display
+        self._stack = contextlib.AsyncExitStack()
+        self._tmp: Path | None = None
+        self._replay: asyncio.Task[Any] | None = None
+        self._runs = 0
+        self.embedded: dict[str, Any] = {}
+
+    @property
+    def settings(self) -> RunSettings:
+        return self.controller.settings
+
+    async def open(self) -> None:
+        """Start embedded services where no address is given, then connect every link."""
+        c = self.controller
+        s = c.settings
+        await self._stack.__aenter__()
+        if self.demo or not s.run.watch_folder:
+            self._tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="rtcontrol-")))
+        await links.connect_all(self, self._stack)
+
+    async def start_run(self, settings: RunSettings | None = None) -> str:
+        """Start a run; in the demo, also start the simulated scanner into a fresh folder."""
+        c = self.controller
+        if settings is not None:
+            c.settings = settings.validate()
+        watch: Path | None = None
+        if self.demo or not c.settings.run.watch_folder:
+            if self._tmp is None:
+                raise RuntimeError("the session is not open")
+            self._runs += 1
+            watch = self._tmp / f"watch-{self._runs:03d}"
+            watch.mkdir()
+        run_id = await c.start_run(watch_folder=watch)
+        if self.demo and watch is not None:
+            self._replay = asyncio.create_task(self._demo_scan(watch), name="demo-scanner")
+        return run_id
+
+    async def stop_run(self, reason: str = "stopped by the operator") -> None:
+        await self._stop_replay()
+        await self.controller.stop_run(reason)
+
+    async def _demo_scan(self, watch: Path) -> None:
+        c = self.controller
+        try:
+            source = self.demo_source or await self._demo_series()
+            c.info(f"simulated scanner: replaying {source.name} into {watch} at TR {c.settings.run.tr:g} s", "scanner")
+            await links.replay(source, watch, c.settings.run.tr)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            c.error(f"the simulated scanner stopped: {exc}", "scanner")
+
+    async def _demo_series(self) -> Path:
+        assert self._tmp is not None
+        out = self._tmp / "synthetic-series"
+        if not out.exists():
+            s = self.controller.settings.run
+            self.controller.info(f"writing a synthetic run of {s.expected_volumes} volumes (first use only)", "scanner")
+            await asyncio.to_thread(links.synthesize, out, s.expected_volumes, s.tr)
+        self.demo_source = links.series_folder(out)
+        return self.demo_source
+
+    async def _stop_replay(self) -> None:
+        task, self._replay = self._replay, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def close(self) -> None:
+        await self._stop_replay()
+        try:
+            await self.controller.close()
+        finally:
+            await self._stack.aclose()
+
+
+def _demo_settings(settings: RunSettings, volumes: int | None) -> RunSettings:
+    r = settings.run
+    n = volumes or r.expected_volumes or DEMO_VOLUMES
+    tr = r.tr if r.tr and r.tr != 2.0 else DEMO_TR
+    return replace(settings, run=replace(r, expected_volumes=n, tr=tr, end_after_trs=max(r.end_after_trs, 5.0)))

@@ -1,0 +1,83 @@
+"""Connections: worker, subject agent and AFNI; address, state, round-trip time, certificate fingerprint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from rtcontrol.console import events as ev
+from rtcontrol.gui.panel import Panel
+
+LINKS = ("worker", "subject", "afni")
+COLUMNS = ("link", "address", "state", "RTT", "certificate (SHA-256)")
+STATE_COLOURS = {"connected": "#5fd3a0", "connecting": "#f0b54a", "failed": "#ff6b6b", "closed": "#f0b54a"}
+
+
+class ConnectionsPanel(Panel):
+    title = "Connections"
+    icon_name = "link"
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state: dict[str, ev.ConnectionChanged] = {}
+        self.table = QtWidgets.QTableWidget(len(LINKS), len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        for row, name in enumerate(LINKS):
+            self.table.setItem(row, 0, QtWidgets.QTableWidgetItem(name))
+            for col in range(1, len(COLUMNS)):
+                self.table.setItem(row, col, QtWidgets.QTableWidgetItem("—"))
+        self.detail = QtWidgets.QLabel("")
+        self.detail.setWordWrap(True)
+        self.detail.setObjectName("caption")
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.detail)
+
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, ev.ConnectionChanged):
+            old = self.state.get(event.name)
+            if old is not None and event.rtt_ms is None and old.rtt_ms is not None and event.state == old.state:
+                event = ev.ConnectionChanged(event.name, event.state, event.url or old.url, event.detail,
+                                             event.fingerprint or old.fingerprint, old.rtt_ms)
+            self.state[event.name] = event
+            self.dirty = True
+
+    def repaint_now(self) -> None:
+        details = []
+        for name, c in self.state.items():
+            if name not in LINKS:
+                continue
+            row = LINKS.index(name)
+            self.table.item(row, 1).setText(c.url or "—")
+            item = self.table.item(row, 2)
+            item.setText(c.state)
+            item.setForeground(QtGui.QColor(STATE_COLOURS.get(c.state, "#8a94a3")))
+            self.table.item(row, 3).setText("—" if c.rtt_ms is None else f"{c.rtt_ms:.1f} ms")
+            fp = self.table.item(row, 4)
+            fp.setText(c.fingerprint or "—")
+            fp.setToolTip(c.fingerprint)
+            if c.detail:
+                details.append(f"{name}: {c.detail}")
+        self.detail.setText("\n".join(details))
+        self.table.resizeColumnsToContents()
+        self.table.horizontalHeader().setStretchLastSection(True)
+
+
+def ask_trust(parent: QtWidgets.QWidget, peer: str, fingerprint: str) -> "QtCore.QObject":
+    """A non-blocking trust-on-first-use question; see :func:`rtcontrol.gui.main_window.MainWindow.trust_prompt`."""
+    box = QtWidgets.QMessageBox(parent)
+    box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+    box.setWindowTitle("New certificate")
+    box.setText(f"First connection to {peer}.\nTrust this certificate?")
+    box.setInformativeText(
+        f"SHA-256 fingerprint:\n{fingerprint}\n\nCompare it with the one the other machine printed "
+        "(main.py certs). Once trusted, a changed certificate is refused."
+    )
+    box.setStandardButtons(QtWidgets.QMessageBox.StandardButton.Yes | QtWidgets.QMessageBox.StandardButton.No)
+    box.setDefaultButton(QtWidgets.QMessageBox.StandardButton.No)
+    return box

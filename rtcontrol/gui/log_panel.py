@@ -1,0 +1,53 @@
+"""Log: everything the operator should know, in plain words, with errors highlighted."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+from PySide6 import QtWidgets
+
+from rtcontrol.console import events as ev
+from rtcontrol.gui.panel import Panel
+
+COLOURS = {"info": "#c9d1dc", "warning": "#f0b54a", "error": "#ff6b6b"}
+MAX_LINES = 5000
+
+
+class LogPanel(Panel):
+    title = "Log"
+    icon_name = "log"
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.text = QtWidgets.QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setMaximumBlockCount(MAX_LINES)
+        self.pending: list[ev.LogMessage] = []
+        self.errors = 0
+        self.lines: list[str] = []  # plain copies of the last lines (tests, copy to clipboard)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.text)
+
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, ev.LogMessage):
+            self.pending.append(event)
+            self.dirty = True
+
+    def repaint_now(self) -> None:
+        pending, self.pending = self.pending, []
+        for m in pending:
+            stamp = time.strftime("%H:%M:%S", time.localtime(m.time))
+            level = m.level if m.level in COLOURS else "info"
+            if level == "error":
+                self.errors += 1
+            weight = "bold" if level == "error" else "normal"
+            self.text.appendHtml(
+                f'<span style="color:#6b7586">{stamp}</span> '
+                f'<span style="color:#8fa2ba">{html.escape(m.source)}</span> '
+                f'<span style="color:{COLOURS[level]};font-weight:{weight}">{html.escape(m.text)}</span>'
+            )
+            self.lines.append(f"{stamp} {m.source} {m.level}: {m.text}")
+        del self.lines[:-MAX_LINES]

@@ -1,0 +1,302 @@
+"""The console's main window: dock panels over a :class:`ConsoleSession`, repainted on a timer.
+
+Controller events only mark panels dirty; a 40 ms timer repaints what changed, so a burst of
+volumes costs one repaint and the event loop is never held for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from rtcontrol.console import events as ev
+from rtcontrol.console import settings as settings_io
+from rtcontrol.console.session import ConsoleSession
+from rtcontrol.gui.connections_panel import ConnectionsPanel, ask_trust
+from rtcontrol.gui.log_panel import LogPanel
+from rtcontrol.gui.panel import Panel
+from rtcontrol.gui.scanner_panel import ScannerPanel
+from rtcontrol.gui.setup_panel import SetupPanel
+from rtcontrol.gui.slices_panel import SlicesPanel
+from rtcontrol.gui.theme import icon
+from rtcontrol.gui.timecourse_panel import TimecoursePanel
+
+log = logging.getLogger("rtcontrol.gui")
+
+REPAINT_MS = 40
+LAYOUT_VERSION = 1
+
+
+class AfniPlaceholder(Panel):
+    title = "AFNI"
+    icon_name = "brain"
+
+    def __init__(self, reason: str, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        label = QtWidgets.QLabel(f"The AFNI realtime sender is not available in this build.\n{reason}")
+        label.setWordWrap(True)
+        label.setObjectName("caption")
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addWidget(label)
+        layout.addStretch(1)
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, session: ConsoleSession, *, settings_store: QtCore.QSettings | None = None) -> None:
+        super().__init__()
+        self.session = session
+        self.controller = session.controller
+        self.store = settings_store or QtCore.QSettings("rtcontrol", "console")
+        self.setWindowTitle("rtcontrol — console")
+        self.setWindowIcon(icon("app"))
+        self.setDockOptions(
+            QtWidgets.QMainWindow.DockOption.AnimatedDocks | QtWidgets.QMainWindow.DockOption.AllowTabbedDocks
+        )
+        self._busy: asyncio.Task[Any] | None = None
+
+        model = self.controller.model
+        self.setup = SetupPanel(self.controller.settings)
+        self.scanner = ScannerPanel()
+        self.slices = SlicesPanel(model)
+        self.timecourses = TimecoursePanel(model)
+        self.connections = ConnectionsPanel()
+        self.log = LogPanel()
+        self.afni = self._afni_panel()
+        self.panels: list[Panel] = [
+            self.setup, self.scanner, self.slices, self.timecourses, self.connections, self.afni, self.log,
+        ]
+        self.docks: dict[str, QtWidgets.QDockWidget] = {}
+        Area = QtCore.Qt.DockWidgetArea
+        self.setCentralWidget(None)
+        self._dock(self.setup, Area.LeftDockWidgetArea)
+        self._dock(self.scanner, Area.LeftDockWidgetArea)
+        self._dock(self.slices, Area.RightDockWidgetArea)
+        self._dock(self.timecourses, Area.RightDockWidgetArea)
+        self._dock(self.connections, Area.BottomDockWidgetArea)
+        self._dock(self.afni, Area.BottomDockWidgetArea)
+        self._dock(self.log, Area.BottomDockWidgetArea)
+        self.splitDockWidget(self.docks["Live views"], self.docks["Timecourses"], QtCore.Qt.Orientation.Horizontal)
+        self.tabifyDockWidget(self.docks["Connections"], self.docks["AFNI"])
+        self.splitDockWidget(self.docks["Connections"], self.docks["Log"], QtCore.Qt.Orientation.Horizontal)
+        self.docks["Connections"].raise_()
+        self.resizeDocks([self.docks["Run setup"], self.docks["Live views"]], [330, 700], QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Live views"], self.docks["Log"]], [640, 200], QtCore.Qt.Orientation.Vertical)
+
+        self._actions()
+        self.state_label = QtWidgets.QLabel("idle")
+        self.statusBar().addPermanentWidget(self.state_label)
+        self.setup.start_requested.connect(self.start_run)
+        self.setup.stop_requested.connect(self.stop_run)
+        self.setup.next_requested.connect(self.next_run)
+        self.setup.project_chosen.connect(self._load_project_settings)
+        self.setup.browse_requested.connect(self._browse)
+
+        self._unsubscribe = self.controller.events.subscribe(self.on_event)
+        self.timer = QtCore.QTimer(self)
+        self.timer.setInterval(REPAINT_MS)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+        self.resize(1560, 960)
+        self._restore_layout()
+
+    # --- construction -------------------------------------------------------------------
+    def _afni_panel(self) -> Panel:
+        try:
+            from rtcontrol.gui import afni_panel
+        except ImportError as exc:
+            return AfniPlaceholder(f"({exc.name} is missing)")
+        try:
+            make = getattr(afni_panel, "AfniPanel")
+            panel = make(self.controller)
+        except Exception as exc:  # a broken optional panel must not stop the console
+            log.exception("AFNI panel failed")
+            return AfniPlaceholder(f"The panel failed to load: {exc}")
+        if not isinstance(panel, Panel):
+            wrapper = Panel()
+            wrapper.title = "AFNI"
+            QtWidgets.QVBoxLayout(wrapper).addWidget(panel)
+            return wrapper
+        return panel
+
+    def _dock(self, panel: Panel, area: QtCore.Qt.DockWidgetArea) -> QtWidgets.QDockWidget:
+        dock = QtWidgets.QDockWidget(panel.title, self)
+        dock.setObjectName(f"dock-{panel.title.lower().replace(' ', '-')}")
+        dock.setWidget(panel)
+        dock.setFeatures(
+            QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
+        self.addDockWidget(area, dock)
+        self.docks[panel.title] = dock
+        return dock
+
+    def _actions(self) -> None:
+        tb = self.addToolBar("Run")
+        tb.setObjectName("toolbar-run")
+        tb.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.start_action = QtGui.QAction(icon("start"), "Start", self)
+        self.start_action.setShortcut(QtGui.QKeySequence("Ctrl+R"))
+        self.start_action.setToolTip("Start the run (Ctrl+R)")
+        self.start_action.triggered.connect(self.start_run)
+        self.stop_action = QtGui.QAction(icon("stop"), "Stop", self)
+        self.stop_action.setShortcuts([QtGui.QKeySequence("Ctrl+."), QtGui.QKeySequence("Esc")])
+        self.stop_action.setToolTip("Stop the run (Esc or Ctrl+.)")
+        self.stop_action.triggered.connect(self.stop_run)
+        self.stop_action.setEnabled(False)
+        self.next_action = QtGui.QAction(icon("next"), "Next run", self)
+        self.next_action.triggered.connect(self.next_run)
+        load = QtGui.QAction(icon("open"), "Load settings…", self)
+        load.setShortcut(QtGui.QKeySequence.StandardKey.Open)
+        load.triggered.connect(self.load_settings)
+        save = QtGui.QAction(icon("save"), "Save settings…", self)
+        save.setShortcut(QtGui.QKeySequence.StandardKey.Save)
+        save.triggered.connect(self.save_settings)
+        for a in (self.start_action, self.stop_action, self.next_action):
+            tb.addAction(a)
+        tb.addSeparator()
+        tb.addAction(load)
+        tb.addAction(save)
+        for a in (self.start_action, self.stop_action, self.next_action, load, save):
+            self.addAction(a)
+        view = self.menuBar().addMenu("&View")
+        for dock in self.docks.values():
+            view.addAction(dock.toggleViewAction())
+        view.addSeparator()
+        reset = view.addAction("Reset layout")
+        reset.triggered.connect(self._reset_layout)
+        run_menu = self.menuBar().addMenu("&Run")
+        for a in (self.start_action, self.stop_action, self.next_action, load, save):
+            run_menu.addAction(a)
+
+    # --- events -------------------------------------------------------------------------
+    def on_event(self, event: Any) -> None:
+        for panel in self.panels:
+            panel.on_event(event)
+        if isinstance(event, ev.StateChanged):
+            running = event.state in (ev.RUNNING, ev.STOPPING)
+            self.start_action.setEnabled(not running)
+            self.stop_action.setEnabled(running)
+            self.next_action.setEnabled(not running)
+            text = event.state + (f" — {event.detail}" if event.detail else "")
+            self.state_label.setText(text)
+        elif isinstance(event, ev.LogMessage) and event.level == "error":
+            self.statusBar().showMessage(event.text, 10000)
+
+    def refresh(self) -> None:
+        for panel in self.panels:
+            panel.refresh()
+
+    # --- run control --------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(self._report)
+        self._busy = task
+        return task
+
+    def _report(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.setup.show_error(str(exc))
+            self.controller.error(str(exc))
+
+    def start_run(self) -> asyncio.Task[Any] | None:
+        if self.controller.running:
+            return None
+        s = self.setup.checked_settings()
+        if s is None:
+            return None
+        self.scanner.set_run(s.run.tr, s.run.expected_volumes, s.run.watch_folder)
+        return self._spawn(self.session.start_run(s))
+
+    def stop_run(self) -> asyncio.Task[Any] | None:
+        if not self.controller.running:
+            return None
+        return self._spawn(self.session.stop_run())
+
+    def next_run(self) -> None:
+        if self.controller.running:
+            return
+        s = self.setup.checked_settings()
+        if s is not None:
+            self.setup.set_settings(s.next_run())
+
+    def _load_project_settings(self, name: str) -> None:
+        if self.controller.worker is not None:
+            self._spawn(self.controller.project_settings(name))
+
+    def _browse(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Scanner export folder", self.setup.watch.text())
+        if folder:
+            self.setup.watch.setText(folder)
+
+    def load_settings(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load run settings", "", "Run settings (*.toml)")
+        if path:
+            self.load_settings_from(Path(path))
+
+    def load_settings_from(self, path: Path) -> bool:
+        try:
+            s = settings_io.load(path)
+        except settings_io.SettingsError as exc:
+            self.setup.show_error(str(exc))
+            self.controller.error(str(exc))
+            return False
+        self.setup.set_settings(s)
+        self.controller.info(f"settings loaded from {path}")
+        return True
+
+    def save_settings(self) -> None:
+        s = self.setup.checked_settings()
+        if s is None:
+            return
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save run settings", f"{s.run_id}.toml", "Run settings (*.toml)")
+        if path:
+            settings_io.save(s, path)
+            self.controller.info(f"settings saved to {path}")
+
+    # --- trust on first use ---------------------------------------------------------------
+    def trust_prompt(self, peer: str, fingerprint: str) -> asyncio.Future[bool]:
+        """Ask the operator, without blocking the loop; resolves to their answer."""
+        future: asyncio.Future[bool] = asyncio.get_event_loop().create_future()
+        box = ask_trust(self, peer, fingerprint)
+
+        def done(result: int) -> None:
+            if not future.done():
+                future.set_result(result == int(QtWidgets.QMessageBox.StandardButton.Yes.value))
+
+        box.finished.connect(done)
+        box.open()
+        self._trust_box = box
+        return future
+
+    # --- layout -------------------------------------------------------------------------
+    def _restore_layout(self) -> None:
+        geometry = self.store.value("geometry")
+        state = self.store.value("state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state, LAYOUT_VERSION)
+
+    def save_layout(self) -> None:
+        self.store.setValue("geometry", self.saveGeometry())
+        self.store.setValue("state", self.saveState(LAYOUT_VERSION))
+        self.store.sync()
+
+    def _reset_layout(self) -> None:
+        self.store.remove("state")
+        self.store.remove("geometry")
+        self.controller.info("the window layout resets the next time the console opens")
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        self.save_layout()
+        self.timer.stop()
+        self._unsubscribe()
+        super().closeEvent(event)

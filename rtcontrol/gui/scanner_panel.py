@@ -1,0 +1,93 @@
+"""Scanner panel: the watch folder, what was seen in it, and whether the scanner keeps pace."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PySide6 import QtCore, QtWidgets
+
+from rtcontrol.console import events as ev
+from rtcontrol.gui.panel import Panel, caption, set_role
+
+
+class ScannerPanel(Panel):
+    title = "Scanner"
+    icon_name = "scanner"
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.tr = 2.0
+        self.expected = 0
+        self.status: ev.ScannerStatus | None = None
+        self.status_time = 0.0
+        self.scanner_late = 0
+        self.analysis_late = 0
+        self.last_warning = ""
+
+        self.folder = QtWidgets.QLabel("—")
+        self.folder.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.folder.setWordWrap(True)
+        self.format = QtWidgets.QLabel("—")
+        self.series = QtWidgets.QLabel("—")
+        self.files = QtWidgets.QLabel("0")
+        self.volumes = QtWidgets.QLabel("0")
+        self.volumes.setObjectName("big")
+        self.since = QtWidgets.QLabel("—")
+        self.since.setObjectName("big")
+        self.late = QtWidgets.QLabel("scanner late 0 · analysis late 0")
+        self.warning = QtWidgets.QLabel("")
+        self.warning.setWordWrap(True)
+
+        form = QtWidgets.QFormLayout()
+        form.addRow(caption("watch folder"), self.folder)
+        form.addRow(caption("format"), self.format)
+        form.addRow(caption("series"), self.series)
+        form.addRow(caption("files seen"), self.files)
+        form.addRow(caption("volumes"), self.volumes)
+        form.addRow(caption("since last volume"), self.since)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.late)
+        layout.addWidget(self.warning)
+        layout.addStretch(1)
+
+    def set_run(self, tr: float, expected: int, folder: str = "") -> None:
+        self.tr, self.expected = tr, expected
+        if folder:
+            self.folder.setText(folder)
+        self.dirty = True
+
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, ev.ScannerStatus):
+            self.status, self.status_time = event, time.monotonic()
+            self.dirty = True
+        elif isinstance(event, ev.Lateness):
+            if event.kind == "scanner":
+                self.scanner_late += 1
+            else:
+                self.analysis_late += 1
+            self.last_warning = event.message
+            self.dirty = True
+        elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
+            self.scanner_late = self.analysis_late = 0
+            self.last_warning = ""
+            self.dirty = True
+
+    def repaint_now(self) -> None:
+        s = self.status
+        if s is not None:
+            self.folder.setText(s.folder or "—")
+            self.format.setText(s.source_format or "—")
+            self.series.setText(s.series or "—")
+            self.files.setText(str(s.files_seen))
+            self.volumes.setText(f"{s.volumes_seen} / {self.expected}" if self.expected else str(s.volumes_seen))
+            if s.since_last is None:
+                self.since.setText("waiting for the first volume")
+                set_role(self.since, "caption")
+            else:
+                self.since.setText(f"{s.since_last:.1f} s  (TR {self.tr:g} s)")
+                set_role(self.since, "warn" if s.since_last > 1.5 * self.tr else "big")
+        self.late.setText(f"scanner late {self.scanner_late} · analysis late {self.analysis_late}")
+        self.warning.setText(self.last_warning)
+        set_role(self.warning, "warn" if self.last_warning else "caption")

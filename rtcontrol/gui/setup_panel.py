@@ -1,0 +1,283 @@
+"""Run setup: the run settings, a form drawn from the project's declared settings, and the run buttons."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from PySide6 import QtCore, QtWidgets
+
+from rtcontrol.console import events as ev
+from rtcontrol.console.settings import ONSET_MODES, RunSettings, SettingsError
+from rtcontrol.gui.panel import Panel, set_role
+from rtcontrol.gui.theme import icon
+
+
+class ProjectForm(QtWidgets.QWidget):
+    """Widgets for a project's ``Setting`` dicts (name, default, type, help, choices, minimum, maximum)."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.layout_ = QtWidgets.QFormLayout(self)
+        self.layout_.setContentsMargins(0, 0, 0, 0)
+        self.fields: dict[str, tuple[dict[str, Any], Any]] = {}
+
+    def set_settings(self, declared: list[dict[str, Any]], values: dict[str, Any]) -> None:
+        while self.layout_.rowCount():
+            self.layout_.removeRow(0)
+        self.fields = {}
+        for d in declared:
+            value = values.get(d["name"], d.get("default"))
+            widget = _widget_for(d, value)
+            widget.setToolTip(d.get("help") or "")
+            self.layout_.addRow(d["name"].replace("_", " "), widget)
+            self.fields[d["name"]] = (d, widget)
+
+    def values(self) -> dict[str, Any]:
+        return {name: _value_of(d, w) for name, (d, w) in self.fields.items()}
+
+
+def _widget_for(d: dict[str, Any], value: Any) -> QtWidgets.QWidget:
+    kind = d.get("type", "float")
+    lo = d.get("minimum")
+    hi = d.get("maximum")
+    if kind == "float":
+        w = QtWidgets.QDoubleSpinBox()
+        w.setDecimals(3)
+        w.setRange(-1e9 if lo is None else lo, 1e9 if hi is None else hi)
+        w.setValue(float(value))
+        return w
+    if kind == "int":
+        w = QtWidgets.QSpinBox()
+        w.setRange(-(2**31) if lo is None else int(lo), 2**31 - 1 if hi is None else int(hi))
+        w.setValue(int(value))
+        return w
+    if kind == "bool":
+        w = QtWidgets.QCheckBox()
+        w.setChecked(bool(value))
+        return w
+    if kind == "choice":
+        w = QtWidgets.QComboBox()
+        for c in d.get("choices") or []:
+            w.addItem(str(c), c)
+        w.setCurrentIndex(max(0, w.findText(str(value))))
+        return w
+    if kind == "vector3":
+        w = QtWidgets.QWidget()
+        row = QtWidgets.QHBoxLayout(w)
+        row.setContentsMargins(0, 0, 0, 0)
+        for v in list(value or [0, 0, 0])[:3]:
+            box = QtWidgets.QDoubleSpinBox()
+            box.setRange(-1e6, 1e6)
+            box.setDecimals(2)
+            box.setValue(float(v))
+            row.addWidget(box)
+        return w
+    return QtWidgets.QLineEdit("" if value is None else str(value))
+
+
+def _value_of(d: dict[str, Any], w: QtWidgets.QWidget) -> Any:
+    if isinstance(w, (QtWidgets.QDoubleSpinBox, QtWidgets.QSpinBox)):
+        return w.value()
+    if isinstance(w, QtWidgets.QCheckBox):
+        return w.isChecked()
+    if isinstance(w, QtWidgets.QComboBox):
+        return w.currentData()
+    if isinstance(w, QtWidgets.QLineEdit):
+        return w.text()
+    return [b.value() for b in w.findChildren(QtWidgets.QDoubleSpinBox)]
+
+
+class SetupPanel(Panel):
+    title = "Run setup"
+    icon_name = "open"
+
+    start_requested = QtCore.Signal()
+    stop_requested = QtCore.Signal()
+    next_requested = QtCore.Signal()
+    project_chosen = QtCore.Signal(str)
+    browse_requested = QtCore.Signal()
+
+    def __init__(self, settings: RunSettings, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._base = settings
+        self._declared: dict[str, list[dict[str, Any]]] = {}
+
+        self.subject = QtWidgets.QLineEdit()
+        self.session = QtWidgets.QLineEdit()
+        self.run_number = QtWidgets.QSpinBox()
+        self.run_number.setRange(1, 999)
+        self.task = QtWidgets.QLineEdit()
+        self.tr = QtWidgets.QDoubleSpinBox()
+        self.tr.setRange(0.05, 60)
+        self.tr.setDecimals(3)
+        self.tr.setSuffix(" s")
+        self.expected = QtWidgets.QSpinBox()
+        self.expected.setRange(0, 100000)
+        self.expected.setSpecialValueText("unknown")
+        self.watch = QtWidgets.QLineEdit()
+        self.watch.setPlaceholderText("the scanner's export folder (empty: a temporary folder)")
+        browse = QtWidgets.QToolButton()
+        browse.setText("…")
+        browse.setToolTip("Choose the watch folder")
+        browse.clicked.connect(self.browse_requested)
+        watch_row = QtWidgets.QHBoxLayout()
+        watch_row.addWidget(self.watch, 1)
+        watch_row.addWidget(browse)
+        self.project = QtWidgets.QComboBox()
+        self.project.setEditable(True)
+        self.project.currentTextChanged.connect(self._project_changed)
+        self.onset = QtWidgets.QComboBox()
+        self.onset.addItems(list(ONSET_MODES))
+        self.delay = QtWidgets.QDoubleSpinBox()
+        self.delay.setRange(0, 600)
+        self.delay.setDecimals(3)
+        self.delay.setSuffix(" s")
+        self.project_form = ProjectForm()
+
+        form = QtWidgets.QFormLayout()
+        form.addRow("subject", self.subject)
+        form.addRow("session", self.session)
+        form.addRow("run", self.run_number)
+        form.addRow("task", self.task)
+        form.addRow("TR", self.tr)
+        form.addRow("volumes", self.expected)
+        form.addRow("watch folder", watch_row)
+        form.addRow("project", self.project)
+        form.addRow("feedback onset", self.onset)
+        form.addRow("delay", self.delay)
+        project_box = QtWidgets.QGroupBox("project settings")
+        QtWidgets.QVBoxLayout(project_box).addWidget(self.project_form)
+
+        self.start_button = QtWidgets.QPushButton(icon("start"), "Start")
+        self.start_button.setObjectName("start")
+        self.start_button.setToolTip("Start the run (Ctrl+R)")
+        self.stop_button = QtWidgets.QPushButton(icon("stop"), "Stop")
+        self.stop_button.setObjectName("stop")
+        self.stop_button.setToolTip("Stop the run (Esc or Ctrl+.)")
+        self.next_button = QtWidgets.QPushButton(icon("next"), "Next run")
+        self.next_button.setToolTip("Count the run number up, ready for the next run")
+        self.start_button.clicked.connect(self.start_requested)
+        self.stop_button.clicked.connect(self.stop_requested)
+        self.next_button.clicked.connect(self.next_requested)
+        buttons = QtWidgets.QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.next_button)
+        self.message = QtWidgets.QLabel("")
+        self.message.setWordWrap(True)
+
+        inner = QtWidgets.QWidget()
+        v = QtWidgets.QVBoxLayout(inner)
+        v.addLayout(form)
+        v.addWidget(project_box)
+        v.addStretch(1)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        scroll.setWidget(inner)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addWidget(scroll, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.message)
+        self.set_settings(settings)
+        self.set_running(False)
+
+    # --- settings <-> fields ---------------------------------------------------------------
+    def set_settings(self, s: RunSettings) -> None:
+        self._base = s
+        r = s.run
+        self.subject.setText(r.subject)
+        self.session.setText(r.session)
+        self.run_number.setValue(r.run)
+        self.task.setText(r.task)
+        self.tr.setValue(r.tr)
+        self.expected.setValue(r.expected_volumes)
+        self.watch.setText(r.watch_folder)
+        if self.project.findText(s.project.name) < 0:
+            self.project.addItem(s.project.name)
+        self.project.setCurrentText(s.project.name)
+        self.onset.setCurrentText(s.feedback.onset)
+        self.delay.setValue(s.feedback.delay)
+        self.project_form.set_settings(self._declared.get(s.project.name, []), s.project.settings)
+
+    def settings(self) -> RunSettings:
+        """The settings in the fields, validated (raises :class:`SettingsError`)."""
+        b = self._base
+        s = replace(
+            b,
+            run=replace(
+                b.run,
+                subject=self.subject.text().strip(),
+                session=self.session.text().strip(),
+                run=self.run_number.value(),
+                task=self.task.text().strip(),
+                tr=self.tr.value(),
+                expected_volumes=self.expected.value(),
+                watch_folder=self.watch.text().strip(),
+            ),
+            project=replace(
+                b.project,
+                name=self.project.currentText().strip(),
+                settings=self.project_form.values() if self.project_form.fields else dict(b.project.settings),
+            ),
+            feedback=replace(b.feedback, onset=self.onset.currentText(), delay=self.delay.value()),
+        )
+        return s.validate()
+
+    def show_error(self, text: str) -> None:
+        self.message.setText(text)
+        set_role(self.message, "error" if text else "caption")
+
+    def checked_settings(self) -> RunSettings | None:
+        try:
+            s = self.settings()
+        except SettingsError as exc:
+            self.show_error(str(exc))
+            return None
+        self.show_error("")
+        return s
+
+    # --- projects -----------------------------------------------------------------------
+    def set_projects(self, projects: list[dict[str, Any]]) -> None:
+        current = self.project.currentText()
+        self.project.blockSignals(True)
+        self.project.clear()
+        for p in projects:
+            name = str(p.get("name", ""))
+            self.project.addItem(name)
+            self.project.setItemData(self.project.count() - 1, p.get("description", ""), QtCore.Qt.ItemDataRole.ToolTipRole)
+        if current and self.project.findText(current) < 0:
+            self.project.addItem(current)
+        self.project.setCurrentText(current)
+        self.project.blockSignals(False)
+        self._project_changed(self.project.currentText())
+
+    def set_project_settings(self, project: str, declared: list[dict[str, Any]]) -> None:
+        self._declared[project] = declared
+        if project == self.project.currentText():
+            values = self._base.project.settings if project == self._base.project.name else {}
+            self.project_form.set_settings(declared, values)
+
+    def _project_changed(self, name: str) -> None:
+        if name in self._declared:
+            self.set_project_settings(name, self._declared[name])
+        elif name:
+            self.project_chosen.emit(name)
+
+    # --- run state ----------------------------------------------------------------------
+    def set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        self.next_button.setEnabled(not running)
+        for w in (self.subject, self.session, self.run_number, self.task, self.tr, self.expected, self.watch,
+                  self.project, self.onset, self.delay, self.project_form):
+            w.setEnabled(not running)
+
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, ev.StateChanged):
+            self.set_running(event.state in (ev.RUNNING, ev.STOPPING))
+        elif isinstance(event, ev.ProjectsListed):
+            self.set_projects(event.projects)
+        elif isinstance(event, ev.ProjectSettingsListed):
+            self.set_project_settings(event.project, event.settings)
