@@ -1,0 +1,314 @@
+"""The AFNI sender: hand it volumes, it feeds AFNI's realtime plugin off the hot path.
+
+:meth:`AfniSender.submit` only puts the volume on a bounded queue and returns at once; the
+sender's own task encodes and writes. AFNI being busy, not started, refusing or dropping the
+connection never blocks the caller: volumes that cannot go out are reported as not sent
+(``not_sent`` events) and the next volume tries again (at most every ``retry_interval``
+seconds), starting a new AFNI run. A new run (another ``volume.run``, another geometry)
+ends the current AFNI run: by closing the data channel, or with the end-of-run image and a
+new metadata block on the same connection (``keep_connection``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from rtcontrol.afni import protocol
+from rtcontrol.afni.channel import AfniUnavailable, ChannelSettings, DataChannel, open_data_channel
+from rtcontrol.scanner.volume import Volume
+
+#: Sender states shown to the operator.
+STATES = ("off", "idle", "connecting", "sending", "waiting", "error")
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    channel: ChannelSettings = ChannelSettings()
+    header: protocol.HeaderOptions = protocol.HeaderOptions()
+    prefix_from_run: bool = True  # PREFIX = the run name when header.prefix is not set
+    keep_connection: bool = False  # end runs with the end-of-run image instead of closing
+    queue_size: int = 8  # volumes waiting for the wire; more are reported as not sent
+    retry_interval: float = 1.0  # seconds between attempts to reach AFNI
+    header_pause: float = 0.05  # seconds between the metadata block and the first image (Dimon: 50 ms)
+    drop_when_unreachable: bool = True  # False (afni-feed): keep the volume and wait for AFNI
+
+
+@dataclass(frozen=True)
+class SenderEvent:
+    kind: str  # "state", "header", "sent", "not_sent", "run_end", "warning", "error"
+    message: str = ""
+    run: str | None = None
+    index: int | None = None
+    nbytes: int = 0
+    latency: float | None = None  # seconds from submit() to bytes written (sent)
+    header: str | None = None  # metadata text ("header")
+
+
+@dataclass
+class SenderStatus:
+    state: str = "off"
+    detail: str = ""
+    volumes_sent: int = 0
+    volumes_not_sent: int = 0
+    runs_started: int = 0
+    current_run: str | None = None
+    header_text: str = ""
+    last_error: str = ""
+    last_sent_index: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+_STOP = object()
+_END_RUN = object()
+
+
+@dataclass
+class _Run:
+    name: str
+    header: protocol.RunHeader
+    dtype: str
+    volumes: int = 0
+
+
+class AfniSender:
+    """Feeds volumes to AFNI from its own asyncio task. Qt-free; the GUI panel watches events."""
+
+    def __init__(
+        self,
+        settings: SenderSettings = SenderSettings(),
+        on_event: Callable[[SenderEvent], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.status = SenderStatus()
+        self._listeners: list[Callable[[SenderEvent], None]] = [on_event] if on_event else []
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._channel: DataChannel | None = None
+        self._run: _Run | None = None
+        self._next_attempt = 0.0
+
+    # ------------------------------------------------------------------ caller side
+
+    def add_listener(self, callback: Callable[[SenderEvent], None]) -> None:
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[SenderEvent], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Start the sender task (connects lazily, at the first volume)."""
+        if self.running:
+            return
+        self._queue = asyncio.Queue(maxsize=max(1, self.settings.queue_size))
+        self._next_attempt = 0.0
+        self._task = asyncio.get_running_loop().create_task(self._main(), name="afni-sender")
+        self._set_state("idle", f"ready for {self.settings.channel.describe()}")
+
+    def submit(self, volume: Volume) -> bool:
+        """Queue a volume for AFNI; never blocks. False (and a not_sent event) if it cannot go."""
+        if not self.running or self._queue is None:
+            self._not_sent(volume, "AFNI sender is off")
+            return False
+        try:
+            self._queue.put_nowait((volume, time.perf_counter()))
+        except asyncio.QueueFull:
+            self._not_sent(volume, f"AFNI sender backlog full ({self.settings.queue_size} volumes): AFNI too slow")
+            return False
+        return True
+
+    def end_run(self) -> None:
+        """End the current AFNI run after the queued volumes (AFNI saves the dataset)."""
+        if self.running and self._queue is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(_END_RUN)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (bounded by ``timeout``), end the run, stop the task."""
+        if self._task is None:
+            return
+        if not self._task.done() and self._queue is not None:
+            try:
+                self._queue.put_nowait(_STOP)
+            except asyncio.QueueFull:
+                self._task.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        await self._drop_channel()
+        self._task = None
+        self._set_state("off", "stopped")
+
+    # ------------------------------------------------------------------ sender task
+
+    async def _main(self) -> None:
+        assert self._queue is not None
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _STOP:
+                    await self._end_run(closing=True)
+                    return
+                if item is _END_RUN:
+                    await self._end_run()
+                    continue
+                volume, t_submit = item
+                try:
+                    await self._handle(volume, t_submit)
+                except Exception as exc:  # never let one volume kill the sender
+                    await self._drop_channel()
+                    self._error(f"volume {volume.index}: {type(exc).__name__}: {exc}")
+                    self._not_sent(volume, str(exc))
+        finally:
+            await self._drop_channel()
+
+    async def _handle(self, volume: Volume, t_submit: float) -> None:
+        options = self.settings.header
+        if options.prefix is None and self.settings.prefix_from_run and volume.run:
+            options = replace(options, prefix=volume.run)
+        same_kind = self._run is not None and self._run.dtype == str(volume.data.dtype)
+        try:
+            header = protocol.build_header(volume, options, datum=self._run.header.datum if same_kind else None)
+        except protocol.HeaderError as exc:
+            self._error(str(exc))
+            self._not_sent(volume, str(exc))
+            return
+        if self._run is not None and (self._run.name != volume.run or self._run.header.block != header.block):
+            await self._end_run()
+        if self._channel is not None and not self._channel.alive:
+            self._warn("AFNI dropped the data channel; reconnecting")
+            await self._drop_channel()
+        if self._run is None and not await self._begin_run(volume, header):
+            return
+        assert self._run is not None and self._channel is not None
+        image = protocol.encode_image(volume, self._run.header)
+        if image.clipped:
+            self._warn(f"volume {volume.index}: {image.clipped} voxels outside the int16 range were clipped")
+        try:
+            await asyncio.wait_for(self._channel.send(image.payload), self.settings.channel.send_timeout)
+        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            await self._drop_channel()
+            self._next_attempt = time.monotonic() + self.settings.retry_interval
+            self._set_state("waiting", f"lost AFNI: {reason}")
+            self._not_sent(volume, f"AFNI connection lost: {reason}")
+            return
+        latency = time.perf_counter() - t_submit
+        self._run.volumes += 1
+        self.status.volumes_sent += 1
+        self.status.last_sent_index = volume.index
+        self._emit(
+            SenderEvent("sent", run=volume.run, index=volume.index, nbytes=len(image.payload), latency=latency)
+        )
+
+    async def _begin_run(self, volume: Volume, header: protocol.RunHeader) -> bool:
+        """Open the channel if needed and send the metadata block; False if AFNI is unreachable."""
+        if self._channel is None:
+            channel = await self._connect(volume)
+            if channel is None:
+                return False
+            self._channel = channel
+        try:
+            await asyncio.wait_for(self._channel.send(header.block), self.settings.channel.send_timeout)
+        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            await self._drop_channel()
+            self._next_attempt = time.monotonic() + self.settings.retry_interval
+            self._set_state("waiting", f"AFNI dropped the connection at the header: {exc}")
+            self._not_sent(volume, f"AFNI dropped the connection: {exc}")
+            return False
+        self._run = _Run(volume.run, header, str(volume.data.dtype))
+        self.status.runs_started += 1
+        self.status.current_run = volume.run
+        self.status.header_text = header.text
+        self._emit(SenderEvent("header", run=volume.run, header=header.text, message=self._channel.description))
+        for warning in header.warnings:
+            self._warn(warning)
+        self._set_state("sending", f"run {volume.run!r} to AFNI ({self._channel.description})")
+        if self.settings.header_pause > 0:
+            await asyncio.sleep(self.settings.header_pause)
+        return True
+
+    async def _connect(self, volume: Volume) -> DataChannel | None:
+        cs = self.settings.channel
+        while True:
+            now = time.monotonic()
+            if now < self._next_attempt:
+                if self.settings.drop_when_unreachable:
+                    self._not_sent(volume, f"AFNI unreachable ({self.status.detail})")
+                    return None
+                await asyncio.sleep(self._next_attempt - now)
+            self._set_state("connecting", f"connecting to AFNI at {cs.describe()}")
+            try:
+                return await open_data_channel(cs)
+            except AfniUnavailable as exc:
+                self._next_attempt = time.monotonic() + self.settings.retry_interval
+                self._set_state("waiting", str(exc))
+                if self.settings.drop_when_unreachable:
+                    self._not_sent(volume, f"AFNI unreachable: {exc}")
+                    return None
+
+    async def _end_run(self, closing: bool = False) -> None:
+        run, self._run = self._run, None
+        if run is None:
+            return
+        self.status.current_run = None
+        message = f"run {run.name!r}: {run.volumes} volumes sent"
+        if self._channel is not None and self.settings.keep_connection and not closing and self._channel.alive:
+            try:
+                marker = protocol.end_of_run_image(run.header.imsize)
+                await asyncio.wait_for(self._channel.send(marker), self.settings.channel.send_timeout)
+                message += " (end-of-run marker, connection kept)"
+            except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+                await self._drop_channel()
+                message += f" (AFNI connection lost at the end marker: {exc})"
+        else:
+            await self._drop_channel()
+            message += " (data channel closed: AFNI saves the dataset)"
+        self._emit(SenderEvent("run_end", message, run=run.name))
+        if not closing:
+            self._set_state("idle", message)
+
+    async def _drop_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        self._run = None
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, event: SenderEvent) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(event)
+            except Exception:  # a broken view must not stop the sender
+                pass
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        changed = (state, detail) != (self.status.state, self.status.detail)
+        self.status.state, self.status.detail = state, detail
+        if changed:
+            self._emit(SenderEvent("state", detail, run=self.status.current_run))
+
+    def _not_sent(self, volume: Volume, reason: str) -> None:
+        self.status.volumes_not_sent += 1
+        self._emit(SenderEvent("not_sent", reason, run=volume.run, index=volume.index))
+
+    def _warn(self, message: str) -> None:
+        self._emit(SenderEvent("warning", message))
+
+    def _error(self, message: str) -> None:
+        self.status.last_error = message
+        self.status.errors = (self.status.errors + [message])[-20:]
+        self._emit(SenderEvent("error", message))
