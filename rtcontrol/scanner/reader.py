@@ -1,0 +1,125 @@
+"""``read_file``: one file from the scanner's export folder to a Volume, a slice, or volumes.
+
+Dispatch by content, never by name: DICOM (Siemens mosaic, enhanced multi-frame, or one slice
+of a classic series), NIfTI (3-D: one volume; 4-D: several). Errors say what and where:
+
+* :class:`IncompleteFile`: still being written (truncated, pixel bytes missing): retry shortly;
+* :class:`ForeignFile`: not an image series we read (text, JPEG, DICOMDIR, report...): skip;
+* :class:`CorruptFile`: complete but unreadable: report and skip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtcontrol.scanner.errors import CorruptFile, ForeignFile, IncompleteFile, IngestError
+from rtcontrol.scanner.volume import Volume
+
+__all__ = ["SliceImage", "read_file", "IncompleteFile", "ForeignFile", "CorruptFile"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class SliceImage:
+    """One 2-D slice of a one-file-per-slice series, with what assembly needs.
+
+    ``pixels`` is indexed [row, column] as stored; ``slice_position`` is the projection of
+    ImagePositionPatient on the slice normal (mm), which orders slices in space;
+    ``temporal_index`` (0-based) orders volumes in time (None when the file does not say).
+    """
+
+    series_uid: str
+    pixels: np.ndarray
+    temporal_index: int | None
+    slice_position: float
+    acquisition_time: float | None
+    path: Path
+    position: np.ndarray = field(default_factory=lambda: np.zeros(3))  # ImagePositionPatient (LPS mm)
+    orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # ImageOrientationPatient
+    pixel_spacing: tuple[float, float] = (1.0, 1.0)  # (between rows, between columns) mm
+    slices_per_volume: int | None = None  # from the header when it says
+    slice_time: float | None = None  # seconds from volume start, when known per slice
+    scl_slope: float = 1.0
+    scl_inter: float = 0.0
+    instance_number: int | None = None
+    header: dict[str, Any] = field(default_factory=dict)  # allowlisted facts
+    tr: float | None = None
+
+    @property
+    def geometry_key(self) -> tuple:
+        """Slices of one volume share orientation, matrix and spacing."""
+        return (
+            tuple(round(x, 5) for x in self.orientation),
+            self.pixels.shape,
+            tuple(round(x, 5) for x in self.pixel_spacing),
+        )
+
+
+def read_file(path: Path | str) -> Volume | SliceImage | list[Volume]:
+    """Parse one file; raise IncompleteFile / ForeignFile / CorruptFile with a reason."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise IncompleteFile(path, "file vanished before it could be read") from exc
+    except IsADirectoryError as exc:
+        raise ForeignFile(path, "a directory, not a file") from exc
+    except OSError as exc:
+        raise IncompleteFile(path, f"cannot read yet ({exc.strerror or exc})") from exc
+    return read_bytes(path, raw)
+
+
+def read_bytes(path: Path, raw: bytes) -> Volume | SliceImage | list[Volume]:
+    """As :func:`read_file` for bytes already read from ``path``."""
+    from rtcontrol.scanner import dicomfile, nifti_io
+
+    if not raw:
+        raise ForeignFile(path, "empty file (0 bytes)")
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES) or nifti_io.looks_like_nifti(raw):
+        return nifti_io.read_nifti_bytes(path, raw)
+    if not dicomfile.looks_like_dicom(raw):
+        if len(raw) < 132 and not _texty(raw):
+            raise IncompleteFile(path, f"only {len(raw)} bytes: too short to tell what it is yet")
+        raise ForeignFile(path, f"neither DICOM nor NIfTI ({_sniff(raw)})")
+    df = dicomfile.open_dicom(path, raw)
+    try:
+        return _read_dicom(df)
+    except IngestError:
+        raise
+    except Exception as exc:  # a header that parses but makes no sense
+        raise CorruptFile(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _read_dicom(df: Any) -> Volume | SliceImage:
+    from rtcontrol.scanner import dicomfile, enhanced, mosaic, slices
+
+    if df.sop_class in (dicomfile.ENHANCED_MR_IMAGE, "1.2.840.10008.5.1.4.1.1.4.4") or "PerFrameFunctionalGroupsSequence" in df.ds:
+        return enhanced.read_enhanced(df)
+    if mosaic.is_mosaic(df.ds):
+        return mosaic.read_mosaic(df)
+    return slices.read_slice(df)
+
+
+def _texty(raw: bytes) -> bool:
+    sample = raw[:512]
+    return bool(sample) and sum(32 <= b < 127 or b in (9, 10, 13) for b in sample) > 0.9 * len(sample)
+
+
+def _sniff(raw: bytes) -> str:
+    if raw[:3] == b"\xff\xd8\xff":
+        return "looks like a JPEG image"
+    if raw[:8] == b"\x89PNG\r\n\x1a\n":
+        return "looks like a PNG image"
+    if raw[:2] == b"\x1f\x8b":
+        return "gzip data that is not a NIfTI file"
+    if raw[:4] == b"%PDF":
+        return "looks like a PDF"
+    if _texty(raw):
+        return "looks like text"
+    return f"unrecognised binary, starts {raw[:8].hex()}"

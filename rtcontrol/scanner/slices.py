@@ -1,0 +1,170 @@
+"""Classic one-file-per-slice DICOM (GE, Philips, Siemens non-mosaic) to :class:`SliceImage`.
+
+What each slice needs for assembly, and where vendors keep it:
+
+* position in space: ImagePositionPatient projected on the slice normal (IOP cross product);
+* position in time (0-based ``temporal_index``): TemporalPositionIdentifier (Philips; any vendor
+  that writes it); Siemens: AcquisitionNumber; GE writes neither for fMRI but numbers images
+  volume after volume, so ``(InstanceNumber - 1) // slices per volume`` with the slice count from
+  GE's LocationsInAcquisition; the assembler checks that the slice positions of each volume are
+  distinct, so a wrong count cannot silently mix volumes;
+* slices per volume: Philips (2001,1018), GE (0021,104F), else ImagesInAcquisition;
+* Philips private scaling: dcm2niix keeps stored values with
+  ``scl_slope = 1 / ScaleSlope``, ``scl_inter = RescaleIntercept / (RescaleSlope * ScaleSlope)``
+  (the "floating point" values, PMC3998685); other vendors: RescaleSlope/Intercept;
+* GE phase encoding: column axis, polarity from the protocol block's VIEWORDER;
+* GE slice timing: the gzipped protocol block (0025,101B) gives SLICEORDER (0 sequential,
+  1 interleaved); slices are spaced TR / n in that order, indexed by InStackPositionNumber.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from rtcontrol.scanner.dicomfile import DicomFile
+from rtcontrol.scanner.errors import CorruptFile
+from rtcontrol.scanner.facts import header_facts, manufacturer
+from rtcontrol.scanner.geometry import ms_to_s, orientation, tm_seconds
+from rtcontrol.scanner.reader import SliceImage
+
+
+def _private(ds: Dataset, group: int, creator: str, element: int) -> Any:
+    try:
+        return ds.private_block(group, creator)[element].value
+    except (KeyError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_slice(df: DicomFile) -> SliceImage:
+    ds, path = df.ds, df.path
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise CorruptFile(path, f"multi-frame image ({frames} frames) without per-frame geometry")
+    iop = ds.get("ImageOrientationPatient")
+    ipp = ds.get("ImagePositionPatient")
+    spacing = ds.get("PixelSpacing")
+    if iop is None or ipp is None or spacing is None:
+        raise CorruptFile(path, "image without ImagePositionPatient/ImageOrientationPatient/PixelSpacing: no geometry")
+    _, _, normal = orientation(iop)
+    position = np.asarray([float(x) for x in ipp], dtype=np.float64)
+    vendor = manufacturer(ds)
+    n_slices = _slices_per_volume(ds, vendor)
+    instance = _int(ds.get("InstanceNumber"))
+    temporal = _temporal_index(ds, vendor, n_slices, instance)
+    slope, inter = _scaling(ds, vendor)
+    tr = ms_to_s(ds.get("RepetitionTime"))
+    slice_time = _ge_slice_time(ds, n_slices, tr) if vendor == "GE" else None
+    facts = header_facts(ds, "slices", PhaseEncodingDirection=_ge_phase_encoding(ds) if vendor == "GE" else None)
+    pixels = df.pixels()[0].copy()  # own the memory: the file bytes can go
+    return SliceImage(
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        pixels=pixels,
+        temporal_index=temporal,
+        slice_position=float(position @ normal),
+        acquisition_time=tm_seconds(ds.get("AcquisitionTime")),
+        path=path,
+        position=position,
+        orientation=tuple(float(x) for x in iop),
+        pixel_spacing=(float(spacing[0]), float(spacing[1])),
+        slices_per_volume=n_slices,
+        slice_time=slice_time,
+        scl_slope=slope,
+        scl_inter=inter,
+        instance_number=instance,
+        header=facts,
+        tr=tr,
+    )
+
+
+def _slices_per_volume(ds: Dataset, vendor: str) -> int | None:
+    candidates: list[Any] = []
+    if vendor == "Philips":
+        candidates.append(_private(ds, 0x2001, "Philips Imaging DD 001", 0x18))
+    if vendor == "GE":
+        candidates.append(_private(ds, 0x0021, "GEMS_RELA_01", 0x4F))
+        candidates.append(_private(ds, 0x0043, "GEMS_PARM_01", 0x79))
+    candidates.append(ds.get("ImagesInAcquisition"))
+    for c in candidates:
+        n = _int(c)
+        if n and n > 0:
+            return n
+    return None
+
+
+def _temporal_index(ds: Dataset, vendor: str, n_slices: int | None, instance: int | None) -> int | None:
+    tpi = _int(ds.get("TemporalPositionIdentifier"))
+    if tpi is not None and tpi >= 1:
+        return tpi - 1
+    if vendor == "Siemens":
+        acq = _int(ds.get("AcquisitionNumber"))
+        if acq is not None and acq >= 1:
+            return acq - 1
+    if vendor == "GE" and n_slices and instance and instance >= 1:
+        return (instance - 1) // n_slices
+    return None
+
+
+def _scaling(ds: Dataset, vendor: str) -> tuple[float, float]:
+    rs = float(ds.get("RescaleSlope", 1) or 1)
+    ri = float(ds.get("RescaleIntercept", 0) or 0)
+    if vendor == "Philips":
+        ss = _private(ds, 0x2005, "Philips MR Imaging DD 001", 0x0E)
+        if ss is not None:
+            ss = float(ss[0] if isinstance(ss, (list, tuple)) else ss)
+            if ss and np.isfinite(ss) and rs:
+                return 1.0 / ss, ri / (rs * ss)
+    return rs, ri
+
+
+@lru_cache(maxsize=16)
+def _ge_protocol(block: bytes) -> dict[str, str]:
+    """GE's protocol data block: 4-byte length + gzip of 'KEY "value"' lines."""
+    for start in (4, 0):
+        try:
+            text = gzip.decompress(block[start:]).decode("latin-1")
+            break
+        except (OSError, EOFError):
+            continue
+    else:
+        return {}
+    return dict(re.findall(r'^(\w+)\s+"([^"]*)"', text, flags=re.M))
+
+
+def _ge_phase_encoding(ds: Dataset) -> str | None:
+    """GE: axis from InPlanePhaseEncodingDirection, polarity from the protocol's VIEWORDER
+    (0 top-down, 1 bottom-up), as dcm2niix reads it; in our index space (rows not flipped)."""
+    block = _private(ds, 0x0025, "GEMS_SERS_01", 0x1B)
+    if str(ds.get("InPlanePhaseEncodingDirection", "")).strip().upper() not in ("COL", "COLUMN"):
+        return None
+    order = _ge_protocol(block).get("VIEWORDER") if isinstance(block, bytes) else None
+    return {"0": "j", "1": "j-"}.get(order or "")
+
+
+def _ge_slice_time(ds: Dataset, n_slices: int | None, tr: float | None) -> float | None:
+    block = _private(ds, 0x0025, "GEMS_SERS_01", 0x1B)
+    stack_pos = _int(ds.get("InStackPositionNumber"))
+    if not isinstance(block, bytes) or not n_slices or not tr or not stack_pos:
+        return None
+    protocol = _ge_protocol(block)
+    order = protocol.get("SLICEORDER")
+    if order not in ("0", "1"):
+        return None
+    p = stack_pos - 1  # 0-based position in the prescribed stack
+    if order == "0":
+        rank = p
+    else:  # interleaved: 1st, 3rd, 5th ... prescribed slice, then 2nd, 4th ...
+        rank = p // 2 if p % 2 == 0 else (n_slices + 1) // 2 + p // 2
+    return round(rank * tr / n_slices, 6)
