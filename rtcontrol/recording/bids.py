@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from rtcontrol import __version__
-from rtcontrol.recording.journal import JOURNAL, JournalContents, encode_line, read_journal
+from rtcontrol.recording.journal import JournalContents, append_record, read_journal
 from rtcontrol.recording.recorder import RecordingError, load_run_info
 from rtcontrol.rigid import framewise_displacement
 from rtcontrol.scanner.volume import STAGES
@@ -131,7 +131,7 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
         _write_root_files(bids_root, labels)
         bold = func / f"{stem}_bold.nii.gz"
         _write_nifti(bold, data, affine, tr, slope, inter, slice_timing)
-        _write_json(func / f"{stem}_bold.json", bold_sidecar(labels.task, tr, slice_timing, header))
+        _write_json(func / f"{stem}_bold.json", bold_sidecar(labels.task, tr, slice_timing, header, count))
 
         timelines = merged_timelines(contents)
         ref = scan_clock_origin(records, tr)
@@ -167,10 +167,7 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
             f"{describe_os_error(exc, bids_root)}; the run is kept in {run_dir} and can be written again later"
         ) from exc
 
-    with open(run_dir / JOURNAL, "ab") as fh:  # mark the run finished (find_interrupted skips it)
-        fh.write(encode_line({"type": "finish", "bold": str(bold), "run": run_number}))
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_record(run_dir, {"type": "finish", "bold": str(bold), "run": run_number})  # find_interrupted skips it now
     return bold
 
 
@@ -231,18 +228,33 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, tr: float, sl
     os.replace(tmp, path)
 
 
-def bold_sidecar(task: str, tr: float, slice_timing: list[float] | None, header: dict[str, Any]) -> dict[str, Any]:
-    """The ``_bold.json`` fields: BIDS-required ones plus the allowlisted acquisition facts in BIDS units."""
+def bold_sidecar(task: str, tr: float, slice_timing: list[float] | None, header: dict[str, Any],
+                 volumes: int | None = None) -> dict[str, Any]:
+    """The ``_bold.json`` fields: BIDS-required ones plus the allowlisted acquisition facts in BIDS units.
+
+    The facts come through the converter's sidecar writer (``rtcontrol.scanner.sidecar``) when it is
+    there, so ``convert`` and the recorder agree; each known field is then checked for the JSON type
+    BIDS expects (a value that does not fit is left out rather than failing validation).
+    """
+    facts: dict[str, Any] = dict(header)
+    try:
+        from rtcontrol.scanner.sidecar import sidecar as scanner_sidecar
+        from rtcontrol.scanner.volume import Volume
+
+        probe = Volume(data=np.zeros((1, 1, 1), np.uint8), affine=np.eye(4), tr=tr, header=header)
+        facts.update(scanner_sidecar([probe]))
+    except ImportError:
+        pass
     out: dict[str, Any] = {"TaskName": task, "RepetitionTime": float(tr)}
     if slice_timing and all(0 <= t < tr for t in slice_timing):
-        out["SliceTiming"] = [float(t) for t in slice_timing]
+        out["SliceTiming"] = [round(float(t), 6) for t in slice_timing]
     for key, kind in SIDECAR_FACTS.items():
-        value = header.get(key)
-        if value is None or value == "":
+        value = facts.get(key)
+        if value is None or value == "" or value == []:
             continue
         try:
             if kind is list:
-                value = list(value) if isinstance(value, (list, tuple)) else str(value).split("\\")
+                value = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value).split("\\")
             elif kind is int:
                 value = int(value)
             elif kind is float:
@@ -256,6 +268,11 @@ def bold_sidecar(task: str, tr: float, slice_timing: list[float] | None, header:
         if key == "PhaseEncodingDirection" and not re.fullmatch(r"[ijk]-?", value):
             continue
         out[key] = value
+    for key in ("SourceFormat", "ConversionSoftware", "ConversionSoftwareVersion"):
+        if isinstance(facts.get(key), str):
+            out[key] = facts[key]
+    if volumes:
+        out["NumberOfVolumes"] = int(volumes)
     return out
 
 

@@ -154,6 +154,23 @@ class JournalContents:
         return np.frombuffer(buf, dtype=dtype).reshape(record["shape"], order="F")
 
 
+def append_record(run_dir: Path | str, record: dict[str, Any]) -> None:
+    """Append one record to a closed run's journal (e.g. 'finish'), first cutting off a torn last line."""
+    path = Path(run_dir) / JOURNAL
+    with open(path, "r+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size:
+            fh.seek(max(0, size - 65536))
+            tail = fh.read()
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                fh.truncate(size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else size))
+        fh.seek(0, os.SEEK_END)
+        fh.write(encode_line(record))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def read_journal(run_dir: Path | str) -> JournalContents:
     """Read a run folder's journal, tolerating a torn last line; a bad line elsewhere is an error."""
     run_dir = Path(run_dir)

@@ -24,7 +24,7 @@ import numpy as np
 
 from rtcontrol import __version__
 from rtcontrol.recording.journal import FORMAT_VERSION, JOURNAL, JournalFiles, Writer, read_journal
-from rtcontrol.scanner.volume import Timeline, Volume
+from rtcontrol.scanner.volume import Timeline, Volume, clean_header
 
 SETTINGS_FILE = "run.json"
 _STOP = object()
@@ -211,7 +211,7 @@ class Recorder:
             "scl_slope": float(volume.scl_slope),
             "scl_inter": float(volume.scl_inter),
             "acquisition_time": volume.acquisition_time,
-            "header": volume.header,
+            "header": clean_header(volume.header),  # again: a header may have been replaced after construction
             "timeline": timeline,
             "t": t,
         }
