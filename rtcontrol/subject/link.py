@@ -24,6 +24,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import websockets
 
@@ -100,6 +101,11 @@ class SubjectClient:
         A pinned-certificate mismatch or a refused token raises at once (and stops retrying); if the agent
         is not reachable within ``timeout`` a :class:`transport.LinkError` is raised but retries go on.
         """
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise transport.LinkError(f"{self.url!r} is not a wss:// (or loopback ws://) address of a subject agent")
+        if parts.scheme == "ws":  # a setup mistake, not worth retrying
+            transport.check_plain_allowed(parts.hostname, bool(self._connect_kw["allow_plain_loopback"]), self.url)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"subject link {self.url}")
         try:

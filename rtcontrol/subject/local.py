@@ -83,7 +83,7 @@ class TcpServer:
         if self.server is not None:
             self.server.close()
         for writer in self._clients.values():
-            writer.close()
+            writer.transport.abort()  # not close(): a stuck consumer's unsent bytes would hold it open
         if self._clients:
             await asyncio.wait(list(self._clients), timeout=2.0)
         if self.server is not None:

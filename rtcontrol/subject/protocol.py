@@ -60,6 +60,8 @@ def decode(raw: str | bytes, where: str, allowed: tuple[str, ...]) -> dict[str, 
         msg = json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ProtocolError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"{where}: expected a JSON object, got {type(msg).__name__}")
     version = msg.get("v", VERSION)

@@ -1,0 +1,85 @@
+"""Helpers for subject-agent tests: a real agent on 127.0.0.1 with TLS, and NDJSON consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from rtcontrol.subject.embedded import local_subject_agent
+from rtcontrol.subject.link import SubjectClient
+
+
+class LineConsumer:
+    """A TCP NDJSON consumer, as a MATLAB script would be."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> "LineConsumer":
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        c = cls(r, w)
+        hello = await c.next()
+        assert hello["type"] == "hello"
+        return c
+
+    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.reader.readline(), timeout))
+
+    async def next_of(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+        while True:
+            msg = await self.next(timeout)
+            if msg["type"] == kind:
+                return msg
+
+    async def send(self, obj: Any) -> None:
+        self.writer.write((obj if isinstance(obj, bytes) else json.dumps(obj).encode()) + b"\n")
+        await self.writer.drain()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Recorder:
+    """Collects SubjectClient callbacks."""
+
+    def __init__(self) -> None:
+        self.deliveries: dict[tuple[str, int], dict[str, Any]] = {}
+        self.responses: list[dict[str, Any]] = []
+        self.states: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+
+    def on_delivery(self, run: str, index: int, stamps: dict[str, Any]) -> None:
+        self.deliveries.setdefault((run, index), {}).update(stamps)
+
+    def kw(self) -> dict[str, Any]:
+        return dict(on_delivery=self.on_delivery, on_response=self.responses.append,
+                    on_state=self.states.append, on_error=self.errors.append)
+
+
+async def wait_until(pred, timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def agent_info():
+    async with local_subject_agent() as info:
+        yield info
+
+
+@pytest.fixture
+async def client(agent_info):
+    rec = Recorder()
+    c = SubjectClient(agent_info.url, token=agent_info.token, expected_fingerprint=agent_info.fingerprint,
+                      **rec.kw())
+    c.recorder = rec  # type: ignore[attr-defined]
+    await c.connect(timeout=10)
+    yield c
+    await c.close()
