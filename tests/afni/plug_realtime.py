@@ -329,6 +329,13 @@ class Session:
     done: bool = False
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (for the data port AFNI will open when told)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class FakeAfni(threading.Thread):
     """plug_realtime in a thread. ``untrusted``: close every control connection at once.
     ``drop_after``: in the first session, close the data socket after that many images."""
@@ -340,6 +347,7 @@ class FakeAfni(threading.Thread):
         max_sessions: int = 10,
         timeout: float = 20.0,
         shm_port_offset: int = 0,
+        control_port: int = 0,
     ) -> None:
         super().__init__(daemon=True, name="fake-afni")
         self.untrusted, self.drop_after = untrusted, drop_after
@@ -348,7 +356,7 @@ class FakeAfni(threading.Thread):
         self.control_connections = 0
         self.image_done = threading.Condition()
         self._stop_flag = threading.Event()
-        self._listener = self._listen(0)
+        self._listener = self._listen(control_port)
         self.control_port = self._listener.getsockname()[1]
 
     # -- helpers ---------------------------------------------------------------------------
