@@ -130,15 +130,15 @@ def split_blob(frame: bytes | bytearray | memoryview) -> tuple[dict[str, Any], m
 # --------------------------------------------------------------------------- volumes
 
 
-def volume_header(volume: Volume, seq: int = 0) -> dict[str, Any]:
-    """The JSON header of a volume frame (no array bytes)."""
+def volume_header(volume: Volume, seq: int = 0, run: str | None = None) -> dict[str, Any]:
+    """The JSON header of a volume frame (no array bytes); ``run`` overrides ``volume.run``."""
     data = volume.data
     dtype_str = data.dtype.newbyteorder("<").str  # the wire is little-endian whatever the host
     if dtype_str not in DTYPE_ALLOWLIST:
         raise FrameError(f"volume dtype {data.dtype} cannot be sent; allowed: {sorted(DTYPE_ALLOWLIST)}")
     return {
         "kind": "volume",
-        "run": volume.run,
+        "run": volume.run if run is None else run,
         "index": int(volume.index),
         "seq": int(seq),
         "shape": [int(s) for s in data.shape],
@@ -158,9 +158,9 @@ def _num_or_none(x: float | None) -> float | None:
     return None if x is None else float(x)
 
 
-def encode_volume(volume: Volume, seq: int = 0) -> bytes:
+def encode_volume(volume: Volume, seq: int = 0, run: str | None = None) -> bytes:
     """One binary frame for a volume: header + little-endian C-order array bytes."""
-    header = volume_header(volume, seq)
+    header = volume_header(volume, seq, run)
     arr = np.ascontiguousarray(volume.data, dtype=np.dtype(header["dtype"]))
     return encode_blob(header, memoryview(arr).cast("B"))
 

@@ -1,0 +1,102 @@
+"""``main.py --worker``: the headless worker that runs experiment projects.
+
+    main.py --worker --host 0.0.0.0 --port 8765 --cert worker.crt --key worker.key \\
+        [--tokens tokens.json] [--projects DIR] [--data DIR]
+
+Prints ``WORKER READY url=... fingerprint=...`` once listening (``--port 0`` picks a free port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from rtcontrol.link import transport
+from rtcontrol.link.certs import fingerprint_file, server_context
+from rtcontrol.link.tokens import TokenStore
+from rtcontrol.worker.projects import ProjectCatalog
+from rtcontrol.worker.server import WorkerServer
+from rtcontrol.worker.store import default_data_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 = any free port)")
+    parser.add_argument("--cert", type=Path, help="TLS certificate (make one with 'main.py certs')")
+    parser.add_argument("--key", type=Path, help="TLS private key")
+    parser.add_argument("--tokens", type=Path, default=None,
+                        help="token store (default <user data>/tokens.json; add tokens with 'main.py token create')")
+    parser.add_argument("--projects", type=Path, action="append", default=[],
+                        help="an extra folder of projects (repeatable); projects/ of the install is always searched")
+    parser.add_argument("--data", type=Path, default=None, help=f"where runs are saved (default {default_data_dir()})")
+    parser.add_argument("--insecure-loopback", action="store_true",
+                        help="serve plain ws:// without TLS (only allowed on a loopback address)")
+    parser.add_argument("--max-size-mb", type=float, default=transport.DEFAULT_MAX_SIZE / 2**20,
+                        help="largest message accepted, in MiB (default %(default).0f)")
+    parser.add_argument("--volume-timeout", type=float, default=30.0,
+                        help="seconds a project may take for one volume before its run is stopped (default 30)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.cert or args.key:
+        if not (args.cert and args.key):
+            print("worker: give both --cert and --key", file=sys.stderr)
+            return 2
+        try:
+            ssl_ctx = server_context(args.cert, args.key)
+        except ValueError as exc:
+            print(f"worker: {exc}", file=sys.stderr)
+            return 2
+    elif args.insecure_loopback:
+        ssl_ctx = None
+    else:
+        print("worker: TLS needs --cert and --key (make them with 'main.py certs --host NAME'); "
+              "or --insecure-loopback for plain ws:// on 127.0.0.1 only", file=sys.stderr)
+        return 2
+    tokens = TokenStore(args.tokens)
+    try:
+        if not tokens.names():
+            print(f"worker: no tokens in {tokens.path}; create one with 'main.py token create --name NAME'"
+                  + (f" --store {args.tokens}" if args.tokens else ""), file=sys.stderr)
+            return 2
+    except ValueError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    server = WorkerServer(
+        tokens=tokens, ssl_context=ssl_ctx, catalog=ProjectCatalog(args.projects), data_dir=args.data,
+        insecure_loopback=args.insecure_loopback, max_size=int(args.max_size_mb * 2**20),
+        volume_timeout=args.volume_timeout,
+    )
+    try:
+        return asyncio.run(_serve(server, args, ssl_ctx is not None))
+    except transport.LinkError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"worker: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _serve(server: WorkerServer, args: argparse.Namespace, tls: bool) -> int:
+    port = await server.start(args.host, args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    scheme = "wss" if tls else "ws"
+    fp = fingerprint_file(args.cert) if tls else "none"
+    print(f"WORKER READY url={scheme}://{args.host}:{port} fingerprint={fp}", flush=True)
+    print(f"projects: {', '.join(server.catalog.folders()) or 'none found'}; runs saved in {server.data_dir}", flush=True)
+    await stop.wait()
+    await server.close()
+    return 0

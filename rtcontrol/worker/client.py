@@ -1,0 +1,439 @@
+"""The console's side of the worker link: :class:`WorkerClient`.
+
+It keeps a session with the worker across drops: volumes the worker has not acknowledged are
+resent after reconnecting (exponential backoff with a cap), events (feedback, logs, subject
+messages, run failures) are acknowledged and delivered once, in order. Pings estimate the clock
+offset so the worker's timeline stamps arrive in the console's clock.
+
+Callbacks may be plain functions or coroutines (scheduled as tasks)::
+
+    on_feedback(FeedbackEvent)                on_metrics(run, index, metrics)
+    on_log(run, level, message)               on_error(message, traceback)
+    on_state(state)                           on_subject_message(run, message)
+    on_run_state(run, state, info)            # "ended" or "failed"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import websockets
+
+from rtcontrol.link import transport
+from rtcontrol.link.clock import ClockSync
+from rtcontrol.link.codec import FrameError, decode_message, encode_message, encode_volume
+from rtcontrol.link.pinning import KnownHosts, PinError
+from rtcontrol.scanner.volume import Timeline, Volume
+from rtcontrol.worker.console_files import ConsoleFiles
+
+log = logging.getLogger(__name__)
+
+STATES = ("disconnected", "connecting", "resyncing", "connected", "reconnecting", "closed", "failed")
+
+
+class WorkerError(Exception):
+    """The worker refused or failed a request; ``traceback`` holds the project's traceback if any."""
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+
+class VolumeTooLarge(ValueError):
+    pass
+
+
+@dataclass
+class FeedbackEvent:
+    run: str
+    index: int
+    feedback: Any
+    metrics: dict[str, float | None]
+    timeline: Timeline  # every stamp in the console's clock
+    worker_timeline: dict[str, float] = field(default_factory=dict)  # raw, worker's clock
+
+
+class WorkerClient:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        pins: KnownHosts | None = None,
+        expected_fingerprint: str | None = None,
+        allow_plain_loopback: bool = False,
+        allowed_folders: list[Path] | tuple[Path, ...] = (),
+        on_feedback: Callable | None = None,
+        on_metrics: Callable | None = None,
+        on_log: Callable | None = None,
+        on_error: Callable | None = None,
+        on_state: Callable | None = None,
+        on_subject_message: Callable | None = None,
+        on_run_state: Callable | None = None,
+        max_size: int = transport.DEFAULT_MAX_SIZE,
+        backoff: tuple[float, float] = (0.05, 5.0),
+        ping_interval: float = 1.0,
+        request_timeout: float = 120.0,
+    ) -> None:
+        self.url, self._token = url, token
+        self._pins, self._expected = pins, expected_fingerprint
+        self._allow_plain = allow_plain_loopback
+        self.files = ConsoleFiles(list(allowed_folders))
+        self.on_feedback, self.on_metrics, self.on_log = on_feedback, on_metrics, on_log
+        self.on_error, self.on_state, self.on_subject_message = on_error, on_state, on_subject_message
+        self.on_run_state = on_run_state
+        self._max_size, self._backoff = max_size, backoff
+        self._ping_interval, self._request_timeout = ping_interval, request_timeout
+        self.session = uuid.uuid4().hex
+        self.clock = ClockSync()
+        self._state = "disconnected"
+        self._conn: websockets.ClientConnection | None = None
+        self._gen = 0
+        self._worker_max_size = max_size
+        self._fingerprint: str | None = None
+        self._unacked: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()  # key -> [frame, gen sent]
+        self._requests: dict[int, tuple[asyncio.Future, str]] = {}
+        self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._last_event = 0
+        self._run: str | None = None
+        self._run_done: dict[str, asyncio.Future] = {}
+        self._acked_all = asyncio.Event()
+        self._acked_all.set()
+        self._supervisor: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._closing = False
+        self.reconnects = 0
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def rtt(self) -> float | None:
+        """Latest ping round trip in seconds."""
+        return self.clock.rtt
+
+    @property
+    def clock_offset(self) -> float:
+        """Worker clock minus console clock (seconds)."""
+        return self.clock.offset
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self._fingerprint
+
+    @property
+    def run(self) -> str | None:
+        return self._run
+
+    @property
+    def pending_volumes(self) -> int:
+        return len(self._unacked)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def connect(self) -> None:
+        """Connect once (raises LinkError/PinError/AuthError); afterwards reconnection is automatic."""
+        self._closing = False
+        self._set_state("connecting")
+        try:
+            link = await self._dial()
+        except BaseException:
+            self._set_state("failed")
+            raise
+        self._supervisor = asyncio.create_task(self._supervise(link), name="worker link")
+
+    async def close(self) -> None:
+        self._closing = True
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.send(encode_message("bye"))
+                await conn.close()
+        if self._supervisor:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for fut, _ in self._requests.values():
+            if not fut.done():
+                fut.set_exception(WorkerError("the worker link was closed"))
+        self._set_state("closed")
+
+    async def __aenter__(self) -> WorkerClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _dial(self) -> transport.Connected:
+        return await transport.connect(
+            self.url, token=self._token, hello={"role": "console", "session": self.session},
+            pins=self._pins, expected_fingerprint=self._expected,
+            allow_plain_loopback=self._allow_plain, max_size=self._max_size,
+        )
+
+    async def _supervise(self, link: transport.Connected) -> None:
+        while True:
+            await self._serve_connection(link)
+            if self._closing:
+                return
+            self._set_state("reconnecting")
+            delay = self._backoff[0]
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    link = await self._dial()
+                    self.reconnects += 1
+                    break
+                except (PinError, transport.AuthError) as exc:
+                    self._set_state("failed")
+                    self._emit(self.on_error, f"worker link: {exc}", "")
+                    return
+                except (transport.LinkError, OSError) as exc:
+                    log.info("reconnect to %s failed: %s (next try in %.2f s)", self.url, exc, delay)
+                    delay = min(delay * 2, self._backoff[1])
+
+    async def _serve_connection(self, link: transport.Connected) -> None:
+        conn = self._conn = link.conn
+        self._gen += 1
+        self._fingerprint = link.fingerprint
+        self._worker_max_size = int(link.welcome.get("max_size") or self._max_size)
+        self._set_state("resyncing")
+        reader = asyncio.create_task(self._read(conn))
+        pinger = asyncio.create_task(self._ping(conn))
+        try:
+            for fut, text in list(self._requests.values()):  # unanswered requests, in order
+                if not fut.done():
+                    await conn.send(text)
+            await self._flush_volumes(conn)
+            self._set_state("connected")
+            await reader
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            reader.cancel()
+            pinger.cancel()
+            await asyncio.gather(reader, pinger, return_exceptions=True)
+            if self._conn is conn:
+                self._conn = None
+
+    async def _flush_volumes(self, conn: websockets.ClientConnection) -> None:
+        """Send every unacknowledged volume not yet sent on this connection, in order."""
+        while True:
+            todo = [key for key, item in self._unacked.items() if item[1] != self._gen]
+            if not todo:
+                return
+            for key in todo:
+                item = self._unacked.get(key)
+                if item is not None and item[1] != self._gen:
+                    item[1] = self._gen
+                    await conn.send(item[0])
+
+    # ----------------------------------------------------------------- requests
+
+    async def _request(self, op: str, **args: Any) -> Any:
+        rid = next(self._ids)
+        text = encode_message("request", id=rid, op=op, args=args)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._requests[rid] = (fut, text)
+        if self._state == "connected" and self._conn is not None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await self._conn.send(text)
+        try:
+            reply = await asyncio.wait_for(fut, self._request_timeout)
+        except asyncio.TimeoutError:
+            raise WorkerError(f"the worker did not answer {op!r} within {self._request_timeout:.0f} s") from None
+        finally:
+            self._requests.pop(rid, None)
+        if not reply.get("ok"):
+            raise WorkerError(reply.get("error", f"{op} failed"), reply.get("traceback", ""))
+        return reply.get("result")
+
+    async def list_projects(self) -> list[dict]:
+        return await self._request("list_projects")
+
+    async def project_settings(self, name: str) -> list[dict]:
+        return await self._request("project_settings", name=name)
+
+    async def start_run(self, project: str, settings: dict | None, run: str, tr: float | None) -> dict:
+        """Start ``project`` for ``run`` on the worker; returns the settings it resolved and where it saves."""
+        result = await self._request("start_run", project=project, settings=settings or {}, run=run, tr=tr)
+        self._run = run
+        self._run_done[run] = asyncio.get_running_loop().create_future()
+        return result
+
+    async def send_volume(self, volume: Volume) -> None:
+        """Queue a volume of the current run; it is sent now if connected, else after reconnecting."""
+        if self._run is None:
+            raise WorkerError("start a run on the worker before sending volumes")
+        volume.timeline.stamp("sent")
+        frame = encode_volume(volume, next(self._seq), run=self._run)
+        if len(frame) > self._worker_max_size:
+            raise VolumeTooLarge(
+                f"volume {volume.index} is {len(frame)} bytes, over the worker's limit of {self._worker_max_size}; "
+                "start the worker with a larger --max-size"
+            )
+        key = (self._run, int(volume.index))
+        if key in self._unacked:
+            return
+        item = [frame, 0]
+        self._unacked[key] = item
+        self._acked_all.clear()
+        conn = self._conn
+        if self._state == "connected" and conn is not None:
+            item[1] = self._gen
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await conn.send(frame)
+
+    async def send_response(self, response: dict) -> None:
+        """A subject response for the running project (``on_response``)."""
+        conn = self._conn
+        if conn is None:
+            raise WorkerError("the worker link is down; the response was not delivered")
+        await conn.send(encode_message("response", response=response))
+
+    async def stop_run(self, timeout: float = 60.0) -> dict:
+        """Wait until the worker has every volume, end the run and wait for its last events."""
+        run = self._run
+        if run is None:
+            raise WorkerError("no run is active")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._acked_all.wait(), timeout)
+        result = await self._request("stop_run")
+        done = self._run_done.get(run)
+        if done is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(done), timeout)
+        self._run = None
+        return result
+
+    async def status(self) -> dict:
+        return await self._request("status")
+
+    # ----------------------------------------------------------------- incoming
+
+    async def _read(self, conn: websockets.ClientConnection) -> None:
+        async for raw in conn:
+            try:
+                msg = decode_message(raw)
+            except FrameError as exc:
+                self._emit(self.on_error, f"worker link: {exc}", "")
+                continue
+            kind = msg["type"]
+            if kind == "ack":
+                self._on_ack(msg)
+            elif kind == "event":
+                await self._on_event(conn, msg)
+            elif kind == "reply":
+                entry = self._requests.get(msg.get("id"))
+                if entry and not entry[0].done():
+                    entry[0].set_result(msg)
+            elif kind == "pong":
+                if isinstance(msg.get("t0"), (int, float)):
+                    self.clock.add(msg["t0"], msg["t1"], msg["t2"], time.monotonic())
+            elif kind == "file_request":
+                self._spawn(self._answer_file(conn, msg))
+            elif kind == "error":
+                self._emit(self.on_error, f"worker: {msg.get('message')}", "")
+
+    def _on_ack(self, msg: dict[str, Any]) -> None:
+        key = (msg.get("run"), msg.get("index"))
+        self._unacked.pop(key, None)  # type: ignore[arg-type]
+        if not self._unacked:
+            self._acked_all.set()
+        if msg.get("error"):
+            self._emit(self.on_error, f"worker: {msg['error']}", "")
+
+    async def _on_event(self, conn: websockets.ClientConnection, msg: dict[str, Any]) -> None:
+        seq = int(msg.get("seq", 0))
+        if seq == self._last_event + 1:
+            self._last_event = seq
+            self._deliver(msg)
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await conn.send(encode_message("event_ack", upto=self._last_event))
+
+    def _deliver(self, msg: dict[str, Any]) -> None:
+        event, run = msg.get("event"), msg.get("run")
+        if event == "feedback":
+            tl = Timeline.from_dict(msg.get("timeline"))
+            worker_tl = msg.get("worker_timeline") or {}
+            for stage, t in worker_tl.items():
+                tl.stamp(stage, self.clock.to_local(float(t)))
+            tl.stamp("feedback_received")
+            ev = FeedbackEvent(run, int(msg["index"]), msg.get("feedback"), msg.get("metrics") or {}, tl, worker_tl)
+            self._emit(self.on_feedback, ev)
+            self._emit(self.on_metrics, run, ev.index, ev.metrics)
+        elif event == "log":
+            self._emit(self.on_log, run, msg.get("level", "INFO"), msg.get("message", ""))
+        elif event == "subject_message":
+            self._emit(self.on_subject_message, run, msg.get("message"))
+        elif event in ("run_failed", "run_ended"):
+            state = "failed" if event == "run_failed" else "ended"
+            if state == "failed":
+                self._emit(self.on_error, f"run {run}: {msg.get('message')}", msg.get("traceback", ""))
+            self._emit(self.on_run_state, run, state, msg)
+            done = self._run_done.get(run)
+            if done is not None and not done.done():
+                done.set_result(msg)
+
+    async def _answer_file(self, conn: websockets.ClientConnection, msg: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"id": msg.get("id")}
+        try:
+            result = await asyncio.to_thread(self.files.handle, msg.get("op"), msg.get("path"), msg.get("data"))
+            reply.update(ok=True, result=result)
+        except PermissionError as exc:
+            reply.update(ok=False, code="permission", error=str(exc))
+        except FileNotFoundError as exc:
+            reply.update(ok=False, code="not_found", error=str(exc))
+        except Exception as exc:
+            reply.update(ok=False, code="error", error=f"{type(exc).__name__}: {exc}")
+        if not reply["ok"]:
+            self._emit(self.on_log, self._run, "WARNING", f"console file request refused: {reply['error']}")
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await conn.send(encode_message("file_reply", **reply))
+
+    async def _ping(self, conn: websockets.ClientConnection) -> None:
+        n = 0
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await conn.send(encode_message("ping", t0=time.monotonic()))
+                n += 1
+                await asyncio.sleep(0.05 if n < 5 else self._ping_interval)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self._emit(self.on_state, state)
+
+    def _emit(self, callback: Callable | None, *args: Any) -> None:
+        if callback is None:
+            return
+        try:
+            result = callback(*args)
+            if inspect.isawaitable(result):
+                self._spawn(result)
+        except Exception:
+            log.exception("worker client callback %r failed", callback)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

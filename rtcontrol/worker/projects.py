@@ -1,0 +1,120 @@
+"""Finding and loading projects: folders holding ``project.py`` with a :class:`Project` subclass.
+
+The worker itself never imports project code: it asks a short-lived subprocess to describe a
+project (:meth:`ProjectCatalog.describe`), and each run imports it in its own run process. So a
+project that crashes or hangs on import cannot take the worker down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from rtcontrol.paths import projects_dir
+from rtcontrol.project import Project
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ProjectError(Exception):
+    """A project cannot be found or loaded; the message says which and why."""
+
+
+def load_project_class(folder: Path) -> type[Project]:
+    """Import ``folder/project.py`` and return its Project subclass (the first one defined there)."""
+    path = Path(folder) / "project.py"
+    if not path.is_file():
+        raise ProjectError(f"{folder} has no project.py")
+    module_name = f"rtcontrol_project_{re.sub(r'[^A-Za-z0-9_]', '_', Path(folder).name)}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec and spec.loader
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))  # a project may import its own helper modules
+    spec.loader.exec_module(module)
+    found = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, Project) and obj is not Project and obj.__module__ == module_name
+    ]
+    if not found:
+        raise ProjectError(f"{path} defines no subclass of rtcontrol.project.Project")
+    return found[0]
+
+
+def describe_folder(folder: Path) -> dict[str, Any]:
+    """Name, title, description and settings of the project in ``folder`` (imports it)."""
+    cls = load_project_class(folder)
+    return {
+        "name": Path(folder).name,
+        "title": cls.name or Path(folder).name,
+        "description": (cls.description or inspect.getdoc(cls) or "").strip(),
+        "settings": [s.to_dict() for s in cls.settings],
+    }
+
+
+class ProjectCatalog:
+    """The projects a worker offers: ``projects/`` of the install plus extra folders (later wins)."""
+
+    def __init__(self, extra_dirs: list[Path] | None = None, *, include_builtin: bool = True,
+                 describe_timeout: float = 30.0) -> None:
+        self.dirs = ([projects_dir()] if include_builtin else []) + [Path(d) for d in extra_dirs or []]
+        self.describe_timeout = describe_timeout
+        self._cache: dict[Path, tuple[float, dict[str, Any]]] = {}
+
+    def folders(self) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for base in self.dirs:
+            if not base.is_dir():
+                continue
+            for child in sorted(base.iterdir()):
+                if (child / "project.py").is_file() and NAME_RE.match(child.name):
+                    out[child.name] = child.resolve()
+        return out
+
+    def folder(self, name: str) -> Path:
+        folders = self.folders()
+        if name not in folders:
+            raise ProjectError(f"no project named {name!r} on this worker; available: {', '.join(folders) or 'none'}")
+        return folders[name]
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        folder = self.folder(name)
+        mtime = max(p.stat().st_mtime for p in folder.glob("*.py"))
+        cached = self._cache.get(folder)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "rtcontrol.worker.runproc", "--describe", str(folder),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.describe_timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise ProjectError(f"project {name!r}: loading took longer than {self.describe_timeout:.0f} s") from None
+        if proc.returncode != 0:
+            raise ProjectError(f"project {name!r} cannot be loaded:\n{err.decode(errors='replace').strip()}")
+        info = json.loads(out.decode().strip().splitlines()[-1])
+        self._cache[folder] = (mtime, info)
+        return info
+
+    async def list(self) -> list[dict[str, Any]]:
+        """Every project with name, title and description; a broken one carries ``error``."""
+        out = []
+        for name in self.folders():
+            try:
+                info = await self.describe(name)
+                out.append({k: info[k] for k in ("name", "title", "description")})
+            except ProjectError as exc:
+                out.append({"name": name, "title": name, "description": "", "error": str(exc)})
+        return out

@@ -1,0 +1,196 @@
+"""The run process: runs ONE project run, talking to the worker over stdin/stdout frames.
+
+Started by :class:`rtcontrol.worker.runner.RunProcess` as ``python -m rtcontrol.worker.runproc``.
+The protocol fd is a private copy of stdout; the real fd 1 is pointed at stderr so a stray
+``print`` in project code cannot corrupt the protocol (it ends up in the project's log).
+
+Worker -> run:  J init {project_dir, run, settings, tr, output_dir}, V <volume frame>,
+                J response {response}, J file_reply {id, ok, result|error}, J stop {}
+Run -> worker:  J ready {settings}, J result {index, feedback, metrics, t_ready},
+                J log {level, message}, J subject {message}, J file {id, op, path, data?},
+                J error {stage, index, message, traceback}, J ended {}
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from rtcontrol.link.codec import decode_volume
+from rtcontrol.project import Project, Result, RunContext, resolve_settings
+from rtcontrol.worker.pipe import JSON, VOLUME, SyncChannel
+from rtcontrol.worker.projects import describe_folder, load_project_class
+
+
+class _PipeLogHandler(logging.Handler):
+    def __init__(self, chan: SyncChannel) -> None:
+        super().__init__()
+        self.chan = chan
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.chan.send({"k": "log", "level": record.levelname, "message": self.format(record)})
+        except Exception:  # never let logging kill the run
+            pass
+
+
+class ChildFiles:
+    """``ctx.files`` in a run process: each call is a request to the console via the worker."""
+
+    def __init__(self, runner: "Runner") -> None:
+        self.runner = runner
+
+    def list(self, folder: str) -> list[str]:
+        return self.runner.file_call("list", folder)
+
+    def read(self, path: str) -> bytes:
+        return base64.b64decode(self.runner.file_call("read", path))
+
+    def write(self, path: str, data: bytes) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"ctx.files.write needs bytes, not {type(data).__name__} (encode text first)")
+        self.runner.file_call("write", path, base64.b64encode(bytes(data)).decode())
+
+
+def _json_safe(value: Any, what: str) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON-serializable numbers/strings/lists/dicts without NaN: {exc}") from None
+    return value
+
+
+def _clean_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for k, v in (metrics or {}).items():
+        f = float(v)
+        out[str(k)] = f if math.isfinite(f) else None
+    return out
+
+
+class Runner:
+    def __init__(self, chan: SyncChannel) -> None:
+        self.chan = chan
+        self.pending: deque[tuple[bytes, Any]] = deque()
+        self.next_file_id = 0
+        self.project: Project | None = None
+        self.ctx: RunContext | None = None
+
+    def recv(self) -> tuple[bytes, Any] | None:
+        return self.pending.popleft() if self.pending else self.chan.recv()
+
+    def file_call(self, op: str, path: str, data: str | None = None) -> Any:
+        self.next_file_id += 1
+        fid = self.next_file_id
+        msg: dict[str, Any] = {"k": "file", "id": fid, "op": op, "path": str(path)}
+        if data is not None:
+            msg["data"] = data
+        self.chan.send(msg)
+        while True:
+            frame = self.chan.recv()
+            if frame is None:
+                raise ConnectionError("the worker went away during a console file request")
+            kind, body = frame
+            if kind == JSON and body.get("k") == "file_reply" and body.get("id") == fid:
+                if body.get("ok"):
+                    return body.get("result")
+                exc_type = {"permission": PermissionError, "not_found": FileNotFoundError}.get(body.get("code"), OSError)
+                raise exc_type(body.get("error", "console file request failed"))
+            self.pending.append(frame)
+
+    def fail(self, stage: str, exc: BaseException, index: int | None = None) -> None:
+        self.chan.send({
+            "k": "error", "stage": stage, "index": index,
+            "message": f"{type(exc).__name__}: {exc}",
+            "traceback": "".join(traceback.format_exception(exc)),
+        })
+
+    def main(self) -> int:
+        frame = self.chan.recv()
+        if frame is None or frame[0] != JSON or frame[1].get("k") != "init":
+            return 3
+        init = frame[1]
+        try:
+            cls = load_project_class(Path(init["project_dir"]))
+            project = cls()
+            settings = resolve_settings(cls.settings, init.get("settings"))
+            logger = logging.getLogger(f"rtcontrol.project.{init['run']}")
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+            handler = _PipeLogHandler(self.chan)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+            out = Path(init["output_dir"]) if init.get("output_dir") else None
+            ctx = RunContext(
+                run=init["run"], settings=settings, tr=init.get("tr"), output_dir=out,
+                files=ChildFiles(self), logger=logger,
+                _to_subject=lambda message: self.chan.send({"k": "subject", "message": _json_safe(message, "a subject message")}),
+            )
+            self.project, self.ctx = project, ctx
+        except BaseException as exc:
+            self.fail("load", exc)
+            return 1
+        for stage, call in (("prepare_session", project.prepare_session), ("start_run", project.start_run)):
+            try:
+                call(ctx)
+            except BaseException as exc:
+                self.fail(stage, exc)
+                return 1
+        self.chan.send({"k": "ready", "settings": settings})
+        while True:
+            frame = self.recv()
+            if frame is None or (frame[0] == JSON and frame[1].get("k") == "stop"):
+                try:
+                    project.end_run(ctx)
+                except BaseException as exc:
+                    self.fail("end_run", exc)
+                    return 1
+                self.chan.send({"k": "ended"})
+                return 0
+            kind, body = frame
+            if kind == VOLUME:
+                index = None
+                try:
+                    volume, _ = decode_volume(body)
+                    index = volume.index
+                    result = Result.of(project.process(volume, ctx))
+                    msg = {
+                        "k": "result", "index": index,
+                        "feedback": _json_safe(result.feedback, "feedback"),
+                        "metrics": _clean_metrics(result.metrics),
+                        "t_ready": time.monotonic(),
+                    }
+                    self.chan.send(msg)
+                except BaseException as exc:
+                    self.fail("process", exc, index)
+                    return 1
+            elif body.get("k") == "response":
+                try:
+                    project.on_response(body.get("response") or {}, ctx)
+                except BaseException as exc:
+                    self.fail("on_response", exc)
+                    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--describe"]:
+        print(json.dumps(describe_folder(Path(argv[1]))))
+        return 0
+    proto_out = os.fdopen(os.dup(1), "wb")  # buffered: writes whole frames, flushed per message
+    os.dup2(2, 1)  # stray prints go to stderr -> the project's log
+    chan = SyncChannel(os.fdopen(0, "rb", buffering=1 << 20), proto_out)
+    return Runner(chan).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""The worker's server: sessions per console, runs per session, reliable events back.
+
+Protocol (JSON control frames from :mod:`rtcontrol.link.codec`, volumes as binary frames):
+
+console -> worker                              worker -> console
+  hello {token, session}                         welcome {session, resumed, max_size, worker}
+  request {id, op, args}                         reply {id, ok, result | error, traceback}
+  <volume frame>                                 ack {run, index, duplicate?, error?}
+  event_ack {upto}                               event {seq, event, ...}  (feedback, log, subject_message,
+  response {response}                                                   run_failed, run_ended)
+  file_reply {id, ok, result | error, code}      file_request {id, op, path, data?}
+  ping {t0}                                      pong {t0, t1, t2}
+
+A session outlives its connection: after a drop the console reconnects with the same session
+id, resends the volumes not acknowledged (duplicates are acknowledged, not processed again) and
+the worker resends every event the console has not acknowledged, in order. Requests are
+answered from a cache when resent, so ``start_run`` never starts a run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import websockets
+from websockets.asyncio.server import Server, ServerConnection
+
+from rtcontrol import __version__
+from rtcontrol.link import transport
+from rtcontrol.link.codec import FrameError, decode_message, decode_volume, encode_message, split_blob
+from rtcontrol.link.tokens import TokenStore
+from rtcontrol.worker.projects import ProjectCatalog, ProjectError
+from rtcontrol.worker.runner import RunFailed, RunProcess
+from rtcontrol.worker.store import RunStore, default_data_dir
+
+log = logging.getLogger(__name__)
+ACTIVE = ("starting", "running", "stopping")
+
+
+class Session:
+    """One console's state on this worker; survives reconnections."""
+
+    def __init__(self, sid: str) -> None:
+        self.id = sid
+        self.conn: ServerConnection | None = None
+        self.detached_at: float | None = None
+        self.outbox: OrderedDict[int, str] = OrderedDict()
+        self.next_seq = 1
+        self.sent_upto = 0
+        self.wake = asyncio.Event()
+        self.received: set[tuple[str, int]] = set()
+        self.run: RunProcess | None = None
+        self.replies: OrderedDict[Any, str] = OrderedDict()
+        self.inflight: set[Any] = set()
+        self.file_waiters: dict[int, asyncio.Future] = {}
+        self.next_file_id = 0
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Queue an event for the console; kept until the console acknowledges it."""
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        self.outbox[seq] = encode_message("event", seq=seq, event=event, **fields)
+        self.wake.set()
+
+    def ack(self, upto: int) -> None:
+        while self.outbox and next(iter(self.outbox)) <= upto:
+            self.outbox.popitem(last=False)
+
+    async def send_events(self, conn: ServerConnection) -> None:
+        """Per connection: send every unacknowledged event in order, then each new one."""
+        sent = 0
+        self.wake.set()
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            for seq in list(self.outbox):
+                if seq > sent and seq in self.outbox:
+                    await conn.send(self.outbox[seq])
+                    sent = seq
+
+    async def send(self, text: str) -> bool:
+        conn = self.conn
+        if conn is None:
+            return False
+        try:
+            await conn.send(text)
+            return True
+        except websockets.ConnectionClosed:
+            return False
+
+
+class WorkerServer:
+    def __init__(
+        self,
+        *,
+        tokens: TokenStore,
+        ssl_context: Any,
+        catalog: ProjectCatalog | None = None,
+        data_dir: Path | None = None,
+        insecure_loopback: bool = False,
+        max_size: int = transport.DEFAULT_MAX_SIZE,
+        volume_timeout: float = 30.0,
+        start_timeout: float = 60.0,
+        file_timeout: float = 30.0,
+        session_linger: float = 600.0,
+    ) -> None:
+        self.tokens, self.ssl_context = tokens, ssl_context
+        self.catalog = catalog or ProjectCatalog()
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.insecure_loopback, self.max_size = insecure_loopback, max_size
+        self.volume_timeout, self.start_timeout = volume_timeout, start_timeout
+        self.file_timeout, self.session_linger = file_timeout, session_linger
+        self.sessions: dict[str, Session] = {}
+        self.server: Server | None = None
+        self._reaper: asyncio.Task | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        self.server = await transport.serve(
+            self._handle, host, port, tokens=self.tokens, ssl_context=self.ssl_context,
+            insecure_loopback=self.insecure_loopback, max_size=self.max_size, role="worker",
+        )
+        self._reaper = asyncio.create_task(self._reap())
+        return transport.bound_port(self.server)
+
+    async def close(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+        for s in self.sessions.values():
+            if s.run:
+                await s.run.kill()
+        self.sessions.clear()
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, self.session_linger / 2))
+            now = time.monotonic()
+            for sid, s in list(self.sessions.items()):
+                if s.conn is None and s.detached_at and now - s.detached_at > self.session_linger:
+                    log.info("session %s left %.0f s ago: ending it", sid[:8], now - s.detached_at)
+                    if s.run:
+                        await s.run.kill()
+                    del self.sessions[sid]
+
+    # ----------------------------------------------------------------- connection
+
+    async def _handle(self, conn: ServerConnection, peer: transport.Peer) -> None:
+        sid = str(peer.hello.get("session") or uuid.uuid4())
+        session = self.sessions.get(sid)
+        resumed = session is not None
+        if session is None:
+            session = self.sessions[sid] = Session(sid)
+        old = session.conn
+        session.conn, session.detached_at = conn, None
+        if old is not None:  # a new connection replaces a half-dead one
+            asyncio.create_task(old.close(1001, "replaced by a new connection of the same session"))
+        log.info("%s %s session %s (%s)", "resumed" if resumed else "new", peer.address, sid[:8], peer.token_name)
+        await conn.send(encode_message(
+            "welcome", session=sid, resumed=resumed, max_size=self.max_size,
+            worker=socket.gethostname(), version=__version__,
+        ))
+        sender = asyncio.create_task(session.send_events(conn))
+        try:
+            async for raw in conn:
+                t_recv = time.monotonic()
+                if isinstance(raw, bytes):
+                    await self._on_volume(session, conn, raw, t_recv)
+                    continue
+                try:
+                    msg = decode_message(raw)
+                except FrameError as exc:
+                    await conn.send(encode_message("error", code="bad_frame", message=str(exc)))
+                    continue
+                await self._dispatch(session, conn, msg, t_recv)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            sender.cancel()
+            if session.conn is conn:
+                session.conn, session.detached_at = None, time.monotonic()
+
+    async def _dispatch(self, session: Session, conn: ServerConnection, msg: dict[str, Any], t_recv: float) -> None:
+        kind = msg["type"]
+        if kind == "ping":
+            await conn.send(encode_message("pong", t0=msg.get("t0"), t1=t_recv, t2=time.monotonic()))
+        elif kind == "event_ack":
+            session.ack(int(msg.get("upto", 0)))
+        elif kind == "request":
+            rid = msg.get("id")
+            if rid in session.replies:
+                await conn.send(session.replies[rid])
+            elif rid not in session.inflight:
+                session.inflight.add(rid)
+                asyncio.create_task(self._request(session, rid, msg.get("op"), msg.get("args") or {}))
+        elif kind == "response":
+            if session.run and session.run.state in ACTIVE:
+                session.run.respond(msg.get("response") or {})
+        elif kind == "file_reply":
+            fut = session.file_waiters.pop(msg.get("id"), None)
+            if fut and not fut.done():
+                fut.set_result(msg)
+        elif kind == "bye":
+            await conn.close()
+        else:
+            await conn.send(encode_message("error", code="unexpected", message=f"the worker does not take {kind!r}"))
+
+    async def _on_volume(self, session: Session, conn: ServerConnection, frame: bytes, t_recv: float) -> None:
+        try:
+            volume, _ = decode_volume(frame)
+        except FrameError as exc:
+            try:
+                header, _ = split_blob(frame)
+                run, index = header.get("run"), header.get("index")
+            except FrameError:
+                run = index = None
+            await conn.send(encode_message("ack", run=run, index=index, error=f"bad volume frame: {exc}"))
+            return
+        key = (volume.run, volume.index)
+        if key in session.received:
+            await conn.send(encode_message("ack", run=volume.run, index=volume.index, duplicate=True))
+            return
+        run = session.run
+        if run is None or run.run != volume.run or run.state not in ("starting", "running"):
+            why = f"run {run.run!r} is {run.state}" if run else "no run was started"
+            await conn.send(encode_message(
+                "ack", run=volume.run, index=volume.index,
+                error=f"volume {volume.index} of run {volume.run!r} refused: {why}"))
+            return
+        session.received.add(key)
+        run.submit(frame, volume.index, {
+            "run": volume.run, "index": volume.index,
+            "timeline": volume.timeline.to_dict(), "worker_received": t_recv,
+        })
+        await conn.send(encode_message("ack", run=volume.run, index=volume.index))
+
+    # ----------------------------------------------------------------- requests
+
+    async def _request(self, session: Session, rid: Any, op: Any, args: dict[str, Any]) -> None:
+        try:
+            result = await self._op(session, op, args)
+            text = encode_message("reply", id=rid, ok=True, result=result)
+        except (ProjectError, RunFailed, ValueError, KeyError, TypeError) as exc:
+            tb = getattr(exc, "traceback", "")
+            text = encode_message("reply", id=rid, ok=False, error=str(exc), traceback=tb)
+        except Exception as exc:  # report, never kill the worker
+            log.exception("request %s failed", op)
+            text = encode_message("reply", id=rid, ok=False, error=f"{type(exc).__name__}: {exc}", traceback="")
+        session.replies[rid] = text
+        while len(session.replies) > 200:
+            session.replies.popitem(last=False)
+        session.inflight.discard(rid)
+        await session.send(text)
+
+    async def _op(self, session: Session, op: Any, args: dict[str, Any]) -> Any:
+        if op == "list_projects":
+            return await self.catalog.list()
+        if op == "project_settings":
+            return (await self.catalog.describe(str(args["name"])))["settings"]
+        if op == "start_run":
+            return await self._start_run(session, args)
+        if op == "stop_run":
+            run = session.run
+            if run is None:
+                raise ValueError("no run to stop")
+            await run.stop()
+            return {"run": run.run, "state": run.state, "volumes": run.processed, "error": run.error}
+        if op == "status":
+            run = session.run
+            return {"run": run.run if run else None, "state": run.state if run else None,
+                    "volumes": run.processed if run else 0}
+        raise ValueError(f"unknown request {op!r}")
+
+    async def _start_run(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        project, run_name = str(args["project"]), str(args["run"])
+        if not run_name:
+            raise ValueError("a run needs a name")
+        if session.run and session.run.state in ACTIVE:
+            raise ValueError(f"run {session.run.run!r} is still {session.run.state}; stop it first")
+        folder = self.catalog.folder(project)
+        tr = args.get("tr")
+        store = RunStore(self.data_dir, run_name)
+        store.log("INFO", f"project {project} ({folder}), run {run_name}, TR {tr}")
+        # forget the volumes of an earlier run with the same name: it is a new run
+        session.received = {k for k in session.received if k[0] != run_name}
+        rp = RunProcess(
+            project=project, project_dir=folder, run=run_name, settings=dict(args.get("settings") or {}),
+            tr=float(tr) if tr is not None else None, store=store,
+            on_event=lambda kind, fields: self._run_event(session, store, run_name, kind, fields),
+            files=lambda op, path, data: self._console_file(session, op, path, data),
+            volume_timeout=self.volume_timeout, start_timeout=self.start_timeout,
+        )
+        session.run = rp
+        settings = await rp.start()
+        return {"run": run_name, "project": project, "settings": settings, "data_dir": str(store.dir)}
+
+    def _run_event(self, session: Session, store: RunStore, run: str, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "result":
+            record = {
+                "run": run, "index": fields["index"], "feedback": fields.get("feedback"),
+                "metrics": fields.get("metrics") or {}, "timeline": fields.get("timeline") or {},
+                "worker_timeline": {"worker_received": fields["worker_received"], "result_ready": fields["t_ready"]},
+            }
+            store.feedback(record)
+            session.emit("feedback", **record)
+        elif kind == "log":
+            session.emit("log", run=run, **fields)
+        elif kind == "subject":
+            session.emit("subject_message", run=run, **fields)
+        elif kind in ("run_failed", "run_ended"):
+            session.emit(kind, run=run, **fields)
+
+    async def _console_file(self, session: Session, op: str, path: str, data: str | None) -> Any:
+        if session.conn is None:
+            raise ConnectionError("the console is not connected right now; console files are unavailable")
+        session.next_file_id += 1
+        fid = session.next_file_id
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        session.file_waiters[fid] = fut
+        fields: dict[str, Any] = {"id": fid, "op": op, "path": path}
+        if data is not None:
+            fields["data"] = data
+        if not await session.send(encode_message("file_request", **fields)):
+            session.file_waiters.pop(fid, None)
+            raise ConnectionError("the console link dropped; console files are unavailable")
+        try:
+            reply = await asyncio.wait_for(fut, self.file_timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"the console did not answer the file request within {self.file_timeout:.0f} s") from None
+        finally:
+            session.file_waiters.pop(fid, None)
+        if reply.get("ok"):
+            return reply.get("result")
+        code = reply.get("code")
+        exc = {"permission": PermissionError, "not_found": FileNotFoundError}.get(code, OSError)
+        raise exc(reply.get("error", "refused by the console"))
