@@ -371,13 +371,12 @@ def _cell_value(value: Any) -> Any:
 def _write_confounds(base: Path, data: np.ndarray, slope: float, inter: float, indices: list[int], missing: list[int],
                      feedback: list[dict]) -> dict[str, Any]:
     """Motion (from the project's metrics), framewise displacement, global signal, DVARS and the feedback per volume."""
-    real = data.astype(np.float32)
-    if slope not in (0.0, 1.0) or inter != 0.0:
-        real = real * np.float32(slope) + np.float32(inter)
     present = [i for i, idx in enumerate(indices) if idx not in set(missing)]
-    mean_img = real[..., present].mean(axis=-1)
-    mask = mean_img > 0.5 * float(mean_img.mean()) if mean_img.size else mean_img.astype(bool)
-    series = real[mask]  # (voxels, T)
+    mean_img = data[..., present].mean(axis=-1, dtype=np.float64)
+    mask = mean_img > 0.5 * float(mean_img.mean())
+    series = data[mask].astype(np.float32)  # (brain voxels, T): stored values -> real values
+    if slope not in (0.0, 1.0) or inter != 0.0:
+        series = series * np.float32(slope) + np.float32(inter)
     gsr = series.mean(axis=0) if series.size else np.full(len(indices), np.nan)
     dvars = np.full(len(indices), np.nan)
     if series.shape[1] > 1:
