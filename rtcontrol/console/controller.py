@@ -28,8 +28,8 @@ log = logging.getLogger("rtcontrol.console")
 
 #: Called to build the watcher for a run: (folder, on_volume, on_event) -> Watcher.
 WatcherFactory = Callable[[Path, Callable[[Volume], Any], Callable[[Any], Any]], Watcher]
-#: Called to build the recorder for a run: (settings, run_dir) -> Recorder.
-RecorderFactory = Callable[[RunSettings, Path], Recorder]
+#: Called to build the recorder for a run: (settings, run_dir, on_error) -> Recorder.
+RecorderFactory = Callable[[RunSettings, Path, Callable[[str], None]], Recorder]
 
 TICK = 0.1  # seconds between status/lateness checks
 
@@ -214,7 +214,7 @@ class ConsoleController:
                     await asyncio.wait_for(link.stop_run(), 10.0)
                 except Exception as exc:
                     self.warn(f"could not tell the {name} the run ended: {exc}", name)
-        self._close_recorder(reason)
+        await self._close_recorder(reason)
         ended = ev.RunEnded(self.model.run, reason, self.model.volumes, self.model.feedbacks)
         self.last_ended = ended
         self._set_state(ev.ENDED, reason)
@@ -241,13 +241,8 @@ class ConsoleController:
             return
         now = self._clock()
         volume.timeline.stamp("parsed", now)
-        if not self._series and volume.series_uid:
-            self._series = volume.series_uid
-        elif volume.series_uid and volume.series_uid != self._series:
-            self.warn(
-                f"a new series appeared in the watch folder (volume {volume.index}); this run keeps going. "
-                "Press Next run to start a run for it."
-            )
+        if not self._series:
+            self._series = volume.run
         volume.run = self.model.run
         self._format = str(volume.header.get("SourceFormat", self._format))
         self._diag.volume_arrived(now)
@@ -255,21 +250,28 @@ class ConsoleController:
         self.events.publish(ev.VolumeArrived(volume))
         self._to_worker.put_nowait(volume)
         if self.recorder is not None:
-            self._record("add_volume", volume)
+            self._record("record_volume", volume)
+
+    #: Watch events and how loudly to report them (anything else is "info").
+    WATCH_LEVELS = {"file_error": "warning", "gave_up": "error", "gap": "warning", "late": "warning",
+                    "duplicate": "info", "new_run": "info", "run_end": "info"}
 
     def handle_watch_event(self, event: Any) -> None:
-        """From the watcher: files seen, skipped files, errors; turned into plain log lines."""
+        """From the watcher: new series, skipped files, gaps; turned into plain log lines."""
         kind = str(getattr(event, "kind", "") or type(event).__name__)
         message = str(getattr(event, "message", "") or event)
         path = getattr(event, "path", None)
-        if kind in ("file_seen", "seen", "file"):
-            self._files_seen += 1
-            return
-        level = str(getattr(event, "level", "") or ("error" if "error" in kind or "corrupt" in kind else "info"))
+        if kind == "new_run":
+            run = str(getattr(event, "run", "") or "")
+            if self._series and run and run != self._series:
+                self.warn(f"a new series started in the watch folder ({run}); stop this run and press Next run "
+                          "to record it as its own run", "scanner")
+            self._series = self._series or run
+        level = self.WATCH_LEVELS.get(kind, "info")
         text = message if path is None or str(path) in message else f"{message} ({path})"
-        self.events.publish(ev.LogMessage(level if level in ("info", "warning", "error") else "info", text, "scanner"))
+        self.events.publish(ev.LogMessage(level, text, "scanner"))
         if self.recorder is not None:
-            self._record("add_event", kind, {"message": message, "path": str(path) if path else None})
+            self._record("record_event", kind, message, path=str(path) if path else None)
 
     def count_file(self) -> None:
         self._files_seen += 1
@@ -291,16 +293,54 @@ class ConsoleController:
             self.events.publish(late)
             self.warn(late.message, "worker")
         if self.recorder is not None:
-            self._record("add_feedback", index, value, metrics, timeline)
+            self._record("record_feedback", self.model.run, index, value, metrics, timeline)
         if self.subject is not None and value is not None:
             self._to_subject.put_nowait((self.model.run, index, value, timeline))
 
     def handle_delivery(self, run: str, index: int, timeline: Timeline, late: bool = False) -> None:
         """From the subject link: the agent (and its consumers) got a feedback value."""
         self.model.add_delivery(index, timeline)
+        if self.recorder is not None:
+            self._record("record_timeline", run, index, timeline)
         self.events.publish(ev.Delivered(run, index, timeline, late))
         if late:
             self.warn(f"feedback for volume {index} reached the subject late (after a reconnect)", "subject")
+
+    def handle_response(self, response: dict[str, Any]) -> None:
+        """From the subject link: a button press or rating; recorded and passed to the worker's project."""
+        self.events.publish(ev.LogMessage("info", f"response from {response.get('consumer', 'the subject')}: "
+                                          f"{response.get('data')}", "subject"))
+        if self.recorder is not None:
+            self._record("record_response", response.get("data"), response.get("t"),
+                         consumer=str(response.get("consumer", "")))
+        forward = getattr(self.worker, "send_response", None)
+        if forward is not None and self.state == ev.RUNNING:
+            try:
+                result = forward(response)
+                if inspect.isawaitable(result):
+                    asyncio.ensure_future(result)
+            except Exception as exc:
+                self.warn(f"a response could not be passed to the worker: {exc}", "worker")
+
+    def forward_subject_message(self, message: dict[str, Any]) -> None:
+        """The project's message to the subject display (an instruction, "rest", "run over")."""
+        if self.subject is None:
+            self.info(f"to the subject (no agent connected): {message.get('text') or message}", "project")
+            return
+        asyncio.ensure_future(self._send_message(message))
+
+    async def _send_message(self, message: dict[str, Any]) -> None:
+        try:
+            await self.subject.send_message(message)  # type: ignore[union-attr]
+        except Exception as exc:
+            self.warn(f"a message for the subject was not passed on: {exc}", "subject")
+
+    def project_failed(self, run: str, message: str) -> None:
+        """The worker reports the project crashed: this run gets no more feedback."""
+        self.error(f"the project stopped with an error in run {run}: {message}. "
+                   "Volumes are still recorded; fix the project and start a new run.", "worker")
+        if self.recorder is not None:
+            self._record("record_event", "project_failed", message)
 
     def handle_log(self, level: str, text: str, source: str) -> None:
         self.events.publish(ev.LogMessage(level if level in ("info", "warning", "error") else "info", text, source))
@@ -349,13 +389,17 @@ class ConsoleController:
         s = self.settings.run
         while self.state == ev.RUNNING:
             now = self._clock()
+            stats = getattr(self._watcher, "stats", None)
+            if stats is not None:
+                self._files_seen = int(getattr(stats, "files_seen", self._files_seen))
+                self._format = str(getattr(stats, "detected_format", None) or self._format)
             self.events.publish(
                 ev.ScannerStatus(
                     str(self.watch_folder or ""),
                     max(self._files_seen, self.model.volumes),
                     self.model.volumes,
                     self._format,
-                    self._series[-12:] if self._series else "",
+                    self._series,
                     self._diag.since_last(now),
                 )
             )
@@ -381,6 +425,10 @@ class ConsoleController:
     # --- settings and recording ------------------------------------------------------------
     def _save_settings(self, s: RunSettings) -> Path | None:
         run_dir = self.runs_dir / s.run_id
+        n = 1
+        while run_dir.exists():  # a repeated run number never overwrites an earlier recording
+            n += 1
+            run_dir = self.runs_dir / f"{s.run_id}_take-{n}"
         try:
             settings_io.save(s, run_dir / "run.toml")
             return run_dir
@@ -392,30 +440,35 @@ class ConsoleController:
         if self._recorder_factory is None or self.run_dir is None:
             return None
         try:
-            return self._recorder_factory(s, self.run_dir)
+            return self._recorder_factory(s, self.run_dir, lambda text: self.error(text, "recording"))
         except Exception as exc:
             self.error(f"recording is off for this run: {exc}", "recording")
             return None
 
-    def _record(self, method: str, *args: Any) -> None:
+    def _record(self, method: str, *args: Any, **kwargs: Any) -> None:
         recorder = self.recorder
         fn = getattr(recorder, method, None)
         if fn is None:
             return
         try:
-            result = fn(*args)
+            result = fn(*args, **kwargs)
             if inspect.isawaitable(result):
                 asyncio.ensure_future(result)
         except Exception as exc:
             self.error(f"recording failed ({method}): {exc}; recording is off for the rest of the run", "recording")
             self.recorder = None
 
-    def _close_recorder(self, reason: str) -> None:
-        if self.recorder is None:
+    async def _close_recorder(self, reason: str) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
             return
-        self._record("add_event", "run_end", {"reason": reason})
-        self._record("close")
-        self.recorder = None
+        try:
+            recorder.record_event("run_end", reason)
+            self.info("writing the run as BIDS…", "recording")
+            path = await recorder.afinish()
+            self.info(f"run recorded: {path}", "recording")
+        except Exception as exc:
+            self.error(f"the run's recording could not be finished: {exc}", "recording")
 
 
 def default_watcher_factory(folder: Path, on_volume: Callable[[Volume], Any], on_event: Callable[[Any], Any]) -> Watcher:
@@ -428,16 +481,13 @@ def default_watcher_factory(folder: Path, on_volume: Callable[[Volume], Any], on
 
 
 def default_recorder_factory() -> RecorderFactory | None:
-    """The run recorder of ``rtcontrol.recording`` when it is present in this build."""
+    """The run recorder of ``rtcontrol.recording`` (journal + NIfTI as it happens, BIDS at the end)."""
     try:
-        from rtcontrol.recording import recorder as recording  # type: ignore[attr-defined]
+        from rtcontrol.recording.recorder import Recorder as RunRecorder
     except ImportError:
         return None
-    make = getattr(recording, "Recorder", None)
-    if make is None:
-        return None
 
-    def factory(settings: RunSettings, run_dir: Path) -> Recorder:
-        return make(run_dir, settings.to_dict())
+    def factory(settings: RunSettings, run_dir: Path, on_error: Callable[[str], None]) -> Recorder:
+        return RunRecorder(run_dir, settings.to_dict(), on_error=on_error, loop=asyncio.get_running_loop())
 
     return factory

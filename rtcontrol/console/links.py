@@ -33,23 +33,199 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
     c = session.controller
     s = c.settings.worker
     try:
-        from rtcontrol.worker.client import WorkerClient  # noqa: F401
+        from rtcontrol.worker.client import WorkerClient
     except ImportError as exc:
         c.warn(f"no worker in this build ({exc.name} missing): volumes are shown but not analysed", "worker")
         c.connection("worker", "off", detail="not available in this build")
         return
-    raise NotImplementedError  # replaced when the worker client lands
+    adapter = WorkerAdapter(c)
+    if s.url:
+        url, token, expected, pins = s.url, s.token, None, _known_hosts(session)
+    else:
+        from rtcontrol.worker.embedded import local_worker
+
+        c.connection("worker", "connecting", detail="starting a worker on this machine")
+        c.info("starting a worker on this machine…", "worker")
+        try:
+            info = await stack.enter_async_context(local_worker(**session.worker_options))
+        except Exception as exc:
+            c.connection("worker", "failed", detail=str(exc))
+            c.error(f"the local worker did not start: {exc}", "worker")
+            return
+        session.embedded["worker"] = info
+        url, token, expected, pins = info.url, info.token, info.fingerprint, None
+        c.info(f"worker started on this machine at {info.url}", "worker")
+    client = WorkerClient(
+        url, token, pins=pins, expected_fingerprint=expected,
+        allowed_folders=[Path(f) for f in c.settings.files.allowed_folders],
+        on_feedback=adapter.on_feedback, on_log=adapter.on_log, on_error=adapter.on_error,
+        on_state=adapter.on_state, on_subject_message=adapter.on_subject_message, on_run_state=adapter.on_run_state,
+    )
+    adapter.client, adapter.url = client, url
+    c.connection("worker", "connecting", url=url)
+    try:
+        await client.connect()
+    except Exception as exc:
+        c.connection("worker", "failed", url=url, detail=str(exc))
+        c.error(f"cannot reach the worker at {url}: {exc}", "worker")
+        return
+    stack.push_async_callback(client.close)
+    adapter.on_state(client.state)
+    c.attach_worker(adapter)
+
+
+class WorkerAdapter:
+    """:class:`rtcontrol.worker.client.WorkerClient` seen as the controller's ``WorkerLink``."""
+
+    def __init__(self, controller: Any) -> None:
+        self.c = controller
+        self.client: Any = None
+        self.url = ""
+
+    async def list_projects(self) -> list[dict[str, Any]]:
+        return list(await self.client.list_projects())
+
+    async def project_settings(self, project: str) -> list[dict[str, Any]]:
+        return list(await self.client.project_settings(project))
+
+    async def start_run(self, run: str, project: str, settings: dict[str, Any], tr: float) -> None:
+        await self.client.start_run(project, settings, run, tr)
+
+    async def send_volume(self, volume: Any) -> None:
+        await self.client.send_volume(volume)
+
+    async def send_response(self, response: dict[str, Any]) -> None:
+        await self.client.send_response(response)
+
+    async def stop_run(self) -> None:
+        if self.client.run is not None:
+            await self.client.stop_run()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # callbacks from the client
+    def on_feedback(self, event: Any) -> None:
+        self.c.handle_feedback(event.run, event.index, event.feedback, event.metrics, event.timeline)
+
+    def on_log(self, run: Any, level: str, message: str) -> None:
+        self.c.handle_log(str(level).lower().replace("critical", "error"), str(message), "project")
+
+    def on_error(self, message: str, traceback: str = "") -> None:
+        last = traceback.strip().splitlines()[-1] if traceback and traceback.strip() else ""
+        self.c.error(f"{message}" + (f" ({last})" if last and last not in message else ""), "worker")
+
+    def on_state(self, state: str) -> None:
+        mapped = {"disconnected": "closed", "reconnecting": "connecting", "resyncing": "connecting"}.get(state, state)
+        rtt = self.client.rtt if self.client is not None else None
+        self.c.connection("worker", mapped, url=self.url, fingerprint=str(self.client.fingerprint or ""),
+                          rtt_ms=None if rtt is None else rtt * 1e3,
+                          detail="" if mapped != "connecting" or state == "connecting" else f"{state} after a drop")
+
+    def on_subject_message(self, run: Any, message: Any) -> None:
+        self.c.forward_subject_message(message if isinstance(message, dict) else {"text": str(message)})
+
+    def on_run_state(self, run: Any, state: str, info: Any) -> None:
+        if state == "failed":
+            self.c.project_failed(str(run), str((info or {}).get("message", "the project failed")))
 
 
 async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
     c = session.controller
+    s = c.settings.subject
     try:
-        from rtcontrol.subject.link import SubjectClient  # noqa: F401
+        from rtcontrol.subject.link import SubjectClient
     except ImportError as exc:
         c.warn(f"no subject agent link in this build ({exc.name} missing): feedback stays on the console", "subject")
         c.connection("subject", "off", detail="not available in this build")
         return
-    raise NotImplementedError  # replaced when the subject link lands
+    adapter = SubjectAdapter(c)
+    if s.url:
+        url, token, expected, pins = s.url, s.token, None, _known_hosts(session)
+    else:
+        from rtcontrol.subject.embedded import local_subject_agent
+
+        c.connection("subject", "connecting", detail="starting a subject agent on this machine")
+        info = await stack.enter_async_context(local_subject_agent(display=session.subject_display))
+        session.embedded["subject"] = info
+        url, token, expected, pins = info.url, info.token, info.fingerprint, None
+        c.info(f"subject agent started on this machine at {info.url}"
+               + (f"; stimulus page at {info.page_url}" if info.page_url else ""), "subject")
+    client = SubjectClient(
+        url, token=token, pins=pins, expected_fingerprint=expected,
+        on_delivery=adapter.on_delivery, on_response=adapter.on_response,
+        on_state=adapter.on_state, on_error=adapter.on_error,
+    )
+    adapter.client = client
+    adapter.url = url
+    c.connection("subject", "connecting", url=url)
+    try:
+        await client.connect()
+    except Exception as exc:
+        c.connection("subject", "failed", url=url, detail=str(exc))
+        c.error(f"cannot reach the subject agent at {url}: {exc}", "subject")
+        await client.close()
+        return
+    stack.push_async_callback(client.close)
+    c.attach_subject(adapter)
+
+
+class SubjectAdapter:
+    """:class:`rtcontrol.subject.link.SubjectClient` seen as the controller's ``SubjectLink``."""
+
+    ONSET = {"immediate": "immediate", "next_tr": "tr", "delay": "delay"}
+
+    def __init__(self, controller: Any) -> None:
+        self.c = controller
+        self.client: Any = None
+        self.url = ""
+        self.run = ""
+
+    async def start_run(self, run: str, tr: float, onset: str, delay: float) -> None:
+        self.run = run
+        await self.client.start_run(
+            {"run": run, "tr": tr, "onset": {"mode": self.ONSET.get(onset, onset), "delay": delay, "tr": tr}}
+        )
+
+    async def send_feedback(self, run: str, index: int, value: Any, timeline: Timeline) -> None:
+        self.client.send_feedback(run, index, value, timeline.to_dict(), acquired=timeline.get("file_seen"))
+
+    async def send_message(self, message: dict[str, Any]) -> None:
+        self.client.send_message(str(message.get("text") or ""), kind=str(message.get("kind") or "text"),
+                                 run=self.run or None, data=message.get("data"))
+
+    async def stop_run(self) -> None:
+        await self.client.stop_run(self.run or None)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # callbacks from the client
+    def on_delivery(self, run: str, index: int, stamps: dict[str, Any]) -> None:
+        timeline = Timeline.from_dict({k: v for k, v in stamps.items() if isinstance(v, (int, float))})
+        self.c.handle_delivery(run, index, timeline, late=bool(stamps.get("late")))
+
+    def on_response(self, response: dict[str, Any]) -> None:
+        self.c.handle_response(response)
+
+    def on_state(self, state: dict[str, Any]) -> None:
+        link = str(state.get("link", ""))
+        mapped = {"disconnected": "closed", "refused": "failed"}.get(link, link)
+        rtt = self.client.clock.rtt if self.client is not None else None
+        consumers = state.get("consumers")
+        detail = state.get("error") or (f"{len(consumers)} stimulus program(s) attached" if consumers else "")
+        self.c.connection("subject", mapped, url=self.url, detail=str(detail or ""),
+                          fingerprint=str(state.get("fingerprint") or getattr(self.client, "fingerprint", "") or ""),
+                          rtt_ms=None if rtt is None else rtt * 1e3)
+
+    def on_error(self, message: str) -> None:
+        self.c.error(f"the subject agent refused: {message}", "subject")
+
+
+def _known_hosts(session: ConsoleSession) -> Any:
+    from rtcontrol.link.pinning import KnownHosts
+
+    return KnownHosts(session.known_hosts, on_unknown=session.on_unknown_host)
 
 
 # --- the simulated scanner ----------------------------------------------------------------

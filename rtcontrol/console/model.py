@@ -113,6 +113,13 @@ class RunModel:
         b = self.stamps.values(STAGES.index(stage))
         return (b - a) * 1e3
 
+    def timeline(self, index: int) -> Timeline:
+        """The stamps known for one volume, as a Timeline."""
+        if not 0 <= index < self.stamps.length:
+            return Timeline()
+        row = [self.stamps.get(index, c) for c in range(len(STAGES))]
+        return Timeline({stage: t for stage, t in zip(STAGES, row) if not math.isnan(t)})
+
     def metric(self, name: str) -> np.ndarray:
         s = self.metrics.get(name)
         return s.values() if s is not None else np.empty(0)

@@ -37,6 +37,7 @@ class ConsoleSession:
         on_unknown_host: Any = None,
         known_hosts: Path | None = None,
         subject_display: bool = False,
+        worker_options: dict[str, Any] | None = None,
     ) -> None:
         if demo:
             settings = _demo_settings(settings, demo_volumes)
@@ -51,6 +52,8 @@ class ConsoleSession:
         self._replay: asyncio.Task[Any] | None = None
         self._runs = 0
         self.embedded: dict[str, Any] = {}
+        #: Passed to ``local_worker`` for the embedded worker (tests use ``in_process=True``).
+        self.worker_options: dict[str, Any] = dict(worker_options or {})
 
     @property
     def settings(self) -> RunSettings:

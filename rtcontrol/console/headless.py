@@ -1,0 +1,128 @@
+"""``python main.py run``: a scan with the console controller; ``--no-gui`` runs it without a window.
+
+Prints one line per volume (index, feedback, latency) and exits when the run ends: the
+expected volumes arrived, no volume came for ``end_after_trs`` TRs after the last, or Ctrl-C.
+Exit status: 0 when the run ended normally, 1 when volumes were lost or errors happened, 2 for
+bad settings or a link that could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import math
+import signal
+import sys
+from dataclasses import replace
+from typing import Any, TextIO
+
+from rtcontrol.console import events as ev
+from rtcontrol.console import options
+from rtcontrol.console.session import ConsoleSession
+from rtcontrol.console.settings import SettingsError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_arguments(parser)  # the same flags as the window
+    parser.add_argument("--no-gui", action="store_true", help="run without a window (scripted runs, remote tests)")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.no_gui:
+        app = importlib.import_module("rtcontrol.gui.app")  # the window only when asked for
+        return int(app.run(args))
+    try:
+        settings = options.settings_from_args(args)
+    except SettingsError as exc:
+        print(f"main.py run: {exc}", file=sys.stderr)
+        return 2
+    if not args.demo and not settings.run.watch_folder:
+        print("main.py run: no watch folder: give --watch DIR, set [run] watch_folder, or use --demo", file=sys.stderr)
+        return 2
+    if args.demo and args.volumes:
+        settings = replace(settings, run=replace(settings.run, expected_volumes=args.volumes))
+    session = ConsoleSession(settings, demo=args.demo, demo_volumes=args.volumes, runs_dir=args.runs_dir)
+    try:
+        return asyncio.run(run_session(session, quiet=args.quiet))
+    except KeyboardInterrupt:
+        return 1
+
+
+async def run_session(session: ConsoleSession, *, quiet: bool = False, out: TextIO = sys.stdout) -> int:
+    """Open the session, run one scan to its end, print progress; the exit status."""
+    printer = Printer(out, quiet)
+    unsubscribe = session.controller.events.subscribe(printer)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        try:
+            await session.open()
+            await session.start_run()
+        except Exception as exc:
+            print(f"main.py run: {exc}", file=out)
+            return 2
+        ended = asyncio.create_task(session.controller.wait_ended())
+        interrupted = asyncio.create_task(stop.wait())
+        await asyncio.wait({ended, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        if not ended.done():
+            print("interrupted: stopping the run", file=out)
+            await session.stop_run("interrupted (Ctrl-C)")
+        interrupted.cancel()
+        result = session.controller.last_ended
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+        await session.close()
+        unsubscribe()
+    return printer.summary(session, result)
+
+
+class Printer:
+    """Turns controller events into terminal lines."""
+
+    def __init__(self, out: TextIO, quiet: bool) -> None:
+        self.out, self.quiet = out, quiet
+        self.errors = 0
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, ev.LogMessage):
+            if event.level == "error":
+                self.errors += 1
+            if not self.quiet or event.level == "error":
+                self._line(f"[{event.source}] {event.level if event.level != 'info' else ''}{': ' if event.level != 'info' else ''}{event.text}")
+        elif isinstance(event, ev.FeedbackArrived) and not self.quiet:
+            took = event.timeline.between("file_seen", "feedback_received")
+            value = event.value if not isinstance(event.value, float) else round(event.value, 4)
+            self._line(f"volume {event.index:4d}  feedback {value!s:>10}  "
+                       f"{'' if took is None else f'{took * 1e3:7.1f} ms file→feedback'}")
+        elif isinstance(event, ev.Delivered) and not self.quiet:
+            took = event.timeline.between("file_seen", "subject_delivered")
+            if took is not None and not math.isnan(took):
+                self._line(f"volume {event.index:4d}  at subject {took * 1e3:7.1f} ms")
+        elif isinstance(event, ev.ConnectionChanged) and not self.quiet:
+            self._line(f"[{event.name}] {event.state} {event.url} {event.detail}".rstrip())
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def summary(self, session: ConsoleSession, ended: ev.RunEnded | None) -> int:
+        c = session.controller
+        m = c.model
+        expected = c.settings.run.expected_volumes
+        lost = max(0, expected - m.volumes) if expected else 0
+        print(
+            f"run {m.run}: {m.volumes} volumes, {m.feedbacks} feedback values, {m.delivered} delivered to the subject"
+            f"{f', {lost} of {expected} volumes missing' if lost else ''}; "
+            f"ended: {ended.reason if ended else 'not started'}"
+            + (f"; settings and recording in {c.run_dir}" if c.run_dir else ""),
+            file=self.out,
+            flush=True,
+        )
+        return 1 if lost or self.errors or ended is None else 0

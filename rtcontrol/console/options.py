@@ -1,0 +1,38 @@
+"""Command-line flags shared by the console window (``main.py``) and ``main.py run``."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from rtcontrol.console import settings as settings_io
+from rtcontrol.console.settings import RunSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--demo", action="store_true", help="start a simulated scan at once (local worker and subject agent)")
+    parser.add_argument("--worker", metavar="URL", help="worker address, wss://host:port (default: start one on this machine)")
+    parser.add_argument("--worker-token", metavar="TOKEN", help="access token for the worker")
+    parser.add_argument("--subject", metavar="URL", help="subject agent address, wss://host:port (default: start one here)")
+    parser.add_argument("--subject-token", metavar="TOKEN", help="access token for the subject agent")
+    parser.add_argument("--settings", metavar="FILE", type=Path, help="run settings (TOML); default resources/default_run.toml")
+    parser.add_argument("--watch", metavar="DIR", type=Path, help="the scanner's export folder to watch")
+    parser.add_argument("--volumes", type=int, help="volumes in the simulated scan (with --demo)")
+    parser.add_argument("--runs-dir", type=Path, help="where run settings and recordings go (default ./runs)")
+
+
+def settings_from_args(args: argparse.Namespace) -> RunSettings:
+    """Settings file (or defaults) with the command-line addresses and folder laid over it."""
+    s = settings_io.load(args.settings) if getattr(args, "settings", None) else settings_io.default_settings()
+    if getattr(args, "worker", None):
+        s = replace(s, worker=replace(s.worker, url=args.worker))
+    if getattr(args, "worker_token", None):
+        s = replace(s, worker=replace(s.worker, token=args.worker_token))
+    if getattr(args, "subject", None):
+        s = replace(s, subject=replace(s.subject, url=args.subject))
+    if getattr(args, "subject_token", None):
+        s = replace(s, subject=replace(s.subject, token=args.subject_token))
+    if getattr(args, "watch", None):
+        s = replace(s, run=replace(s.run, watch_folder=str(args.watch)))
+    return s.validate()

@@ -1,0 +1,106 @@
+"""The controller under plain asyncio, with the real watcher, a real subject agent over TLS and the recorder."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rtcontrol.console import events as ev
+from rtcontrol.console import settings as S
+from rtcontrol.console.controller import ConsoleController
+from rtcontrol.console.session import ConsoleSession
+
+from .conftest import VOLUMES, scan_into
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _settings(watch: Path, **run: object) -> S.RunSettings:
+    s = S.RunSettings()
+    values = {"tr": 0.5, "watch_folder": str(watch), **run}
+    return replace(s, run=replace(s.run, **values)).validate()
+
+
+async def test_watch_folder_to_model_in_order_none_lost(tmp_path: Path, synth_series: Path) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    c = ConsoleController(_settings(watch, expected_volumes=VOLUMES), runs_dir=tmp_path / "runs")
+    seen: list[ev.VolumeArrived] = []
+    c.events.subscribe(lambda e: seen.append(e) if isinstance(e, ev.VolumeArrived) else None)
+    run_id = await c.start_run()
+    assert c.state == ev.RUNNING
+    await scan_into(synth_series, watch)
+    ended = await c.wait_ended(timeout=20)
+    assert ended is not None and ended.reason == f"all {VOLUMES} volumes arrived"
+    assert [e.volume.index for e in seen] == list(range(VOLUMES))
+    assert all(e.volume.run == run_id for e in seen)
+    assert c.model.volumes == VOLUMES and c.model.latest is not None
+    assert c.model.latest.shape == (32, 32, 12)
+    # every volume carries the watcher's stamps and the model holds them
+    assert all(e.volume.timeline.get("file_seen") is not None for e in seen)
+    assert (c.model.latency_ms("parsed") >= 0).all()
+    # the settings were saved with the run and read back the same
+    assert S.load(tmp_path / "runs" / run_id / "run.toml") == c.settings
+    assert c.state == ev.ENDED
+
+
+async def test_run_ends_after_silence(tmp_path: Path, synth_series: Path) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    c = ConsoleController(_settings(watch, tr=0.2, end_after_trs=2.0), runs_dir=tmp_path / "runs")
+    await c.start_run()
+    await scan_into(synth_series, watch, interval=0.02)
+    ended = await c.wait_ended(timeout=20)
+    assert ended is not None and "no volume for 2 TRs" in ended.reason
+    assert ended.volumes == VOLUMES
+
+
+async def test_missing_watch_folder_is_a_clear_error(tmp_path: Path) -> None:
+    c = ConsoleController(_settings(tmp_path / "absent"), runs_dir=tmp_path / "runs")
+    with pytest.raises(S.SettingsError, match="does not exist"):
+        await c.start_run()
+    assert c.state == ev.IDLE
+
+
+async def test_run_end_to_end_with_worker_and_subject_agent(tmp_path: Path, synth_series: Path) -> None:
+    """Embedded worker (template project) and subject agent over TLS: every volume analysed and delivered."""
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    settings = _settings(watch, expected_volumes=VOLUMES)
+    settings = replace(settings, project=S.ProjectSection("template", {"baseline": 2}))
+    session = ConsoleSession(settings, runs_dir=tmp_path / "runs", worker_options={"in_process": True})
+    c = session.controller
+    seen: dict[type, list] = {ev.FeedbackArrived: [], ev.Delivered: [], ev.ConnectionChanged: [], ev.LogMessage: []}
+    c.events.subscribe(lambda e: seen[type(e)].append(e) if type(e) in seen else None)
+    await session.open()
+    try:
+        assert c.worker is not None, [m.text for m in seen[ev.LogMessage]]
+        assert c.subject is not None, [m.text for m in seen[ev.LogMessage]]
+        connected = {s.name for s in seen[ev.ConnectionChanged] if s.state == "connected" and s.fingerprint}
+        assert connected == {"worker", "subject"}
+        projects = await c.list_projects()
+        assert "template" in [p["name"] for p in projects]
+        declared = await c.project_settings("template")
+        assert {d["name"] for d in declared} >= {"baseline", "scale"}
+        run_id = await session.start_run()
+        await scan_into(synth_series, watch)
+        ended = await c.wait_ended(timeout=30)
+        assert ended is not None and ended.reason == f"all {VOLUMES} volumes arrived", ended
+        feedback = seen[ev.FeedbackArrived]
+        assert sorted(f.index for f in feedback) == list(range(VOLUMES))
+        assert all(f.run == run_id for f in feedback)
+        assert [f.value for f in feedback[:2]] == [None, None]  # the template's baseline gives no feedback
+        delivered = seen[ev.Delivered]
+        assert sorted({d.index for d in delivered}) == list(range(2, VOLUMES))
+        # the whole path is stamped in the console's clock, in order
+        for i in range(2, VOLUMES):
+            tl = c.model.timeline(i)
+            order = [tl.get(s) for s in ("file_seen", "parsed", "sent", "feedback_received", "subject_delivered")]
+            assert None not in order, (i, tl.stamps)
+            assert order == sorted(order), (i, tl.stamps)
+        assert not [m.text for m in seen[ev.LogMessage] if m.level == "error"]
+    finally:
+        await session.close()
