@@ -12,6 +12,7 @@ import gzip
 import json
 import re
 import zlib
+from io import BytesIO
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,23 +57,25 @@ def read_nifti_bytes(path: Path, raw: bytes) -> Volume | list[Volume]:
         raise IncompleteFile(path, f"NIfTI header needs 348 bytes, file has {len(data)}")
     if not looks_like_nifti(data):
         raise ForeignFile(path, "named like NIfTI but has no NIfTI magic ('n+1')")
+    kind = nib.Nifti1Image if data[344:348] in _MAGICS[:2] else nib.Nifti2Image
     try:
-        img = nib.Nifti1Image.from_bytes(data) if data[344:348] in _MAGICS[:2] else nib.Nifti2Image.from_bytes(data)
+        offset = int(kind.header_class.from_fileobj(BytesIO(data)).get_data_offset())
+        img = kind.from_bytes(data)
     except Exception as exc:
         raise CorruptFile(path, f"NIfTI header unreadable ({exc})") from exc
     hdr = img.header
     shape = img.shape
-    need = int(hdr.get_data_offset()) + int(np.prod(shape)) * hdr.get_data_dtype().itemsize
+    need = offset + int(np.prod(shape)) * hdr.get_data_dtype().itemsize
     if len(data) < need:
         raise IncompleteFile(path, f"NIfTI data has {len(data)} of {need} bytes")
     try:
         arr = np.asanyarray(img.dataobj.get_unscaled())
     except Exception as exc:
         raise CorruptFile(path, f"NIfTI data unreadable ({exc})") from exc
-    slope, inter = hdr.get_slope_inter()
+    slope, inter = getattr(img.dataobj, "slope", None), getattr(img.dataobj, "inter", None)  # header copy is reset
     slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
     inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
-    affine = img.get_best_affine()
+    affine = img.affine
     side = _sidecar(path)
     zooms = hdr.get_zooms()
     tr = side.get("RepetitionTime")
