@@ -114,6 +114,7 @@ class WorkerClient:
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         self.reconnects = 0
+        self.resent_volumes = 0
 
     # ----------------------------------------------------------------- properties
 
@@ -242,6 +243,7 @@ class WorkerClient:
             for key in todo:
                 item = self._unacked.get(key)
                 if item is not None and item[1] != self._gen:
+                    self.resent_volumes += item[1] != 0
                     item[1] = self._gen
                     await conn.send(item[0])
 
