@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -32,7 +33,9 @@ class _Pending:
 class SliceAssembler:
     """Collects the slices of ONE series; ``add`` returns the volumes it completes, in order."""
 
-    def __init__(self, slices_per_volume: int | None = None, max_wait: int = 2) -> None:
+    def __init__(self, slices_per_volume: int | None = None, max_wait: int | None = 2) -> None:
+        """``max_wait``: later complete volumes tolerated before an incomplete one is given up
+        (None: never give up, for offline conversion)."""
         self.slices_per_volume = slices_per_volume
         self.max_wait = max_wait
         self.problems: list[str] = []  # human-readable reports (dropped/duplicate/late slices)
@@ -41,6 +44,7 @@ class SliceAssembler:
         self._seen_per_position: dict[int, int] = {}  # for series without a temporal index
         self._series_uid: str | None = None
         self._geometry: tuple | None = None
+        self._handed_on: set[Path] = set()  # files of volumes already emitted (duplicates are fine)
 
     def add(self, s: SliceImage) -> list[Volume]:
         """Take one slice; return the volumes that are now complete and next in order."""
@@ -61,6 +65,8 @@ class SliceAssembler:
             t = self._seen_per_position.get(pos_key, 0)
             self._seen_per_position[pos_key] = t + 1
         if self._last_emitted is not None and t <= self._last_emitted:
+            if s.path in self._handed_on:
+                return []
             self._report(f"{s.path}: slice of volume {t} arrived after that volume was handed on; ignored")
             return []
         pending = self._pending.setdefault(t, _Pending())
@@ -109,7 +115,7 @@ class SliceAssembler:
                 self._last_emitted = t
                 continue
             later_complete = sum(1 for u in self._pending if u > t and self._complete(u))
-            if later_complete >= self.max_wait:
+            if self.max_wait is not None and later_complete >= self.max_wait:
                 dropped = self._pending.pop(t)
                 self._last_emitted = t
                 self._report(f"volume {t} given up: {len(dropped.slices)} of {self.slices_per_volume} "
@@ -119,6 +125,7 @@ class SliceAssembler:
         return out
 
     def _build(self, t: int, pending: _Pending) -> Volume:
+        self._handed_on.update(s.path for s in pending.slices.values())
         return build_volume(t, [pending.slices[k] for k in sorted(pending.slices)])
 
     def _report(self, message: str) -> None:

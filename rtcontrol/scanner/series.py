@@ -49,7 +49,7 @@ def scan_folder(folder: Path | str, recursive: bool = False) -> FolderScan:
             scan.problems.append(f"{type(exc).__name__}: {exc}")
             continue
         if isinstance(item, SliceImage):
-            assembler = assemblers.setdefault(item.series_uid, SliceAssembler())
+            assembler = assemblers.setdefault(item.series_uid, SliceAssembler(max_wait=None))
             volumes[item.series_uid].extend(assembler.add(item))
         elif isinstance(item, list):
             for v in item:
