@@ -111,6 +111,7 @@ class WorkerClient:
         self._acked_all = asyncio.Event()
         self._acked_all.set()
         self._supervisor: asyncio.Task | None = None
+        self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         self.reconnects = 0
@@ -155,7 +156,12 @@ class WorkerClient:
         except BaseException:
             self._set_state("failed")
             raise
+        self._fingerprint = link.fingerprint
+        self._ready = asyncio.Event()
         self._supervisor = asyncio.create_task(self._supervise(link), name="worker link")
+        await self._ready.wait()  # resync done: state is "connected"
+        if self._state == "failed":
+            raise transport.LinkError(f"the link to {self.url} failed while starting")
 
     async def close(self) -> None:
         self._closing = True
@@ -205,6 +211,7 @@ class WorkerClient:
                 except (PinError, transport.AuthError) as exc:
                     self._set_state("failed")
                     self._emit(self.on_error, f"worker link: {exc}", "")
+                    self._ready.set()
                     return
                 except (transport.LinkError, OSError) as exc:
                     log.info("reconnect to %s failed: %s (next try in %.2f s)", self.url, exc, delay)
@@ -224,6 +231,7 @@ class WorkerClient:
                     await conn.send(text)
             await self._flush_volumes(conn)
             self._set_state("connected")
+            self._ready.set()
             await reader
         except websockets.ConnectionClosed:
             pass
