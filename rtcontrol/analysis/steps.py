@@ -1,0 +1,178 @@
+"""Processing steps: small stateful objects a project (or a plugin) chains per volume.
+
+A :class:`Frame` carries one volume through the chain: ``data`` (float32 on ``affine``'s grid)
+is the image as processed so far, ``metrics`` are numbers for the console's plots, ``values``
+holds anything steps hand to later steps (``"motion"``: the six parameters, ``"roi_mean"``...).
+A :class:`Step` has settings (declared like a project's), ``start()`` once per run and
+``process(frame)`` per volume, at a cost that does not grow with the run::
+
+    pipeline = Pipeline([MotionStep(), QualityStep(), SmoothStep(fwhm_mm=5), RoiMeanStep(spec)])
+    frame = pipeline.process(volume)   # frame.metrics -> {"tx": ..., "fd": ..., "roi_mean": ...}
+
+Plugins add Step subclasses (see ``plugins/README.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable
+
+import numpy as np
+
+from rtcontrol.analysis.motion import MotionCorrector
+from rtcontrol.analysis.quality import QualityMonitor
+from rtcontrol.analysis.roi import RoiSpec
+from rtcontrol.analysis.smooth import smooth
+from rtcontrol.project import Setting, resolve_settings
+from rtcontrol.scanner.volume import Volume
+
+
+@dataclass
+class Frame:
+    """One volume on its way through a pipeline."""
+
+    volume: Volume
+    data: np.ndarray
+    affine: np.ndarray
+    metrics: dict[str, float] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, volume: Volume) -> Frame:
+        return cls(volume=volume, data=volume.scaled(np.float32), affine=np.asarray(volume.affine, dtype=np.float64))
+
+    @property
+    def index(self) -> int:
+        return self.volume.index
+
+
+class Step:
+    """Base class of a processing step. Subclasses set ``name`` and override :meth:`process`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    settings: ClassVar[list[Setting]] = []
+
+    def __init__(self, **settings: Any) -> None:
+        self.config = resolve_settings(self.settings, settings)
+
+    def start(self) -> None:
+        """Once per run, before the first volume: reset per-run state."""
+
+    def process(self, frame: Frame) -> None:
+        """Once per volume: read and update ``frame``."""
+        raise NotImplementedError
+
+
+class Pipeline:
+    """Steps run in order on each volume."""
+
+    def __init__(self, steps: Iterable[Step]) -> None:
+        self.steps = list(steps)
+
+    def start(self) -> None:
+        for step in self.steps:
+            step.start()
+
+    def process(self, volume: Volume) -> Frame:
+        frame = Frame.of(volume)
+        for step in self.steps:
+            step.process(frame)
+        return frame
+
+
+class MotionStep(Step):
+    """Registers each volume to the reference; replaces ``data`` by the resliced volume."""
+
+    name = "motion"
+    description = "rigid-body motion correction (six parameters tx..rz, resliced volume)"
+    settings = [
+        Setting("reference", "", "path", "NIfTI reference from an earlier run; empty: a volume of this run"),
+        Setting("reference_index", 0, "int", "volume of this run used as reference when no file is given", minimum=0),
+        Setting("reslice", "linear", "choice", "interpolation of the corrected volume", choices=("linear", "cubic")),
+    ]
+
+    def start(self) -> None:
+        c = self.config
+        self.corrector = MotionCorrector(c["reference"] or None, reference_index=c["reference_index"], reslice=c["reslice"])
+
+    def process(self, frame: Frame) -> None:
+        if not hasattr(self, "corrector"):
+            self.start()
+        result = self.corrector.process(frame.volume)
+        frame.values["motion"] = result.params
+        frame.values["motion_result"] = result
+        frame.metrics.update(result.metrics())
+        if result.resliced is not None:
+            frame.data, frame.affine = result.resliced, result.affine
+
+
+class QualityStep(Step):
+    """FD, DVARS, running tSNR and spikes (needs ``values["motion"]`` for FD)."""
+
+    name = "quality"
+    description = "framewise displacement, DVARS, running tSNR, spike detection"
+    settings = [Setting("spike_z", 5.0, "float", "robust z-score above which a volume counts as a spike", minimum=1.0)]
+
+    def start(self) -> None:
+        self.monitor = QualityMonitor(spike_z=self.config["spike_z"])
+
+    def process(self, frame: Frame) -> None:
+        if not hasattr(self, "monitor"):
+            self.start()
+        frame.metrics.update(self.monitor.update(frame.data, frame.values.get("motion")))
+
+
+class SmoothStep(Step):
+    """Gaussian smoothing of ``data`` (FWHM in mm, anisotropic voxels handled)."""
+
+    name = "smooth"
+    description = "spatial Gaussian smoothing"
+    settings = [Setting("fwhm_mm", 5.0, "float", "kernel full width at half maximum (mm)", minimum=0.0)]
+
+    def process(self, frame: Frame) -> None:
+        frame.data = smooth(frame.data, frame.affine, self.config["fwhm_mm"])
+
+
+class RoiMeanStep(Step):
+    """Mean of an ROI into ``metrics[<name>_mean]`` and ``values[<name>_mean]``.
+
+    Built from a :class:`RoiSpec` (``RoiMeanStep(spec=...)``) or from settings: ``roi_kind``
+    box_voxel / box_world / mask with ``lo``/``hi`` or ``mask``. Placed on the grid of the
+    first volume it sees (after motion correction that is the reference grid).
+    """
+
+    name = "roi_mean"
+    description = "mean signal in a region of interest"
+    settings = [
+        Setting("roi_name", "roi", "str", "name used for the metric (<name>_mean)"),
+        Setting("roi_kind", "box_world", "choice", "how the ROI is given", choices=("box_world", "box_voxel", "mask")),
+        Setting("lo", [0.0, 0.0, 0.0], "vector3", "box corner (mm or voxel indices)"),
+        Setting("hi", [0.0, 0.0, 0.0], "vector3", "opposite box corner"),
+        Setting("mask", "", "path", "NIfTI mask (any space) when roi_kind is mask"),
+    ]
+
+    def __init__(self, spec: RoiSpec | None = None, **settings: Any) -> None:
+        super().__init__(**settings)
+        c = self.config
+        if spec is None:
+            if c["roi_kind"] == "mask":
+                spec = RoiSpec.mask(c["mask"], name=c["roi_name"])
+            else:
+                spec = RoiSpec(c["roi_kind"], lo=tuple(c["lo"]), hi=tuple(c["hi"]), name=c["roi_name"])
+        self.spec = spec
+        self.roi = None
+
+    def start(self) -> None:
+        self.roi = None
+
+    def process(self, frame: Frame) -> None:
+        if self.roi is None:
+            self.roi = self.spec.on_grid(frame.data.shape, frame.affine)
+        key = f"{self.spec.name}_mean"
+        value = self.roi.mean(frame.data)
+        frame.values[key] = value
+        frame.metrics[key] = value
+
+
+BUILTIN_STEPS: dict[str, type[Step]] = {s.name: s for s in (MotionStep, QualityStep, SmoothStep, RoiMeanStep)}
