@@ -50,8 +50,10 @@ class HeaderError(ValueError):
 
 def f32(value: float) -> str:
     """Shortest decimal text that reads back (AFNI parses with ``%f`` into float) to the same float32."""
-    text = np.format_float_positional(np.float32(value), trim="-", unique=True)
-    return "0" if text in ("-0", "-0.") else text
+    text = str(np.float32(value))  # numpy prints the shortest round-tripping repr
+    if text.endswith(".0"):
+        text = text[:-2]
+    return "0" if text == "-0" else text
 
 
 # ----------------------------------------------------------------------------- control channel

@@ -17,10 +17,14 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+import numpy as np
+
 from rtcontrol.afni import protocol
 from rtcontrol.afni.channel import AfniUnavailable, ChannelSettings, DataChannel, open_data_channel
 from rtcontrol.scanner.volume import Volume
 
+#: A volume whose affine differs more than this (mm) from the run's first starts a new AFNI run.
+GEOMETRY_TOLERANCE_MM = 1e-3
 #: Sender states shown to the operator.
 STATES = ("off", "idle", "connecting", "sending", "waiting", "error")
 
@@ -68,10 +72,23 @@ _END_RUN = object()
 
 @dataclass
 class _Run:
+    """One AFNI run: the metadata sent at its start fixes what its images may be."""
+
     name: str
     header: protocol.RunHeader
-    dtype: str
+    first: Volume
     volumes: int = 0
+
+    def accepts(self, volume: Volume) -> bool:
+        """Same run, grid and data kind. Slice timing and TR jitter do not start a new run."""
+        first = self.first
+        return (
+            volume.run == self.name
+            and volume.shape == first.shape
+            and volume.data.dtype == first.data.dtype
+            and protocol.is_scaled(volume) == protocol.is_scaled(first)
+            and bool(np.allclose(volume.affine, first.affine, rtol=0.0, atol=GEOMETRY_TOLERANCE_MM))
+        )
 
 
 class AfniSender:
@@ -174,22 +191,23 @@ class AfniSender:
             await self._drop_channel()
 
     async def _handle(self, volume: Volume, t_submit: float) -> None:
-        options = self.settings.header
-        if options.prefix is None and self.settings.prefix_from_run and volume.run:
-            options = replace(options, prefix=volume.run)
-        same_kind = self._run is not None and self._run.dtype == str(volume.data.dtype)
-        try:
-            header = protocol.build_header(volume, options, datum=self._run.header.datum if same_kind else None)
-        except protocol.HeaderError as exc:
-            self._error(str(exc))
-            self._not_sent(volume, str(exc))
-            return
-        if self._run is not None and (self._run.name != volume.run or self._run.header.block != header.block):
+        if self._run is not None and not self._run.accepts(volume):
             await self._end_run()
         if self._channel is not None and not self._channel.alive:
             self._warn("AFNI dropped the data channel; reconnecting")
             await self._drop_channel()
-        if self._run is None and not await self._begin_run(volume, header):
+        header = None
+        if self._run is None:
+            options = self.settings.header
+            if options.prefix is None and self.settings.prefix_from_run and volume.run:
+                options = replace(options, prefix=volume.run)
+            try:
+                header = protocol.build_header(volume, options)
+            except protocol.HeaderError as exc:
+                self._error(str(exc))
+                self._not_sent(volume, str(exc))
+                return
+        if self._run is None and (header is None or not await self._begin_run(volume, header)):
             return
         assert self._run is not None and self._channel is not None
         image = protocol.encode_image(volume, self._run.header)
@@ -227,7 +245,7 @@ class AfniSender:
             self._set_state("waiting", f"AFNI dropped the connection at the header: {exc}")
             self._not_sent(volume, f"AFNI dropped the connection: {exc}")
             return False
-        self._run = _Run(volume.run, header, str(volume.data.dtype))
+        self._run = _Run(volume.run, header, volume)
         self.status.runs_started += 1
         self.status.current_run = volume.run
         self.status.header_text = header.text
