@@ -100,7 +100,7 @@ class FeedbackClient:
 
     def send_response(self, data: dict[str, Any] | None = None, **fields: Any) -> None:
         """A button press or rating, passed on to the experiment's project: ``send_response(button=1)``."""
-        self._send({"type": "response", **(data or {}), **fields})
+        self._send({**(data or {}), **fields, "type": "response"})
 
     def displayed(self, index: int, run: str | None = None) -> None:
         """Report that feedback for ``index`` is on screen now (stamps ``displayed`` on the console)."""

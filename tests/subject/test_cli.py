@@ -1,0 +1,68 @@
+"""``main.py --subject`` as a real process: certificate made on first use, token store, all three ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from rtcontrol.link.tokens import TokenStore
+from rtcontrol.subject.link import SubjectClient
+from tests.subject.conftest import LineConsumer, Recorder, wait_until
+
+MAIN = Path(__file__).resolve().parents[2] / "main.py"
+
+
+async def _read_banner(proc: asyncio.subprocess.Process) -> dict[str, str]:
+    text = ""
+    while "NDJSON" not in text:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line, f"agent exited early: {(await proc.stderr.read()).decode()}"
+        text += line.decode()
+    return {
+        "url": re.search(r"console link (wss://\S+)", text).group(1),
+        "fingerprint": re.search(r"fingerprint (SHA256:\S+)", text).group(1),
+        "tcp": re.search(r"NDJSON for PsychToolbox/MATLAB on 127.0.0.1:(\d+)", text).group(1),
+        "page": re.search(r"jsPsych page (http://\S+)", text).group(1),
+    }
+
+
+async def test_subject_mode_end_to_end(tmp_path) -> None:
+    store = tmp_path / "tokens.json"
+    token = TokenStore(store).create("console")
+    env = {**os.environ, "RTCONTROL_HOME": str(tmp_path / "home")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(MAIN), "--subject", "--host", "127.0.0.1", "--port", "0", "--tcp-port", "0",
+        "--local-port", "0", "--tokens", str(store), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        banner = await _read_banner(proc)
+        assert (tmp_path / "home/subject/subject.crt").exists()
+        rec = Recorder()
+        client = SubjectClient(banner["url"], token=token,
+                               expected_fingerprint=banner["fingerprint"], **rec.kw())
+        consumer = await LineConsumer.open(int(banner["tcp"]))
+        await client.connect()
+        await client.start_run({"run": "cli-run"})
+        client.send_feedback("cli-run", 0, 0.9)
+        assert (await consumer.next_of("feedback"))["value"] == 0.9
+        await wait_until(lambda: "consumer_taken" in rec.deliveries.get(("cli-run", 0), {}), what="stamps")
+        await client.close()
+        consumer.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = await asyncio.wait_for(proc.wait(), 20)
+    assert rc == 0
+
+
+def test_plain_link_is_refused_off_loopback(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(MAIN), "--subject", "--host", "0.0.0.0", "--insecure-loopback",
+         "--tokens", str(tmp_path / "t.json")],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "RTCONTROL_HOME": str(tmp_path)})
+    assert proc.returncode == 2
+    assert "--insecure-loopback needs --host 127.0.0.1" in proc.stderr
