@@ -38,7 +38,7 @@ class SenderSettings:
     queue_size: int = 8  # volumes waiting for the wire; more are reported as not sent
     retry_interval: float = 1.0  # seconds between attempts to reach AFNI
     header_pause: float = 0.05  # seconds between the metadata block and the first image (Dimon: 50 ms)
-    drop_when_unreachable: bool = True  # False (afni-feed): keep the volume and wait for AFNI
+    wait_for_afni: float = 0.0  # seconds a volume waits for an unreachable AFNI (0: report it not sent; afni-feed waits)
 
 
 @dataclass(frozen=True)
@@ -258,21 +258,24 @@ class AfniSender:
         return True
 
     async def _connect(self, volume: Volume) -> DataChannel | None:
+        """Control string + data channel; retries every ``retry_interval`` for ``wait_for_afni`` s."""
         cs = self.settings.channel
+        give_up = time.monotonic() + max(0.0, self.settings.wait_for_afni)
         while True:
             now = time.monotonic()
             if now < self._next_attempt:
-                if self.settings.drop_when_unreachable:
+                if now >= give_up:
                     self._not_sent(volume, f"AFNI unreachable ({self.status.detail})")
                     return None
-                await asyncio.sleep(self._next_attempt - now)
+                await asyncio.sleep(min(self._next_attempt, give_up) - now)
+                continue
             self._set_state("connecting", f"connecting to AFNI at {cs.describe()}")
             try:
                 return await open_data_channel(cs)
             except AfniUnavailable as exc:
                 self._next_attempt = time.monotonic() + self.settings.retry_interval
                 self._set_state("waiting", str(exc))
-                if self.settings.drop_when_unreachable:
+                if time.monotonic() >= give_up:
                     self._not_sent(volume, f"AFNI unreachable: {exc}")
                     return None
 
