@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import gzip
 import re
+from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -48,44 +50,79 @@ def _int(value: Any) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class _SeriesFacts:
+    """What every slice of a series shares: worked out once per series (it costs ~2 ms a file)."""
+
+    vendor: str
+    n_slices: int | None
+    tr: float | None
+    facts: dict[str, Any]
+    normal: np.ndarray
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, float]
+
+
+_SERIES: OrderedDict[tuple, _SeriesFacts] = OrderedDict()
+
+
+def _series_facts(df: DicomFile) -> _SeriesFacts:
+    ds = df.ds
+    iop = ds.get("ImageOrientationPatient")
+    spacing = ds.get("PixelSpacing")
+    if iop is None or ds.get("ImagePositionPatient") is None or spacing is None:
+        raise CorruptFile(df.path, "image without ImagePositionPatient/ImageOrientationPatient/PixelSpacing: no geometry")
+    key = (str(ds.get("SeriesInstanceUID", "")), int(ds.Rows), int(ds.Columns), tuple(map(str, iop)), tuple(map(str, spacing)))
+    found = _SERIES.get(key)
+    if found is not None:
+        _SERIES.move_to_end(key)
+        return found
+    vendor = manufacturer(ds)
+    n_slices = _slices_per_volume(ds, vendor)
+    tr = ms_to_s(ds.get("RepetitionTime"))
+    facts = header_facts(ds, "slices", PhaseEncodingDirection=_ge_phase_encoding(ds) if vendor == "GE" else None)
+    _, _, normal = orientation(iop)
+    found = _SeriesFacts(vendor, n_slices, tr, facts, normal, tuple(float(x) for x in iop), (float(spacing[0]), float(spacing[1])))
+    _SERIES[key] = found
+    while len(_SERIES) > 32:
+        _SERIES.popitem(last=False)
+    return found
+
+
 def read_slice(df: DicomFile) -> SliceImage:
     ds, path = df.ds, df.path
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise CorruptFile(path, f"multi-frame image ({frames} frames) without per-frame geometry")
-    iop = ds.get("ImageOrientationPatient")
-    ipp = ds.get("ImagePositionPatient")
-    spacing = ds.get("PixelSpacing")
-    if iop is None or ipp is None or spacing is None:
-        raise CorruptFile(path, "image without ImagePositionPatient/ImageOrientationPatient/PixelSpacing: no geometry")
-    _, _, normal = orientation(iop)
-    position = np.asarray([float(x) for x in ipp], dtype=np.float64)
-    vendor = manufacturer(ds)
-    n_slices = _slices_per_volume(ds, vendor)
+    series = _series_facts(df)
+    position = np.asarray([float(x) for x in ds.ImagePositionPatient], dtype=np.float64)
     instance = _int(ds.get("InstanceNumber"))
-    temporal = _temporal_index(ds, vendor, n_slices, instance)
-    slope, inter = _scaling(ds, vendor)
-    tr = ms_to_s(ds.get("RepetitionTime"))
-    slice_time = _ge_slice_time(ds, n_slices, tr) if vendor == "GE" else None
-    facts = header_facts(ds, "slices", PhaseEncodingDirection=_ge_phase_encoding(ds) if vendor == "GE" else None)
+    temporal = _temporal_index(ds, series.vendor, series.n_slices, instance)
+    slope, inter = _scaling(ds, series.vendor)
+    slice_time = _ge_slice_time(ds, series.n_slices, series.tr) if series.vendor == "GE" else None
+    header = dict(series.facts)
+    for key in ("AcquisitionTime", "AcquisitionNumber"):
+        header.pop(key, None)
+        if ds.get(key) not in (None, ""):
+            header[key] = str(ds.get(key)) if key == "AcquisitionTime" else _int(ds.get(key))
     pixels = df.pixels()[0].copy()  # own the memory: the file bytes can go
     return SliceImage(
         series_uid=str(ds.get("SeriesInstanceUID", "")),
         pixels=pixels,
         temporal_index=temporal,
-        slice_position=float(position @ normal),
+        slice_position=float(position @ series.normal),
         acquisition_time=tm_seconds(ds.get("AcquisitionTime")),
         path=path,
         position=position,
-        orientation=tuple(float(x) for x in iop),
-        pixel_spacing=(float(spacing[0]), float(spacing[1])),
-        slices_per_volume=n_slices,
+        orientation=series.orientation,
+        pixel_spacing=series.pixel_spacing,
+        slices_per_volume=series.n_slices,
         slice_time=slice_time,
         scl_slope=slope,
         scl_inter=inter,
         instance_number=instance,
-        header=facts,
-        tr=tr,
+        header=header,
+        tr=series.tr,
     )
 
 
