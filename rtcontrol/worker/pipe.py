@@ -3,12 +3,20 @@
 Each frame is ``kind (1 byte) | length (4 bytes, little-endian) | payload``; kind ``J`` is a
 UTF-8 JSON object, kind ``V`` a volume frame exactly as it came off the wire
 (:mod:`rtcontrol.link.codec`), so a volume crosses the process boundary without re-encoding.
+
+On Linux a volume goes through :class:`SharedFrame` instead (an anonymous ``memfd`` mapped by
+both processes; the pipe carries only ``{"k": "shm_volume", "n": bytes}``): writing 1.2 MB into
+a pipe cost ~1 ms of the worker's loop, a memcpy into shared memory ~0.1 ms. One slot is
+enough because the worker sends the next volume only after the result of the previous one,
+and the run process copies the array out before calling the project.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import mmap
+import os
 import struct
 from typing import Any, BinaryIO
 
@@ -56,3 +64,37 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes | dict[
     except asyncio.IncompleteReadError:
         return None
     return (kind, json.loads(payload)) if kind == JSON else (kind, payload)
+
+
+class SharedFrame:
+    """An anonymous shared-memory slot (``memfd``) inherited by the run process by fd number."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
+        self.map = mmap.mmap(fd, size)
+
+    @staticmethod
+    def available() -> bool:
+        return hasattr(os, "memfd_create")
+
+    @classmethod
+    def create(cls, size: int) -> "SharedFrame":
+        fd = os.memfd_create("rtcontrol-volume", 0)  # pages are allocated only when touched
+        os.ftruncate(fd, size)
+        return cls(fd, size)
+
+    def put(self, frame: bytes | memoryview) -> None:
+        n = memoryview(frame).nbytes
+        if n > self.size:
+            raise ValueError(f"a {n}-byte frame does not fit the {self.size}-byte shared slot")
+        self.map[:n] = frame
+
+    def view(self, n: int) -> memoryview:
+        return memoryview(self.map)[:n]
+
+    def close(self) -> None:
+        try:
+            self.map.close()
+        except BufferError:  # a view is still alive; the mapping goes with the process
+            pass
+        os.close(self.fd)

@@ -18,7 +18,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from rtcontrol.worker.pipe import JSON, pack_json, read_frame, volume_head
+from rtcontrol.worker.pipe import JSON, SharedFrame, pack_json, read_frame, volume_head
 from rtcontrol.worker.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,14 @@ class RunProcess:
         files: FilesHandler,
         volume_timeout: float = 30.0,
         start_timeout: float = 60.0,
+        shm_size: int = 64 * 1024 * 1024,
     ) -> None:
         self.project, self.project_dir, self.run = project, project_dir, run
         self.settings, self.tr, self.store = settings, tr, store
         self.on_event, self.files = on_event, files
         self.volume_timeout, self.start_timeout = volume_timeout, start_timeout
+        self.shm_size = shm_size if SharedFrame.available() else 0
+        self._shm: SharedFrame | None = None
         self.state = "starting"  # starting, running, stopping, ended, failed
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.processed = 0
@@ -73,10 +76,12 @@ class RunProcess:
     async def start(self) -> dict[str, Any]:
         """Spawn the process, wait until the project is loaded; returns the resolved settings."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._shm = SharedFrame.create(self.shm_size) if self.shm_size else None
+        args = ["--shm-fd", str(self._shm.fd), "--shm-size", str(self._shm.size)] if self._shm else []
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rtcontrol.worker.runproc",
+            sys.executable, "-m", "rtcontrol.worker.runproc", *args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=env, limit=PIPE_SIZE,
+            env=env, limit=PIPE_SIZE, pass_fds=(self._shm.fd,) if self._shm else (),
         )
         _grow_pipe(self.proc.stdin)
         self._tasks = [
@@ -127,6 +132,9 @@ class RunProcess:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._done.set()
         self.store.close()
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
 
     # ----------------------------------------------------------------- internals
 
@@ -151,7 +159,11 @@ class RunProcess:
                     continue
                 frame, index, meta = item
                 self._result = loop.create_future()
-                await self._write(volume_head(len(frame)), frame)
+                if self._shm is not None and len(frame) <= self._shm.size:
+                    self._shm.put(frame)  # one memcpy; the pipe carries a few bytes
+                    await self._write(pack_json({"k": "shm_volume", "n": len(frame)}))
+                else:
+                    await self._write(volume_head(len(frame)), frame)
                 try:
                     result = await asyncio.wait_for(self._result, self.volume_timeout)
                 except asyncio.TimeoutError:
@@ -253,6 +265,9 @@ class RunProcess:
                 t.cancel()
         self._done.set()
         self.store.close()
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
 
     @property
     def error(self) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from rtcontrol.link.codec import decode_volume
 from rtcontrol.project import Project, Result, RunContext, resolve_settings
-from rtcontrol.worker.pipe import JSON, VOLUME, SyncChannel
+from rtcontrol.worker.pipe import JSON, VOLUME, SharedFrame, SyncChannel
 from rtcontrol.worker.projects import describe_folder, load_project_class
 
 
@@ -84,6 +84,7 @@ class Runner:
         self.next_file_id = 0
         self.project: Project | None = None
         self.ctx: RunContext | None = None
+        self.shm: SharedFrame | None = None
 
     def recv(self) -> tuple[bytes, Any] | None:
         return self.pending.popleft() if self.pending else self.chan.recv()
@@ -157,10 +158,18 @@ class Runner:
                 self.chan.send({"k": "ended"})
                 return 0
             kind, body = frame
-            if kind == VOLUME:
+            if kind == VOLUME or body.get("k") == "shm_volume":
                 index = None
                 try:
-                    volume, _ = decode_volume(body)
+                    if kind == VOLUME:
+                        volume, _ = decode_volume(body, copy=True)
+                    else:
+                        assert self.shm is not None, "shared memory volume without a shared slot"
+                        view = self.shm.view(int(body["n"]))
+                        try:
+                            volume, _ = decode_volume(view, copy=True)  # the project owns its copy
+                        finally:
+                            view.release()
                     index = volume.index
                     result = Result.of(project.process(volume, ctx))
                     msg = {
@@ -186,10 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--describe"]:
         print(json.dumps(describe_folder(Path(argv[1]))))
         return 0
+    shm = None
+    if argv[:1] == ["--shm-fd"]:
+        shm = SharedFrame(int(argv[1]), int(argv[3]))
     proto_out = os.fdopen(os.dup(1), "wb")  # buffered: writes whole frames, flushed per message
     os.dup2(2, 1)  # stray prints go to stderr -> the project's log
     chan = SyncChannel(os.fdopen(0, "rb", buffering=1 << 20), proto_out)
-    return Runner(chan).main()
+    runner = Runner(chan)
+    runner.shm = shm
+    return runner.main()
 
 
 if __name__ == "__main__":

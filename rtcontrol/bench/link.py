@@ -1,0 +1,61 @@
+"""``BENCH link_roundtrip``: console -> worker -> console for one 1.2 MB volume, TLS on loopback.
+
+A worker subprocess (``main.py --worker``, as the console's embedded default starts it) runs the
+template project; the console side sends a 96x96x66 int16 volume (1.2 MB, a typical EPI) and
+waits for its feedback, one volume at a time. Also printed: where the time goes, from the
+timeline stamps (console -> worker including TLS and the frame, worker -> run process ->
+result, and back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Iterable
+
+import numpy as np
+
+from rtcontrol.bench.stats import Figure, timing
+from rtcontrol.scanner.volume import Volume
+
+SHAPE = (96, 96, 66)
+N = 300
+WARMUP = 20
+
+
+async def _measure(n: int) -> dict[str, list[float]]:
+    from rtcontrol.worker.client import FeedbackEvent, WorkerClient
+    from rtcontrol.worker.embedded import local_worker
+
+    rng = np.random.default_rng(0)
+    base = (1000 + rng.normal(0, 20, SHAPE)).astype(np.int16)
+    affine = np.diag([2.5, 2.5, 2.5, 1.0])
+    got: asyncio.Queue[FeedbackEvent] = asyncio.Queue()
+    out: dict[str, list[float]] = {"roundtrip": [], "to_worker": [], "in_worker": [], "to_console": []}
+    async with local_worker() as w:
+        async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_feedback=got.put_nowait) as c:
+            await c.start_run("template", {"baseline": 5}, run="bench", tr=2.0)
+            loop = asyncio.get_running_loop()
+            for i in range(n + WARMUP):
+                vol = Volume(data=base, affine=affine, run="bench", index=i, tr=2.0)
+                t0 = loop.time()
+                await c.send_volume(vol)
+                ev = await asyncio.wait_for(got.get(), 10)
+                t1 = loop.time()
+                if i < WARMUP:
+                    continue
+                tl = ev.timeline
+                out["roundtrip"].append(t1 - t0)
+                out["to_worker"].append(tl.between("sent", "worker_received") or 0.0)
+                out["in_worker"].append(tl.between("worker_received", "result_ready") or 0.0)
+                out["to_console"].append(tl.between("result_ready", "feedback_received") or 0.0)
+            await c.stop_run()
+    return out
+
+
+def bench() -> Iterable[Figure]:
+    out = asyncio.run(_measure(N))
+    mb = np.prod(SHAPE) * 2 / 1e6
+    yield timing("link_roundtrip", out["roundtrip"], f"{SHAPE} int16 {mb:.2f} MB, wss loopback, template project")
+    yield timing("link_to_worker", out["to_worker"], "sent -> worker received (encode, TLS, websocket)")
+    yield timing("link_in_worker", out["in_worker"], "worker received -> result ready (pipe to run process + project)")
+    yield timing("link_to_console", out["to_console"], "result ready -> feedback received on the console")
