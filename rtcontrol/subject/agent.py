@@ -169,13 +169,13 @@ class SubjectAgent:
             _, old = self.records.popitem(last=False)
             if old.timer is not None:
                 old.timer.cancel()
-        self.send_console({"type": "ack", "run": fb.run, "index": fb.index,
-                           "stamps": {"subject_delivered": self.to_console(now)}})
         item = {"type": "feedback", "run": fb.run, "index": fb.index, "value": fb.value, "late": fb.late}
         if at - now > 0.0005:
             rec.timer = asyncio.get_running_loop().call_later(at - now, self._release, rec, item)
         else:
-            self._release(rec, item)
+            self._release(rec, item)  # consumers first, the console's ack right after
+        self.send_console({"type": "ack", "run": fb.run, "index": fb.index,
+                           "stamps": {"subject_delivered": self.to_console(now)}})
 
     def _release(self, rec: Record, item: dict[str, Any]) -> None:
         rec.timer = None

@@ -76,10 +76,15 @@ class Consumer:
         self.name = name or f"{self.kind}-{next(self._ids)}"
         self.queue = ConsumerQueue(maxsize, coalesce=coalesce)
         self.taken = 0
+        self.busy = False  # inside deliver(): later items must queue behind it
         self.connected_at = time.monotonic()
 
     async def deliver(self, item: dict[str, Any]) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def deliver_now(self, item: dict[str, Any]) -> bool:
+        """Hand ``item`` over at once if that cannot block (e.g. room in a socket buffer); False if not."""
+        return False
 
     def info(self) -> dict[str, Any]:
         return {
@@ -137,8 +142,25 @@ class Hub:
         self._on_change()
 
     def publish(self, item: dict[str, Any]) -> None:
-        for consumer in self._tasks:
+        """Queue ``item`` for every consumer; an idle consumer that can take it without blocking gets it now
+        (saves a task switch on the common path)."""
+        for consumer in list(self._tasks):
+            if not len(consumer.queue) and not consumer.busy:
+                try:
+                    done = consumer.deliver_now(item)
+                except Exception as exc:
+                    log.warning("consumer %s failed and was removed: %s", consumer.name, exc)
+                    self.remove(consumer)
+                    continue
+                if done:
+                    self._took(consumer, item)
+                    continue
             consumer.queue.put(item)
+
+    def _took(self, consumer: Consumer, item: dict[str, Any]) -> None:
+        if item.get("type") == "feedback":
+            consumer.taken += 1
+            self._on_taken(consumer.name, item["run"], item["index"], time.monotonic())
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())
@@ -151,10 +173,10 @@ class Hub:
         try:
             while True:
                 item = await consumer.queue.get()
+                consumer.busy = True
                 await consumer.deliver(item)
-                if item.get("type") == "feedback":
-                    consumer.taken += 1
-                    self._on_taken(consumer.name, item["run"], item["index"], time.monotonic())
+                consumer.busy = False
+                self._took(consumer, item)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a consumer that breaks leaves; the others go on

@@ -61,6 +61,13 @@ class StreamConsumer(Consumer):
         self.writer.write(P.encode(item).encode() + b"\n")
         await self.writer.drain()
 
+    def deliver_now(self, item: dict[str, Any]) -> bool:
+        transport = self.writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > 0:
+            return False  # something is still waiting to go out: keep the order, use the queue
+        transport.write(P.encode(item).encode() + b"\n")
+        return True
+
 
 class TcpServer:
     """The NDJSON server and its open connections (closed cleanly on shutdown)."""

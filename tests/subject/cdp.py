@@ -78,8 +78,9 @@ class Browser:
     async def wait_for(self, expression: str, timeout: float = 10.0) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        guarded = f"(() => {{ try {{ return ({expression}); }} catch (e) {{ return false; }} }})()"
         while True:
-            value = await self.eval(expression)
+            value = await self.eval(guarded)  # the page may still be loading
             if value:
                 return value
             if loop.time() > deadline:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no screen needed (make test sets it too)
 
 pytest.importorskip("PySide6")
 
