@@ -1,0 +1,175 @@
+"""Runs and their order: which series a volume belongs to, and handing volumes on in acquisition order.
+
+Pure bookkeeping, no I/O and no clock of its own (the caller passes ``now``), so it is tested directly.
+
+* A new series (SeriesInstanceUID, or the reader's run name where a file has none) starts a new run,
+  named after its series number (``series-007``).
+* Volumes leave in index order. One that arrives early is held until the missing ones come; after
+  ``gap_timeout`` seconds the gap is reported and the held volumes are released. A volume that turns up
+  after its gap was given up on is still handed on (reported as late): data are never dropped silently.
+* A second delivery of an index already seen is reported and dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtcontrol.scanner.volume import Volume
+
+
+@dataclass
+class RunNote:
+    """Something the operator should hear about: kind is new_run, duplicate, gap, late or run_end."""
+
+    kind: str
+    run: str
+    message: str
+    index: int | None = None
+
+
+@dataclass
+class Run:
+    """One series being received."""
+
+    run_id: str
+    key: str
+    series_number: int | None
+    description: str
+    next_index: int = 0  # the next index to hand on
+    held: dict[int, Volume] = field(default_factory=dict)
+    seen: set[int] = field(default_factory=set)
+    emitted: int = 0
+    waiting_since: float | None = None  # when the first volume was held back behind a gap
+    source_format: str | None = None
+
+
+@dataclass
+class Released:
+    """What one call decided: volumes to hand on now (in order) and notes to report."""
+
+    volumes: list[Volume] = field(default_factory=list)
+    notes: list[RunNote] = field(default_factory=list)
+
+    def extend(self, other: Released) -> None:
+        self.volumes.extend(other.volumes)
+        self.notes.extend(other.notes)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40]
+
+
+class RunTracker:
+    """Assigns runs and orders volumes by acquisition index."""
+
+    def __init__(self, gap_timeout: float = 2.0) -> None:
+        self.gap_timeout = gap_timeout
+        self.runs: dict[str, Run] = {}
+        self._ids: set[str] = set()
+
+    # -- runs ------------------------------------------------------------------------------------
+    @staticmethod
+    def key_of(volume: Volume) -> str:
+        return volume.series_uid or f"run:{volume.run}"
+
+    def _new_run(self, volume: Volume) -> Run:
+        header: dict[str, Any] = volume.header
+        number = header.get("SeriesNumber")
+        try:
+            number = int(number) if number not in (None, "") else None
+        except (TypeError, ValueError):
+            number = None
+        description = str(header.get("SeriesDescription") or header.get("ProtocolName") or "")
+        if number is not None:
+            base = f"series-{number:03d}"
+        elif volume.run and volume.run != "run":
+            base = _slug(volume.run) or "series"
+        else:
+            base = f"series-{_slug(description) or 'unnamed'}"
+        run_id, n = base, 2
+        while run_id in self._ids:  # the same number again (a repeated series): keep runs apart
+            run_id, n = f"{base}-{n}", n + 1
+        self._ids.add(run_id)
+        run = Run(run_id, self.key_of(volume), number, description,
+                  source_format=header.get("SourceFormat"))  # fmt: skip
+        self.runs[run.key] = run
+        return run
+
+    def run_of(self, volume: Volume) -> Run | None:
+        return self.runs.get(self.key_of(volume))
+
+    # -- volumes ---------------------------------------------------------------------------------
+    def add(self, volume: Volume, now: float) -> Released:
+        """Take one parsed volume; return what can be handed on now."""
+        out = Released()
+        run = self.runs.get(self.key_of(volume))
+        if run is None:
+            run = self._new_run(volume)
+            what = f"{run.description!r} " if run.description else ""
+            out.notes.append(RunNote("new_run", run.run_id, f"new run {run.run_id}: series {what}started"))
+        volume.run = run.run_id
+        index = volume.index
+        if index in run.seen:
+            out.notes.append(
+                RunNote("duplicate", run.run_id, f"{run.run_id} volume {index} delivered again: ignored", index)
+            )
+            return out
+        run.seen.add(index)
+        if index < run.next_index:  # its gap was given up on: hand it on anyway, out of order
+            out.notes.append(RunNote("late", run.run_id, f"{run.run_id} volume {index} arrived after its gap was "
+                                     "reported: passed on out of order", index))  # fmt: skip
+            out.volumes.append(volume)
+            run.emitted += 1
+            return out
+        run.held[index] = volume
+        out.extend(self._drain(run, now))
+        return out
+
+    def _drain(self, run: Run, now: float) -> Released:
+        out = Released()
+        while run.next_index in run.held:
+            out.volumes.append(run.held.pop(run.next_index))
+            run.next_index += 1
+            run.emitted += 1
+        if run.held:
+            if run.waiting_since is None:
+                run.waiting_since = now
+        else:
+            run.waiting_since = None
+        return out
+
+    def _skip_gap(self, run: Run, now: float) -> Released:
+        first_held = min(run.held)
+        missing = (f"volume {run.next_index}" if first_held == run.next_index + 1
+                   else f"volumes {run.next_index}-{first_held - 1}")  # fmt: skip
+        note = RunNote("gap", run.run_id, f"{run.run_id}: {missing} did not arrive within {self.gap_timeout:g} s; "
+                       f"passing on volume {first_held} and later", run.next_index)  # fmt: skip
+        run.next_index = first_held
+        run.waiting_since = None
+        out = self._drain(run, now)
+        out.notes.insert(0, note)
+        return out
+
+    def expire(self, now: float) -> Released:
+        """Release volumes held longer than ``gap_timeout`` behind a gap (call this on a timer)."""
+        out = Released()
+        for run in self.runs.values():
+            if run.held and run.waiting_since is not None and now - run.waiting_since >= self.gap_timeout:
+                out.extend(self._skip_gap(run, now))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` next has something to do (monotonic seconds), or None."""
+        times = [r.waiting_since + self.gap_timeout for r in self.runs.values() if r.waiting_since is not None]
+        return min(times) if times else None
+
+    def flush(self, now: float) -> Released:
+        """At the end: release everything still held (reporting its gaps) and close the runs."""
+        out = Released()
+        for run in self.runs.values():
+            while run.held:
+                out.extend(self._skip_gap(run, now))
+            out.notes.append(RunNote("run_end", run.run_id, f"{run.run_id}: {run.emitted} volumes received"))
+        return out

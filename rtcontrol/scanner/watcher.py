@@ -1,0 +1,482 @@
+"""Watch the scanner's export folder and turn the files that land there into ordered Volumes.
+
+How a file travels::
+
+    watchdog thread (inotify) / polling thread --call_soon_threadsafe--> event loop
+        --executor thread--> reader (parse) --> event loop: order by run --> on_volume
+
+* Event mode reacts to close-after-write (inotify ``IN_CLOSE_WRITE``, watchdog ``FileClosedEvent``) where the
+  OS reports it, and to created/modified/moved events elsewhere. Polling mode (``polling=True``, for network
+  shares where no events arrive) lists the folder with ``os.scandir`` every ``poll_interval`` and compares
+  size and mtime.
+* A file is handed over only when it parses with all its pixel bytes. ``IncompleteFile`` is retried on the
+  next event for the file and on a short timer; a file that stops growing and still does not parse for
+  ``incomplete_timeout`` seconds is given up with a ``gave_up`` event.
+* Foreign and corrupt files are reported (``file_error``) and skipped; the run goes on.
+* Runs, ordering, gaps and duplicates: :mod:`rtcontrol.scanner.runs`. One-file-per-slice series are
+  assembled into volumes by ``SliceAssembler``.
+
+Parsing never runs on the event loop; the loop only does bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rtcontrol.scanner.errors import CorruptFile, ForeignFile, IncompleteFile, IngestError
+from rtcontrol.scanner.runs import Released, RunNote, RunTracker
+from rtcontrol.scanner.volume import Volume
+
+log = logging.getLogger(__name__)
+
+#: Names the watcher never reads: scanner/converter temporaries and our own sidecars.
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".lock", ".swp", ".crdownload", "~")
+
+
+def _default_reader(path: Path) -> Any:
+    from rtcontrol.scanner.reader import read_file
+
+    return read_file(path)
+
+
+@dataclass
+class WatchEvent:
+    """What the operator should know about.
+
+    ``kind``: new_run, run_end, file_error (foreign or corrupt file, skipped), gave_up (never completed),
+    duplicate (a volume or slice delivered again), gap (volumes missing, later ones released), late (a
+    volume arriving after its gap was reported), assembly (the slice assembler dropped a slice/volume).
+    """
+
+    kind: str
+    message: str
+    path: Path | None = None
+    run: str | None = None
+    index: int | None = None
+    time: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class WatchStats:
+    files_seen: int = 0
+    volumes_emitted: int = 0
+    errors: int = 0
+    duplicates: int = 0
+    detected_format: str | None = None
+    series: list[str] = field(default_factory=list)
+    last_volume_time: float | None = None
+
+
+@dataclass
+class _FileState:
+    first_seen: float
+    size: int = -1
+    mtime_ns: int = -1
+    changed_at: float = 0.0  # when size/mtime last changed (for the give-up clock)
+    busy: bool = False  # a parse is in flight
+    again: bool = False  # another event came while parsing
+    done: bool = False  # parsed, or given up on / reported, for this size+mtime
+    retry: asyncio.TimerHandle | None = None
+    error: str = ""
+
+
+class ScanWatcher:
+    """Watches ``folder`` and calls ``on_volume`` with each complete Volume, in acquisition order per run."""
+
+    def __init__(
+        self,
+        folder: Path | str,
+        on_volume: Callable[[Volume], None],
+        on_event: Callable[[WatchEvent], None] | None = None,
+        *,
+        polling: bool = False,
+        poll_interval: float = 0.01,
+        reader: Callable[[Path], Any] = _default_reader,
+        incomplete_timeout: float = 5.0,
+        retry_interval: float = 0.05,
+        gap_timeout: float = 2.0,
+        existing: bool = False,
+    ) -> None:
+        self.folder = Path(folder)
+        self.on_volume = on_volume
+        self.on_event = on_event
+        self.polling = polling
+        self.poll_interval = poll_interval
+        self.reader = reader
+        self.incomplete_timeout = incomplete_timeout
+        self.retry_interval = retry_interval
+        self.existing = existing
+        self.stats = WatchStats()
+        self.runs = RunTracker(gap_timeout)
+        self._files: dict[Path, _FileState] = {}
+        self._assemblers: dict[str, Any] = {}
+        self._slice_keys: set[tuple] = set()
+        self._slice_seen: dict[tuple[str, int], float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._observer: Any = None
+        self._poller: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._close_events = False
+        self._inflight: set[asyncio.Future] = set()
+        self.running = False
+
+    # ---- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.running:
+            return
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"watch folder {self.folder} does not exist or is not a folder")
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rtcontrol-ingest")
+        self._stopping.clear()
+        self.running = True
+        now = time.monotonic()
+        for path, size, mtime_ns in sorted(self._list()):
+            if self.existing:
+                self._notice(path, now)
+            else:  # already there: not part of this session unless it changes
+                self._files[path] = _FileState(now, size, mtime_ns, now, done=True)
+        if self.polling:
+            self._poller = threading.Thread(target=self._poll_loop, name="rtcontrol-poll", daemon=True)
+            self._poller.start()
+        else:
+            self._start_observer()
+
+    async def stop(self) -> None:
+        """Stop watching, finish parses in flight, assemble what is left and release held volumes."""
+        if not self.running:
+            return
+        self.running = False
+        self._stopping.set()
+        if self._observer is not None:
+            observer, self._observer = self._observer, None
+            await asyncio.to_thread(lambda: (observer.stop(), observer.join(2.0)))
+        if self._poller is not None:
+            await asyncio.to_thread(self._poller.join, 2.0)
+            self._poller = None
+        for state in self._files.values():
+            if state.retry is not None:
+                state.retry.cancel()
+        deadline = time.monotonic() + 5.0
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.wait(list(self._inflight), timeout=max(0.01, deadline - time.monotonic()))
+            await asyncio.sleep(0)  # let their done-callbacks run
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+        now = time.monotonic()
+        released = Released()
+        for assembler in self._assemblers.values():
+            known = len(assembler.problems)
+            for volume in assembler.flush():
+                self._stamp_assembled(volume, now)
+                released.extend(self.runs.add(volume, now))
+            self._assembly_problems(assembler, known)
+        released.extend(self.runs.flush(now))
+        self._deliver(released)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    async def __aenter__(self) -> ScanWatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- sources of file events ----------------------------------------------------------------
+    def _start_observer(self) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        watcher, loop = self, self._loop
+        assert loop is not None
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: Any) -> None:
+                if event.is_directory:
+                    return
+                t = time.monotonic()
+                kind = event.event_type
+                path = event.src_path
+                if kind == "moved":  # renamed into place: the new name is the file
+                    path = event.dest_path
+                if kind in ("created", "modified", "moved", "closed"):
+                    loop.call_soon_threadsafe(watcher._fs_event, kind, os.fsdecode(path), t)
+
+        self._observer = Observer()
+        # inotify reports close-after-write: wait for it rather than parsing half-written files
+        self._close_events = type(self._observer).__name__ == "InotifyObserver"
+        self._observer.schedule(Handler(), str(self.folder), recursive=False)
+        self._observer.start()
+
+    def _poll_loop(self) -> None:
+        """Polling thread: list the folder, post files whose size or mtime changed."""
+        loop = self._loop
+        assert loop is not None
+        known: dict[Path, tuple[int, int]] = {p: (s.size, s.mtime_ns) for p, s in self._files.items()}
+        while not self._stopping.wait(self.poll_interval):
+            t = time.monotonic()
+            try:
+                listing = self._list()
+            except OSError as exc:  # share went away for a moment: say so, keep trying
+                log.warning("cannot list %s: %s", self.folder, exc)
+                continue
+            for path, size, mtime_ns in listing:
+                if known.get(path) != (size, mtime_ns):
+                    known[path] = (size, mtime_ns)
+                    loop.call_soon_threadsafe(self._fs_event, "polled", path, t)
+
+    def _list(self) -> list[tuple[Path, int, int]]:
+        out = []
+        with os.scandir(self.folder) as it:
+            for entry in it:
+                if entry.name.startswith(".") or entry.name.endswith(IGNORED_SUFFIXES):
+                    continue
+                try:
+                    if not entry.is_file():
+                        continue
+                    st = entry.stat()
+                except OSError:
+                    continue
+                out.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+        return out
+
+    # ---- on the loop: per-file state machine ---------------------------------------------------
+    def _fs_event(self, kind: str, path: str | Path, t: float) -> None:
+        if not self.running:
+            return
+        path = Path(path)
+        if path.parent != self.folder or path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
+            return
+        if kind in ("created", "modified") and self._close_events:
+            self._seen(path, t)  # the close event will follow: note the time, do not parse yet
+            return
+        self._notice(path, t)
+
+    def _seen(self, path: Path, t: float) -> _FileState:
+        state = self._files.get(path)
+        if state is None or (state.done and kind_changed(path, state)):
+            state = _FileState(first_seen=t, changed_at=t)
+            self._files[path] = state
+            self.stats.files_seen += 1
+        return state
+
+    def _notice(self, path: Path, t: float) -> None:
+        state = self._seen(path, t)
+        if state.busy:
+            state.again = True
+            return
+        self._parse(path, state, t)
+
+    def _parse(self, path: Path, state: _FileState, trigger: float) -> None:
+        if state.retry is not None:
+            state.retry.cancel()
+            state.retry = None
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # removed again (a scanner's temporary): forget it
+            self._files.pop(path, None)
+            return
+        if (st.st_size, st.st_mtime_ns) != (state.size, state.mtime_ns):
+            # it changed: restart the give-up clock (a slow writer is not a stalled one)
+            state.size, state.mtime_ns, state.changed_at = st.st_size, st.st_mtime_ns, trigger
+            state.done = False
+        elif state.done:
+            return  # nothing new about this file
+        state.busy = True
+        assert self._loop is not None and self._executor is not None
+        fut = self._loop.run_in_executor(self._executor, self._read, path)
+        self._inflight.add(fut)
+        fut.add_done_callback(lambda f: self._parsed(path, state, trigger, f))
+
+    def _read(self, path: Path) -> tuple[Any, BaseException | None, float, tuple[int, int] | None]:
+        """In the executor: parse, then stat. Stat *after* reading, so a file that was still growing when
+        the event came but complete when read is not read a second time for the same bytes."""
+        try:
+            if os.stat(path).st_size == 0:  # just created, nothing written yet: not an error
+                raise IncompleteFile(path, "empty so far (0 bytes)")
+            result, error = self.reader(path), None
+        except FileNotFoundError:
+            result, error = None, IncompleteFile(path, "file vanished before it could be read")
+        except Exception as exc:
+            result, error = None, exc
+        parsed_at = time.monotonic()
+        try:
+            st = os.stat(path)
+            sig = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            sig = None
+        return result, error, parsed_at, sig
+
+    def _parsed(self, path: Path, state: _FileState, trigger: float, fut: asyncio.Future) -> None:
+        self._inflight.discard(fut)
+        state.busy = False
+        now = time.monotonic()
+        result, error, parsed_at, sig = fut.result()
+        if sig is not None and sig != (state.size, state.mtime_ns):
+            state.size, state.mtime_ns, state.changed_at = sig[0], sig[1], now
+        if isinstance(error, IncompleteFile):
+            exc = error
+            state.error = exc.reason
+            if now - state.changed_at >= self.incomplete_timeout:
+                state.done = True
+                self._report("gave_up", f"{path.name}: still incomplete {now - state.changed_at:.1f} s after it "
+                             f"last changed, giving up: {exc.reason}", path)  # fmt: skip
+            elif state.again:
+                state.again = False
+                self._parse(path, state, now)
+            elif self.running:
+                state.retry = self._loop.call_later(self.retry_interval, self._retry, path, state)  # type: ignore[union-attr]
+            return
+        if error is not None:
+            self._failed(path, state, error, now)
+            return
+        state.done = True
+        self._accept(result, path, state, trigger, parsed_at)
+        self._maybe_again(path, state, now)
+
+    def _failed(self, path: Path, state: _FileState, error: BaseException, now: float) -> None:
+        state.done = True
+        if isinstance(error, IngestError):
+            kind = "foreign" if isinstance(error, ForeignFile) else "corrupt"
+            self._report("file_error", f"{path.name}: {kind} file skipped: {error.reason}", path)
+        else:  # a reader bug must not stop the run
+            log.error("reader failed on %s", path, exc_info=error)
+            self._report("file_error", f"{path.name}: could not be read ({type(error).__name__}: {error})", path)
+        self._maybe_again(path, state, now)
+
+    def _maybe_again(self, path: Path, state: _FileState, now: float) -> None:
+        if state.again:  # it changed while we were reading it
+            state.again = False
+            self._parse(path, state, now)
+
+    def _retry(self, path: Path, state: _FileState) -> None:
+        state.retry = None
+        if self.running and not state.busy and not state.done:
+            self._parse(path, state, time.monotonic())
+
+    # ---- results -------------------------------------------------------------------------------
+    def _accept(self, result: Any, path: Path, state: _FileState, complete: float, parsed: float) -> None:
+        from rtcontrol.scanner.reader import SliceImage  # noqa: PLC0415  (light once imported)
+
+        released = Released()
+        now = time.monotonic()
+        items = result if isinstance(result, list) else [result]
+        for item in items:
+            if isinstance(item, Volume):
+                self._stamp(item, state.first_seen, complete, parsed)
+                released.extend(self.runs.add(item, now))
+            elif isinstance(item, SliceImage):
+                released.extend(self._add_slice(item, state, complete, parsed, now))
+            else:
+                self._report("file_error", f"{path.name}: reader returned {type(item).__name__}", path)
+        self._deliver(released)
+        self._arm_gap_timer()
+
+    def _add_slice(self, s: Any, state: _FileState, complete: float, parsed: float, now: float) -> Released:
+        key = (s.series_uid, s.temporal_index, round(float(s.slice_position), 3), s.acquisition_time)
+        if key in self._slice_keys:
+            self.stats.duplicates += 1
+            self._report("duplicate", f"{s.path.name}: slice at {s.slice_position:.2f} mm of volume "
+                         f"{s.temporal_index} delivered again: ignored", s.path)  # fmt: skip
+            return Released()
+        self._slice_keys.add(key)
+        vkey = (s.series_uid, s.temporal_index)
+        self._slice_seen[vkey] = min(self._slice_seen.get(vkey, state.first_seen), state.first_seen)
+        assembler = self._assemblers.get(s.series_uid)
+        if assembler is None:
+            from rtcontrol.scanner.assemble import SliceAssembler
+
+            assembler = self._assemblers[s.series_uid] = SliceAssembler()
+        out = Released()
+        known = len(assembler.problems)
+        for volume in assembler.add(s):
+            self._stamp_assembled(volume, now, complete, parsed)
+            out.extend(self.runs.add(volume, now))
+        self._assembly_problems(assembler, known)
+        return out
+
+    def _assembly_problems(self, assembler: Any, known: int) -> None:
+        """Pass on what the slice assembler had to drop or ignore (lost slices, given-up volumes)."""
+        for message in assembler.problems[known:]:
+            self._report("assembly", message)
+
+    def _stamp_assembled(self, volume: Volume, now: float, complete: float | None = None,
+                         parsed: float | None = None) -> None:  # fmt: skip
+        seen = self._slice_seen.pop((volume.series_uid, volume.index), None)
+        self._stamp(volume, seen if seen is not None else now, complete or now, parsed or now)
+
+    @staticmethod
+    def _stamp(volume: Volume, seen: float, complete: float, parsed: float) -> None:
+        tl = volume.timeline
+        tl.stamp("file_seen", min(seen, complete))
+        tl.stamp("file_complete", complete)
+        tl.stamp("parsed", max(parsed, complete))
+
+    def _deliver(self, released: Released) -> None:
+        for note in released.notes:
+            self._note(note)
+        for volume in released.volumes:
+            self.stats.volumes_emitted += 1
+            self.stats.last_volume_time = time.monotonic()
+            fmt = volume.header.get("SourceFormat")
+            if fmt:
+                self.stats.detected_format = fmt
+            try:
+                self.on_volume(volume)
+            except Exception:  # the consumer's bug must not stop ingest
+                log.exception("on_volume failed for %s volume %d", volume.run, volume.index)
+
+    def _note(self, note: RunNote) -> None:
+        if note.kind == "new_run":
+            self.stats.series.append(note.run)
+        if note.kind == "duplicate":
+            self.stats.duplicates += 1
+        self._report(note.kind, note.message, None, note.run, note.index)
+
+    def _report(self, kind: str, message: str, path: Path | None = None, run: str | None = None,
+                index: int | None = None) -> None:  # fmt: skip
+        if kind in ("file_error", "gave_up", "assembly"):
+            self.stats.errors += 1
+        event = WatchEvent(kind, message, path, run, index)
+        (log.warning if kind in ("file_error", "gave_up", "gap") else log.info)("%s", message)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("on_event failed for %s", kind)
+
+    def _arm_gap_timer(self) -> None:
+        deadline = self.runs.next_deadline()
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        if deadline is not None and self.running and self._loop is not None:
+            self._gap_timer = self._loop.call_at(
+                self._loop.time() + max(0.0, deadline - time.monotonic()), self._expire_gaps
+            )
+
+    def _expire_gaps(self) -> None:
+        self._gap_timer = None
+        self._deliver(self.runs.expire(time.monotonic()))
+        self._arm_gap_timer()
+
+
+def kind_changed(path: Path, state: _FileState) -> bool:
+    """Whether a file already dealt with has changed on disk since (rewritten or touched)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) != (state.size, state.mtime_ns)
