@@ -88,6 +88,7 @@ class RunProcess:
             asyncio.create_task(self._read_stdout(), name=f"run {self.run} stdout"),
             asyncio.create_task(self._read_stderr(), name=f"run {self.run} stderr"),
         ]
+        (self.store.dir / "output").mkdir(exist_ok=True)
         await self._write(pack_json({
             "k": "init", "project_dir": str(self.project_dir), "run": self.run,
             "settings": self.settings, "tr": self.tr, "output_dir": str(self.store.dir / "output"),
