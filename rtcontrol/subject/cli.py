@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-port", type=int, default=DEFAULT_LOCAL_PORT,
                         help=f"HTTP + websocket port on 127.0.0.1 for jsPsych and FeedbackClient "
                              f"(default {DEFAULT_LOCAL_PORT}; -1 off)")
+    parser.add_argument("--install-jspsych", action="store_true",
+                        help="install jsPsych for the page with npm (once, needs network), then exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection and refusal")
 
 
@@ -109,6 +111,15 @@ async def serve(args: argparse.Namespace, on_ready=None) -> int:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
+    if args.install_jspsych:
+        from rtcontrol.subject.vendor import install_jspsych
+
+        try:
+            print(f"jsPsych ready: {install_jspsych()}")
+            return 0
+        except RuntimeError as exc:
+            print(f"main.py --subject --install-jspsych: {exc}", file=sys.stderr)
+            return 1
     try:
         if args.display:
             from rtcontrol.subject.display import run_with_display  # Qt only when asked for

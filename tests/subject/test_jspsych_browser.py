@@ -11,22 +11,30 @@ import time
 
 import pytest
 
-from rtcontrol.paths import resources_dir
 from rtcontrol.subject.embedded import local_subject_agent
 from rtcontrol.subject.link import SubjectClient
+from rtcontrol.subject.vendor import install_jspsych
 from tests.subject.cdp import Browser, chromium_path
 from tests.subject.conftest import Recorder, wait_until
 
 pytestmark = pytest.mark.skipif(chromium_path() is None,
                                 reason="chromium is not installed (apt-get install chromium; it is in .ci/run)")
 
-REAL_JSPSYCH = resources_dir() / "jspsych/vendor/node_modules/jspsych/dist/index.browser.js"
+
+
+@pytest.fixture(scope="session")
+def real_jspsych() -> None:
+    """Install jsPsych with npm if it is missing (as ``main.py --subject --install-jspsych`` does)."""
+    try:
+        install_jspsych(timeout=240)
+    except RuntimeError as exc:
+        pytest.skip(f"real jsPsych unavailable, only the built-in runner is tested: {exc}")
 
 
 @pytest.mark.parametrize("runner", ["builtin", "jspsych"])
-async def test_page_receives_pushed_feedback_and_sends_keys_back(runner, tmp_path) -> None:
-    if runner == "jspsych" and not REAL_JSPSYCH.exists():
-        pytest.skip("jsPsych is not installed: npm install --prefix resources/jspsych/vendor jspsych@8")
+async def test_page_receives_pushed_feedback_and_sends_keys_back(runner, tmp_path, request) -> None:
+    if runner == "jspsych":
+        request.getfixturevalue("real_jspsych")
     async with local_subject_agent() as info:
         rec = Recorder()
         client = SubjectClient(info.url, token=info.token, expected_fingerprint=info.fingerprint, **rec.kw())
