@@ -46,6 +46,7 @@ async def local_worker(
     in_process: bool = False,
     volume_timeout: float = 30.0,
     start_timeout: float = 30.0,
+    max_size: int | None = None,
 ) -> AsyncIterator[LocalWorker]:
     with tempfile.TemporaryDirectory(prefix="rtcontrol-worker-") as tmp:
         tmpdir = Path(tmp)
@@ -57,6 +58,7 @@ async def local_worker(
             server = WorkerServer(
                 tokens=tokens, ssl_context=server_context(cert.cert, cert.key),
                 catalog=ProjectCatalog(list(projects)), data_dir=data, volume_timeout=volume_timeout,
+                **({"max_size": max_size} if max_size else {}),
             )
             port = await server.start("127.0.0.1", 0)
             try:
@@ -71,6 +73,8 @@ async def local_worker(
         ]
         for p in projects:
             cmd += ["--projects", str(p)]
+        if max_size:
+            cmd += ["--max-size-mb", str(max_size / 2**20)]
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )

@@ -46,13 +46,12 @@ ACTIVE = ("starting", "running", "stopping")
 class Session:
     """One console's state on this worker; survives reconnections."""
 
-    def __init__(self, sid: str) -> None:
-        self.id = sid
+    def __init__(self, sid: str, owner: str = "", max_event: int = 8 * 1024 * 1024) -> None:
+        self.id, self.owner, self.max_event = sid, owner, max_event
         self.conn: ServerConnection | None = None
         self.detached_at: float | None = None
         self.outbox: OrderedDict[int, str] = OrderedDict()
         self.next_seq = 1
-        self.sent_upto = 0
         self.wake = asyncio.Event()
         self.received: set[tuple[str, int]] = set()
         self.run: RunProcess | None = None
@@ -64,7 +63,14 @@ class Session:
     def emit(self, event: str, **fields: Any) -> None:
         """Queue an event for the console; kept until the console acknowledges it."""
         seq, self.next_seq = self.next_seq, self.next_seq + 1
-        self.outbox[seq] = encode_message("event", seq=seq, event=event, **fields)
+        text = encode_message("event", seq=seq, event=event, **fields)
+        if len(text) > self.max_event:  # never let one event block the link for good
+            text = encode_message(
+                "event", seq=seq, event="log", run=fields.get("run"), level="ERROR",
+                message=f"{event} of volume {fields.get('index')} dropped: {len(text)} bytes is over the "
+                f"{self.max_event}-byte limit for one message (return smaller feedback)",
+            )
+        self.outbox[seq] = text
         self.wake.set()
 
     def ack(self, upto: int) -> None:
@@ -154,9 +160,11 @@ class WorkerServer:
     async def _handle(self, conn: ServerConnection, peer: transport.Peer) -> None:
         sid = str(peer.hello.get("session") or uuid.uuid4())
         session = self.sessions.get(sid)
+        if session is not None and session.owner != peer.token_name:
+            session, sid = None, str(uuid.uuid4())  # a session belongs to the token that opened it
         resumed = session is not None
         if session is None:
-            session = self.sessions[sid] = Session(sid)
+            session = self.sessions[sid] = Session(sid, peer.token_name, max_event=min(self.max_size, 8 << 20))
         old = session.conn
         session.conn, session.detached_at = conn, None
         if old is not None:  # a new connection replaces a half-dead one
@@ -324,6 +332,9 @@ class WorkerServer:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         session.file_waiters[fid] = fut
         fields: dict[str, Any] = {"id": fid, "op": op, "path": path}
+        if data is not None and len(data) > self.max_size - 4096:
+            session.file_waiters.pop(fid, None)
+            raise PermissionError(f"refused {path!r}: {len(data) * 3 // 4} bytes is too large for one link message")
         if data is not None:
             fields["data"] = data
         if not await session.send(encode_message("file_request", **fields)):

@@ -175,3 +175,37 @@ async def test_volume_without_a_run_is_refused_clearly(projects: Path) -> None:
         async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint) as client:
             with pytest.raises(WorkerError, match="start a run"):
                 await client.send_volume(make_volume(0))
+
+
+async def test_oversized_volume_is_refused_and_the_link_survives(projects: Path) -> None:
+    from rtcontrol.worker.client import VolumeTooLarge
+
+    rec = Recorder()
+    async with local_worker(projects=[projects], in_process=True, max_size=64 * 1024) as w:
+        async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, **rec.kwargs()) as client:
+            await client.start_run("template", {"baseline": 1}, run="big", tr=2.0)
+            await client.send_volume(make_volume(0, run="big"))
+            with pytest.raises(VolumeTooLarge, match=r"volume 1 is \d+ bytes, over the worker's limit of 65536"):
+                await client.send_volume(make_volume(1, shape=(64, 64, 32), run="big"))
+            await client.send_volume(make_volume(2, run="big"))
+            await client.stop_run()
+            assert client.state == "connected" and client.reconnects == 0
+    assert [e.index for e in rec.feedback] == [0, 2]
+
+
+async def test_oversized_feedback_is_replaced_by_a_clear_log(tmp_path: Path) -> None:
+    write_project(tmp_path / "p", "huge", """
+        class Huge(Project):
+            def process(self, volume, ctx):
+                return {"blob": "x" * (200 * 1024)} if volume.index == 1 else 0.5
+    """)
+    rec = Recorder()
+    async with local_worker(projects=[tmp_path / "p"], in_process=True, max_size=128 * 1024) as w:
+        async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, **rec.kwargs()) as client:
+            await client.start_run("huge", {}, run="h", tr=2.0)
+            for i in range(3):
+                await client.send_volume(make_volume(i, run="h"))
+            await client.stop_run()
+            assert client.reconnects == 0
+    assert [e.index for e in rec.feedback] == [0, 2]
+    assert any("feedback of volume 1 dropped" in m and "over the" in m for m in rec.logs)
