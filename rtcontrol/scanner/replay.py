@@ -1,0 +1,250 @@
+"""A scanner simulator: replay a recorded series into a watch folder at the TR pace.
+
+Files are written the way a scanner's export writes them: for each volume its file appears, grows in
+``chunks`` writes, then is closed; a one-file-per-slice series writes the slices of each volume spread
+over the TR in acquisition order. The source is a DICOM folder (mosaic, enhanced, or per-slice; several
+series are replayed one after another) or a NIfTI file (a 4-D file is written as one 3-D ``.nii`` per
+volume, named ``<stem>_0001.nii`` ...).
+
+``main.py replay SERIES_DIR WATCH_DIR [--tr S]`` is the command; :func:`replay` the async API the
+console uses. File writing runs in a thread, so the event loop is never blocked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rtcontrol.scanner.errors import IngestError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class ReplayVolume:
+    """One volume to write: source files to copy (in write order), or one time point of a 4-D NIfTI."""
+
+    series: str
+    index: int
+    files: list[Path] = field(default_factory=list)
+    nifti: tuple[Path, str] | None = None  # (4-D source, name of the 3-D file to write)
+
+
+@dataclass
+class ReplayPlan:
+    volumes: list[ReplayVolume]
+    tr: float | None  # the series' own TR in seconds (None if no file says)
+    skipped: list[str] = field(default_factory=list)  # files we could not read, with the reason
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def plan_replay(source: Path | str) -> ReplayPlan:
+    """Read the source once and decide what to write for each volume, in acquisition order."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"replay source {source} does not exist")
+    if source.is_file():
+        if not _is_nifti(source):
+            raise ValueError(f"{source}: a replay source is a DICOM folder or a NIfTI file (.nii/.nii.gz)")
+        return _plan_nifti(source)
+    return _plan_folder(source)
+
+
+def _plan_nifti(path: Path) -> ReplayPlan:
+    import nibabel as nib
+
+    img = nib.load(path)
+    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".gz") else path.stem
+    zooms = img.header.get_zooms()
+    tr = float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else None
+    if img.ndim == 3:
+        return ReplayPlan([ReplayVolume(stem, 0, files=[path])], tr)
+    if img.ndim != 4:
+        raise ValueError(f"{path}: a {img.ndim}-D NIfTI file; replay needs 3-D or 4-D")
+    # 1-based names, as scanner-side converters write them; the bytes are made when written
+    volumes = [ReplayVolume(stem, t, nifti=(path, f"{stem}_{t + 1:04d}.nii")) for t in range(img.shape[3])]
+    return ReplayPlan(volumes, tr)
+
+
+def _nifti_volume_bytes(path: Path, t: int) -> bytes:
+    import nibabel as nib
+    import numpy as np
+
+    img = nib.load(path)
+    data = np.asanyarray(img.dataobj[..., t])
+    header = img.header.copy()
+    header.set_data_shape(data.shape)
+    out = nib.Nifti1Image(data, img.affine, header)
+    out.set_sform(img.get_sform(), int(img.header["sform_code"]))
+    out.set_qform(img.get_qform(), int(img.header["qform_code"]))
+    return out.to_bytes()
+
+
+def _plan_folder(folder: Path) -> ReplayPlan:
+    from rtcontrol.scanner.reader import SliceImage, read_file
+    from rtcontrol.scanner.volume import Volume
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    volumes: dict[tuple[str, int], ReplayVolume] = {}
+    slices: dict[str, list[SliceImage]] = {}
+    series_order: dict[str, tuple] = {}
+    tr: float | None = None
+    skipped = []
+    for path in files:
+        try:
+            item = read_file(path)
+        except IngestError as exc:
+            skipped.append(f"{path.name}: {exc.reason}")
+            continue
+        for part in item if isinstance(item, list) else [item]:
+            if isinstance(part, Volume):
+                key = part.series_uid or part.run
+                tr = tr or part.tr
+                series_order.setdefault(key, (part.header.get("SeriesNumber") or 0, part.acquisition_time or 0))
+                rv = volumes.setdefault((key, part.index), ReplayVolume(key, part.index))
+                if path not in rv.files:
+                    rv.files.append(path)
+            elif isinstance(part, SliceImage):
+                tr = tr or part.tr
+                slices.setdefault(part.series_uid, []).append(part)
+                series_order.setdefault(part.series_uid, (part.header.get("SeriesNumber") or 0, 0))
+    for uid, items in slices.items():
+        by_time: dict[int, list[SliceImage]] = {}
+        counts: dict[float, int] = {}
+        for s in items:
+            t = s.temporal_index
+            if t is None:  # the n-th slice at a position belongs to volume n
+                pos = round(s.slice_position, 2)
+                t = counts.get(pos, 0)
+                counts[pos] = t + 1
+            by_time.setdefault(t, []).append(s)
+        for t, group in by_time.items():
+            group.sort(key=lambda s: (s.slice_time if s.slice_time is not None else 0.0, s.slice_position))
+            volumes[(uid, t)] = ReplayVolume(uid, t, files=[s.path for s in group])
+    if not volumes:
+        why = "; ".join(skipped[:3]) or "the folder is empty"
+        raise ValueError(f"{folder}: no scanner images to replay ({why})")
+    ordered = sorted(volumes.values(), key=lambda v: (series_order.get(v.series, (0, 0)), v.series, v.index))
+    return ReplayPlan(ordered, tr, skipped)
+
+
+def _write_chunked(dst: Path, data: bytes, chunks: int, pause: float) -> None:
+    """Create ``dst`` and write ``data`` in ``chunks`` parts with short pauses, then close (a scanner's write)."""
+    n = max(1, chunks)
+    step = -(-len(data) // n) or 1
+    with open(dst, "wb") as f:
+        for i, start in enumerate(range(0, max(len(data), 1), step)):
+            if i and pause > 0:
+                f.flush()
+                time.sleep(pause)
+            f.write(data[start : start + step])
+
+
+async def replay(
+    source: Path | str,
+    watch_dir: Path | str,
+    tr: float | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+    on_volume: Callable[[int, list[Path]], None] | None = None,
+    chunks: int = 4,
+    chunk_pause: float = 0.002,
+    start_index: int = 0,
+    count: int | None = None,
+) -> int:
+    """Write ``source`` into ``watch_dir`` volume by volume at ``tr`` (default: the series' own TR).
+
+    Returns the number of volumes written. ``on_volume(i, paths)`` is called after volume ``i`` is
+    written; setting ``stop`` ends the replay between two files.
+    """
+    watch_dir = Path(watch_dir)
+    if not watch_dir.is_dir():
+        raise FileNotFoundError(f"watch folder {watch_dir} does not exist")
+    plan = await asyncio.to_thread(plan_replay, source)
+    pace = tr if tr is not None else (plan.tr or 2.0)
+    if pace <= 0:
+        raise ValueError(f"TR must be positive, got {pace}")
+    todo = [v for v in plan.volumes if v.index >= start_index]
+    if count is not None:
+        todo = todo[:count]
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    written = 0
+    for n, vol in enumerate(todo):
+        start = t0 + n * pace
+        paths: list[Path] = []
+        if vol.nifti is not None:
+            src_4d, name = vol.nifti
+            items = [(watch_dir / name, lambda s=src_4d, t=vol.index: _nifti_volume_bytes(s, t))]
+        else:
+            items = [(watch_dir / p.name, p.read_bytes) for p in vol.files]
+        for j, (dst, content) in enumerate(items):
+            when = start + j * pace / len(items)  # slices of one volume spread over the TR
+            if await _wait_until(loop, when, stop):
+                return written
+            await asyncio.to_thread(lambda d=dst, c=content: _write_chunked(d, c(), chunks, chunk_pause))
+            paths.append(dst)
+        written += 1
+        if on_volume is not None:
+            on_volume(vol.index, paths)
+    return written
+
+
+async def _wait_until(loop: asyncio.AbstractEventLoop, when: float, stop: asyncio.Event) -> bool:
+    """Sleep until ``when`` (loop time); True if ``stop`` was set meanwhile."""
+    delay = when - loop.time()
+    if stop.is_set():
+        return True
+    if delay > 0:
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return True
+        except asyncio.TimeoutError:
+            pass
+    return stop.is_set()
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, help="a DICOM series folder, or a NIfTI file (4-D: one file per volume)")
+    parser.add_argument("watch_dir", type=Path, help="the folder to write into (created if missing)")
+    parser.add_argument("--tr", type=float, default=None, help="seconds between volumes (default: the series' TR)")
+    parser.add_argument("--chunks", type=int, default=4, help="writes per file, as a scanner's export grows it")
+    parser.add_argument("--start-index", type=int, default=0, help="first volume index to write (0-based)")
+    parser.add_argument("--count", type=int, default=None, help="write at most this many volumes")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.source.exists():
+        print(f"replay: {args.source} does not exist", file=sys.stderr)
+        return 2
+    if args.tr is not None and args.tr <= 0:
+        print(f"replay: --tr must be positive, got {args.tr}", file=sys.stderr)
+        return 2
+    args.watch_dir.mkdir(parents=True, exist_ok=True)
+
+    def progress(index: int, paths: list[Path]) -> None:
+        print(f"volume {index}: {len(paths)} file(s) -> {args.watch_dir}", flush=True)
+
+    try:
+        n = asyncio.run(replay(args.source, args.watch_dir, args.tr, on_volume=progress, chunks=args.chunks,
+                               start_index=args.start_index, count=args.count))  # fmt: skip
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("replay: stopped", file=sys.stderr)
+        return 130
+    print(f"replayed {n} volumes into {args.watch_dir}")
+    return 0
