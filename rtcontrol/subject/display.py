@@ -202,8 +202,11 @@ def attach_display(agent: SubjectAgent, screen: int | None = None, windowed: boo
 def run_with_display(args: argparse.Namespace,
                      serve: Callable[..., Awaitable[int]]) -> int:
     """Run ``serve(args, on_ready=...)`` on a Qt event loop (qasync) with the display open."""
+    import signal
+
     import qasync
 
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl+C ends at once even while Qt holds the thread
     app = QApplication.instance() or QApplication(sys.argv[:1])
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)

@@ -258,6 +258,7 @@ async def test_feedback_missed_while_the_link_was_down_arrives_late_once(agent_i
         await wait_until(lambda: not client.connected, what="the link to drop")
         for i in range(2, 5):
             client.send_feedback("r", i, i / 10)  # nowhere to go yet
+        await consumer.send({"type": "response", "button": 3})  # the agent keeps it for the console
         await asyncio.sleep(0.3)
         assert sorted(client.unacked) == [("r", 2), ("r", 3), ("r", 4)]
         proxy.up = True
@@ -271,6 +272,8 @@ async def test_feedback_missed_while_the_link_was_down_arrives_late_once(agent_i
         assert client.connections == 2
         await wait_until(lambda: "consumer_taken" in rec.deliveries.get(("r", 4), {}), what="late stamps")
         assert rec.deliveries[("r", 4)]["late"] is True
+        await wait_until(lambda: rec.responses, what="the response given while the link was down")
+        assert rec.responses[0]["data"] == {"button": 3}
         assert [s["link"] for s in rec.states].count("connected") >= 2
     finally:
         await client.close()

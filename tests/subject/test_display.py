@@ -90,3 +90,40 @@ async def test_display_coalesces_to_the_newest_value() -> None:
     items = [await consumer.queue.get() for _ in range(len(consumer.queue))]
     assert [i.get("index") for i in items] == [9, None] and consumer.queue.coalesced == 9
     await agent.close()
+
+
+async def test_subject_mode_with_display_stamps_displayed(tmp_path) -> None:
+    """``main.py --subject --display`` (qasync loop, offscreen): a value is painted and stamped."""
+    import sys
+
+    from rtcontrol.link.tokens import TokenStore
+    from rtcontrol.subject.link import SubjectClient
+    from tests.subject.conftest import Recorder, wait_until
+    from tests.subject.test_cli import MAIN, _read_banner
+
+    store = tmp_path / "tokens.json"
+    token = TokenStore(store).create("console")
+    env = {**os.environ, "RTCONTROL_HOME": str(tmp_path / "home"), "QT_QPA_PLATFORM": "offscreen"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(MAIN), "--subject", "--display", "--windowed", "--host", "127.0.0.1", "--port", "0",
+        "--tcp-port", "0", "--local-port", "0", "--tokens", str(store), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        banner = await _read_banner(proc)
+        rec = Recorder()
+        client = SubjectClient(banner["url"], token=token, expected_fingerprint=banner["fingerprint"], **rec.kw())
+        await client.connect()
+        await wait_until(lambda: any(c["kind"] == "display" for c in client.agent_state.get("consumers", [])),
+                         timeout=20, what="the display to join")
+        await client.start_run({"run": "d", "display": {"kind": "bar"}})
+        client.send_feedback("d", 0, 0.5)
+        await wait_until(lambda: "displayed" in rec.deliveries.get(("d", 0), {}), timeout=10, what="displayed")
+        stamps = rec.deliveries[("d", 0)]
+        assert stamps["consumers"]["display"]["displayed"] >= stamps["subject_delivered"]
+        await client.close()
+    finally:
+        proc.terminate()
+        rc = await asyncio.wait_for(proc.wait(), 20)
+        err = (await proc.stderr.read()).decode()
+    assert "Traceback" not in err, err
+    assert rc in (0, -15), err
