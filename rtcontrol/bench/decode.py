@@ -4,6 +4,7 @@
 a real Prisma fixture's header (all its private CSA/ASCCONV bytes, so the parse is realistic),
 read from the page cache: file read + header parse + pixel check + de-mosaic. The series layout
 is cached after the first volume (``decode_mosaic_first`` is that first, uncached volume).
+``decode_enhanced``: one Siemens XA enhanced file (33 frames) after the series' first.
 ``read_slices_volume``: the 15 slice files of one GE volume read and assembled.
 """
 
@@ -19,7 +20,7 @@ import pydicom
 
 from rtcontrol.bench.stats import Figure, timing
 from rtcontrol.paths import fixtures_dir
-from rtcontrol.scanner import mosaic
+from rtcontrol.scanner import enhanced, mosaic
 from rtcontrol.scanner.assemble import SliceAssembler
 from rtcontrol.scanner.mosaic_writer import csa_header
 from rtcontrol.scanner.reader import read_file
@@ -104,12 +105,28 @@ def _slices_figure() -> Figure | None:
     return timing("read_slices_volume", samples, "GE 64x64x15, 15 files read + assembled")
 
 
+def _enhanced_figure() -> Figure | None:
+    root = fixtures_dir()
+    if root is None:
+        return None
+    files = sorted((root / "dicom" / "siemens_xa30_enhanced_bold_20vol").glob("*.dcm"))
+    enhanced.clear_cache()
+    read_file(files[0])  # the series' one full parse of its functional groups
+    samples = []
+    for i in range(100):
+        f = files[1 + i % (len(files) - 1)]
+        t0 = time.perf_counter()
+        read_file(f)
+        samples.append(time.perf_counter() - t0)
+    return timing("decode_enhanced", samples, "Siemens XA 64x64x33, 33 frames, groups scanned")
+
+
 def bench() -> Iterable[Figure]:
     with tempfile.TemporaryDirectory(prefix="rtcontrol-decode-") as tmp:
         try:
             yield from _mosaic_figures(Path(tmp))
         except FileNotFoundError as exc:
             yield Figure("decode_mosaic", {"n": 0}, str(exc))
-    fig = _slices_figure()
-    if fig is not None:
-        yield fig
+    for fig in (_enhanced_figure(), _slices_figure()):
+        if fig is not None:
+            yield fig

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_partial
 
 from rtcontrol.scanner.errors import CorruptFile, ForeignFile, IncompleteFile
 
@@ -42,6 +43,12 @@ class DicomFile:
     raw: bytes
     pixel_offset: int  # first pixel byte in ``raw``; -1 when pydicom must decode
     pixel_length: int
+    groups: tuple[int, int] = (0, 0)  # byte range of the functional groups (5200,xxxx), left unparsed
+
+    @property
+    def explicit_little(self) -> bool:
+        meta = getattr(self.ds, "file_meta", None) or Dataset()
+        return str(meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1"
 
     @property
     def sop_class(self) -> str:
@@ -94,10 +101,16 @@ def open_dicom(path: Path | str, raw: bytes | None = None) -> DicomFile:
         raise ForeignFile(path, "not a DICOM file (no 'DICM' marker at byte 128)")
     fp = BytesIO(raw)
     try:
-        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+        ds = read_partial(fp, _before_groups_or_pixels, force=True)
     except Exception as exc:
         raise _unreadable(path, raw, f"DICOM header unreadable ({type(exc).__name__}: {exc})") from exc
     pos = fp.tell()
+    groups = (0, 0)
+    if raw[pos : pos + 2] == b"\x00\x52":  # enhanced: functional groups first, then the pixels
+        pixel_at = raw.rfind(PIXEL_TAG, pos)
+        if pixel_at < 0:
+            raise IncompleteFile(path, f"no pixel data yet ({len(raw)} bytes: functional groups only)")
+        groups, pos = (pos, pixel_at), pixel_at
     meta = getattr(ds, "file_meta", None) or Dataset()
     sop = str(ds.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", ""))
     if "Rows" not in ds or "Columns" not in ds:
@@ -134,15 +147,22 @@ def open_dicom(path: Path | str, raw: bytes | None = None) -> DicomFile:
     if length == 0xFFFFFFFF:  # encapsulated (compressed): completeness = sequence delimiter present
         if raw.rfind(b"\xfe\xff\xdd\xe0") < start:
             raise IncompleteFile(path, "compressed pixel data not finished (no sequence delimiter yet)")
-        return DicomFile(path, ds, raw, -1, len(raw) - start)
+        return DicomFile(path, ds, raw, -1, len(raw) - start, groups)
     have = len(raw) - start
     if have < min(length, expected):
         raise IncompleteFile(path, f"pixel data has {have} of {min(length, expected)} bytes")
     if length < expected:
         raise CorruptFile(path, f"pixel data holds {length} bytes, {rows}x{cols}x{frames}x{bits}bit needs {expected}")
     if tsyntax not in _LITTLE_UNCOMPRESSED:
-        return DicomFile(path, ds, raw, -1, length)
-    return DicomFile(path, ds, raw, start, length)
+        return DicomFile(path, ds, raw, -1, length, groups)
+    return DicomFile(path, ds, raw, start, length, groups)
+
+
+def _before_groups_or_pixels(tag: int, vr: object, length: int) -> bool:
+    """Stop the header parse at the functional groups (5200,xxxx) or the pixel data: the enhanced
+    reader scans the groups itself (pydicom would build ~3000 elements a file), mosaics have none."""
+    return tag == 0x7FE00010 or (tag >> 16) == 0x5200
+
 
 
 def _unreadable(path: Path, raw: bytes, reason: str) -> Exception:

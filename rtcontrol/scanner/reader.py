@@ -99,7 +99,7 @@ def read_bytes(path: Path, raw: bytes) -> Volume | SliceImage | list[Volume]:
 def _read_dicom(df: Any) -> Volume | SliceImage:
     from rtcontrol.scanner import dicomfile, enhanced, mosaic, slices
 
-    if df.sop_class in (dicomfile.ENHANCED_MR_IMAGE, "1.2.840.10008.5.1.4.1.1.4.4") or "PerFrameFunctionalGroupsSequence" in df.ds:
+    if df.sop_class in (dicomfile.ENHANCED_MR_IMAGE, "1.2.840.10008.5.1.4.1.1.4.4") or df.groups[1] > df.groups[0]:
         return enhanced.read_enhanced(df)
     if mosaic.is_mosaic(df.ds):
         return mosaic.read_mosaic(df)
