@@ -10,6 +10,7 @@ result, and back).
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Iterable
 
 import numpy as np
@@ -55,7 +56,9 @@ async def _measure(n: int) -> dict[str, list[float]]:
 def bench() -> Iterable[Figure]:
     out = asyncio.run(_measure(N))
     mb = np.prod(SHAPE) * 2 / 1e6
-    yield timing("link_roundtrip", out["roundtrip"], f"{SHAPE} int16 {mb:.2f} MB, wss loopback, template project")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    yield timing("link_roundtrip", out["roundtrip"],
+                 f"{SHAPE} int16 {mb:.2f} MB, wss loopback, template project; load {load:.1f} on {os.cpu_count()} CPUs")
     yield timing("link_to_worker", out["to_worker"], "sent -> worker received (encode, TLS, websocket)")
     yield timing("link_in_worker", out["in_worker"], "worker received -> result ready (pipe to run process + project)")
     yield timing("link_to_console", out["to_console"], "result ready -> feedback received on the console")

@@ -110,11 +110,14 @@ class ProjectCatalog:
 
     async def list(self) -> list[dict[str, Any]]:
         """Every project with name, title and description; a broken one carries ``error``."""
+        names = list(self.folders())
+        infos = await asyncio.gather(*(self.describe(n) for n in names), return_exceptions=True)
         out = []
-        for name in self.folders():
-            try:
-                info = await self.describe(name)
+        for name, info in zip(names, infos):
+            if isinstance(info, ProjectError):
+                out.append({"name": name, "title": name, "description": "", "error": str(info)})
+            elif isinstance(info, BaseException):
+                raise info
+            else:
                 out.append({k: info[k] for k in ("name", "title", "description")})
-            except ProjectError as exc:
-                out.append({"name": name, "title": name, "description": "", "error": str(exc)})
         return out
