@@ -231,3 +231,29 @@ async def test_stalled_afni_never_blocks_the_caller(rtfeedme_dir: Path) -> None:
     await sender.close(timeout=2)
     control.close()
     data.close()
+
+
+async def test_afni_busy_with_another_source_then_free(rtfeedme_dir: Path) -> None:
+    """While one source's run is active AFNI does not listen on the control port: the second
+    sender is refused, reports its volumes as not sent, and gets through once the first ends."""
+    volumes = load_nifti(rtfeedme_dir / "tiny_s16.nii")
+    with FakeAfni() as afni:
+        first = AfniSender(settings(afni))
+        await first.start()
+        first.submit(volumes[0])
+        assert await wait_for(lambda: first.status.volumes_sent == 1)
+        events: list[SenderEvent] = []
+        second = AfniSender(settings(afni, retry_interval=0.05), events.append)
+        await second.start()
+        second.submit(Volume(volumes[1].data, volumes[1].affine, run="other", index=0, tr=2.0))
+        assert await wait_for(lambda: second.status.volumes_not_sent == 1)
+        assert "not listening" in [e for e in events if e.kind == "not_sent"][0].message
+        await first.close()  # the first source ends its run; AFNI listens again
+        assert await wait_for(lambda: bool(afni.sessions) and afni.sessions[0].done)
+        await asyncio.sleep(0.1)
+        second.submit(Volume(volumes[2].data, volumes[2].affine, run="other", index=1, tr=2.0))
+        assert await wait_for(lambda: second.status.volumes_sent == 1)
+        await second.close()
+        assert afni.wait_sessions_done(2)
+    assert [len(s.runs[0].images) for s in afni.sessions] == [1, 1]
+    np.testing.assert_array_equal(afni.sessions[1].runs[0].volumes()[0], volumes[2].data)
