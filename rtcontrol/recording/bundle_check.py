@@ -1,0 +1,424 @@
+"""``python -m rtcontrol.recording.bundle_check dist/rtcontrol``: a short headless session through the bundle.
+
+Everything below runs the *bundled* executable (not this Python), on loopback only:
+
+1. ``--version`` and ``--help``;
+2. ``synth`` writes a small Siemens-mosaic run; ``convert`` turns it into NIfTI, whose voxels must equal
+   the simulator's (regenerated here from the same seed);
+3. ``certs`` and ``token`` make a TLS identity and an access token for the worker and the subject agent;
+4. ``--worker`` and ``--subject`` start over TLS on free ports;
+5. ``run --no-gui --settings RUN.toml`` connects to both (their certificates pinned in advance), while
+   ``replay`` plays the synthetic run into its watch folder at the TR pace; the run must end with every
+   volume analysed and its feedback delivered, and its recording (when the console writes one) must
+   hold the same voxels.
+
+Prints one ``ok`` / ``FAIL`` / ``skip`` line per step and exits non-zero if any step failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rtcontrol import __version__
+
+VOLUMES = 6
+TR = 1.0
+SHAPE = (32, 32, 12)
+SEED = 11
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Skip(Exception):
+    pass
+
+
+class Program:
+    """A bundled program running in the background, its output collected line by line."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, cwd=cwd, text=True, bufsize=1)
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first output line matching ``pattern``; fails on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StepFailed(f"{self.name}: no line matching {pattern!r} within {timeout:g} s\n{self.tail()}")
+            try:
+                line = self._queue.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if line is None:
+                raise StepFailed(f"{self.name} exited ({self.proc.wait()}) before printing {pattern!r}\n{self.tail()}")
+            self.lines.append(line)
+            m = rx.search(line)
+            if m:
+                return m
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the program to exit by itself; collect the rest of its output."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise StepFailed(f"{self.name} did not finish within {timeout:g} s\n{self.tail()}")
+        self._drain(5.0)
+        return code
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM (then SIGKILL) this program only."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._drain(2.0)
+        return self.proc.returncode
+
+    def _drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    return
+                continue
+            if line is None:
+                return
+            self.lines.append(line)
+
+    def tail(self, n: int = 25) -> str:
+        self._drain(0.5)
+        return "\n".join(f"    | {line}" for line in self.lines[-n:])
+
+
+class Check:
+    """Runs the steps in order and keeps score."""
+
+    def __init__(self, bundle: Path, work: Path, verbose: bool) -> None:
+        exe = bundle / ("rtcontrol.exe" if os.name == "nt" else "rtcontrol")
+        if not exe.is_file():
+            raise SystemExit(f"bundle_check: {exe} not found: build the bundle first (make bundle)")
+        self.exe, self.work, self.verbose = exe, work, verbose
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+        self.env.update({"RTCONTROL_HOME": str(work / "home"), "QT_QPA_PLATFORM": "offscreen"})
+        self.failed: list[str] = []
+        self.skipped: list[str] = []
+        self.programs: list[Program] = []
+        self.facts: dict[str, Any] = {}
+
+    def step(self, name: str, fn: Callable[[], str | None]) -> bool:
+        t0 = time.monotonic()
+        try:
+            detail = fn() or ""
+        except Skip as exc:
+            self.skipped.append(name)
+            print(f"skip  {name}: {exc}", flush=True)
+            return False
+        except StepFailed as exc:
+            self.failed.append(name)
+            print(f"FAIL  {name}: {exc}", flush=True)
+            return False
+        except Exception as exc:  # a bug in a step is a failed step, with the reason
+            self.failed.append(name)
+            print(f"FAIL  {name}: {type(exc).__name__}: {exc}", flush=True)
+            return False
+        print(f"ok    {name} ({time.monotonic() - t0:.1f} s){': ' + detail if detail else ''}", flush=True)
+        return True
+
+    def run(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run the bundled executable to completion."""
+        done = subprocess.run([str(self.exe), *args], capture_output=True, text=True, timeout=timeout,
+                              env=self.env, cwd=self.work, stdin=subprocess.DEVNULL)
+        if self.verbose:
+            print(f"    $ rtcontrol {' '.join(args)} -> {done.returncode}\n{done.stdout}{done.stderr}", flush=True)
+        if done.returncode == 2 and "not built yet" in done.stderr:
+            raise Skip(done.stderr.strip())
+        if done.returncode != 0:
+            raise StepFailed(f"'rtcontrol {' '.join(args)}' exited {done.returncode}\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        return done
+
+    def start(self, name: str, *args: str) -> Program:
+        program = Program(name, [str(self.exe), *args], self.env, self.work)
+        self.programs.append(program)
+        return program
+
+    def close(self) -> None:
+        for program in reversed(self.programs):
+            program.stop()
+
+
+# --- the steps ----------------------------------------------------------------------------------
+
+
+def version(c: Check) -> str:
+    out = c.run("--version").stdout.strip()
+    if out != f"rtcontrol {__version__}":
+        raise StepFailed(f"expected 'rtcontrol {__version__}', got {out!r}")
+    return out
+
+
+def help_(c: Check) -> str:
+    out = c.run("--help").stdout
+    for word in ("--worker", "--subject", "convert", "replay", "run"):
+        if word not in out:
+            raise StepFailed(f"--help does not mention {word!r}")
+    return "lists the programs and commands"
+
+
+def synth(c: Check) -> str:
+    out = c.work / "synth"
+    c.run("synth", str(out), "--volumes", str(VOLUMES), "--tr", str(TR), "--shape", ",".join(map(str, SHAPE)),
+          "--seed", str(SEED), "--block", "2")
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.suffix.lower() in (".dcm", ".ima", ""))
+    if len(files) < VOLUMES:
+        raise StepFailed(f"synth wrote {len(files)} image files into {out}, expected {VOLUMES}")
+    c.facts["series"] = files[0].parent
+    return f"{len(files)} DICOM files in {files[0].parent.relative_to(c.work)}"
+
+
+def _expected_data():
+    from rtcontrol.scanner.synth import SynthSpec, generate
+
+    return generate(SynthSpec(volumes=VOLUMES, tr=TR, shape=SHAPE, seed=SEED, block_volumes=2))
+
+
+def _same_voxels(nifti: Path, what: str) -> str:
+    import nibabel as nib
+    import numpy as np
+
+    truth = _expected_data()
+    img = nib.load(nifti)
+    expected = nib.as_closest_canonical(nib.Nifti1Image(truth.data, truth.affine))
+    got = nib.as_closest_canonical(img)
+    if got.shape != expected.shape:
+        raise StepFailed(f"{what}: shape {got.shape}, expected {expected.shape}")
+    if not np.allclose(got.affine, expected.affine, atol=1e-3):
+        raise StepFailed(f"{what}: affine differs from the simulator's\n{got.affine}\n{expected.affine}")
+    if not np.array_equal(np.asarray(got.dataobj.get_unscaled()) if hasattr(got.dataobj, "get_unscaled")
+                          else got.get_fdata(), np.asarray(expected.dataobj)):
+        if not np.allclose(got.get_fdata(), expected.get_fdata()):
+            raise StepFailed(f"{what}: voxel values differ from the simulator's")
+    return f"{nifti.name}: {got.shape}, voxels equal the simulator's"
+
+
+def convert(c: Check) -> str:
+    if "series" not in c.facts:
+        raise Skip("no synthetic series (synth failed)")
+    out = c.work / "converted"
+    c.run("convert", str(c.facts["series"]), "-o", str(out))
+    niftis = sorted(out.rglob("*.nii.gz")) + sorted(out.rglob("*.nii"))
+    if len(niftis) != 1:
+        raise StepFailed(f"convert wrote {len(niftis)} NIfTI files into {out}, expected one")
+    if not niftis[0].with_name(niftis[0].name.split(".nii")[0] + ".json").is_file():
+        raise StepFailed(f"convert wrote no JSON sidecar beside {niftis[0].name}")
+    return _same_voxels(niftis[0], "convert")
+
+
+def identities(c: Check) -> str:
+    for who in ("worker", "subject"):
+        out = c.run("certs", "--host", "127.0.0.1", "--out", str(c.work / "certs"), "--name", who).stdout
+        m = re.search(r"fingerprint:\s*(\S+)", out)
+        if not m:
+            raise StepFailed(f"certs printed no fingerprint:\n{out}")
+        c.facts[f"{who}_fingerprint"] = m.group(1)
+        store = c.work / f"{who}-tokens.json"
+        token = c.run("token", "create", "--name", "bundle-check", "--store", str(store)).stdout.strip().splitlines()
+        if not token or len(token[-1]) < 16:
+            raise StepFailed(f"token create printed no token: {token!r}")
+        c.facts[f"{who}_token"], c.facts[f"{who}_tokens"] = token[-1], store
+    return "TLS certificates and tokens for the worker and the subject agent"
+
+
+def _cert_args(c: Check, who: str) -> list[str]:
+    certs = c.work / "certs"
+    cert = next(iter(sorted(certs.glob(f"{who}*.crt")) + sorted(certs.glob(f"{who}*.pem"))), None)
+    key = next(iter(sorted(certs.glob(f"{who}*.key"))), None)
+    if cert is None or key is None:
+        raise StepFailed(f"no certificate/key named {who}* in {certs}: {sorted(p.name for p in certs.iterdir())}")
+    return ["--cert", str(cert), "--key", str(key), "--tokens", str(c.facts[f"{who}_tokens"])]
+
+
+def worker(c: Check) -> str:
+    if "worker_token" not in c.facts:
+        raise Skip("no certificate or token (identities failed)")
+    p = c.start("worker", "--worker", "--host", "127.0.0.1", "--port", "0", *_cert_args(c, "worker"),
+                "--data", str(c.work / "worker-data"))
+    m = p.wait_for(r"WORKER READY url=(\S+) fingerprint=(\S+)", 90)
+    url, fp = m.group(1), m.group(2)
+    if _norm(fp) != _norm(c.facts["worker_fingerprint"]):
+        raise StepFailed(f"worker presents fingerprint {fp}, certs printed {c.facts['worker_fingerprint']}")
+    c.facts["worker_url"] = url
+    return url
+
+
+def subject(c: Check) -> str:
+    if "subject_token" not in c.facts:
+        raise Skip("no certificate or token (identities failed)")
+    p = c.start("subject agent", "--subject", "--host", "127.0.0.1", "--port", "0", "--tcp-port", "0",
+                "--local-port", "0", *_cert_args(c, "subject"))
+    m = p.wait_for(r"console link (wss://\S+)", 90)
+    c.facts["subject_url"] = m.group(1)
+    return m.group(1)
+
+
+def _norm(fp: str) -> str:
+    return re.sub(r"[^0-9a-f]", "", fp.lower().removeprefix("sha256:"))
+
+
+def headless_run(c: Check) -> str:
+    if "worker_url" not in c.facts or "subject_url" not in c.facts or "series" not in c.facts:
+        raise Skip("needs the worker, the subject agent and the synthetic series")
+    home = c.work / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    pins = []
+    for who in ("worker", "subject"):
+        hostport = re.sub(r"^wss?://", "", c.facts[f"{who}_url"]).split("/")[0]
+        pins.append(f"{hostport} {c.facts[f'{who}_fingerprint']}\n")
+    (home / "known_hosts").write_text("".join(pins))  # pinned in advance: a changed certificate is refused
+    watch = c.work / "watch"
+    watch.mkdir()
+    settings = c.work / "RUN.toml"
+    # The addresses go in the settings file (not --worker/--subject flags), as a site's saved run settings would.
+    settings.write_text(
+        "[run]\n"
+        'subject = "bc"\nsession = "01"\nrun = 1\ntask = "bundlecheck"\n'
+        f"tr = {TR}\nexpected_volumes = {VOLUMES}\nend_after_trs = 8\nwatch_folder = {json.dumps(str(watch))}\n"
+        '[project]\nname = "template"\n'
+        f'[worker]\nurl = "{c.facts["worker_url"]}"\ntoken = "{c.facts["worker_token"]}"\n'
+        f'[subject]\nurl = "{c.facts["subject_url"]}"\ntoken = "{c.facts["subject_token"]}"\n'
+    )
+    runs = c.work / "runs"
+    console = c.start("console", "run", "--no-gui", "--settings", str(settings), "--runs-dir", str(runs))
+    time.sleep(2.0)  # let the console connect and start watching; the scanner may start any time after
+    if console.proc.poll() is not None:
+        raise StepFailed(f"the console exited ({console.proc.returncode}) before the scan\n{console.tail()}")
+    scanner = c.start("scanner (replay)", "replay", str(c.facts["series"]), str(watch), "--tr", str(TR))
+    code = console.finish(120)
+    scanner.stop()
+    summary = next((line for line in reversed(console.lines) if line.startswith("run ")), "")
+    m = re.search(r"(\d+) volumes, (\d+) feedback values, (\d+) delivered", summary)
+    if code != 0 or not m:
+        raise StepFailed(f"the console exited {code}\n{console.tail(40)}")
+    volumes, feedback, delivered = map(int, m.groups())
+    # The template project says nothing (None) while it learns its baseline; every real value must reach the subject.
+    values = [v for v in re.findall(r"^volume\s+\d+\s+feedback\s+(\S+)", "\n".join(console.lines), re.M) if v != "None"]
+    if (volumes, feedback) != (VOLUMES, VOLUMES) or not values or delivered < len(values):
+        raise StepFailed(f"expected {VOLUMES} volumes analysed and all {len(values)} feedback values delivered, "
+                         f"got: {summary}\n{console.tail(40)}")
+    c.facts["runs"] = runs
+    return summary
+
+
+def recording(c: Check) -> str:
+    runs = c.facts.get("runs")
+    if runs is None:
+        raise Skip("no headless run")
+    bolds = sorted(Path(runs).rglob("*_bold.nii.gz"))
+    if not bolds:
+        raise Skip(f"the console wrote no BIDS run under {runs} (recording not wired into the console yet)")
+    return _same_voxels(bolds[0], "recorded run")
+
+
+def worker_saved(c: Check) -> str:
+    data = c.work / "worker-data"
+    if "runs" not in c.facts:
+        raise Skip("no headless run")
+    saved = [p for p in data.rglob("*") if p.is_file()] if data.is_dir() else []
+    if not saved:
+        raise StepFailed(f"the worker saved nothing under {data}")
+    return f"{len(saved)} files of the run saved by the worker"
+
+
+def demo_run(c: Check) -> str:
+    """The embedded default: the console starts its own worker and subject agent (the bundle runs itself)."""
+    done = c.run("run", "--no-gui", "--demo", "--volumes", "4", "--runs-dir", str(c.work / "demo-runs"), timeout=180)
+    summary = next((line for line in reversed(done.stdout.splitlines()) if line.startswith("run ")), "")
+    m = re.search(r"(\d+) volumes, (\d+) feedback values", summary)
+    if not m or (int(m.group(1)), int(m.group(2))) != (4, 4):
+        raise StepFailed(f"expected 4 volumes and 4 feedback values, got: {summary or done.stdout[-2000:]}")
+    return summary.split(";")[0]
+
+
+def stop_programs(c: Check) -> str:
+    codes = {}
+    for program in reversed(c.programs):
+        if program.proc.poll() is None:
+            codes[program.name] = program.stop()
+    bad = {k: v for k, v in codes.items() if v not in (0, -signal.SIGTERM, 128 + signal.SIGTERM, 1)}
+    if bad:
+        raise StepFailed(f"programs did not stop cleanly on SIGTERM: {bad}")
+    return ", ".join(f"{k} exited {v}" for k, v in codes.items()) or "nothing was running"
+
+
+STEPS: list[tuple[str, Callable[[Check], str | None]]] = [
+    ("--version", version),
+    ("--help", help_),
+    ("synth: simulated scanner run", synth),
+    ("convert: DICOM to NIfTI", convert),
+    ("certs + token", identities),
+    ("--worker over TLS", worker),
+    ("--subject over TLS", subject),
+    ("run --no-gui with a replayed scan", headless_run),
+    ("the run's recording", recording),
+    ("the worker's saved run", worker_saved),
+    ("stopping the worker and subject agent", stop_programs),
+    ("run --demo with an embedded worker and subject agent", demo_run),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rtcontrol.recording.bundle_check", description=__doc__.split("\n")[0])
+    parser.add_argument("bundle", type=Path, help="the bundle folder (dist/rtcontrol)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder for a look afterwards")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every command's output")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="rtcontrol-bundle-check-"))
+    check = Check(args.bundle.resolve(), work, args.verbose)
+    print(f"bundle check of {check.exe} (work folder {work})", flush=True)
+    try:
+        for name, fn in STEPS:
+            check.step(name, lambda fn=fn: fn(check))
+    finally:
+        check.close()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    passed = len(STEPS) - len(check.failed) - len(check.skipped)
+    print(f"bundle check: {passed} passed, {len(check.failed)} failed, {len(check.skipped)} skipped", flush=True)
+    return 1 if check.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
