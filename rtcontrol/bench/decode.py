@@ -57,7 +57,8 @@ def make_mosaics(folder: Path, n_files: int = 10, shape: tuple[int, int, int] = 
     for t in range(n_files):
         pix = rng.integers(0, 3000, size=(grid * ny, grid * nx), dtype=np.int16)
         ds.PixelData = pix.tobytes()
-        ds.AcquisitionNumber = t + 1
+        ds.AcquisitionNumber = ds.InstanceNumber = t + 1
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
         path = folder / f"MR.{t + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
