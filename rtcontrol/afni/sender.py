@@ -38,6 +38,7 @@ class SenderSettings:
     queue_size: int = 8  # volumes waiting for the wire; more are reported as not sent
     retry_interval: float = 1.0  # seconds between attempts to reach AFNI
     header_pause: float = 0.05  # seconds between the metadata block and the first image (Dimon: 50 ms)
+    reconnect_grace: float = 3.0  # after we end a run AFNI saves it and refuses briefly: keep trying this long
     wait_for_afni: float = 0.0  # seconds a volume waits for an unreachable AFNI (0: report it not sent; afni-feed waits)
 
 
@@ -107,6 +108,7 @@ class AfniSender:
         self._channel: DataChannel | None = None
         self._run: _Run | None = None
         self._next_attempt = 0.0
+        self._grace_until = 0.0
 
     # ------------------------------------------------------------------ caller side
 
@@ -127,6 +129,7 @@ class AfniSender:
             return
         self._queue = asyncio.Queue(maxsize=max(1, self.settings.queue_size))
         self._next_attempt = 0.0
+        self._grace_until = 0.0
         self._task = asyncio.get_running_loop().create_task(self._main(), name="afni-sender")
         self._set_state("idle", f"ready for {self.settings.channel.describe()}")
 
@@ -260,7 +263,7 @@ class AfniSender:
     async def _connect(self, volume: Volume) -> DataChannel | None:
         """Control string + data channel; retries every ``retry_interval`` for ``wait_for_afni`` s."""
         cs = self.settings.channel
-        give_up = time.monotonic() + max(0.0, self.settings.wait_for_afni)
+        give_up = max(time.monotonic() + max(0.0, self.settings.wait_for_afni), self._grace_until)
         while True:
             now = time.monotonic()
             if now < self._next_attempt:
@@ -273,9 +276,11 @@ class AfniSender:
             try:
                 return await open_data_channel(cs)
             except AfniUnavailable as exc:
-                self._next_attempt = time.monotonic() + self.settings.retry_interval
+                now = time.monotonic()
+                interval = self.settings.retry_interval
+                self._next_attempt = now + (min(0.05, interval) if now < self._grace_until else interval)
                 self._set_state("waiting", str(exc))
-                if time.monotonic() >= give_up:
+                if now >= give_up:
                     self._not_sent(volume, f"AFNI unreachable: {exc}")
                     return None
 
@@ -295,6 +300,7 @@ class AfniSender:
                 message += f" (AFNI connection lost at the end marker: {exc})"
         else:
             await self._drop_channel()
+            self._grace_until = time.monotonic() + self.settings.reconnect_grace
             message += " (data channel closed: AFNI saves the dataset)"
         self._emit(SenderEvent("run_end", message, run=run.name))
         if not closing:
