@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volumes", type=int, default=10, help="--text: how many volumes to wait for")
     parser.add_argument("--timeout", type=float, default=30.0, help="--text: seconds to wait for each volume")
     args = parser.parse_args(argv)
-    with FeedbackClient(args.port) as fb:
+    with FeedbackClient(args.port, name="psychopy") as fb:
         if args.text:
             return run_text(fb, args.volumes, args.timeout)
         return run_psychopy(fb)

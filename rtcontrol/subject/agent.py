@@ -56,6 +56,7 @@ class SubjectAgent:
         self.current: P.RunSettings | None = None
         self.records: OrderedDict[tuple[str, int], Record] = OrderedDict()
         self.errors = 0
+        self._quiet: Record | None = None  # reports for this record wait for its ack
 
     # ------------------------------------------------------------------ clocks
 
@@ -158,12 +159,17 @@ class SubjectAgent:
                                "stamps": {"subject_delivered": self.to_console(rec.received)}})
             return
         settings = self.runs.get(fb.run)
+        missed = False
         if settings is None or fb.late:
             at = now
         else:
             at = P.onset_time(settings.onset, now, self.from_console(fb.acquired),
                               self.from_console(settings.t0), fb.index)
-        rec = Record(fb.run, fb.index, now, fb.late, at)
+            if settings.onset.mode == "delay":  # did it arrive after the moment it was meant for?
+                late_by = now - P.onset_time(settings.onset, float("-inf"), self.from_console(fb.acquired),
+                                             self.from_console(settings.t0), fb.index)
+                missed = late_by > 0.001
+        rec = Record(fb.run, fb.index, now, fb.late, at, onset_missed=missed)
         self.records[key] = rec
         while len(self.records) > MAX_RECORDS:
             _, old = self.records.popitem(last=False)
@@ -173,17 +179,20 @@ class SubjectAgent:
         if at - now > 0.0005:
             rec.timer = asyncio.get_running_loop().call_later(at - now, self._release, rec, item)
         else:
-            self._release(rec, item)  # consumers first, the console's ack right after
-        self.send_console({"type": "ack", "run": fb.run, "index": fb.index,
-                           "stamps": {"subject_delivered": self.to_console(now)}})
+            # consumers first, then one ack carrying every stamp made meanwhile (idle consumers take at once)
+            self._quiet = rec
+            try:
+                self._release(rec, item)
+            finally:
+                self._quiet = None
+        self.send_console({"type": "ack", "run": fb.run, "index": fb.index, "stamps": self.stamps(rec)})
 
     def _release(self, rec: Record, item: dict[str, Any]) -> None:
         rec.timer = None
         rec.released = time.monotonic()
-        rec.onset_missed = rec.released - rec.onset_at > 0.005 and not rec.late
         self.hub.publish(item)
         if not self.hub.consumers:
-            self._report(rec)
+            self._report(rec)  # nobody to take it: still tell the console it went out
 
     # ------------------------------------------------------------------ consumers -> agent
 
@@ -205,8 +214,14 @@ class SubjectAgent:
                 )
             rec.consumers.setdefault(consumer.name, {}).setdefault("displayed", time.monotonic())
             self._report(rec)
-        elif kind == "hello":
-            pass  # names are settled by the adapter before the consumer joins the hub
+        elif kind == "hello":  # {"type": "hello", "name": "psychopy"}: name this consumer in the stamps
+            name = msg.get("name")
+            if not isinstance(name, str) or not name or len(name) > 40 or not name.replace("-", "").replace(
+                    "_", "").isalnum():
+                raise P.ProtocolError(f"{consumer.name}: hello 'name' must be 1-40 letters, digits, - or _")
+            consumer.name = f"{name}-{consumer.name.rsplit('-', 1)[-1]}"
+            consumer.queue.put({"type": "hello", "protocol": P.PROTOCOL, "consumer": consumer.name})
+            self._consumers_changed()
         elif kind == "ping":
             consumer.queue.put({"type": "pong", "t": msg.get("t")})
 
@@ -232,6 +247,7 @@ class SubjectAgent:
             out["consumer_taken"] = c(min(taken))
         if shown:
             out["displayed"] = c(min(shown))
+        out["onset"] = c(rec.onset_at)  # when it was scheduled to go out
         out["released"] = c(rec.released)
         out["consumers"] = {name: {k: c(v) for k, v in d.items()} for name, d in rec.consumers.items()}
         out["late"] = rec.late
@@ -241,6 +257,8 @@ class SubjectAgent:
         return out
 
     def _report(self, rec: Record) -> None:
+        if rec is self._quiet:
+            return  # the ack that follows carries these stamps
         self.send_console({"type": "delivery", "run": rec.run, "index": rec.index, "stamps": self.stamps(rec)})
 
     async def close(self) -> None:

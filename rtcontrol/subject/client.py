@@ -41,8 +41,9 @@ class FeedbackClient:
     """Synchronous view of the agent's feedback stream; thread-safe."""
 
     def __init__(self, port: int = DEFAULT_LOCAL_PORT, host: str = "127.0.0.1", *, url: str | None = None,
-                 connect_timeout: float = 5.0, keep: int = 10_000) -> None:
+                 name: str = "python", connect_timeout: float = 5.0, keep: int = 10_000) -> None:
         self.url = url or f"ws://{host}:{port}/ws"
+        self._hello = name  # how this program is named in the console's per-consumer stamps
         self._cond = threading.Condition()
         self._values: dict[tuple[str, int], FeedbackValue] = {}
         self._order: deque[tuple[str, int]] = deque()
@@ -145,6 +146,7 @@ class FeedbackClient:
             try:
                 with connect(self.url, open_timeout=2.0, compression=None, max_size=1 << 20) as ws:
                     self._ws = ws
+                    ws.send(json.dumps({"type": "hello", "name": self._hello}))
                     backoff = 0.1
                     self._connected.set()
                     for raw in ws:

@@ -283,7 +283,7 @@ def onset_time(onset: Onset, received: float, acquired: float | None, t0: float 
     if ref is None:
         ref = received
     if onset.mode == "delay":
-        return max(received, ref + onset.delay)
+        return max(received, ref + onset.delay)  # already past: at once (the agent marks it onset_missed)
     assert onset.tr is not None  # parse_run_settings guarantees it for mode "tr"
     if received <= ref:
         return ref

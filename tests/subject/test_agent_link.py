@@ -139,11 +139,22 @@ async def test_delayed_onset_waits_for_acquisition_plus_delay(agent_info, client
     client.send_feedback("r", 0, 1.0, acquired=acquired)
     await c.next_of("feedback")
     waited = time.monotonic() - acquired
-    assert 0.28 <= waited < 1.0
+    assert 0.295 <= waited < 1.0
     await wait_until(lambda: "consumer_taken" in client.recorder.deliveries.get(("r", 0), {}), what="stamps")
     stamps = client.recorder.deliveries[("r", 0)]
-    assert stamps["released"] - acquired == pytest.approx(0.3, abs=0.03)
+    assert 0.295 <= stamps["released"] - acquired < 0.6  # not early (clock offset error ~0.1 ms), jitter late
     assert stamps["onset_missed"] is False
+
+
+async def test_feedback_arriving_after_its_onset_goes_out_at_once_marked(agent_info, client) -> None:
+    c = await LineConsumer.open(agent_info.tcp_port)
+    await client.start_run({"run": "r", "onset": {"mode": "delay", "delay": 0.1}})
+    t = time.monotonic()
+    client.send_feedback("r", 0, 1.0, acquired=t - 1.0)  # the analysis took longer than the delay
+    await c.next_of("feedback")
+    assert time.monotonic() - t < 0.5
+    await wait_until(lambda: "consumer_taken" in client.recorder.deliveries.get(("r", 0), {}), what="stamps")
+    assert client.recorder.deliveries[("r", 0)]["onset_missed"] is True
 
 
 async def test_tr_boundary_onset(agent_info, client) -> None:
@@ -153,7 +164,7 @@ async def test_tr_boundary_onset(agent_info, client) -> None:
     await asyncio.sleep(0.05)
     client.send_feedback("r", 0, 1.0)  # no acquisition time: boundaries count from t0
     await c.next_of("feedback")
-    assert time.monotonic() - t0 == pytest.approx(0.4, abs=0.06)
+    assert 0.395 <= time.monotonic() - t0 < 0.7  # the boundary, give or take scheduling jitter
 
 
 async def test_stop_cancels_pending_onsets(agent_info, client) -> None:
@@ -302,3 +313,31 @@ async def test_agent_survives_console_reconnects(agent_info) -> None:
         await c.close()
     assert agent_info.running.endpoint.connections == 3
     assert agent_info.agent.current is not None and agent_info.agent.current.run == "again"
+
+
+async def test_consumer_names_itself_and_bad_names_are_refused(agent_info) -> None:
+    c = await LineConsumer.open(agent_info.tcp_port)
+    await c.send({"type": "hello", "name": "ptb"})
+    assert (await c.next_of("hello"))["consumer"].startswith("ptb-")
+    await c.send({"type": "hello", "name": "../../etc"})
+    assert "letters, digits" in (await c.next_of("error"))["message"]
+
+
+async def test_page_files_are_served_and_nothing_outside(agent_info) -> None:
+    import urllib.error
+    import urllib.request
+
+    def get(path: str) -> tuple[int, str, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{agent_info.local_port}{path}", timeout=5) as r:
+                return r.status, r.headers["Content-Type"], r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers["Content-Type"], e.read()
+
+    status, ctype, body = await asyncio.to_thread(get, "/")
+    assert status == 200 and ctype.startswith("text/html") and b"rtcontrol feedback" in body
+    status, ctype, body = await asyncio.to_thread(get, "/plugin-rtcontrol-feedback.js")
+    assert status == 200 and "javascript" in ctype and b"jsPsychRtcontrolFeedback" in body
+    for bad in ("/../../rtcontrol/subject/agent.py", "/%2e%2e/%2e%2e/README.md", "/nope.js"):
+        status, _, body = await asyncio.to_thread(get, bad)
+        assert status == 404, bad

@@ -31,6 +31,7 @@ async def test_psychopy_example_in_text_mode(agent_info, client) -> None:
     await wait_until(lambda: rec.responses, what="the example's response")
     assert rec.responses[-1]["data"] == {"done": True, "volumes": 3}
     await wait_until(lambda: "displayed" in rec.deliveries.get(("ex", 2), {}), what="displayed stamps")
+    assert any(name.startswith("psychopy-") for name in rec.deliveries[("ex", 2)]["consumers"])
 
 
 def test_matlab_snippet_covers_the_protocol() -> None:

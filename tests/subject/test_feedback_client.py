@@ -15,6 +15,8 @@ async def test_latest_wait_for_and_responses(agent_info, client) -> None:
     fb = await asyncio.to_thread(FeedbackClient, agent_info.local_port)
     try:
         assert fb.latest() is None
+        await asyncio.sleep(0.1)
+        assert fb.name and fb.name.startswith("python-")  # named by its hello
         await wait_until(lambda: any(c["kind"] == "ws" for c in agent_info.agent.state()["consumers"]),
                          what="the client to join")
         await client.start_run({"run": "run-03", "tr": 1.0})
