@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from io import BytesIO
@@ -65,10 +66,12 @@ class _Series:
 
 
 _SERIES: OrderedDict[tuple, _Series] = OrderedDict()
+_LOCK = threading.Lock()
 
 
 def clear_cache() -> None:
-    _SERIES.clear()
+    with _LOCK:
+        _SERIES.clear()
 
 
 @dataclass
@@ -83,16 +86,18 @@ def read_enhanced(df: DicomFile) -> Volume:
     ds, path = df.ds, df.path
     n = int(ds.get("NumberOfFrames", 1) or 1)
     key = (str(ds.get("SeriesInstanceUID", "")), int(ds.Rows), int(ds.Columns), n)
-    series = _SERIES.get(key)
+    with _LOCK:  # read_file runs in a thread pool
+        series = _SERIES.get(key)
     frames = _scan_frames(df, n) if series is not None else None
     if series is None or frames is None or frames.slopes != series.scale_texts:
         series, frames = _parse_groups(df, n)  # first volume, or anything the scan cannot vouch for
         scan = _scan_frames(df, n)
         if scan is not None and np.allclose(scan.positions, frames.positions) and scan.temporal == frames.temporal:
             series = replace(series, scale_texts=frozenset(scan.slopes))  # the scan is good for this series
-        _SERIES[key] = series
-        while len(_SERIES) > 16:
-            _SERIES.popitem(last=False)
+        with _LOCK:
+            _SERIES[key] = series
+            while len(_SERIES) > 16:
+                _SERIES.popitem(last=False)
     positions, times = frames.positions, frames.times
     proj = positions @ series.normal
     order = np.argsort(proj, kind="stable")

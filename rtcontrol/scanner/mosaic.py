@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 import re
 import struct
+import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-
-import warnings
 
 import numpy as np
 
@@ -40,7 +40,8 @@ from rtcontrol.scanner.geometry import affine_lps_to_ras, ms_to_s, orientation, 
 from rtcontrol.scanner.volume import Volume
 
 _CACHE_SIZE = 32
-_CACHE: OrderedDict[tuple, MosaicLayout] = OrderedDict()  # type: ignore[name-defined]
+_LOCK = threading.Lock()
+_CACHE: OrderedDict[tuple, MosaicLayout] = OrderedDict()  # series + geometry tags -> layout
 _REVERSED = re.compile(rb"sSliceArray\.ucImageNumb(?:Tra|Sag|Cor)\s*=\s*(0x1|1)\b")
 _MULTIBAND = re.compile(rb"sSliceAcceleration\.lMultiBandFactor\s*=\s*(\d+)")
 
@@ -67,7 +68,8 @@ def is_mosaic(ds: Any) -> bool:
 
 
 def clear_cache() -> None:
-    _CACHE.clear()
+    with _LOCK:
+        _CACHE.clear()
 
 
 def read_mosaic(df: DicomFile) -> Volume:
@@ -120,14 +122,16 @@ def _key(df: DicomFile) -> tuple:
 
 def _layout(df: DicomFile) -> MosaicLayout:
     key = _key(df)
-    layout = _CACHE.get(key)
-    if layout is not None:
-        _CACHE.move_to_end(key)
-        return layout
+    with _LOCK:  # read_file runs in a thread pool
+        layout = _CACHE.get(key)
+        if layout is not None:
+            _CACHE.move_to_end(key)
+            return layout
     layout = _compute_layout(df)
-    _CACHE[key] = layout
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    with _LOCK:
+        _CACHE[key] = layout
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return layout
 
 

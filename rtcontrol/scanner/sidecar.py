@@ -47,7 +47,7 @@ def series_name(facts: dict[str, Any], fallback: str = "series") -> str:
     parts = [str(number)] if number not in (None, "") else []
     if desc:
         parts.append(str(desc))
-    return sanitize("_".join(parts)) or fallback
+    return sanitize("_".join(parts)) or sanitize(fallback) or "series"
 
 
 def sanitize(text: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -64,6 +65,7 @@ class _SeriesFacts:
 
 
 _SERIES: OrderedDict[tuple, _SeriesFacts] = OrderedDict()
+_LOCK = threading.Lock()
 
 
 def _series_facts(df: DicomFile) -> _SeriesFacts:
@@ -73,9 +75,9 @@ def _series_facts(df: DicomFile) -> _SeriesFacts:
     if iop is None or ds.get("ImagePositionPatient") is None or spacing is None:
         raise CorruptFile(df.path, "image without ImagePositionPatient/ImageOrientationPatient/PixelSpacing: no geometry")
     key = (str(ds.get("SeriesInstanceUID", "")), int(ds.Rows), int(ds.Columns), tuple(map(str, iop)), tuple(map(str, spacing)))
-    found = _SERIES.get(key)
+    with _LOCK:  # read_file runs in a thread pool
+        found = _SERIES.get(key)
     if found is not None:
-        _SERIES.move_to_end(key)
         return found
     vendor = manufacturer(ds)
     n_slices = _slices_per_volume(ds, vendor)
@@ -83,9 +85,10 @@ def _series_facts(df: DicomFile) -> _SeriesFacts:
     facts = header_facts(ds, "slices", PhaseEncodingDirection=_ge_phase_encoding(ds) if vendor == "GE" else None)
     _, _, normal = orientation(iop)
     found = _SeriesFacts(vendor, n_slices, tr, facts, normal, tuple(float(x) for x in iop), (float(spacing[0]), float(spacing[1])))
-    _SERIES[key] = found
-    while len(_SERIES) > 32:
-        _SERIES.popitem(last=False)
+    with _LOCK:
+        _SERIES[key] = found
+        while len(_SERIES) > 32:
+            _SERIES.popitem(last=False)
     return found
 
 

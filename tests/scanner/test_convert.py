@@ -110,3 +110,28 @@ def test_main_py_convert_as_a_user_runs_it(dicom_root: Path, tmp_path: Path) -> 
     side = json.loads((tmp_path / "5_ep2d_Int_HF.json").read_text())
     assert side["PhaseEncodingDirection"] == "j"  # our rows are not flipped: dcm2niix says j- for its own
     assert np.isclose(side["SliceTiming"][1], 0.0)
+
+
+def test_series_names_are_safe_file_names() -> None:
+    from rtcontrol.scanner.sidecar import series_name
+
+    assert series_name({"SeriesNumber": 5, "SeriesDescription": "ep2d bold/AP (MB3)"}) == "5_ep2d_bold_AP_MB3"
+    assert series_name({"SeriesDescription": "../../etc/passwd"}) == "etc_passwd"
+    assert series_name({}, fallback="func") == "func"
+    assert series_name({}, fallback="///") == "series"
+
+
+def test_convert_a_folder_of_nifti_volumes(reference_root: Path, tmp_path: Path) -> None:
+    """A scanner-side converter's 3-D files (vol_0001.nii ...) become one 4-D series again."""
+    ref = nib.load(next((reference_root / "siemens_mosaic_ep2d_int_6vol").glob("*.nii.gz")))
+    src = tmp_path / "in"
+    src.mkdir()
+    data = np.asarray(ref.dataobj.get_unscaled())
+    for t in range(data.shape[3]):
+        nib.save(nib.Nifti1Image(data[..., t], ref.affine), src / f"vol_{t + 1:04d}.nii")
+    assert main(["convert", str(src), "-o", str(tmp_path / "out")]) == 0
+    (nii,) = (tmp_path / "out").glob("*.nii.gz")
+    assert nii.name == "vol.nii.gz"
+    out = nib.load(nii)
+    assert out.shape == data.shape and np.array_equal(np.asarray(out.dataobj), data)
+    assert np.allclose(out.affine, ref.affine, atol=1e-5)
