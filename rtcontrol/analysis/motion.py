@@ -67,6 +67,7 @@ class MotionCorrector:
         reference_index: int = 0,
         reference_volume: int = 0,
         fwhm_mm: float | None = None,
+        refine_fwhm_mm: float | None = None,
         max_points: int = 15_000,
         max_iterations: int = 15,
         refine_iterations: int = 1,
@@ -80,6 +81,7 @@ class MotionCorrector:
             raise ValueError(f"max_points must be at least 100, got {max_points}")
         self.reference_index = int(reference_index)
         self.fwhm_mm = fwhm_mm
+        self.refine_fwhm_mm = refine_fwhm_mm
         self.max_points = int(max_points)
         self.max_iterations = int(max_iterations)
         self.refine_iterations = int(refine_iterations)
@@ -111,8 +113,9 @@ class MotionCorrector:
         aff = np.asarray(volume.affine, dtype=np.float64)
         if min(ref.shape) < 2:
             raise ValueError(f"reference volume {volume.run}#{volume.index} is too small to register: {ref.shape}")
-        fwhm = self.fwhm_mm if self.fwhm_mm is not None else default_fwhm(aff)
-        self._fwhm = float(fwhm)
+        vox = float(voxel_sizes(aff).max())
+        self._fwhm = float(self.fwhm_mm if self.fwhm_mm is not None else 2.0 * vox)
+        self._refine_fwhm = float(self.refine_fwhm_mm if self.refine_fwhm_mm is not None else 1.0 * vox)
         self._ref = volume
         self._ref_affine = aff
         self._ref_shape = ref.shape
@@ -121,18 +124,11 @@ class MotionCorrector:
 
         s = smooth(ref, aff, self._fwhm)
         ijk = _sample_points(s, self.max_points)
-        grads = np.stack([g[tuple(ijk.T)] for g in np.gradient(s)], axis=1).astype(np.float64)
-        g_world = grads @ np.linalg.inv(aff[:3, :3])  # dR/dx = A^-T dR/dijk, row-wise
         x_world = ijk @ aff[:3, :3].T + aff[:3, 3]
-        d = x_world - self._c
-        # columns: translations (mm) then rotations (radians) of the small update D
-        J = np.concatenate([g_world, np.cross(d, g_world)], axis=1)
-        self._JT = np.ascontiguousarray(J.T)  # (6, N)
-        self._H = self._JT @ J
-        self._r = s[tuple(ijk.T)].astype(np.float64)
         self._x = x_world.T.copy()  # (3, N) world coordinates of the sample points
-        if np.linalg.cond(self._H) > 1e12:
-            raise ValueError("the reference volume has too little structure to register (flat image?)")
+        self._coarse = _Level.build(s, aff, ijk, x_world - self._c)
+        fine = s if self._refine_fwhm == self._fwhm else smooth(ref, aff, self._refine_fwhm)
+        self._fine = _Level.build(fine, aff, ijk, x_world - self._c)
 
     # -- per volume ------------------------------------------------------------------------
     def process(self, volume: Volume) -> MotionResult:
@@ -170,27 +166,30 @@ class MotionCorrector:
         total = 0
         for _ in range(self.max_iterations):
             total += 1
-            T, step = self._gauss_newton_step(s, to_vox, T, 1)
+            T, step = self._gauss_newton_step(self._coarse, s, to_vox, T, 1)
             if step < self.tolerance_mm:
                 converged = True
                 break
         if self.refine_iterations > 0:
-            coeffs = ndimage.spline_filter(s, order=3, output=np.float32, mode="nearest")
+            fine = s if self._refine_fwhm == self._fwhm else smooth(data, affine, self._refine_fwhm)
+            coeffs = ndimage.spline_filter(fine, order=3, output=np.float32, mode="nearest")
             for _ in range(self.refine_iterations):
                 total += 1
-                T, step = self._gauss_newton_step(coeffs, to_vox, T, 3)
+                T, step = self._gauss_newton_step(self._fine, coeffs, to_vox, T, 3)
                 if step < self.tolerance_mm:
                     break
         self._T = T
         return T, total, converged
 
-    def _gauss_newton_step(self, src: np.ndarray, to_vox: np.ndarray, T: np.ndarray, order: int) -> tuple[np.ndarray, float]:
+    def _gauss_newton_step(
+        self, level: _Level, src: np.ndarray, to_vox: np.ndarray, T: np.ndarray, order: int
+    ) -> tuple[np.ndarray, float]:
         M = to_vox @ T
         coords = M[:3, :3] @ self._x + M[:3, 3:4]
         w = ndimage.map_coordinates(src, coords, order=order, mode="constant", cval=np.nan, prefilter=False, output=np.float32)
         invalid = np.isnan(w)
-        r = self._r
-        H = self._H
+        r = level.r
+        H = level.H
         n_out = int(np.count_nonzero(invalid))
         if n_out:
             # points that left the field of view drop out: zero residual, Hessian without them
@@ -199,7 +198,7 @@ class MotionCorrector:
                     f"only {w.size - n_out} of {w.size} reference points fall inside the volume: "
                     "the head moved out of the field of view, or the reference does not match this run"
                 )
-            Jo = self._JT[:, invalid]
+            Jo = level.JT[:, invalid]
             H = H - Jo @ Jo.T
             w[invalid] = r[invalid]
         w = w.astype(np.float64)
@@ -210,7 +209,7 @@ class MotionCorrector:
                 w = w / gain
                 if n_out:
                     w[invalid] = r[invalid]
-        dp = np.linalg.solve(H, self._JT @ (w - r))
+        dp = np.linalg.solve(H, level.JT @ (w - r))
         D = params_to_matrix(np.concatenate([dp[:3], np.rad2deg(dp[3:])]), self._c)
         step = float(np.linalg.norm(dp[:3]) + FD_RADIUS_MM * np.linalg.norm(dp[3:]))
         return T @ np.linalg.inv(D), step
@@ -242,13 +241,28 @@ class MotionCorrector:
         )
 
 
+@dataclass
+class _Level:
+    """What one smoothing level of the reference contributes: Jacobian, Hessian, intensities."""
+
+    JT: np.ndarray  # (6, N): d(reference)/d(tx, ty, tz, rx, ry, rz) at the sample points
+    H: np.ndarray  # (6, 6) Gauss-Newton Hessian J'J, constant (inverse compositional)
+    r: np.ndarray  # (N,) smoothed reference at the sample points
+
+    @classmethod
+    def build(cls, smoothed: np.ndarray, affine: np.ndarray, ijk: np.ndarray, d: np.ndarray) -> _Level:
+        grads = np.stack([g[tuple(ijk.T)] for g in np.gradient(smoothed)], axis=1).astype(np.float64)
+        g_world = grads @ np.linalg.inv(affine[:3, :3])  # dR/dx = A^-T dR/dijk, row-wise
+        # columns: translations (mm) then rotations (radians) of the small update D about the centre
+        J = np.concatenate([g_world, np.cross(d, g_world)], axis=1)
+        H = J.T @ J
+        if np.linalg.cond(H) > 1e12:
+            raise ValueError("the reference volume has too little structure to register (flat image?)")
+        return cls(np.ascontiguousarray(J.T), H, smoothed[tuple(ijk.T)].astype(np.float64))
+
+
 class MotionError(RuntimeError):
     """A volume could not be registered to the reference (said why)."""
-
-
-def default_fwhm(affine: np.ndarray) -> float:
-    """Smoothing used for registration: about one and a half of the largest voxel edge."""
-    return float(1.5 * voxel_sizes(affine).max())
 
 
 def _sample_points(smoothed: np.ndarray, max_points: int) -> np.ndarray:
