@@ -122,6 +122,7 @@ class WorkerServer:
         self.volume_timeout, self.start_timeout = volume_timeout, start_timeout
         self.file_timeout, self.session_linger = file_timeout, session_linger
         self.sessions: dict[str, Session] = {}
+        self._ending: set[RunProcess] = set()  # runs of consoles that said bye, finishing
         self.server: Server | None = None
         self._reaper: asyncio.Task | None = None
 
@@ -142,6 +143,8 @@ class WorkerServer:
         for s in self.sessions.values():
             if s.run:
                 await s.run.kill()
+        for rp in list(self._ending):
+            await rp.kill()
         self.sessions.clear()
 
     async def _reap(self) -> None:
@@ -178,15 +181,18 @@ class WorkerServer:
         try:
             async for raw in conn:
                 t_recv = time.monotonic()
-                if isinstance(raw, bytes):
-                    await self._on_volume(session, conn, raw, t_recv)
-                    continue
                 try:
-                    msg = decode_message(raw)
-                except FrameError as exc:
-                    await conn.send(encode_message("error", code="bad_frame", message=str(exc)))
-                    continue
-                await self._dispatch(session, conn, msg, t_recv)
+                    if isinstance(raw, bytes):
+                        await self._on_volume(session, conn, raw, t_recv)
+                        continue
+                    try:
+                        msg = decode_message(raw)
+                    except FrameError as exc:
+                        await conn.send(encode_message("error", code="bad_frame", message=str(exc)))
+                        continue
+                    await self._dispatch(session, conn, msg, t_recv)
+                except websockets.ConnectionClosed:
+                    continue  # our answer is lost, but what the console sent before closing still counts
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -214,7 +220,12 @@ class WorkerServer:
             fut = session.file_waiters.pop(msg.get("id"), None)
             if fut and not fut.done():
                 fut.set_result(msg)
-        elif kind == "bye":
+        elif kind == "bye":  # the console is done: end its run and forget the session
+            self.sessions.pop(session.id, None)
+            if session.run and session.run.state in ACTIVE:
+                self._ending.add(session.run)
+                task = asyncio.create_task(session.run.stop())
+                task.add_done_callback(lambda _t, rp=session.run: self._ending.discard(rp))
             await conn.close()
         else:
             await conn.send(encode_message("error", code="unexpected", message=f"the worker does not take {kind!r}"))
@@ -254,7 +265,9 @@ class WorkerServer:
         try:
             result = await self._op(session, op, args)
             text = encode_message("reply", id=rid, ok=True, result=result)
-        except (ProjectError, RunFailed, ValueError, KeyError, TypeError) as exc:
+        except KeyError as exc:
+            text = encode_message("reply", id=rid, ok=False, error=f"request {op!r} lacks the argument {exc}")
+        except (ProjectError, RunFailed, ValueError, TypeError) as exc:
             tb = getattr(exc, "traceback", "")
             text = encode_message("reply", id=rid, ok=False, error=str(exc), traceback=tb)
         except Exception as exc:  # report, never kill the worker

@@ -209,3 +209,15 @@ async def test_oversized_feedback_is_replaced_by_a_clear_log(tmp_path: Path) -> 
             assert client.reconnects == 0
     assert [e.index for e in rec.feedback] == [0, 2]
     assert any("feedback of volume 1 dropped" in m and "over the" in m for m in rec.logs)
+
+
+async def test_closing_the_console_ends_its_run(tmp_path: Path, projects: Path) -> None:
+    async with local_worker(projects=[projects], in_process=True, data_dir=tmp_path / "runs") as w:
+        client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint)
+        await client.connect()
+        await client.start_run("template", {"baseline": 1}, run="left", tr=2.0)
+        await client.send_volume(make_volume(0, run="left"))
+        await client.close()  # without stop_run
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        await wait_for(lambda: "run ended after 1 volumes" in (run_dir / "project.log").read_text(), 15, "end_run")
+    assert client.state == "closed"
