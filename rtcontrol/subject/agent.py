@@ -156,7 +156,7 @@ class SubjectAgent:
         rec = self.records.get(key)
         if rec is not None:  # a resend of something we already have: acknowledge, never deliver twice
             self.send_console({"type": "ack", "run": fb.run, "index": fb.index, "duplicate": True,
-                               "stamps": {"subject_delivered": self.to_console(rec.received)}})
+                               "stamps": self.stamps(rec)})
             return
         settings = self.runs.get(fb.run)
         missed = False

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Control messages kept while the link is down (run start/stop, messages); the oldest go first.
 MAX_BACKLOG = 1000
+#: Feedback values kept for resending while the agent is unreachable (hours of TRs).
+MAX_UNACKED = 20_000
 CLOCK_SAMPLES = 5
 CLOCK_REFRESH_S = 10.0
 
@@ -77,6 +79,7 @@ class SubjectClient:
         self.reply_timeout = reply_timeout
         self.clock = ClockSync()
         self.unacked: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self.dropped_unacked = 0
         self._backlog: deque[dict[str, Any]] = deque(maxlen=MAX_BACKLOG)
         self._conn: Any = None
         self._ready = False
@@ -145,6 +148,9 @@ class SubjectClient:
         P.parse_feedback(msg, "send_feedback")  # refuse bad values here, where the caller can see it
         key = (run, int(index))
         self.unacked[key] = msg
+        if len(self.unacked) > MAX_UNACKED:  # the agent has been away for hours: keep the newest
+            self.unacked.popitem(last=False)
+            self.dropped_unacked += 1
         if self._ready:
             self._send_now(msg)
 
@@ -167,13 +173,14 @@ class SubjectClient:
             P.parse_run_settings(msg)
         except P.ProtocolError as exc:
             raise SubjectError(str(exc)) from None
-        await self._request(msg, "run_started", str(settings["run"]))
+        await self._request(msg, str(settings["run"]))
 
     async def stop_run(self, run: str | None = None) -> None:
         """Stop the run (pending delayed onsets are cancelled); waits for the agent if connected."""
-        await self._request({"type": "run_stop", "run": run}, "run_stopped", str(run))
+        await self._request({"type": "run_stop", "run": run}, str(run))
 
-    async def _request(self, msg: dict[str, Any], reply: str, run: str) -> None:
+    async def _request(self, msg: dict[str, Any], run: str) -> None:
+        """Send a run_start/run_stop and wait for the agent's answer (queued instead while the link is down)."""
         if not self._ready:
             self._backlog.append(msg)  # goes out first when the link returns
             return
@@ -190,7 +197,6 @@ class SubjectClient:
             self._replies.pop((msg["type"], run), None)
         if answer.get("type") == "error":
             raise SubjectError(str(answer.get("message")))
-        del reply
 
     def _send_control(self, msg: dict[str, Any]) -> None:
         if self._ready:
