@@ -145,3 +145,36 @@ def test_read_series_on_a_mixed_folder(dicom_root: Path, tmp_path: Path) -> None
     (tmp_path / "stray.bin").write_bytes(b"\x00\x01not an image" * 10)
     found = read_series(tmp_path)
     assert sorted(len(v) for v in found.values()) == [2, 3]
+
+
+def test_siemens_single_slices_cut_from_a_mosaic_assemble_back(dicom_root: Path, tmp_path: Path) -> None:
+    """Siemens non-mosaic export: one file per slice, AcquisitionNumber per volume, instance numbers
+    in a scrambled order. Cut from a real mosaic, the slices must assemble into the same volumes."""
+    import pydicom
+
+    from rtcontrol.scanner.geometry import LPS_TO_RAS
+
+    src_files = sorted((dicom_root / "siemens_mosaic_ep2d_int_6vol").glob("*.dcm"))[:2]
+    originals = [read_file(p) for p in src_files]
+    rng = random.Random(1)
+    for f, vol in zip(src_files, originals):
+        ds = pydicom.dcmread(f)
+        lps = LPS_TO_RAS @ vol.affine  # the same matrix flips RAS back to LPS
+        numbers = list(range(1, vol.shape[2] + 1))
+        rng.shuffle(numbers)
+        for k in range(vol.shape[2]):
+            s = ds.copy()
+            s.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+            s.Rows, s.Columns = vol.shape[1], vol.shape[0]
+            s.PixelData = np.ascontiguousarray(vol.data[:, :, k].T).tobytes()
+            s.ImagePositionPatient = [f"{x:.6f}" for x in (lps @ [0, 0, k, 1])[:3]]
+            s.InstanceNumber = numbers[k] + 100 * int(ds.AcquisitionNumber)
+            s.ImagesInAcquisition = vol.shape[2]
+            s.SOPInstanceUID = s.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+            s.save_as(tmp_path / f"slice_{ds.AcquisitionNumber}_{numbers[k]:03d}.dcm")
+    (vols,) = read_series(tmp_path).values()
+    assert [v.index for v in vols] == [o.index for o in originals]
+    for v, o in zip(vols, originals):
+        assert v.header["SourceFormat"] == "slices"
+        assert np.array_equal(v.data, o.data)
+        assert np.allclose(v.affine, o.affine, atol=1e-4)

@@ -218,3 +218,21 @@ def test_pixel_data_shorter_than_image_is_corrupt(dicom_root: Path, tmp_path: Pa
     ds.save_as(path)
     with pytest.raises(CorruptFile, match="needs"):
         read_file(path)
+
+
+def test_compressed_slice_decodes_through_pydicom(dicom_root: Path, tmp_path: Path) -> None:
+    """Encapsulated (RLE lossless) pixel data takes pydicom's decoder: same pixels as uncompressed."""
+    from pydicom.uid import RLELossless
+
+    src = _file(dicom_root, "ge_epi_nih_10vol")
+    plain = read_file(src)
+    ds = pydicom.dcmread(src)
+    ds.compress(RLELossless)
+    path = tmp_path / "rle.dcm"
+    ds.save_as(path)
+    packed = read_file(path)
+    assert isinstance(packed, SliceImage) and np.array_equal(packed.pixels, plain.pixels)
+    raw = path.read_bytes()
+    (tmp_path / "rle_part.dcm").write_bytes(raw[: len(raw) - 300])
+    with pytest.raises(IncompleteFile, match="not finished"):
+        read_file(tmp_path / "rle_part.dcm")
