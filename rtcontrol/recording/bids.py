@@ -30,7 +30,7 @@ import numpy as np
 
 from rtcontrol import __version__
 from rtcontrol.recording.journal import JournalContents, append_record, read_journal
-from rtcontrol.recording.recorder import RecordingError, load_run_info
+from rtcontrol.recording.recorder import RecordingError, load_run_info, public_settings
 from rtcontrol.rigid import framewise_displacement
 from rtcontrol.scanner.volume import STAGES
 
@@ -465,10 +465,19 @@ def _write_timeline(base: Path, indices: list[int], records: list[dict], timelin
     _write_json(base.with_suffix(".json"), meta)
 
 
+_FOLDERS = re.compile(r"""(?:[A-Za-z]:)?[\\/](?:[^\s\\/:'"]+[\\/])+""")
+
+
+def redact_paths(text: Any) -> Any:
+    """Folders in a message become '.../' (a scanner's export folder is often named after the patient)."""
+    return _FOLDERS.sub(".../", text) if isinstance(text, str) else text
+
+
 def _event_row(r: dict[str, Any], ref: float) -> dict[str, Any]:
     t = r.get("t")
-    return {"time": (t - ref) if t is not None else None, "kind": r.get("kind"), "message": r.get("message"),
-            "data": r.get("data") or {}}
+    data = public_settings(r.get("data") or {})
+    return {"time": (t - ref) if t is not None else None, "kind": r.get("kind"), "message": redact_paths(r.get("message")),
+            "data": {k: redact_paths(v) for k, v in data.items()}}
 
 
 # --- dataset files ------------------------------------------------------------------------------------

@@ -161,3 +161,17 @@ def test_a_recorder_in_an_unwritable_place_fails_at_once(tmp_path: Path) -> None
     (tmp_path / "file").write_text("x")
     with pytest.raises(RecordingError):
         Recorder(tmp_path / "file" / "run", run_settings())
+
+
+def test_the_recovery_command_lists_and_finishes(tmp_path: Path, synth_run: SynthRun) -> None:
+    rec = Recorder(tmp_path / "runs" / "a", run_settings())
+    record(rec, synth_run, indices=range(3))
+    rec.close()  # never finished
+    cmd = [sys.executable, "-m", "rtcontrol.recording"]
+    listed = subprocess.run([*cmd, "list", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "3 volumes recorded, not finished" in listed.stdout
+    done = subprocess.run([*cmd, "finish", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs/bids/sub-01/ses-01/func/sub-01_ses-01_task-nf_run-01_bold.nii.gz").is_file()
+    again = subprocess.run([*cmd, "list", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
+    assert "no interrupted run" in again.stdout

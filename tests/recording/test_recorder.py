@@ -107,12 +107,23 @@ def test_nothing_identifying_or_secret_is_written(tmp_path: Path, synth_run: Syn
     # a header replaced after construction skips Volume's own cleaning: the recorder cleans it again
     v.header = {"Manufacturer": "Siemens", "PatientName": "DOE^JANE", "PatientBirthDate": "19700101"}
     rec.record_volume(v)
+    bad = "/export/DOE^JANE_19700101/IM-0099.dcm"
+    rec.record_event("file_error", f"{bad}: not a DICOM file", path=bad, reason="not a DICOM file")
     bold = rec.finish()
     assert json.loads(bold.with_name(bold.name.replace(".nii.gz", ".json")).read_text())["Manufacturer"] == "Siemens"
-    for path in [*tmp_path.rglob("*.json"), *tmp_path.rglob("*.jsonl"), *tmp_path.rglob("*.tsv"), *tmp_path.rglob("README")]:
+    # the BIDS dataset (what leaves the console) holds no name, date, secret or local folder ...
+    for path in [p for p in (tmp_path / "bids").rglob("*") if p.is_file() and not p.name.endswith(".gz")]:
         text = path.read_text()
         for secret in ("DOE^JANE", "19700101", "tok-SECRET", "/export/"):
             assert secret not in text, f"{secret!r} leaked into {path}"
+    header = nib.load(bold).header
+    assert b"DOE" not in header["descrip"].tobytes() and b"DOE" not in header["db_name"].tobytes()
+    runlog = json.loads(next(tmp_path.rglob("*desc-runlog.json")).read_text())
+    error = next(e for e in runlog["events"] if e["kind"] == "file_error")
+    assert error["message"] == ".../IM-0099.dcm: not a DICOM file" and error["data"] == {"reason": "not a DICOM file"}
+    # ... and the console's own run folder keeps no secret either
+    for path in (tmp_path / "run").iterdir():
+        assert b"tok-SECRET" not in path.read_bytes()
     settings = json.loads((tmp_path / "run/run.json").read_text())["settings"]
     assert settings["run"]["subject"] == "01" and "watch_folder" not in settings["run"]
     assert settings["project"]["settings"] == {"roi_threshold": 2.5} and "token" not in settings["worker"]
