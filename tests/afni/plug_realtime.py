@@ -478,12 +478,13 @@ class FakeAfni(threading.Thread):
                 if chunk is None:
                     return None
                 buf += chunk
+                session.data += chunk
         while len(buf) < INFO_SIZE:  # keep reading only while more arrives within 1 ms
             chunk = source.recv(INFO_SIZE - len(buf), 0.001)
             if not chunk:
                 break
             buf += chunk
-        session.data += buf
+            session.data += chunk
         nul = buf.find(b"\0")
         if nul < 0:
             session.errors.append("info string not NUL-terminated! (header split over >1 ms or too long)")

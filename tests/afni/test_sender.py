@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -257,3 +258,29 @@ async def test_afni_busy_with_another_source_then_free(rtfeedme_dir: Path) -> No
         assert afni.wait_sessions_done(2)
     assert [len(s.runs[0].images) for s in afni.sessions] == [1, 1]
     np.testing.assert_array_equal(afni.sessions[1].runs[0].volumes()[0], volumes[2].data)
+
+
+@pytest.mark.parametrize(
+    "name,capture", [("tiny_s16.nii", "s16_3D"), ("tiny_f32.nii", "f32_3D"), ("tiny_s16.nii", "s16_break")]
+)
+async def test_bytes_on_the_wire_equal_rtfeedme_capture(rtfeedme_dir: Path, name: str, capture: str) -> None:
+    """What our sender writes on both sockets, as read by the stand-in, is rtfeedme's capture except
+    the data port number (chosen per test) and our extra ``BYTEORDER LSB_FIRST`` line (rtfeedme sends
+    host order undeclared; both mean little-endian here). No PREFIX/NOTE so nothing else differs."""
+    volumes = load_nifti(rtfeedme_dir / name)
+    if capture == "s16_break":  # two runs on one connection: 2 volumes, end marker, 3 volumes
+        volumes = volumes[:2] + [Volume(v.data, v.affine, run="second", index=v.index, tr=v.tr) for v in volumes[2:]]
+    with FakeAfni() as afni:
+        s = settings(afni, prefix_from_run=False, keep_connection=capture == "s16_break")
+        s = replace(s, channel=replace(s.channel, host="localhost"))  # as rtfeedme -host localhost
+        sender = AfniSender(s)
+        await sender.start()
+        await feed(sender, volumes)
+        assert await wait_for(lambda: sender.status.volumes_sent == 5)
+        await sender.close()
+        assert afni.wait_sessions_done(1)
+    [session] = afni.sessions
+    captured_control = (rtfeedme_dir / f"{capture}_control.bin").read_bytes()
+    assert session.control == captured_control.replace(b"7960", str(s.channel.data_port).encode())
+    captured = (rtfeedme_dir / f"{capture}_data.bin").read_bytes()
+    assert bytes(session.data).replace(b"BYTEORDER LSB_FIRST\n", b"") == captured
