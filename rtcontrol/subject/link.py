@@ -80,6 +80,7 @@ class SubjectClient:
         self.clock = ClockSync()
         self.unacked: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
         self.dropped_unacked = 0
+        self._sending: set[asyncio.Task[None]] = set()
         self._backlog: deque[dict[str, Any]] = deque(maxlen=MAX_BACKLOG)
         self._conn: Any = None
         self._ready = False
@@ -209,7 +210,9 @@ class SubjectClient:
         if conn is None:
             return
         frame = P.encode({**msg, "v": P.VERSION})
-        asyncio.get_running_loop().create_task(self._send_frame(conn, frame))
+        task = asyncio.get_running_loop().create_task(self._send_frame(conn, frame))
+        self._sending.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._sending.discard)
 
     @staticmethod
     async def _send_frame(conn: Any, frame: str) -> None:
