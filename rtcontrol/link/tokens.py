@@ -17,6 +17,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from rtcontrol.paths import user_data_dir
 
@@ -101,7 +102,7 @@ class Throttle:
     free: int = 3
     base: float = 1.0
     cap: float = 300.0
-    clock: "callable" = time.monotonic  # type: ignore[valid-type]
+    clock: Callable[[], float] = time.monotonic
     _fails: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def locked_for(self, address: str) -> float:

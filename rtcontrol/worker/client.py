@@ -106,6 +106,7 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._last_event = 0
+        self._had_session = False
         self._run: str | None = None
         self._run_done: dict[str, asyncio.Future] = {}
         self._acked_all = asyncio.Event()
@@ -223,6 +224,9 @@ class WorkerClient:
         self._fingerprint = link.fingerprint
         self._worker_max_size = int(link.welcome.get("max_size") or self._max_size)
         self._set_state("resyncing")
+        if self._had_session and not link.welcome.get("resumed"):
+            self._session_lost()
+        self._had_session = True
         reader = asyncio.create_task(self._read(conn))
         pinger = asyncio.create_task(self._ping(conn))
         try:
@@ -241,6 +245,23 @@ class WorkerClient:
             await asyncio.gather(reader, pinger, return_exceptions=True)
             if self._conn is conn:
                 self._conn = None
+
+    def _session_lost(self) -> None:
+        """The worker no longer knows our session (it restarted): its run and queued volumes are gone."""
+        self._last_event = 0
+        run, lost = self._run, len(self._unacked)
+        self._unacked.clear()
+        self._acked_all.set()
+        self._run = None
+        if run is not None:
+            message = (f"the worker restarted and lost run {run!r}"
+                       + (f" ({lost} volumes not delivered)" if lost else "") + "; start the run again")
+            self._emit(self.on_error, message, "")
+            info = {"run": run, "message": message}
+            self._emit(self.on_run_state, run, "failed", info)
+            done = self._run_done.get(run)
+            if done is not None and not done.done():
+                done.set_result(info)
 
     async def _flush_volumes(self, conn: websockets.ClientConnection) -> None:
         """Send every unacknowledged volume not yet sent on this connection, in order."""
@@ -285,6 +306,7 @@ class WorkerClient:
         """Start ``project`` for ``run`` on the worker; returns the settings it resolved and where it saves."""
         result = await self._request("start_run", project=project, settings=settings or {}, run=run, tr=tr)
         self._run = run
+        self._seq = itertools.count(1)  # volumes are numbered per run
         self._run_done[run] = asyncio.get_running_loop().create_future()
         return result
 

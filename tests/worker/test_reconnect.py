@@ -72,3 +72,43 @@ async def test_link_cut_mid_run_loses_nothing(tmp_path: Path) -> None:
     done = [json.loads(line)["index"] for line in (run_dir / "feedback.jsonl").read_text().splitlines()]
     assert done == list(range(n))  # ...and were not processed twice
     assert elapsed < 20
+
+
+async def test_a_restarted_worker_is_reported_not_hidden(tmp_path: Path) -> None:
+    """Two workers with the same certificate behind one address: the second knows no session."""
+    from rtcontrol.link.certs import make_certificate, server_context
+    from rtcontrol.link.tokens import TokenStore
+    from rtcontrol.worker.projects import ProjectCatalog
+    from rtcontrol.worker.server import WorkerServer
+
+    cert = make_certificate(["127.0.0.1"], tmp_path / "certs")
+    store = TokenStore(tmp_path / "tokens.json")
+    token = store.create("console")
+    servers = [WorkerServer(tokens=store, ssl_context=server_context(cert.cert, cert.key),
+                            catalog=ProjectCatalog(), data_dir=tmp_path / f"runs{i}") for i in range(2)]
+    ports = [await s.start("127.0.0.1", 0) for s in servers]
+    proxy = CuttableProxy(ports[0])
+    errors, feedback, runs = [], [], []
+    client = WorkerClient(f"wss://127.0.0.1:{await proxy.start()}", token, expected_fingerprint=cert.fingerprint,
+                          backoff=(0.05, 0.2), on_error=lambda m, tb: errors.append(m),
+                          on_feedback=feedback.append, on_run_state=lambda r, s, i: runs.append((r, s)))
+    try:
+        await client.connect()
+        await client.start_run("template", {"baseline": 1}, run="a", tr=2.0)
+        await client.send_volume(make_volume(0, run="a"))
+        await wait_for(lambda: len(feedback) == 1, 10, "first feedback")
+        proxy.target_port = ports[1]  # "restart": the same address now reaches a fresh worker
+        proxy.cut()
+        await wait_for(lambda: ("a", "failed") in runs, 10, "the lost run to be reported")
+        assert "the worker restarted and lost run 'a'" in errors[0]
+        assert client.run is None
+        # a new run on the new worker works, and its events are not mistaken for old ones
+        await client.start_run("template", {"baseline": 1}, run="b", tr=2.0)
+        await client.send_volume(make_volume(0, run="b"))
+        await client.stop_run()
+        assert [(e.run, e.index) for e in feedback] == [("a", 0), ("b", 0)]
+    finally:
+        await client.close()
+        await proxy.close()
+        for s in servers:
+            await s.close()
