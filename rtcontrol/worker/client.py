@@ -102,7 +102,7 @@ class WorkerClient:
         self._worker_max_size = max_size
         self._fingerprint: str | None = None
         self._unacked: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()  # key -> [frame, gen sent]
-        self._requests: dict[int, tuple[asyncio.Future, str]] = {}
+        self._requests: dict[int, list[Any]] = {}  # id -> [future, text, gen sent]
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._last_event = 0
@@ -177,7 +177,7 @@ class WorkerClient:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for fut, _ in self._requests.values():
+        for fut, *_ in self._requests.values():
             if not fut.done():
                 fut.set_exception(WorkerError("the worker link was closed"))
         self._set_state("closed")
@@ -230,11 +230,8 @@ class WorkerClient:
         reader = asyncio.create_task(self._read(conn))
         pinger = asyncio.create_task(self._ping(conn))
         try:
-            for fut, text in list(self._requests.values()):  # unanswered requests, in order
-                if not fut.done():
-                    await conn.send(text)
-            await self._flush_volumes(conn)
-            self._set_state("connected")
+            await self._flush(conn)
+            self._set_state("connected")  # no await since the last check: nothing is left behind
             self._ready.set()
             await reader
         except websockets.ConnectionClosed:
@@ -263,12 +260,17 @@ class WorkerClient:
             if done is not None and not done.done():
                 done.set_result(info)
 
-    async def _flush_volumes(self, conn: websockets.ClientConnection) -> None:
-        """Send every unacknowledged volume not yet sent on this connection, in order."""
+    async def _flush(self, conn: websockets.ClientConnection) -> None:
+        """Send every unanswered request, then every unacknowledged volume, not yet sent on this
+        connection, in order; repeat until nothing new arrived meanwhile."""
         while True:
+            requests = [entry for entry in self._requests.values() if entry[2] != self._gen and not entry[0].done()]
             todo = [key for key, item in self._unacked.items() if item[1] != self._gen]
-            if not todo:
+            if not requests and not todo:
                 return
+            for entry in requests:
+                entry[2] = self._gen
+                await conn.send(entry[1])
             for key in todo:
                 item = self._unacked.get(key)
                 if item is not None and item[1] != self._gen:
@@ -282,8 +284,10 @@ class WorkerClient:
         rid = next(self._ids)
         text = encode_message("request", id=rid, op=op, args=args)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._requests[rid] = (fut, text)
+        entry: list[Any] = [fut, text, 0]  # future, message, connection it was sent on
+        self._requests[rid] = entry
         if self._state == "connected" and self._conn is not None:
+            entry[2] = self._gen
             with contextlib.suppress(websockets.ConnectionClosed):
                 await self._conn.send(text)
         try:
@@ -373,9 +377,9 @@ class WorkerClient:
             elif kind == "event":
                 await self._on_event(conn, msg)
             elif kind == "reply":
-                entry = self._requests.get(msg.get("id"))
-                if entry and not entry[0].done():
-                    entry[0].set_result(msg)
+                pending = self._requests.get(msg.get("id"))
+                if pending and not pending[0].done():
+                    pending[0].set_result(msg)
             elif kind == "pong":
                 if isinstance(msg.get("t0"), (int, float)):
                     self.clock.add(msg["t0"], msg["t1"], msg["t2"], time.monotonic())

@@ -112,3 +112,28 @@ async def test_a_restarted_worker_is_reported_not_hidden(tmp_path: Path) -> None
         await proxy.close()
         for s in servers:
             await s.close()
+
+
+async def test_requests_made_while_the_link_is_down_complete_after_it_returns(tmp_path: Path) -> None:
+    feedback: list[FeedbackEvent] = []
+    async with local_worker(in_process=True, data_dir=tmp_path / "runs") as w:
+        proxy = CuttableProxy(urlsplit(w.url).port)
+        client = WorkerClient(f"wss://127.0.0.1:{await proxy.start()}", w.token, expected_fingerprint=w.fingerprint,
+                              backoff=(0.05, 0.2), on_feedback=feedback.append)
+        try:
+            await client.connect()
+            proxy.cut(stay_down=True)
+            await wait_for(lambda: client.state == "reconnecting", 5, "the client to notice")
+            start = asyncio.create_task(client.start_run("template", {"baseline": 1}, run="late", tr=2.0))
+            await asyncio.sleep(0.3)
+            assert not start.done()
+            proxy.restore()
+            result = await asyncio.wait_for(start, 10)
+            assert result["run"] == "late"
+            await client.send_volume(make_volume(0, run="late"))
+            await client.stop_run()
+        finally:
+            await client.close()
+            await proxy.close()
+        assert len(list((tmp_path / "runs").iterdir())) == 1  # started once, not once per attempt
+    assert [e.index for e in feedback] == [0]
