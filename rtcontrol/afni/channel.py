@@ -52,7 +52,8 @@ class DataChannel:
     def alive(self) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
 
-    async def send(self, payload: bytes) -> None:  # pragma: no cover - interface
+    async def send(self, payload: bytes, whole: bool = False) -> None:  # pragma: no cover - interface
+        """Write all of ``payload``; ``whole``: in one piece (the metadata block, AFNI's 1 ms rule)."""
         raise NotImplementedError
 
     async def close(self) -> None:  # pragma: no cover - interface
@@ -78,9 +79,11 @@ class TcpDataChannel(DataChannel):
     def alive(self) -> bool:
         return self._dropped is None and not self._writer.is_closing()
 
-    async def send(self, payload: bytes) -> None:
+    async def send(self, payload: bytes, whole: bool = False) -> None:
         if self._dropped:
             raise ConnectionResetError(self._dropped)
+        if whole:
+            await self._writer.drain()  # nothing of ours queued in front of it
         self._writer.write(payload)  # one send() when the socket buffer has room
         await self._writer.drain()
 
@@ -104,8 +107,16 @@ class ShmDataChannel(DataChannel):
     def alive(self) -> bool:
         return not self._closed and self._seg.alive()
 
-    async def send(self, payload: bytes) -> None:
+    async def send(self, payload: bytes, whole: bool = False) -> None:
         offset, idle_since = 0, time.monotonic()
+        if whole and len(payload) > self._seg.bufsize - 1:
+            raise ValueError(f"{len(payload)} bytes cannot go in one piece through a {self._seg.bufsize - 1}-byte ring")
+        while whole and self._seg.writable() < len(payload):  # wait for room for all of it, then one copy
+            if not self._seg.alive():
+                raise ConnectionResetError("AFNI detached from the shared-memory segment")
+            if time.monotonic() - idle_since > self._send_timeout:
+                raise TimeoutError(f"AFNI read nothing from the shared-memory ring for {self._send_timeout:.0f} s")
+            await asyncio.sleep(0.001)
         while offset < len(payload):
             n = self._seg.send(payload, offset)
             if n:

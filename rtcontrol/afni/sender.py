@@ -25,6 +25,8 @@ from rtcontrol.scanner.volume import Volume
 
 #: A volume whose affine differs more than this (mm) from the run's first starts a new AFNI run.
 GEOMETRY_TOLERANCE_MM = 1e-3
+#: Volumes larger than this are converted to AFNI's byte order in a thread (a copy of a few ms).
+ENCODE_IN_THREAD_BYTES = 4 * 1024 * 1024
 #: Sender states shown to the operator.
 STATES = ("off", "idle", "connecting", "sending", "waiting", "error")
 
@@ -213,7 +215,11 @@ class AfniSender:
         if self._run is None and (header is None or not await self._begin_run(volume, header)):
             return
         assert self._run is not None and self._channel is not None
-        image = protocol.encode_image(volume, self._run.header)
+        run_header = self._run.header
+        if volume.data.nbytes > ENCODE_IN_THREAD_BYTES:  # keep the event loop free for big volumes
+            image = await asyncio.to_thread(protocol.encode_image, volume, run_header)
+        else:
+            image = protocol.encode_image(volume, run_header)
         if image.clipped:
             self._warn(f"volume {volume.index}: {image.clipped} voxels outside the int16 range were clipped")
         try:
@@ -241,7 +247,8 @@ class AfniSender:
                 return False
             self._channel = channel
         try:
-            await asyncio.wait_for(self._channel.send(header.block), self.settings.channel.send_timeout)
+            timeout = self.settings.channel.send_timeout
+            await asyncio.wait_for(self._channel.send(header.block, whole=True), timeout)
         except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
             await self._drop_channel()
             self._next_attempt = time.monotonic() + self.settings.retry_interval

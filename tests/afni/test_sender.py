@@ -284,3 +284,23 @@ async def test_bytes_on_the_wire_equal_rtfeedme_capture(rtfeedme_dir: Path, name
     assert session.control == captured_control.replace(b"7960", str(s.channel.data_port).encode())
     captured = (rtfeedme_dir / f"{capture}_data.bin").read_bytes()
     assert bytes(session.data).replace(b"BYTEORDER LSB_FIRST\n", b"") == captured
+
+
+async def test_shm_two_runs_on_one_segment_header_in_one_piece(rtfeedme_dir: Path) -> None:
+    """keep_connection over a small shm ring: the second metadata block waits for room and goes in whole."""
+    volumes = load_nifti(rtfeedme_dir / "tiny_s16.nii")
+    second = [Volume(v.data, v.affine, run="second", index=v.index, tr=v.tr) for v in volumes[2:]]
+    name = f"rtk{time.monotonic_ns() % 10**8}"
+    with FakeAfni() as afni:
+        sender = AfniSender(settings(afni, shm_name=name, shm_size=700, keep_connection=True))
+        await sender.start()
+        await feed(sender, volumes[:2] + second)
+        assert await wait_for(lambda: sender.status.volumes_sent == 5)
+        await sender.close()
+        assert afni.wait_sessions_done(1)
+    [session] = afni.sessions
+    assert not session.errors
+    first, last = session.runs
+    assert first.ended_by_marker and [len(first.images), len(last.images)] == [2, 3]
+    np.testing.assert_array_equal(last.volumes()[2], volumes[4].data)
+    assert segment_id(string_to_key(name)) is None
