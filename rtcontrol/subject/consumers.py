@@ -136,7 +136,11 @@ class Hub:
         task = self._tasks.pop(consumer, None)
         if task is None:
             return
-        if task is not asyncio.current_task():
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:  # called from a Qt event (a window closing) while no loop runs
+            current = None
+        if task is not current:
             task.cancel()
         log.info("consumer %s left (took %d, dropped %d)", consumer.name, consumer.taken, consumer.queue.dropped)
         self._on_change()
