@@ -141,7 +141,7 @@ class ScanWatcher:
         self._stopping.clear()
         self.running = True
         now = time.monotonic()
-        for path, size, mtime_ns in sorted(self._list()):
+        for path, size, mtime_ns in sorted(self._list(), key=lambda e: (e[2], e[0].name)):  # oldest first
             if self.existing:
                 self._notice(path, now)
             else:  # already there: not part of this session unless it changes
@@ -211,8 +211,13 @@ class ScanWatcher:
                 path = event.src_path
                 if kind == "moved":  # renamed into place: the new name is the file
                     path = event.dest_path
-                if kind in ("created", "modified", "moved", "closed"):
-                    loop.call_soon_threadsafe(watcher._fs_event, kind, os.fsdecode(path), t)
+                path = Path(os.fsdecode(path))
+                if kind in ("closed", "moved") and watcher._close_events and watcher._wanted(path):
+                    # the file is complete now: parse it right here, in this (watchdog) thread, and hand
+                    # the result to the loop; two thread hops fewer than going through the executor
+                    loop.call_soon_threadsafe(watcher._fast_result, path, t, watcher._read(path))
+                elif kind in ("created", "modified", "moved", "closed"):
+                    loop.call_soon_threadsafe(watcher._fs_event, kind, path, t)
 
         self._observer = Observer()
         # inotify reports close-after-write: wait for it rather than parsing half-written files
@@ -226,16 +231,23 @@ class ScanWatcher:
         assert loop is not None
         known: dict[Path, tuple[int, int]] = {p: (s.size, s.mtime_ns) for p, s in self._files.items()}
         while not self._stopping.wait(self.poll_interval):
-            t = time.monotonic()
             try:
                 listing = self._list()
             except OSError as exc:  # share went away for a moment: say so, keep trying
                 log.warning("cannot list %s: %s", self.folder, exc)
                 continue
+            t = time.monotonic()
+            # oldest change first: the order the scanner wrote them in (directory order is arbitrary)
+            listing.sort(key=lambda e: (e[2], e[0].name))
             for path, size, mtime_ns in listing:
                 if known.get(path) != (size, mtime_ns):
                     known[path] = (size, mtime_ns)
-                    loop.call_soon_threadsafe(self._fs_event, "polled", path, t)
+                    if size == 0:  # created, nothing written yet
+                        loop.call_soon_threadsafe(self._fs_event, "polled", path, t)
+                        continue
+                    # try it right here: complete files go straight to the loop; a file still being
+                    # written fails cheaply as incomplete and is retried
+                    loop.call_soon_threadsafe(self._fast_result, path, t, self._read(path))
 
     def _list(self) -> list[tuple[Path, int, int]]:
         out = []
@@ -253,11 +265,14 @@ class ScanWatcher:
         return out
 
     # ---- on the loop: per-file state machine ---------------------------------------------------
+    def _wanted(self, path: Path) -> bool:
+        return path.parent == self.folder and not path.name.startswith(".") and not path.name.endswith(IGNORED_SUFFIXES)
+
     def _fs_event(self, kind: str, path: str | Path, t: float) -> None:
         if not self.running:
             return
         path = Path(path)
-        if path.parent != self.folder or path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
+        if not self._wanted(path):
             return
         if kind in ("created", "modified") and self._close_events:
             self._seen(path, t)  # the close event will follow: note the time, do not parse yet
@@ -319,11 +334,20 @@ class ScanWatcher:
             sig = None
         return result, error, parsed_at, sig
 
+    def _fast_result(self, path: Path, t: float, packed: tuple) -> None:
+        """A close-write event whose file was already parsed in the watchdog thread."""
+        self._handle(path, self._seen(path, t), t, packed)
+
     def _parsed(self, path: Path, state: _FileState, trigger: float, fut: asyncio.Future) -> None:
         self._inflight.discard(fut)
         state.busy = False
+        self._handle(path, state, trigger, fut.result())
+
+    def _handle(self, path: Path, state: _FileState, trigger: float, packed: tuple) -> None:
+        result, error, parsed_at, sig = packed
         now = time.monotonic()
-        result, error, parsed_at, sig = fut.result()
+        if state.done and sig == (state.size, state.mtime_ns):
+            return  # these very bytes were dealt with already (two parses raced): nothing new
         if sig is not None and sig != (state.size, state.mtime_ns):
             state.size, state.mtime_ns, state.changed_at = sig[0], sig[1], now
         if isinstance(error, IncompleteFile):

@@ -140,7 +140,7 @@ async def test_file_that_never_completes_is_given_up_and_the_run_goes_on(tmp_pat
     async with make_watcher(tmp_path, sink, mode, incomplete_timeout=0.4, retry_interval=0.05) as w:
         await write(tmp_path / "stuck.dcm", raw[:5000])
         await sink.until(lambda: len(sink.kinds("gave_up")) == 1, timeout=5.0)
-        await write(tmp_path / mosaic[1].name, mosaic[1].read_bytes())
+        await write(tmp_path / mosaic[0].name, raw)  # the scanner sends it again, whole
         await sink.until(lambda: len(sink.volumes) == 1)
     gave_up = sink.kinds("gave_up")[0]
     assert gave_up.path == tmp_path / "stuck.dcm"

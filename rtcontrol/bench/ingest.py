@@ -1,0 +1,90 @@
+"""Ingest latency: a mosaic file closed on disk -> ``on_volume`` called with the Volume.
+
+A writer thread writes 96x96x66 int16 Siemens mosaic files (made by the simulator's writer) into a
+temporary folder one at a time, stamping ``time.monotonic()`` right after ``close()``; the watcher
+stamps the same clock when it hands the Volume on. Event mode (inotify close-write) and polling mode.
+
+Figures: ``BENCH ingest_event`` and ``BENCH ingest_poll`` (median/p90/p99/max in ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+from rtcontrol.bench.stats import Figure, timing
+
+SHAPE = (96, 96, 66)
+VOLUMES = 150
+WARMUP = 5
+INTERVAL = 0.03  # seconds between files: one volume at a time, as from a scanner (only faster)
+
+
+def _mosaic_files(n: int) -> list[tuple[str, bytes]]:
+    from rtcontrol.scanner.mosaic_writer import MosaicWriter
+    from rtcontrol.scanner.synth import SynthSpec, generate, mosaic_series
+
+    distinct = 4  # a few distinct images, numbered as a long run
+    run = generate(SynthSpec(volumes=distinct, shape=SHAPE, voxel_mm=(2.0, 2.0, 2.0), dtype="int16", seed=1))
+    writer = MosaicWriter(mosaic_series(run))
+    return [(writer.filename(i), writer.encode(run.volume(i % distinct), i)) for i in range(n)]
+
+
+async def _measure(polling: bool, files: list[tuple[str, bytes]]) -> list[float]:
+    from rtcontrol.scanner.watcher import ScanWatcher
+
+    closed: dict[int, float] = {}
+    delivered: dict[int, float] = {}
+    stages: dict[int, dict] = {}
+    got = asyncio.Event()
+
+    def on_volume(volume) -> None:
+        delivered[volume.index] = time.monotonic()
+        stages[volume.index] = volume.timeline.to_dict()
+        got.set()
+
+    with tempfile.TemporaryDirectory(prefix="rtcontrol-bench-") as tmp:
+        folder = Path(tmp)
+        watcher = ScanWatcher(folder, on_volume, polling=polling, poll_interval=0.01)
+        await watcher.start()
+        loop = asyncio.get_running_loop()
+        try:
+            for i, (name, data) in enumerate(files):
+                got.clear()
+                done = threading.Event()
+
+                def write(i: int = i, name: str = name, data: bytes = data) -> None:
+                    fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    try:
+                        os.write(fd, data)
+                    finally:
+                        # stamp before close(): after it, this thread may wait for the GIL while the
+                        # watcher already works, which would understate the latency
+                        closed[i] = time.monotonic()
+                        os.close(fd)
+                    done.set()
+
+                await loop.run_in_executor(None, write)
+                try:
+                    await asyncio.wait_for(got.wait(), 2.0)
+                except asyncio.TimeoutError:
+                    pass
+                await asyncio.sleep(INTERVAL)
+        finally:
+            await watcher.stop()
+    return [delivered[i] - closed[i] for i in range(WARMUP, len(files)) if i in delivered and i in closed]
+
+
+def bench() -> Iterable[Figure]:
+    files = _mosaic_files(VOLUMES + WARMUP)
+    size_note = f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} int16 mosaic, {len(files[0][1]) / 1e6:.1f} MB, n={VOLUMES}"
+    for name, polling in (("ingest_event", False), ("ingest_poll", True)):
+        latencies = asyncio.run(_measure(polling, files))
+        missing = VOLUMES - len(latencies)
+        note = size_note + (f", {missing} volumes lost" if missing else "")
+        yield timing(name, latencies, note)
