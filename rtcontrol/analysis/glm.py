@@ -36,7 +36,7 @@ class IncrementalGLM:
         x = np.asarray(x, dtype=np.float64).reshape(self.p)
         y = np.asarray(y, dtype=np.float64).reshape(self.v)
         self.xtx += np.outer(x, x)
-        self.xty += x[:, None] * y[None, :]
+        self.xty += np.einsum("p,v->pv", x, y)
         self.yty += y * y
         self.n += 1
         self._beta = None
@@ -50,7 +50,10 @@ class IncrementalGLM:
             diag = np.diag(a).copy()
             scale = diag.mean() if diag.mean() > 0 else 1.0
             a[np.diag_indices(self.p)] += self.ridge * scale + 1e-12
-            self._beta = linalg.cho_solve(linalg.cho_factor(a, check_finite=False), self.xty, check_finite=False)
+            # inverse of the small p x p matrix, then an einsum: no multi-threaded BLAS call whose
+            # threads would fight other processes for the cores (one core per run)
+            inv = linalg.cho_solve(linalg.cho_factor(a, check_finite=False), np.eye(self.p), check_finite=False)
+            self._beta = np.einsum("pq,qv->pv", inv, self.xty)
         return self._beta
 
     def residual_variance(self) -> np.ndarray:
@@ -123,4 +126,4 @@ class RunningModel:
     def nuisance_fit(self, x: np.ndarray) -> np.ndarray:
         """Drift + motion part of the current fit for design row(s) ``x``."""
         b = self.glm.solve()
-        return np.asarray(x)[..., self.nuisance] @ b[self.nuisance]
+        return np.einsum("...p,pv->...v", np.asarray(x, dtype=np.float64)[..., self.nuisance], b[self.nuisance])

@@ -71,6 +71,7 @@ class MotionCorrector:
         max_points: int = 15_000,
         max_iterations: int = 15,
         refine_iterations: int = 1,
+        refine_points: int = 15_000,
         tolerance_mm: float = 1e-3,
         reslice: str | None = "linear",
         fit_gain: bool = True,
@@ -85,6 +86,7 @@ class MotionCorrector:
         self.max_points = int(max_points)
         self.max_iterations = int(max_iterations)
         self.refine_iterations = int(refine_iterations)
+        self.refine_points = int(refine_points)
         self.tolerance_mm = float(tolerance_mm)
         self.reslice = reslice
         self.fit_gain = fit_gain
@@ -125,10 +127,10 @@ class MotionCorrector:
         s = smooth(ref, aff, self._fwhm)
         ijk = _sample_points(s, self.max_points)
         x_world = ijk @ aff[:3, :3].T + aff[:3, 3]
-        self._x = x_world.T.copy()  # (3, N) world coordinates of the sample points
-        self._coarse = _Level.build(s, aff, ijk, x_world - self._c)
+        self._coarse = _Level.build(s, aff, ijk, x_world, self._c)
         fine = s if self._refine_fwhm == self._fwhm else smooth(ref, aff, self._refine_fwhm)
-        self._fine = _Level.build(fine, aff, ijk, x_world - self._c)
+        every = max(1, int(np.ceil(len(ijk) / self.refine_points)))  # cubic sampling costs more per point
+        self._fine = _Level.build(fine, aff, ijk[::every], x_world[::every], self._c)
 
     # -- per volume ------------------------------------------------------------------------
     def process(self, volume: Volume) -> MotionResult:
@@ -185,7 +187,7 @@ class MotionCorrector:
         self, level: _Level, src: np.ndarray, to_vox: np.ndarray, T: np.ndarray, order: int
     ) -> tuple[np.ndarray, float]:
         M = to_vox @ T
-        coords = M[:3, :3] @ self._x + M[:3, 3:4]
+        coords = np.einsum("ij,jn->in", M[:3, :3], level.x) + M[:3, 3:4]  # einsum: no BLAS threads
         w = ndimage.map_coordinates(src, coords, order=order, mode="constant", cval=np.nan, prefilter=False, output=np.float32)
         invalid = np.isnan(w)
         r = level.r
@@ -199,17 +201,17 @@ class MotionCorrector:
                     "the head moved out of the field of view, or the reference does not match this run"
                 )
             Jo = level.JT[:, invalid]
-            H = H - Jo @ Jo.T
+            H = H - np.einsum("in,jn->ij", Jo, Jo)
             w[invalid] = r[invalid]
         w = w.astype(np.float64)
         if self.fit_gain:
             inside = ~invalid if n_out else slice(None)
-            gain = float(w[inside] @ r[inside]) / float(r[inside] @ r[inside])
+            gain = float(np.einsum("n,n->", w[inside], r[inside])) / level.rr(inside)
             if gain > 0:
                 w = w / gain
                 if n_out:
                     w[invalid] = r[invalid]
-        dp = np.linalg.solve(H, level.JT @ (w - r))
+        dp = np.linalg.solve(H, np.einsum("in,n->i", level.JT, w - r))
         D = params_to_matrix(np.concatenate([dp[:3], np.rad2deg(dp[3:])]), self._c)
         step = float(np.linalg.norm(dp[:3]) + FD_RADIUS_MM * np.linalg.norm(dp[3:]))
         return T @ np.linalg.inv(D), step
@@ -248,9 +250,11 @@ class _Level:
     JT: np.ndarray  # (6, N): d(reference)/d(tx, ty, tz, rx, ry, rz) at the sample points
     H: np.ndarray  # (6, 6) Gauss-Newton Hessian J'J, constant (inverse compositional)
     r: np.ndarray  # (N,) smoothed reference at the sample points
+    x: np.ndarray  # (3, N) world coordinates (mm) of the sample points
 
     @classmethod
-    def build(cls, smoothed: np.ndarray, affine: np.ndarray, ijk: np.ndarray, d: np.ndarray) -> _Level:
+    def build(cls, smoothed: np.ndarray, affine: np.ndarray, ijk: np.ndarray, x: np.ndarray, c: np.ndarray) -> _Level:
+        d = x - c
         grads = np.stack([g[tuple(ijk.T)] for g in np.gradient(smoothed)], axis=1).astype(np.float64)
         g_world = grads @ np.linalg.inv(affine[:3, :3])  # dR/dx = A^-T dR/dijk, row-wise
         # columns: translations (mm) then rotations (radians) of the small update D about the centre
@@ -258,7 +262,12 @@ class _Level:
         H = J.T @ J
         if np.linalg.cond(H) > 1e12:
             raise ValueError("the reference volume has too little structure to register (flat image?)")
-        return cls(np.ascontiguousarray(J.T), H, smoothed[tuple(ijk.T)].astype(np.float64))
+        r = smoothed[tuple(ijk.T)].astype(np.float64)
+        return cls(np.ascontiguousarray(J.T), H, r, np.ascontiguousarray(x.T))
+
+    def rr(self, inside: np.ndarray | slice) -> float:
+        r = self.r[inside]
+        return float(np.einsum("n,n->", r, r))
 
 
 class MotionError(RuntimeError):

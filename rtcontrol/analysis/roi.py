@@ -50,7 +50,7 @@ class Roi:
 
     def mean(self, data: np.ndarray) -> float:
         """Weighted mean of ``data`` (on this ROI's grid) over the ROI."""
-        return float(self.values(data).astype(np.float64) @ self.weights / self._wsum)
+        return float(np.einsum("n,n->", self.values(data).astype(np.float64), self.weights) / self._wsum)
 
     def _check(self, data: np.ndarray) -> None:
         if tuple(data.shape) != tuple(self.shape):
