@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -40,12 +39,10 @@ async def _measure(polling: bool, files: list[tuple[str, bytes]]) -> list[float]
 
     closed: dict[int, float] = {}
     delivered: dict[int, float] = {}
-    stages: dict[int, dict] = {}
     got = asyncio.Event()
 
     def on_volume(volume) -> None:
         delivered[volume.index] = time.monotonic()
-        stages[volume.index] = volume.timeline.to_dict()
         got.set()
 
     with tempfile.TemporaryDirectory(prefix="rtcontrol-bench-") as tmp:
@@ -56,7 +53,6 @@ async def _measure(polling: bool, files: list[tuple[str, bytes]]) -> list[float]
         try:
             for i, (name, data) in enumerate(files):
                 got.clear()
-                done = threading.Event()
 
                 def write(i: int = i, name: str = name, data: bytes = data) -> None:
                     fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -67,7 +63,6 @@ async def _measure(polling: bool, files: list[tuple[str, bytes]]) -> list[float]
                         # watcher already works, which would understate the latency
                         closed[i] = time.monotonic()
                         os.close(fd)
-                    done.set()
 
                 await loop.run_in_executor(None, write)
                 try:
