@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from rtcontrol.afni.link import AfniLink, MotionUpdate, attach_to_console
 from rtcontrol.afni.motion import MOTION_LABELS
@@ -56,6 +56,9 @@ class AfniPanel(Panel):
         self.channel_combo = QtWidgets.QComboBox()
         self.channel_combo.addItems(["TCP", "Shared memory (AFNI on this computer)"])
         self.shm_edit = QtWidgets.QLineEdit()
+        self.channel_combo.currentIndexChanged.connect(lambda i: self.shm_edit.setEnabled(i == 1))
+        self.note_edit = QtWidgets.QLineEdit()
+        self.note_edit.setPlaceholderText("optional NOTE attached to AFNI's dataset")
         self.keep_box = QtWidgets.QCheckBox("Keep the connection between runs (end-of-run marker)")
         self.motion_box = QtWidgets.QCheckBox("Receive AFNI's motion (AFNI_REALTIME_MP_HOST_PORT) on port")
         self.motion_spin = self._port_spin()
@@ -69,6 +72,7 @@ class AfniPanel(Panel):
         form.addRow("Data port", self.data_spin)
         form.addRow("Channel", self.channel_combo)
         form.addRow("Shared memory name", self.shm_edit)
+        form.addRow("Note", self.note_edit)
         form.addRow(self.keep_box)
         form.addRow(motion_row)
         self.settings_box = QtWidgets.QWidget()
@@ -89,6 +93,7 @@ class AfniPanel(Panel):
         self.header_view.setReadOnly(True)
         self.header_view.setPlaceholderText("The metadata block sent at the start of each AFNI run appears here.")
         self.header_view.setMaximumBlockCount(200)
+        self.header_view.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont))
 
         self.motion_label = QtWidgets.QLabel("AFNI motion: not listening")
         self.plot = self._motion_plot()
@@ -141,6 +146,8 @@ class AfniPanel(Panel):
         self.data_spin.setValue(int(s.data_port))
         self.channel_combo.setCurrentIndex(1 if s.use_shm else 0)
         self.shm_edit.setText(s.shm_name)
+        self.shm_edit.setEnabled(s.use_shm)
+        self.note_edit.setText(s.note or "")
         self.keep_box.setChecked(s.keep_connection)
         self.motion_box.setChecked(s.motion)
         self.motion_spin.setValue(int(s.motion_port))
@@ -156,6 +163,7 @@ class AfniPanel(Panel):
         s.data_port = self.data_spin.value()
         s.use_shm = self.channel_combo.currentIndex() == 1
         s.shm_name = self.shm_edit.text().strip() or s.shm_name
+        s.note = self.note_edit.text().strip() or None
         s.keep_connection = self.keep_box.isChecked()
         s.motion = self.motion_box.isChecked()
         s.motion_port = self.motion_spin.value()

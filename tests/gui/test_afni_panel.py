@@ -39,6 +39,7 @@ def test_panel_sends_and_shows_everything(qtbot: Any, qloop: Any, afni_dir: Path
         panel.data_spin.setValue(free_port())
         panel.motion_box.setChecked(True)
         panel.motion_spin.setValue(motion_port)
+        panel.note_edit.setText("neurofeedback run")
 
         async def scenario() -> None:
             panel.enable_box.setChecked(True)  # the operator switches AFNI on
@@ -68,6 +69,7 @@ def test_panel_sends_and_shows_everything(qtbot: Any, qloop: Any, afni_dir: Path
     xs, ys = panel.curves[1].getData()
     assert len(xs) == 10 and ys[5] == pytest.approx(2.0977, abs=1e-3)  # AFNI's dL after the phantom shift
     assert len(afni.sessions[0].runs[0].images) == 5
+    assert afni.sessions[0].runs[0].info["notes"] == ["neurofeedback run"]
     assert panel.settings_box.isEnabled()
 
 
