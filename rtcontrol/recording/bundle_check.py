@@ -18,6 +18,7 @@ Prints one ``ok`` / ``FAIL`` / ``skip`` line per step and exits non-zero if any 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -372,6 +373,68 @@ def demo_run(c: Check) -> str:
     return summary.split(";")[0]
 
 
+def windows(c: Check) -> str:
+    """The console window and the subject display start from the bundle (Qt offscreen: no screen needed)."""
+    display = c.start("subject display", "--subject", "--display", "--windowed", "--host", "127.0.0.1", "--port", "0",
+                      "--tcp-port", "0", "--local-port", "0")
+    display.wait_for(r"console link wss://", 90)
+    console = c.start("console window", "--demo", "--volumes", "3", "--runs-dir", str(c.work / "gui-runs"))
+    console.wait_for(r"run \S+ started", 120)
+    time.sleep(3.0)  # a few volumes drawn
+    for program in (console, display):
+        if program.proc.poll() is not None:
+            raise StepFailed(f"{program.name} exited ({program.proc.returncode})\n{program.tail()}")
+        children = descendants(program.proc.pid)  # its embedded worker and subject agent, their run processes
+        program.stop()
+        if any("Traceback" in line for line in program.lines):
+            raise StepFailed(f"{program.name} printed a traceback\n{program.tail(40)}")
+        left = _still_running(children, 5.0)
+        if left:
+            for pid in left:  # started by this check: clean up, then report
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            raise StepFailed(f"{program.name}, stopped with SIGTERM, left {len(left)} process(es) running: "
+                             + "; ".join(_cmdline(pid) for pid in left))
+    return "console window ran a demo scan; subject display started; nothing left running after SIGTERM"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc; empty elsewhere)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, parent in parents.items() if parent == p]
+        out += kids
+        todo += kids
+    return out
+
+
+def _still_running(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def _zombie(pid: int) -> bool:
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return f"pid {pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+    return f"pid {pid}"
+
+
 def stop_programs(c: Check) -> str:
     codes = {}
     for program in reversed(c.programs):
@@ -396,6 +459,7 @@ STEPS: list[tuple[str, Callable[[Check], str | None]]] = [
     ("the worker's saved run", worker_saved),
     ("stopping the worker and subject agent", stop_programs),
     ("run --demo with an embedded worker and subject agent", demo_run),
+    ("console window and subject display (Qt offscreen)", windows),
 ]
 
 
