@@ -149,7 +149,7 @@ def _write_chunked(dst: Path, data: bytes, chunks: int, pause: float) -> None:
 
 
 async def replay(
-    source: Path | str,
+    source: Path | str | ReplayPlan,
     watch_dir: Path | str,
     tr: float | None = None,
     *,
@@ -163,12 +163,13 @@ async def replay(
     """Write ``source`` into ``watch_dir`` volume by volume at ``tr`` (default: the series' own TR).
 
     Returns the number of volumes written. ``on_volume(i, paths)`` is called after volume ``i`` is
-    written; setting ``stop`` ends the replay between two files.
+    written; setting ``stop`` ends the replay between two files. ``source`` may also be a plan made
+    earlier with :func:`plan_replay`.
     """
     watch_dir = Path(watch_dir)
     if not watch_dir.is_dir():
         raise FileNotFoundError(f"watch folder {watch_dir} does not exist")
-    plan = await asyncio.to_thread(plan_replay, source)
+    plan = source if isinstance(source, ReplayPlan) else await asyncio.to_thread(plan_replay, source)
     pace = tr if tr is not None else (plan.tr or 2.0)
     if pace <= 0:
         raise ValueError(f"TR must be positive, got {pace}")
@@ -238,7 +239,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"volume {index}: {len(paths)} file(s) -> {args.watch_dir}", flush=True)
 
     try:
-        n = asyncio.run(replay(args.source, args.watch_dir, args.tr, on_volume=progress, chunks=args.chunks,
+        plan = plan_replay(args.source)
+        for note in plan.skipped:
+            print(f"replay: skipping {note}", file=sys.stderr)
+        n = asyncio.run(replay(plan, args.watch_dir, args.tr, on_volume=progress, chunks=args.chunks,
                                start_index=args.start_index, count=args.count))  # fmt: skip
     except (ValueError, FileNotFoundError) as exc:
         print(f"replay: {exc}", file=sys.stderr)

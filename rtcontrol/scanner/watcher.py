@@ -2,8 +2,9 @@
 
 How a file travels::
 
-    watchdog thread (inotify) / polling thread --call_soon_threadsafe--> event loop
-        --executor thread--> reader (parse) --> event loop: order by run --> on_volume
+    watchdog thread (inotify close-write) / polling thread: reader (parse)
+        --call_soon_threadsafe--> event loop: order by run --> on_volume
+    retries (incomplete files) and other events: event loop --executor thread: reader--> event loop
 
 * Event mode reacts to close-after-write (inotify ``IN_CLOSE_WRITE``, watchdog ``FileClosedEvent``) where the
   OS reports it, and to created/modified/moved events elsewhere. Polling mode (``polling=True``, for network
