@@ -236,6 +236,11 @@ class WorkerClient:
             await reader
         except websockets.ConnectionClosed:
             pass
+        except Exception as exc:  # a bug must not end reconnection silently: report, drop, reconnect
+            log.exception("worker link failed")
+            self._emit(self.on_error, f"worker link: {type(exc).__name__}: {exc}", "")
+            with contextlib.suppress(Exception):
+                await conn.close(1011, "console-side error")
         finally:
             reader.cancel()
             pinger.cancel()

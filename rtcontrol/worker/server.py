@@ -193,6 +193,9 @@ class WorkerServer:
                     await self._dispatch(session, conn, msg, t_recv)
                 except websockets.ConnectionClosed:
                     continue  # our answer is lost, but what the console sent before closing still counts
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    log.warning("bad message from %s: %s", peer.address, exc)
+                    await conn.send(encode_message("error", code="bad_message", message=f"{type(exc).__name__}: {exc}"))
         except websockets.ConnectionClosed:
             pass
         finally:

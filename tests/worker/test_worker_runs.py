@@ -221,3 +221,25 @@ async def test_closing_the_console_ends_its_run(tmp_path: Path, projects: Path) 
         (run_dir,) = (tmp_path / "runs").iterdir()
         await wait_for(lambda: "run ended after 1 volumes" in (run_dir / "project.log").read_text(), 15, "end_run")
     assert client.state == "closed"
+
+
+async def test_malformed_messages_get_clear_errors_and_the_link_stays(projects: Path) -> None:
+    from rtcontrol.link.codec import decode_message, encode_message
+    from rtcontrol.link.transport import connect
+
+    async with local_worker(projects=[projects], in_process=True) as w:
+        link = await connect(w.url, token=w.token, expected_fingerprint=w.fingerprint, hello={"session": "x"})
+        conn = link.conn
+        await conn.send('{"type": "ping", "v": 7}')
+        assert "protocol version 7" in decode_message(await conn.recv())["message"]
+        await conn.send(encode_message("event_ack", upto="lots"))
+        assert decode_message(await conn.recv())["code"] == "bad_message"
+        await conn.send(b"\x05\x00\x00\x00{oops")
+        ack = decode_message(await conn.recv())
+        assert ack["type"] == "ack" and "bad volume frame" in ack["error"]
+        await conn.send(encode_message("request", id=1, op="start_run", args={}))
+        reply = decode_message(await conn.recv())
+        assert reply["ok"] is False and "lacks the argument 'project'" in reply["error"]
+        await conn.send(encode_message("ping", t0=1.0))
+        assert decode_message(await conn.recv())["type"] == "pong"
+        await conn.close()
