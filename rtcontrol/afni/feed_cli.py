@@ -50,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for AFNI to accept (60)")
     parser.add_argument("--motion-port", type=int, help="listen here for AFNI_REALTIME_MP_HOST_PORT and print motion")
-    parser.add_argument("--motion-host", default="0.0.0.0", help="address to listen on for motion (0.0.0.0)")
+    parser.add_argument(
+        "--motion-host", help="address to listen on for motion (default: loopback for a local AFNI, else all)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only problems and the summary")
 
 
@@ -134,9 +136,10 @@ async def _feed(args: argparse.Namespace, runs: dict) -> int:
             if isinstance(event, MotionBye):
                 bye.set()
 
-        motion = MotionReceiver(on_motion, args.motion_host, args.motion_port, on_error=print)
+        listen = args.motion_host or ("127.0.0.1" if args.host in ("127.0.0.1", "localhost", "::1") else "0.0.0.0")
+        motion = MotionReceiver(on_motion, listen, args.motion_port, on_error=print)
         port = await motion.start()
-        print(f"listening for AFNI motion on {args.motion_host}:{port}", flush=True)
+        print(f"listening for AFNI motion on {listen}:{port}", flush=True)
     await sender.start()
     try:
         for r, (name, volumes) in enumerate(runs.items()):

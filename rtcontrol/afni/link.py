@@ -34,7 +34,7 @@ class AfniLinkSettings:
     prefix: str | None = None  # None: the run's name
     note: str | None = None
     motion: bool = False  # listen for AFNI_REALTIME_MP_HOST_PORT
-    motion_host: str = "0.0.0.0"
+    motion_host: str | None = None  # None: loopback when AFNI is on this machine, else all interfaces
     motion_port: int = DEFAULT_PORT
 
     def validate(self) -> AfniLinkSettings:
@@ -47,6 +47,12 @@ class AfniLinkSettings:
         if self.use_shm:
             protocol.shm_spec(self.shm_name, self.shm_size)
         return self
+
+    def motion_listen_host(self) -> str:
+        """The console takes no inbound connection unless asked: listen wider only for a remote AFNI."""
+        if self.motion_host:
+            return self.motion_host
+        return "127.0.0.1" if self.host.strip() in ("127.0.0.1", "localhost", "::1") else "0.0.0.0"
 
     def sender_settings(self) -> SenderSettings:
         return SenderSettings(
@@ -125,7 +131,10 @@ class AfniLink:
         self.motion = MotionHistory()
         if self.settings.motion:
             self._receiver = MotionReceiver(
-                self._on_motion, self.settings.motion_host, self.settings.motion_port, on_error=self._motion_error
+                self._on_motion,
+                self.settings.motion_listen_host(),
+                self.settings.motion_port,
+                on_error=self._motion_error,
             )
             try:
                 port = await self._receiver.start()
@@ -133,7 +142,7 @@ class AfniLink:
                 self._receiver = None
                 self._motion_error(f"cannot listen for AFNI motion on port {self.settings.motion_port}: {exc}")
             else:
-                self.motion.listening_on = f"{self.settings.motion_host}:{port}"
+                self.motion.listening_on = f"{self.settings.motion_listen_host()}:{port}"
                 self._emit(MotionUpdate("listening", message=self.motion.listening_on))
         await self._sender.start()
 

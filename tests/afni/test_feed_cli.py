@@ -59,3 +59,30 @@ def test_feed_reports_bad_input_clearly(tmp_path: Path) -> None:
     bad.write_bytes(b"not a nifti" * 40)
     proc = feed(str(bad))
     assert proc.returncode == 2 and "bad.nii" in proc.stderr
+
+
+def test_feed_prints_afnis_motion(rtfeedme_dir: Path, motion_dir: Path) -> None:
+    """--motion-port: AFNI connects back during the run; every TR is printed."""
+    import socket
+
+    motion_port = free_port()
+    with FakeAfni() as afni:
+        cmd = [
+            sys.executable, str(ROOT / "main.py"), "afni-feed", str(rtfeedme_dir / "tiny_s16.nii"),
+            "--port", str(afni.control_port), "--data-port", str(free_port()), "--dt", "200",
+            "--motion-port", str(motion_port), "-q",
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert afni.wait_images(1, timeout=20)
+            with socket.create_connection(("127.0.0.1", motion_port), timeout=5) as s:  # as AFNI does
+                s.sendall((motion_dir / "motion_only_v0.bin").read_bytes())
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    assert proc.returncode == 0, err
+    assert "version 0, 6 values per TR" in out and "end of run after 10 TRs" in out
+    tr5 = next(line for line in out.splitlines() if line.startswith("AFNI motion TR   5:"))
+    assert float(tr5.split(":")[1].split()[1]) == 2.0977
