@@ -150,6 +150,15 @@ class ConsoleController:
         self._set_state(ev.RUNNING, run_id)
         self.info(f"run {run_id} started; watching {folder}")
 
+        # watch first: a file that lands while the worker starts the project waits in the queue
+        self._tasks = [asyncio.create_task(self._tick(), name="console-tick")]
+        self._watcher = self._watcher_factory(folder, self.handle_volume, self.handle_watch_event)
+        try:
+            await self._watcher.start()
+        except Exception as exc:
+            self.error(f"cannot watch {folder}: {exc}", "scanner")
+            await self._teardown(f"cannot watch {folder}: {exc}")
+            raise
         if self.worker is not None:
             try:
                 await self.worker.start_run(run_id, s.project.name, dict(s.project.settings), s.run.tr)
@@ -164,19 +173,11 @@ class ConsoleController:
                 await self.subject.start_run(run_id, s.run.tr, s.feedback.onset, s.feedback.delay)
             except Exception as exc:
                 self.error(f"the subject agent did not take the run start: {exc}", "subject")
-
-        self._tasks = [
+        self._tasks += [
             asyncio.create_task(self._pump_worker(), name="console-to-worker"),
             asyncio.create_task(self._pump_subject(), name="console-to-subject"),
-            asyncio.create_task(self._tick(), name="console-tick"),
         ]
-        self._watcher = self._watcher_factory(folder, self.handle_volume, self.handle_watch_event)
-        try:
-            await self._watcher.start()
-        except Exception as exc:
-            self.error(f"cannot watch {folder}: {exc}", "scanner")
-            await self._teardown(f"cannot watch {folder}: {exc}")
-            raise
+        self.info("ready: waiting for the scanner", "console")
         return run_id
 
     async def stop_run(self, reason: str = "stopped by the operator") -> ev.RunEnded | None:
@@ -248,6 +249,7 @@ class ConsoleController:
         self._diag.volume_arrived(now)
         self.model.add_volume(volume, now)
         self.events.publish(ev.VolumeArrived(volume))
+        self._publish_status(now)
         self._to_worker.put_nowait(volume)
         if self.recorder is not None:
             self._record("record_volume", volume)
@@ -382,6 +384,7 @@ class ConsoleController:
             try:
                 await self.subject.send_feedback(run, index, value, timeline)
             except Exception as exc:
+                log.debug("subject send failed", exc_info=True)
                 self.error(f"feedback for volume {index} not passed to the subject agent: {exc}", "subject")
 
     async def _tick(self) -> None:
@@ -389,20 +392,7 @@ class ConsoleController:
         s = self.settings.run
         while self.state == ev.RUNNING:
             now = self._clock()
-            stats = getattr(self._watcher, "stats", None)
-            if stats is not None:
-                self._files_seen = int(getattr(stats, "files_seen", self._files_seen))
-                self._format = str(getattr(stats, "detected_format", None) or self._format)
-            self.events.publish(
-                ev.ScannerStatus(
-                    str(self.watch_folder or ""),
-                    max(self._files_seen, self.model.volumes),
-                    self.model.volumes,
-                    self._format,
-                    self._series,
-                    self._diag.since_last(now),
-                )
-            )
+            self._publish_status(now)
             expected = s.expected_volumes
             if expected and self.model.volumes >= expected:
                 waiting = self.worker is not None and self.model.feedbacks < self.model.volumes
@@ -421,6 +411,22 @@ class ConsoleController:
                     asyncio.create_task(self._teardown(f"no volume for {s.end_after_trs:g} TRs after the last"))
                     return
             await asyncio.sleep(TICK)
+
+    def _publish_status(self, now: float) -> None:
+        stats = getattr(self._watcher, "stats", None)
+        if stats is not None:
+            self._files_seen = int(getattr(stats, "files_seen", self._files_seen))
+            self._format = str(getattr(stats, "detected_format", None) or self._format)
+        self.events.publish(
+            ev.ScannerStatus(
+                str(self.watch_folder or ""),
+                max(self._files_seen, self.model.volumes),
+                self.model.volumes,
+                self._format,
+                self._series,
+                self._diag.since_last(now),
+            )
+        )
 
     # --- settings and recording ------------------------------------------------------------
     def _save_settings(self, s: RunSettings) -> Path | None:

@@ -98,7 +98,10 @@ class RunModel:
         self._stamp(index, timeline)
 
     def add_delivery(self, index: int, timeline: Timeline) -> None:
-        self.delivered += 1
+        """The subject side's stamps (an ack, then the consumers' report): counted once per volume."""
+        column = STAGES.index("subject_delivered")
+        if math.isnan(self.stamps.get(index, column)) and timeline.get("subject_delivered") is not None:
+            self.delivered += 1
         self._stamp(index, timeline)
 
     def _stamp(self, index: int, timeline: Timeline) -> None:

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     theme.apply(app)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    session = ConsoleSession(settings, demo=args.demo, demo_volumes=args.volumes, runs_dir=args.runs_dir)
+    session = ConsoleSession(settings, demo=args.demo, demo_volumes=args.volumes, runs_dir=args.runs_dir,
+                             subject_display=True)
     window = MainWindow(session)
     session.on_unknown_host = window.trust_prompt
     window.show()
@@ -55,6 +56,9 @@ async def open_session(window: object, session: ConsoleSession, *, start: bool) 
     c = session.controller
     try:
         await session.open()
+        agent = session.embedded.get("subject")
+        if getattr(agent, "display", None) is not None:
+            window.add_subject_view(agent.display)  # type: ignore[attr-defined]
         projects = await c.list_projects()
         if projects:
             await c.project_settings(c.settings.project.name)

@@ -71,20 +71,20 @@ class MainWindow(QtWidgets.QMainWindow):
         ]
         self.docks: dict[str, QtWidgets.QDockWidget] = {}
         Area = QtCore.Qt.DockWidgetArea
-        self.setCentralWidget(None)
         self._dock(self.setup, Area.LeftDockWidgetArea)
         self._dock(self.scanner, Area.LeftDockWidgetArea)
         self._dock(self.slices, Area.RightDockWidgetArea)
         self._dock(self.timecourses, Area.RightDockWidgetArea)
         self._dock(self.connections, Area.BottomDockWidgetArea)
-        self._dock(self.afni, Area.BottomDockWidgetArea)
         self._dock(self.log, Area.BottomDockWidgetArea)
-        self.splitDockWidget(self.docks["Live views"], self.docks["Timecourses"], QtCore.Qt.Orientation.Horizontal)
-        self.tabifyDockWidget(self.docks["Connections"], self.docks["AFNI"])
         self.splitDockWidget(self.docks["Connections"], self.docks["Log"], QtCore.Qt.Orientation.Horizontal)
+        self._dock(self.afni, Area.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Connections"], self.docks["AFNI"])
         self.docks["Connections"].raise_()
-        self.resizeDocks([self.docks["Run setup"], self.docks["Live views"]], [330, 700], QtCore.Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Live views"], self.docks["Log"]], [640, 200], QtCore.Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Run setup"], self.docks["Live views"]], [340, 1200], QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Run setup"], self.docks["Scanner"]], [520, 260], QtCore.Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Live views"], self.docks["Timecourses"]], [330, 420], QtCore.Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Connections"], self.docks["Log"]], [560, 700], QtCore.Qt.Orientation.Horizontal)
 
         self._actions()
         self.state_label = QtWidgets.QLabel("idle")
@@ -163,7 +163,7 @@ class MainWindow(QtWidgets.QMainWindow):
         tb.addAction(save)
         for a in (self.start_action, self.stop_action, self.next_action, load, save):
             self.addAction(a)
-        view = self.menuBar().addMenu("&View")
+        view = self.view_menu = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
         view.addSeparator()
@@ -190,6 +190,24 @@ class MainWindow(QtWidgets.QMainWindow):
     def refresh(self) -> None:
         for panel in self.panels:
             panel.refresh()
+
+    def add_subject_view(self, view: QtWidgets.QWidget) -> None:
+        """Dock the embedded subject agent's built-in display: what the person in the scanner sees."""
+        view.unsetCursor()
+        view.setMinimumSize(200, 150)
+        holder = Panel()
+        holder.title = "Subject display"
+        QtWidgets.QVBoxLayout(holder).addWidget(view)
+        holder.layout().setContentsMargins(0, 0, 0, 0)
+        self.subject_view = view
+        dock = self._dock(holder, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.splitDockWidget(self.docks["Log"], dock, QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Log"], dock], [500, 260], QtCore.Qt.Orientation.Horizontal)
+        self.view_menu.addAction(dock.toggleViewAction())
+        state = self.store.value("state")
+        if state is not None:
+            self.restoreState(state, LAYOUT_VERSION)
+        self.activateWindow()  # the display opened as its own window first and took the focus
 
     # --- run control --------------------------------------------------------------------
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:

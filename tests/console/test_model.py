@@ -42,6 +42,7 @@ def test_model_tracks_volumes_feedback_motion_and_latency() -> None:
     assert m.metric("fd")[1] == 0.3 and m.metric("roi_mean")[1] == 512.0
     assert abs(m.latency_ms("feedback_received")[1] - 5.0) < 1e-6
     m.add_delivery(1, Timeline({"subject_delivered": 11.007}))
+    m.add_delivery(1, Timeline({"subject_delivered": 11.007, "displayed": 11.02}))
     assert abs(m.latency_ms("subject_delivered")[1] - 7.0) < 1e-6
     assert m.delivered == 1
 

@@ -1,0 +1,50 @@
+"""GUI tests run offscreen with a qasync loop driven by the test (pytest-qt's qapp)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from rtcontrol.scanner.synth import SynthSpec, write_run  # noqa: E402
+
+VOLUMES = 12
+
+
+@pytest.fixture(scope="session")
+def synth_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth-gui")
+    write_run(SynthSpec(volumes=VOLUMES, tr=0.5, shape=(32, 32, 12), seed=5), out)
+    return out
+
+
+@pytest.fixture
+def qloop(qapp: Any) -> Any:
+    """A qasync event loop on pytest-qt's QApplication; ``qloop.run(coro)`` runs a scenario."""
+    import qasync
+
+    loop = qasync.QEventLoop(qapp, already_running=False)
+    asyncio.set_event_loop(loop)
+
+    def run(coro: Awaitable[Any], timeout: float = 60.0) -> Any:
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    loop.run = run  # type: ignore[attr-defined]
+    yield loop
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    """Wait (on the loop, so the GUI keeps painting) until ``predicate()`` is true."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,117 @@
+"""A whole run driven through the window: set up, start (Ctrl+R), volumes arrive, feedback reaches the
+subject display, stop (Esc). Real embedded worker and subject agent over TLS, the real watcher."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PySide6 import QtCore
+
+from rtcontrol.console import events as ev
+from rtcontrol.console import settings as S
+from rtcontrol.console.session import ConsoleSession
+from rtcontrol.gui.app import open_session
+from rtcontrol.gui.main_window import MainWindow
+
+from .conftest import VOLUMES, until
+
+pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
+
+
+def _window(tmp_path: Path, settings: S.RunSettings | None = None, **session_kw: Any) -> tuple[MainWindow, ConsoleSession]:
+    session = ConsoleSession(settings or S.default_settings(), runs_dir=tmp_path / "runs",
+                             worker_options={"in_process": True}, **session_kw)
+    store = QtCore.QSettings(str(tmp_path / "layout.ini"), QtCore.QSettings.Format.IniFormat)
+    window = MainWindow(session, settings_store=store)
+    return window, session
+
+
+def _scan(source: Path, watch: Path, index: int) -> None:
+    f = sorted(p for p in source.iterdir() if p.suffix != ".json")[index]
+    shutil.copyfile(f, watch / (f.name + ".part"))
+    (watch / (f.name + ".part")).rename(watch / f.name)
+
+
+def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, synth_series: Path) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    window, session = _window(tmp_path, subject_display=True)
+    qtbot.addWidget(window)
+    window.resize(800, 600)  # the offscreen screen's size: every dock is exposed and paints
+    with qtbot.waitActive(window):
+        window.show()
+        window.activateWindow()
+    c = session.controller
+
+    async def scenario() -> None:
+        await open_session(window, session, start=False)
+        await until(lambda: window.setup.project_form.fields, what="the project's settings form")
+        assert set(window.setup.project_form.fields) >= {"baseline", "scale"}
+        assert window.subject_view is not None
+        await until(window.isActiveWindow, what="the window to be active again after docking the subject display")
+        # set the run up through the form
+        window.setup.tr.setValue(0.5)
+        window.setup.expected.setValue(0)
+        window.setup.watch.setText(str(watch))
+        window.setup.project_form.fields["baseline"][1].setValue(2)
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_R, QtCore.Qt.KeyboardModifier.ControlModifier)
+        await until(lambda: c.state == ev.RUNNING, what=f"the run to start ({window.setup.message.text()})")
+        assert not window.setup.start_button.isEnabled() and window.setup.stop_button.isEnabled()
+        assert c.settings.project.settings["baseline"] == 2
+        for i in range(VOLUMES):
+            _scan(synth_series, watch, i)
+            await until(lambda: c.model.volumes > i, what=f"volume {i}; log: {[str(m) for m in window.log.pending] + window.log.lines}")
+        await until(lambda: c.model.delivered == VOLUMES - 2, what="feedback at the subject agent")
+        v = window.subject_view
+        await until(lambda: v.painted is not None, what=f"the subject display to paint {v.isVisible()} {v.value} {v.pending} {v.size()}")
+        window.refresh()
+        # the panels show the run
+        assert window.scanner.volumes.text().startswith(str(VOLUMES))
+        img = window.slices.images["axial"].image
+        assert img is not None and img.shape == (32, 32)
+        assert np.allclose(img, c.model.latest_scaled[:, :, 6])
+        fb = window.timecourses.curves["feedback"].getData()[1]
+        assert np.isnan(fb[:2]).all() and np.isfinite(fb[2:]).all()
+        lat = window.timecourses.curves["lat:subject_delivered"].getData()[1]
+        assert np.isfinite(lat[2:]).all() and (lat[2:] > 0).all()
+        assert window.subject_view.value == pytest.approx(c.model.feedback.get(VOLUMES - 1))
+        text = window.slices.read_voxel("axial", 16.5, 10.5)
+        assert "voxel (16, 10, 6)" in text
+        # stop with Esc
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_Escape)
+        await until(lambda: c.state == ev.ENDED, what="the run to stop")
+        window.refresh()
+        assert window.setup.start_button.isEnabled()
+        assert "stopped by the operator" in window.state_label.text()
+        rows = {window.connections.table.item(r, 0).text(): window.connections.table.item(r, 2).text()
+                for r in range(window.connections.table.rowCount())}
+        assert rows["worker"] == "connected" and rows["subject"] == "connected"
+        assert any("ended" in line for line in window.log.lines)
+        await session.close()
+
+    qloop.run(scenario())
+    window.close()
+    assert QtCore.QSettings(str(tmp_path / "layout.ini"), QtCore.QSettings.Format.IniFormat).value("state") is not None
+
+
+def test_bad_settings_are_shown_not_run(qtbot: Any, qloop: Any, tmp_path: Path) -> None:
+    window, session = _window(tmp_path)
+    qtbot.addWidget(window)
+    window.setup.subject.setText("sub 01")
+    assert window.start_run() is None
+    assert "letters and digits" in window.setup.message.text()
+    assert session.controller.state == ev.IDLE
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\ntr = 0\n")
+    assert not window.load_settings_from(bad)
+    assert "tr = 0.0" in window.setup.message.text()
+    good = S.save(S.RunSettings().with_values("run", subject="42", run=3), tmp_path / "good.toml")
+    assert window.load_settings_from(good)
+    assert window.setup.settings().run_id.startswith("sub-42_") and window.setup.run_number.value() == 3
+    window.next_run()
+    assert window.setup.run_number.value() == 4
+    window.close()
