@@ -136,7 +136,10 @@ class AfniSender:
         self._set_state("idle", f"ready for {self.settings.channel.describe()}")
 
     def submit(self, volume: Volume) -> bool:
-        """Queue a volume for AFNI; never blocks. False (and a not_sent event) if it cannot go."""
+        """Queue a volume for AFNI; never blocks. False (and a not_sent event) if it cannot go.
+
+        Call it on the event loop's thread (the console's pump does).
+        """
         if not self.running or self._queue is None:
             self._not_sent(volume, "AFNI sender is off")
             return False
