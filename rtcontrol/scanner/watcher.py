@@ -106,7 +106,7 @@ class ScanWatcher:
         gap_timeout: float = 2.0,
         existing: bool = False,
     ) -> None:
-        self.folder = Path(folder)
+        self.folder = Path(folder).absolute()  # event paths are compared with it
         self.on_volume = on_volume
         self.on_event = on_event
         self.polling = polling
@@ -217,7 +217,7 @@ class ScanWatcher:
                     # the file is complete now: parse it right here, in this (watchdog) thread, and hand
                     # the result to the loop; two thread hops fewer than going through the executor
                     loop.call_soon_threadsafe(watcher._fast_result, path, t, watcher._read(path))
-                elif kind in ("created", "modified", "moved", "closed"):
+                elif kind in ("created", "modified", "attrib", "moved", "closed"):  # attrib: touched
                     loop.call_soon_threadsafe(watcher._fs_event, kind, path, t)
 
         self._observer = Observer()
@@ -275,8 +275,13 @@ class ScanWatcher:
         path = Path(path)
         if not self._wanted(path):
             return
-        if kind in ("created", "modified") and self._close_events:
-            self._seen(path, t)  # the close event will follow: note the time, do not parse yet
+        if kind in ("created", "modified", "attrib") and self._close_events:
+            old = self._files.get(path)
+            state = self._seen(path, t)  # the close event will follow: note the time, do not parse yet
+            if old is not None and old.done and state is not old and self.running:
+                # a finished file changed: rewritten (a close will come) or only touched (none will):
+                # look again shortly either way
+                state.retry = self._loop.call_later(self.retry_interval, self._retry, path, state)  # type: ignore[union-attr]
             return
         self._notice(path, t)
 
