@@ -12,8 +12,9 @@ import pytest
 from rtcontrol.paths import app_root
 from rtcontrol.scanner.synth import SynthRun, SynthSpec, generate
 
-#: The npm bids-validator (v1.x, runs offline under node); pinned so every machine checks the same rules.
-BIDS_VALIDATOR = "bids-validator@1.15.0"
+#: The npm bids-validator (v1.x, runs offline under node), pinned with its whole dependency tree by
+#: bids_validator/package-lock.json and installed with ``npm ci`` into the git-ignored .cache/.
+LOCK_DIR = Path(__file__).with_name("bids_validator")
 VALIDATOR_PREFIX = app_root() / ".cache" / "bids-validator"
 
 
@@ -37,19 +38,22 @@ def run_settings(subject: str = "01", run: int = 1, task: str = "nf", tr: float 
 
 @pytest.fixture(scope="session")
 def bids_validator() -> list[str]:
-    """The validator command; installed with npm into .cache/ on first use. Skips only without node/npm."""
+    """The validator command; installed with npm on first use (or when the lock changed). Skips only without node/npm."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         pytest.skip("node and npm are needed for the BIDS validator (Debian: apt-get install nodejs npm)")
     script = VALIDATOR_PREFIX / "node_modules" / "bids-validator" / "bin" / "bids-validator"
-    if not script.is_file():
+    lock = (LOCK_DIR / "package-lock.json").read_bytes()
+    installed = VALIDATOR_PREFIX / "package-lock.json"
+    if not script.is_file() or not installed.is_file() or installed.read_bytes() != lock:
         VALIDATOR_PREFIX.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(VALIDATOR_PREFIX), BIDS_VALIDATOR],
-            capture_output=True, text=True, timeout=600,
-        )
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(LOCK_DIR / name, VALIDATOR_PREFIX / name)
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=VALIDATOR_PREFIX,
+                              capture_output=True, text=True, timeout=600)
         if done.returncode != 0 or not script.is_file():
-            pytest.fail(f"npm install {BIDS_VALIDATOR} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+            pytest.fail(f"npm ci of the pinned bids-validator in {VALIDATOR_PREFIX} failed:\n"
+                        f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return [node, str(script)]
 
 

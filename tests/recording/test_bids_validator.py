@@ -15,6 +15,9 @@ from rtcontrol.scanner.synth import SynthRun
 from tests.recording.conftest import issues, run_settings, validate
 from tests.recording.test_recorder import record
 
+#: The first test installs the pinned validator with npm (about a minute on this machine).
+pytestmark = pytest.mark.timeout(600)
+
 
 def test_synthetic_runs_of_two_subjects_validate(tmp_path: Path, synth_run: SynthRun, bids_validator) -> None:
     for subject, runs in (("01", 2), ("02", 1)):
