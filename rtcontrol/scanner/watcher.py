@@ -58,8 +58,8 @@ class WatchEvent:
     """
 
     kind: str
-    message: str
-    path: Path | None = None
+    path: Path | None = None  # the file concerned, when there is one
+    message: str = ""  # says what happened and where, for the operator
     run: str | None = None
     index: int | None = None
     time: float = field(default_factory=time.monotonic)
@@ -479,7 +479,7 @@ class ScanWatcher:
                 index: int | None = None) -> None:  # fmt: skip
         if kind in ("file_error", "gave_up", "assembly"):
             self.stats.errors += 1
-        event = WatchEvent(kind, message, path, run, index)
+        event = WatchEvent(kind, path=path, message=message, run=run, index=index)
         (log.warning if kind in ("file_error", "gave_up", "gap") else log.info)("%s", message)
         if self.on_event is not None:
             try:
