@@ -164,11 +164,16 @@ class PercentSignalChange:
     """Percent signal change of one signal against a baseline window, with running detrending.
 
     The signal goes through a :class:`RunningModel` (constant + drift + motion, optionally task
-    regressors). The value at volume ``t`` is its cleaned value minus the baseline, in percent of
-    the baseline, where the baseline is the mean cleaned signal over volumes
-    ``[baseline_start, baseline_start + baseline_length)`` *under the current fit* (the window's
-    sums of data and design rows are kept, so re-estimating the drift moves the baseline
-    consistently and costs nothing extra). Before the window is complete the value is NaN.
+    regressors). The value at volume ``t`` is::
+
+        100 * (y[t] - mean_w(y) - (x[t] - mean_w(x)) . b) / mean_w(y)
+
+    where ``w`` is the baseline window ``[baseline_start, baseline_start + baseline_length)``,
+    ``x`` the drift and motion regressors and ``b`` their *current* coefficients: the change
+    since the baseline minus the change the drift and motion account for. The window's sums are
+    kept, so re-estimating ``b`` each volume costs nothing extra. Until the model has
+    ``min_volumes`` volumes (default: twice its regressors) ``b`` is not trusted and taken as 0.
+    Before the window is complete the value is NaN.
     """
 
     def __init__(
@@ -178,14 +183,21 @@ class PercentSignalChange:
         drift: DriftBasis | None = None,
         motion: bool = True,
         n_task: int = 0,
+        min_volumes: int | None = None,
     ) -> None:
         if baseline_length < 1:
             raise ValueError(f"the baseline window needs at least one volume, got {baseline_length}")
         self.start, self.length = int(baseline_start), int(baseline_length)
         self.model = RunningModel(1, drift=drift, motion=motion, n_task=n_task)
+        self.min_volumes = 2 * self.model.p if min_volumes is None else int(min_volumes)
         self._sum_y = 0.0
         self._sum_x = np.zeros(self.model.p)
         self._n_base = 0
+
+    @property
+    def baseline(self) -> float:
+        """Mean raw signal over the baseline window (NaN until it is complete)."""
+        return self._sum_y / self._n_base if self._n_base >= self.length else float("nan")
 
     def update(self, t: int, value: float, motion: np.ndarray | None = None, task: np.ndarray | None = None) -> float:
         """Add volume ``t`` (0-based) with its ROI value; return its percent signal change."""
@@ -197,8 +209,10 @@ class PercentSignalChange:
             self._n_base += 1
         if self._n_base < self.length:
             return float("nan")
-        cleaned = float(value) - float(self.model.nuisance_fit(x)[0])
-        baseline = (self._sum_y - float(self.model.nuisance_fit(self._sum_x)[0])) / self._n_base
-        if not baseline > 0:
-            raise ValueError(f"the baseline signal is {baseline:.4g}; percent change needs a positive baseline (is the ROI outside the head?)")
-        return 100.0 * (cleaned - baseline) / baseline
+        base = self._sum_y / self._n_base
+        if not base > 0:
+            raise ValueError(f"the baseline signal is {base:.4g}; percent change needs a positive baseline (is the ROI outside the head?)")
+        change = float(value) - base
+        if self.model.glm.n >= self.min_volumes:
+            change -= float(self.model.nuisance_fit(x - self._sum_x / self._n_base)[0])
+        return 100.0 * change / base

@@ -1,0 +1,109 @@
+"""roi_feedback on the simulator's run: the feedback must follow the known activation blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from rtcontrol.paths import projects_dir
+from rtcontrol.project import Result, RunContext, resolve_settings
+from rtcontrol.scanner.synth import SynthSpec, generate
+from rtcontrol.worker.projects import load_project_class
+
+FOLDER = projects_dir() / "roi_feedback"
+
+
+@pytest.fixture(scope="module")
+def synth_run():
+    return generate(SynthSpec(volumes=80, seed=4, motion_mm=1.5))
+
+
+def run_project(run, **settings) -> tuple[np.ndarray, list[dict]]:
+    cls = load_project_class(FOLDER)
+    ctx = RunContext.local(resolve_settings(cls.settings, settings), tr=run.spec.tr)
+    project = cls()
+    project.start_run(ctx)
+    feedback, metrics = [], []
+    for t in range(run.spec.volumes):
+        result = Result.of(project.process(run.to_volume(t), ctx))
+        feedback.append(np.nan if result.feedback is None else result.feedback)
+        metrics.append(result.metrics)
+    project.end_run(ctx)
+    return np.array(feedback), metrics
+
+
+def world_box(run) -> tuple[list[float], list[float]]:
+    corners = np.asarray(run.truth["activation"]["box_world_corners"])
+    return corners.min(axis=0).tolist(), corners.max(axis=0).tolist()
+
+
+def check_recovers_blocks(run, feedback: np.ndarray, min_r: float) -> None:
+    on = np.asarray(run.truth["activation"]["timecourse"]) > 0
+    ok = ~np.isnan(feedback)
+    assert ok.sum() >= run.spec.volumes - 10  # feedback from the end of the baseline on
+    r = np.corrcoef(feedback[ok], on[ok])[0, 1]
+    assert r >= min_r, f"correlation of feedback with the true blocks is {r:.2f}"
+    assert feedback[ok & on].mean() > feedback[ok & ~on].mean() + 0.2
+    assert np.all((feedback[ok] >= 0) & (feedback[ok] <= 1))
+
+
+def test_world_box_with_known_protocol(synth_run) -> None:
+    """Defaults (motion correction, drift + motion regressors) plus the protocol's block length."""
+    lo, hi = world_box(synth_run)
+    feedback, metrics = run_project(synth_run, roi_lo=lo, roi_hi=hi, expected_volumes=80,
+                                    block_volumes=synth_run.spec.block_volumes)
+    check_recovers_blocks(synth_run, feedback, 0.9)
+    last = metrics[-1]
+    for key in ("roi_mean", "psc", "feedback", "fd", "dvars", "tsnr_median", "spike", "tx", "ty", "tz", "rx", "ry", "rz"):
+        assert key in last and np.isfinite(last[key]), key
+    # the motion the project saw is the simulator's (rotation about S is noise-limited in this
+    # phantom at 1% noise; tests/analysis/test_motion.py checks the accuracy itself)
+    truth = np.asarray(synth_run.truth["motion"]["params"][-1])
+    seen = np.array([last[k] for k in ("tx", "ty", "tz", "rx", "ry", "rz")])
+    np.testing.assert_allclose(seen[:3], truth[:3], atol=0.05)
+    np.testing.assert_allclose(seen[3:], truth[3:], atol=0.15)
+
+
+def test_voxel_box_without_protocol_knowledge(synth_run) -> None:
+    """No block timing given: linear drift only (motion regressors would absorb activation)."""
+    (i0, i1), (j0, j1), (k0, k1) = synth_run.truth["activation"]["box_voxels"]
+    feedback, _ = run_project(synth_run, roi_kind="box_voxel", roi_lo=[i0, j0, k0], roi_hi=[i1 - 1, j1 - 1, k1 - 1],
+                              expected_volumes=80, drift_order=1, motion_regressors=False)
+    check_recovers_blocks(synth_run, feedback, 0.6)
+
+
+def test_mask_file_in_another_space(synth_run, tmp_path: Path) -> None:
+    """A 2 mm axial mask of the activation box, resampled once to the run's oblique grid."""
+    lo, hi = world_box(synth_run)
+    A = np.diag([2.0, 2.0, 2.0, 1.0])
+    A[:3, 3] = [-100.0, -120.0, -60.0]
+    ijk = np.indices((100, 110, 80)).reshape(3, -1).T
+    xyz = ijk * 2.0 + A[:3, 3]
+    # the true box, in world space: voxels of the run grid inside it
+    inv = np.linalg.inv(synth_run.affine)
+    run_ijk = xyz @ inv[:3, :3].T + inv[:3, 3]
+    inside = np.ones(len(xyz), dtype=bool)
+    for axis, (a, b) in enumerate(synth_run.truth["activation"]["box_voxels"]):
+        inside &= (run_ijk[:, axis] >= a - 0.5) & (run_ijk[:, axis] <= b - 0.5)
+    mask = np.where(inside, 3, 0).reshape(100, 110, 80).astype(np.uint8)
+    path = tmp_path / "roi_2mm.nii.gz"
+    nib.save(nib.Nifti1Image(mask, A), path)
+    feedback, _ = run_project(synth_run, roi_kind="mask", roi_mask=str(path), roi_label=3, expected_volumes=80,
+                              block_volumes=synth_run.spec.block_volumes)
+    check_recovers_blocks(synth_run, feedback, 0.9)
+
+
+def test_bad_settings_are_refused(synth_run) -> None:
+    cls = load_project_class(FOLDER)
+    project = cls()
+    with pytest.raises(ValueError, match="psc_max"):
+        project.start_run(RunContext.local(resolve_settings(cls.settings, {"psc_min": 2.0, "psc_max": 1.0})))
+    with pytest.raises(ValueError, match="no roi_mask"):
+        project.start_run(RunContext.local(resolve_settings(cls.settings, {"roi_kind": "mask"})))
+    ctx = RunContext.local(resolve_settings(cls.settings, {"roi_lo": [500, 500, 500], "roi_hi": [510, 510, 510]}))
+    project.start_run(ctx)
+    with pytest.raises(ValueError, match="empty on the run's grid"):
+        project.process(synth_run.to_volume(0), ctx)
