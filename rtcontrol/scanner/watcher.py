@@ -38,6 +38,9 @@ from rtcontrol.scanner.volume import Volume
 
 log = logging.getLogger(__name__)
 
+#: Polling: a file unchanged this long (s) is checked for changes only this often.
+SETTLE = 1.0
+
 #: Names the watcher never reads: scanner/converter temporaries and our own sidecars.
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".lock", ".swp", ".crdownload", "~")
 
@@ -227,28 +230,53 @@ class ScanWatcher:
         self._observer.start()
 
     def _poll_loop(self) -> None:
-        """Polling thread: list the folder, post files whose size or mtime changed."""
+        """Polling thread: list the folder, try files whose size or mtime changed.
+
+        A file unchanged for :data:`SETTLE` seconds is stat'ed only once per SETTLE (a run leaves
+        thousands of files in the folder; stat'ing each every 10 ms would cost a core). Listing the
+        names each time is cheap and finds new files at once.
+        """
         loop = self._loop
         assert loop is not None
-        known: dict[Path, tuple[int, int]] = {p: (s.size, s.mtime_ns) for p, s in self._files.items()}
+        known: dict[str, list] = {p.name: [s.size, s.mtime_ns, -SETTLE] for p, s in self._files.items()}
+        last_full = time.monotonic()
         while not self._stopping.wait(self.poll_interval):
+            now = time.monotonic()
+            full = now - last_full >= SETTLE
+            if full:
+                last_full = now
+            changed = []
             try:
-                listing = self._list()
+                with os.scandir(self.folder) as it:
+                    for entry in it:
+                        name = entry.name
+                        if name.startswith(".") or name.endswith(IGNORED_SUFFIXES):
+                            continue
+                        k = known.get(name)
+                        if k is not None and not full and now - k[2] >= SETTLE:
+                            continue
+                        try:
+                            if not entry.is_file():
+                                continue
+                            st = entry.stat()
+                        except OSError:
+                            continue
+                        if k is None or k[0] != st.st_size or k[1] != st.st_mtime_ns:
+                            known[name] = [st.st_size, st.st_mtime_ns, now]
+                            changed.append((st.st_mtime_ns, name, st.st_size))
             except OSError as exc:  # share went away for a moment: say so, keep trying
                 log.warning("cannot list %s: %s", self.folder, exc)
                 continue
             t = time.monotonic()
             # oldest change first: the order the scanner wrote them in (directory order is arbitrary)
-            listing.sort(key=lambda e: (e[2], e[0].name))
-            for path, size, mtime_ns in listing:
-                if known.get(path) != (size, mtime_ns):
-                    known[path] = (size, mtime_ns)
-                    if size == 0:  # created, nothing written yet
-                        loop.call_soon_threadsafe(self._fs_event, "polled", path, t)
-                        continue
-                    # try it right here: complete files go straight to the loop; a file still being
-                    # written fails cheaply as incomplete and is retried
-                    loop.call_soon_threadsafe(self._fast_result, path, t, self._read(path))
+            for _, name, size in sorted(changed):
+                path = self.folder / name
+                if size == 0:  # created, nothing written yet
+                    loop.call_soon_threadsafe(self._fs_event, "polled", path, t)
+                    continue
+                # try it right here: complete files go straight to the loop; a file still being
+                # written fails cheaply as incomplete and is retried
+                loop.call_soon_threadsafe(self._fast_result, path, t, self._read(path))
 
     def _list(self) -> list[tuple[Path, int, int]]:
         out = []

@@ -308,3 +308,22 @@ async def test_parsing_runs_off_the_event_loop(tmp_path, mosaic):
 async def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         await ScanWatcher(tmp_path / "nope", lambda v: None).start()
+
+
+async def test_polling_still_sees_changes_to_settled_files(tmp_path, mosaic):
+    """Polling stats a file that has been quiet for a second only once a second: changes are still seen."""
+    from rtcontrol.scanner.watcher import SETTLE
+
+    sink = Sink()
+    async with make_watcher(tmp_path, sink, "polling"):
+        await write(tmp_path / mosaic[0].name, mosaic[0].read_bytes())
+        await sink.until(lambda: len(sink.volumes) == 1)
+        await asyncio.sleep(SETTLE + 0.2)
+        t0 = time.monotonic()
+        os.utime(tmp_path / mosaic[0].name, ns=(time.time_ns(), time.time_ns() + 10**9))
+        await sink.until(lambda: len(sink.kinds("duplicate")) == 1, timeout=5)
+        assert time.monotonic() - t0 < SETTLE + 0.5
+        await write(tmp_path / mosaic[1].name, mosaic[1].read_bytes())  # a new file is seen at once
+        t1 = time.monotonic()
+        await sink.until(lambda: len(sink.volumes) == 2, timeout=5)
+        assert time.monotonic() - t1 < 0.5
