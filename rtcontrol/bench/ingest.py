@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from rtcontrol.bench.stats import Figure, timing
 SHAPE = (96, 96, 66)
 VOLUMES = 150
 WARMUP = 5
-INTERVAL = 0.03  # seconds between files: one volume at a time, as from a scanner (only faster)
+INTERVAL = (0.02, 0.04)  # seconds between files, random: the scanner's clock is not in step with our polling
 
 
 def _mosaic_files(n: int) -> list[tuple[str, bytes]]:
@@ -40,6 +41,7 @@ async def _measure(polling: bool, files: list[tuple[str, bytes]]) -> list[float]
     closed: dict[int, float] = {}
     delivered: dict[int, float] = {}
     got = asyncio.Event()
+    rng = random.Random(0)
 
     def on_volume(volume) -> None:
         delivered[volume.index] = time.monotonic()
@@ -69,7 +71,7 @@ async def _measure(polling: bool, files: list[tuple[str, bytes]]) -> list[float]
                     await asyncio.wait_for(got.wait(), 2.0)
                 except asyncio.TimeoutError:
                     pass
-                await asyncio.sleep(INTERVAL)
+                await asyncio.sleep(rng.uniform(*INTERVAL))
         finally:
             await watcher.stop()
     return [delivered[i] - closed[i] for i in range(WARMUP, len(files)) if i in delivered and i in closed]
