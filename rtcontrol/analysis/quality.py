@@ -57,7 +57,7 @@ class RunningTsnr:
 class RobustZ:
     """z-score of a new value against the median and MAD of the last ``window`` values."""
 
-    def __init__(self, window: int = 50, min_history: int = 5) -> None:
+    def __init__(self, window: int = 50, min_history: int = 10) -> None:
         self.history: deque[np.ndarray] = deque(maxlen=window)
         self.min_history = min_history
 

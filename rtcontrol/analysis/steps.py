@@ -55,9 +55,10 @@ class Step:
 
     def __init__(self, **settings: Any) -> None:
         self.config = resolve_settings(self.settings, settings)
+        self.start()
 
     def start(self) -> None:
-        """Once per run, before the first volume: reset per-run state."""
+        """Reset per-run state (called on construction and again before each run)."""
 
     def process(self, frame: Frame) -> None:
         """Once per volume: read and update ``frame``."""
@@ -97,8 +98,6 @@ class MotionStep(Step):
         self.corrector = MotionCorrector(c["reference"] or None, reference_index=c["reference_index"], reslice=c["reslice"])
 
     def process(self, frame: Frame) -> None:
-        if not hasattr(self, "corrector"):
-            self.start()
         result = self.corrector.process(frame.volume)
         frame.values["motion"] = result.params
         frame.values["motion_result"] = result
@@ -118,8 +117,6 @@ class QualityStep(Step):
         self.monitor = QualityMonitor(spike_z=self.config["spike_z"])
 
     def process(self, frame: Frame) -> None:
-        if not hasattr(self, "monitor"):
-            self.start()
         frame.metrics.update(self.monitor.update(frame.data, frame.values.get("motion")))
 
 
@@ -155,13 +152,13 @@ class RoiMeanStep(Step):
     def __init__(self, spec: RoiSpec | None = None, **settings: Any) -> None:
         super().__init__(**settings)
         c = self.config
+        self.roi = None
         if spec is None:
             if c["roi_kind"] == "mask":
                 spec = RoiSpec.mask(c["mask"], name=c["roi_name"])
             else:
                 spec = RoiSpec(c["roi_kind"], lo=tuple(c["lo"]), hi=tuple(c["hi"]), name=c["roi_name"])
         self.spec = spec
-        self.roi = None
 
     def start(self) -> None:
         self.roi = None
