@@ -221,17 +221,14 @@ def _same_voxels(nifti: Path, what: str) -> str:
     import numpy as np
 
     truth = _expected_data()
-    img = nib.load(nifti)
     expected = nib.as_closest_canonical(nib.Nifti1Image(truth.data, truth.affine))
-    got = nib.as_closest_canonical(img)
+    got = nib.as_closest_canonical(nib.load(nifti))  # compared in world space: any axis order or flip is fine
     if got.shape != expected.shape:
         raise StepFailed(f"{what}: shape {got.shape}, expected {expected.shape}")
     if not np.allclose(got.affine, expected.affine, atol=1e-3):
         raise StepFailed(f"{what}: affine differs from the simulator's\n{got.affine}\n{expected.affine}")
-    if not np.array_equal(np.asarray(got.dataobj.get_unscaled()) if hasattr(got.dataobj, "get_unscaled")
-                          else got.get_fdata(), np.asarray(expected.dataobj)):
-        if not np.allclose(got.get_fdata(), expected.get_fdata()):
-            raise StepFailed(f"{what}: voxel values differ from the simulator's")
+    if not np.array_equal(got.get_fdata(), expected.get_fdata()):
+        raise StepFailed(f"{what}: voxel values differ from the simulator's")
     return f"{nifti.name}: {got.shape}, voxels equal the simulator's"
 
 
@@ -353,6 +350,16 @@ def recording(c: Check) -> str:
     return _same_voxels(bolds[0], "recorded run")
 
 
+def recovery_tool(c: Check) -> str:
+    runs = c.facts.get("runs")
+    if runs is None:
+        raise Skip("no headless run")
+    out = c.run("-m", "rtcontrol.recording", "list", str(runs)).stdout.strip()
+    if "no interrupted run" not in out:
+        raise StepFailed(f"expected the finished run not to be listed as interrupted, got: {out}")
+    return out
+
+
 def worker_saved(c: Check) -> str:
     data = c.work / "worker-data"
     if "runs" not in c.facts:
@@ -457,6 +464,7 @@ STEPS: list[tuple[str, Callable[[Check], str | None]]] = [
     ("run --no-gui with a replayed scan", headless_run),
     ("the run's recording", recording),
     ("the worker's saved run", worker_saved),
+    ("rtcontrol -m rtcontrol.recording list (interrupted runs)", recovery_tool),
     ("stopping the worker and subject agent", stop_programs),
     ("run --demo with an embedded worker and subject agent", demo_run),
     ("console window and subject display (Qt offscreen)", windows),
