@@ -107,3 +107,20 @@ def test_bad_settings_are_refused(synth_run) -> None:
     project.start_run(ctx)
     with pytest.raises(ValueError, match="empty on the run's grid"):
         project.process(synth_run.to_volume(0), ctx)
+
+
+def test_kalman_plugin_as_post_step(synth_run) -> None:
+    lo, hi = world_box(synth_run)
+    feedback, metrics = run_project(synth_run, roi_lo=lo, roi_hi=hi, expected_volumes=80,
+                                    block_volumes=synth_run.spec.block_volumes, post_steps="kalman")
+    check_recovers_blocks(synth_run, feedback, 0.85)
+    raw = np.array([m.get("psc_raw", np.nan) for m in metrics])
+    smoothed = np.array([m.get("psc", np.nan) for m in metrics])
+    ok = ~np.isnan(raw)
+    assert np.abs(np.diff(smoothed[ok])).mean() < np.abs(np.diff(raw[ok])).mean()
+
+
+def test_unknown_post_step_is_refused() -> None:
+    cls = load_project_class(FOLDER)
+    with pytest.raises(ValueError, match="no plugin step named nosuch"):
+        cls().start_run(RunContext.local(resolve_settings(cls.settings, {"post_steps": "nosuch"})))
