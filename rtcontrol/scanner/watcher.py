@@ -385,12 +385,14 @@ class ScanWatcher:
         if sig is not None and sig != (state.size, state.mtime_ns):
             state.size, state.mtime_ns, state.changed_at = sig[0], sig[1], now
         if isinstance(error, IncompleteFile):
-            exc = error
-            state.error = exc.reason
+            state.error = error.reason
+            if state.retry is not None:
+                state.retry.cancel()
+                state.retry = None
             if now - state.changed_at >= self.incomplete_timeout:
                 state.done = True
                 self._report("gave_up", f"{path.name}: still incomplete {now - state.changed_at:.1f} s after it "
-                             f"last changed, giving up: {exc.reason}", path)  # fmt: skip
+                             f"last changed, giving up: {error.reason}", path)  # fmt: skip
             elif state.again:
                 state.again = False
                 self._parse(path, state, now)
