@@ -17,6 +17,8 @@ run number is used and the runlog says so.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import math
 import os
@@ -35,6 +37,7 @@ from rtcontrol.rigid import framewise_displacement
 from rtcontrol.scanner.volume import STAGES
 
 BIDS_VERSION = "1.8.0"
+GZIP_LEVEL = 1  # as nibabel: fast, and EPI compresses little better at higher levels
 MOTION = ("tx", "ty", "tz", "rx", "ry", "rz")
 #: Stages that say when the person saw the feedback, best first.
 DELIVERY_STAGES = ("displayed", "consumer_taken", "subject_delivered", "feedback_received", "result_ready")
@@ -118,7 +121,7 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
     if not tr:
         raise RecordingError(f"{run_dir}: the repetition time is unknown (not in the volumes nor the settings)")
 
-    data, slope, inter = _stack(contents, records, first_index, count)
+    series = RecordedSeries(contents, records, first_index, count)
     affine = np.asarray(records[0]["affine"], dtype=np.float64)
     slice_timing = _first(r.get("slice_timing") for r in records)
     header = records[0].get("header") or {}
@@ -130,7 +133,7 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
         stem = labels.stem(run_number)
         _write_root_files(bids_root, labels)
         bold = func / f"{stem}_bold.nii.gz"
-        _write_nifti(bold, data, affine, tr, slope, inter, slice_timing)
+        mean_image = _write_nifti(bold, series, affine, tr, slice_timing)
         _write_json(func / f"{stem}_bold.json", bold_sidecar(labels.task, tr, slice_timing, header, count))
 
         timelines = merged_timelines(contents)
@@ -143,7 +146,7 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
         deriv.mkdir(parents=True, exist_ok=True)
         _write_derivative_description(bids_root / "derivatives" / "rtcontrol")
         indices = list(range(first_index, first_index + count))
-        summary = _write_confounds(deriv / f"{stem}_desc-confounds_timeseries", data, slope, inter, indices, missing, feedback)
+        summary = _write_confounds(deriv / f"{stem}_desc-confounds_timeseries", series, mean_image, feedback)
         _write_timeline(deriv / f"{stem}_desc-timeline_timeseries", indices, records, timelines, ref)
         runlog = {
             "rtcontrol": __version__,
@@ -189,43 +192,83 @@ def _free_run_number(func: Path, labels: Labels) -> int:
 # --- the image --------------------------------------------------------------------------------------
 
 
-def _stack(contents: JournalContents, records: list[dict], first: int, count: int) -> tuple[np.ndarray, float, float]:
-    """(X, Y, Z, T) stored values; a missing volume is zeros. Mixed scaling is resolved to float32 real values."""
-    scales = {(float(r["scl_slope"]), float(r["scl_inter"])) for r in records}
-    dtypes = {np.dtype(r["dtype"]) for r in records}
-    shapes = {tuple(r["shape"]) for r in records}
-    if len(shapes) != 1:
-        raise RecordingError(f"{contents.run_dir}: the volumes have different shapes {sorted(shapes)}; cannot make one 4-D image")
-    mixed = len(scales) > 1
-    dtype = np.dtype(np.float32) if mixed else np.result_type(*dtypes)
-    data = np.zeros((*shapes.pop(), count), dtype=dtype)
-    for r in records:
-        vol = contents.volume_data(r)
-        if mixed:
-            vol = vol.astype(np.float32) * np.float32(r["scl_slope"] or 1.0) + np.float32(r["scl_inter"])
-        data[..., int(r["index"]) - first] = vol
-    slope, inter = (1.0, 0.0) if mixed else scales.pop()
-    return data, slope, inter
+class RecordedSeries:
+    """The run's volumes read back one at a time from the raw file (a long run never sits in memory whole).
+
+    Volumes share one dtype and scaling, kept as stored; if the scaling changed during the run, every
+    volume is given as float32 real values instead. A missing index reads as zeros.
+    """
+
+    def __init__(self, contents: JournalContents, records: list[dict], first: int, count: int) -> None:
+        shapes = {tuple(r["shape"]) for r in records}
+        if len(shapes) != 1:
+            raise RecordingError(
+                f"{contents.run_dir}: the volumes have different shapes {sorted(shapes)}; cannot make one 4-D image"
+            )
+        self.contents, self.first, self.count = contents, first, count
+        self.shape: tuple[int, int, int] = shapes.pop()  # type: ignore[assignment]
+        self.by_index = {int(r["index"]): r for r in records}
+        self.indices = list(range(first, first + count))
+        self.missing = [i for i in self.indices if i not in self.by_index]
+        scales = {(float(r["scl_slope"]), float(r["scl_inter"])) for r in records}
+        self.mixed = len(scales) > 1
+        self.dtype = np.dtype(np.float32) if self.mixed else np.result_type(*{np.dtype(r["dtype"]) for r in records})
+        self.slope, self.inter = (1.0, 0.0) if self.mixed else scales.pop()
+
+    def __iter__(self) -> Iterable[tuple[int, np.ndarray | None]]:
+        """(index, stored values in the series dtype) per time point; None where the volume is missing."""
+        for index in self.indices:
+            r = self.by_index.get(index)
+            if r is None:
+                yield index, None
+                continue
+            vol = self.contents.volume_data(r)
+            if self.mixed:
+                vol = vol.astype(np.float32) * np.float32(r["scl_slope"] or 1.0) + np.float32(r["scl_inter"])
+            yield index, vol.astype(self.dtype.newbyteorder("<"), copy=False)
+
+    def real(self, stored: np.ndarray) -> np.ndarray:
+        out = stored.astype(np.float32)
+        if self.slope not in (0.0, 1.0) or self.inter != 0.0:
+            out = out * np.float32(self.slope) + np.float32(self.inter)
+        return out
 
 
-def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, tr: float, slope: float, inter: float,
-                 slice_timing: list[float] | None) -> None:
-    img = nib.Nifti1Image(data, affine)
-    hdr = img.header
-    hdr.set_data_dtype(data.dtype)
+def _write_nifti(path: Path, series: RecordedSeries, affine: np.ndarray, tr: float,
+                 slice_timing: list[float] | None) -> np.ndarray:
+    """Stream the 4-D NIfTI volume by volume (each volume's Fortran-order bytes are contiguous in the file).
+
+    Returns the mean image (stored values, present volumes only), which the confounds need.
+    """
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(series.dtype)
+    hdr.set_data_shape((*series.shape, series.count))
     hdr.set_xyzt_units("mm", "sec")
-    zooms = list(hdr.get_zooms())
-    zooms[3] = float(tr)
-    hdr.set_zooms(zooms)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    if slope not in (0.0, 1.0) or inter != 0.0:
-        hdr.set_slope_inter(slope, inter)
+    hdr.set_qform(affine, code=1)
+    hdr.set_sform(affine, code=1)
+    hdr.set_zooms((*np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), float(tr)))
+    if series.slope not in (0.0, 1.0) or series.inter != 0.0:
+        hdr.set_slope_inter(series.slope, series.inter)
     if slice_timing:
         hdr.set_dim_info(slice=2)
+    hdr.set_data_offset(352)
+    total = np.zeros(series.shape, dtype=np.float64)
+    present = 0
+    zeros = np.zeros(series.shape, dtype=series.dtype)
     tmp = path.with_name(f".partial-{path.name}")
-    img.to_filename(tmp)
+    with gzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as fh:
+        head = io.BytesIO()
+        hdr.write_to(head)  # 348 header bytes + the 4-byte "no extensions" flag
+        fh.write(head.getvalue().ljust(352, b"\x00"))
+        for _, vol in series:
+            if vol is None:
+                vol = zeros
+            else:
+                total += vol
+                present += 1
+            fh.write(vol.tobytes(order="F"))
     os.replace(tmp, path)
+    return total / max(present, 1)
 
 
 def bold_sidecar(task: str, tr: float, slice_timing: list[float] | None, header: dict[str, Any],
@@ -368,24 +411,27 @@ def _cell_value(value: Any) -> Any:
 # --- derivatives --------------------------------------------------------------------------------------
 
 
-def _write_confounds(base: Path, data: np.ndarray, slope: float, inter: float, indices: list[int], missing: list[int],
-                     feedback: list[dict]) -> dict[str, Any]:
+def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray, feedback: list[dict]) -> dict[str, Any]:
     """Motion (from the project's metrics), framewise displacement, global signal, DVARS and the feedback per volume."""
-    present = [i for i, idx in enumerate(indices) if idx not in set(missing)]
-    mean_img = data[..., present].mean(axis=-1, dtype=np.float64)
-    mask = mean_img > 0.5 * float(mean_img.mean())
-    series = data[mask].astype(np.float32)  # (brain voxels, T): stored values -> real values
-    if slope not in (0.0, 1.0) or inter != 0.0:
-        series = series * np.float32(slope) + np.float32(inter)
-    gsr = series.mean(axis=0) if series.size else np.full(len(indices), np.nan)
+    indices, missing = series.indices, series.missing
+    mask = mean_image > 0.5 * float(mean_image.mean())  # brain: the mean image above half its mean
+    gsr = np.full(len(indices), np.nan)
     dvars = np.full(len(indices), np.nan)
-    if series.shape[1] > 1:
-        dvars[1:] = np.sqrt(np.mean(np.diff(series, axis=1) ** 2, axis=0))
-    for i, idx in enumerate(indices):
-        if idx in missing:
-            gsr[i] = dvars[i] = np.nan
-            if i + 1 < len(indices):
-                dvars[i + 1] = np.nan
+    total = np.zeros(int(mask.sum()))
+    total_sq = np.zeros(int(mask.sum()))
+    prev: np.ndarray | None = None
+    for i, (_, vol) in enumerate(series):
+        if vol is None:
+            prev = None
+            continue
+        v = series.real(vol)[mask].astype(np.float64)
+        gsr[i] = v.mean() if v.size else np.nan
+        if prev is not None:
+            dvars[i] = np.sqrt(np.mean((v - prev) ** 2))
+        total += v
+        total_sq += v * v
+        prev = v
+    present = len(indices) - len(missing)
 
     by_index = {int(r["index"]): r for r in feedback}
     metric_names: list[str] = []
@@ -399,7 +445,7 @@ def _write_confounds(base: Path, data: np.ndarray, slope: float, inter: float, i
         columns += list(MOTION) + ["framewise_displacement"]
     columns += [m for m in metric_names if m not in MOTION]
 
-    rows, prev = [], None
+    rows, prev_motion = [], None
     for i, idx in enumerate(indices):
         fb = by_index.get(idx, {})
         metrics = fb.get("metrics") or {}
@@ -412,8 +458,9 @@ def _write_confounds(base: Path, data: np.ndarray, slope: float, inter: float, i
         if len(motion) == 6:
             params = [metrics.get(m) for m in MOTION]
             if all(isinstance(p, (int, float)) for p in params):
-                row["framewise_displacement"] = framewise_displacement(prev, params) if prev is not None else 0.0
-                prev = params
+                row["framewise_displacement"] = (framewise_displacement(prev_motion, params)
+                                                 if prev_motion is not None else 0.0)
+                prev_motion = params
         rows.append(row)
     _write_tsv(base.with_suffix(".tsv"), columns, rows)
 
@@ -432,9 +479,9 @@ def _write_confounds(base: Path, data: np.ndarray, slope: float, inter: float, i
                                             for c in columns})
 
     summary: dict[str, Any] = {"brain_voxels": int(mask.sum())}
-    if len(present) > 2 and series.size:
-        sd = series[:, [i for i in range(series.shape[1]) if indices[i] not in missing]].std(axis=1)
-        mu = series[:, [i for i in range(series.shape[1]) if indices[i] not in missing]].mean(axis=1)
+    if present > 2 and total.size:
+        mu = total / present
+        sd = np.sqrt(np.maximum(total_sq / present - mu * mu, 0.0))
         tsnr = mu[sd > 0] / sd[sd > 0]
         summary["tsnr_median"] = float(np.median(tsnr)) if tsnr.size else None
     fd = [r.get("framewise_displacement") for r in rows if r.get("framewise_displacement") is not None]
