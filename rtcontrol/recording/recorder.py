@@ -158,6 +158,8 @@ class Recorder:
 
     def drain(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is on disk (tests, and before reading a live run)."""
+        if self._closed:
+            return  # close() already wrote everything
         done = threading.Event()
         self._queue.put(done)
         if not done.wait(timeout):

@@ -175,3 +175,15 @@ def test_the_recovery_command_lists_and_finishes(tmp_path: Path, synth_run: Synt
     assert (tmp_path / "runs/bids/sub-01/ses-01/func/sub-01_ses-01_task-nf_run-01_bold.nii.gz").is_file()
     again = subprocess.run([*cmd, "list", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
     assert "no interrupted run" in again.stdout
+
+
+def test_a_damaged_journal_is_named_not_guessed(tmp_path: Path, synth_run: SynthRun) -> None:
+    rec = Recorder(tmp_path / "run", run_settings())
+    record(rec, synth_run, indices=range(2))
+    rec.close()
+    lines = (tmp_path / "run" / JOURNAL).read_bytes().split(b"\n")
+    lines[2] = lines[2][:10]  # a line in the middle, not the torn tail of a crash
+    (tmp_path / "run" / JOURNAL).write_bytes(b"\n".join(lines))
+    with pytest.raises(ValueError, match=r"journal.jsonl, line 3: not a JSON record \(the journal is damaged\)"):
+        read_journal(tmp_path / "run")
+    assert find_interrupted(tmp_path) == [tmp_path / "run"]  # still offered to the operator
