@@ -8,11 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from nibabel.nicom import csareader
+
+with warnings.catch_warnings():  # nibabel calls its DICOM readers experimental; we use only the CSA parser
+    warnings.simplefilter("ignore", UserWarning)
+    from nibabel.nicom import csareader
 
 from rtcontrol.cli import main as cli_main
 from rtcontrol.rigid import params_to_matrix
