@@ -12,10 +12,10 @@ from rtcontrol.analysis.motion import MotionCorrector, MotionError, MotionResult
 from rtcontrol.analysis.quality import QualityMonitor, RobustZ, RunningTsnr, head_mask
 from rtcontrol.analysis.roi import PercentSignalChange, Roi, RoiSpec
 from rtcontrol.analysis.smooth import fwhm_to_sigma, smooth
-from rtcontrol.analysis.steps import Frame, MotionStep, Pipeline, QualityStep, RoiMeanStep, SmoothStep, Step
+from rtcontrol.analysis.steps import Frame, GlmStep, MotionStep, Pipeline, QualityStep, RoiMeanStep, SmoothStep, Step
 
 __all__ = [
-    "DriftBasis", "Frame", "IncrementalGLM", "MotionCorrector", "MotionError", "MotionResult", "MotionStep",
+    "DriftBasis", "Frame", "GlmStep", "IncrementalGLM", "MotionCorrector", "MotionError", "MotionResult", "MotionStep",
     "PercentSignalChange", "Pipeline", "QualityMonitor", "QualityStep", "RobustZ", "Roi", "RoiMeanStep", "RoiSpec",
     "RunningModel", "RunningTsnr", "SmoothStep", "Step", "fwhm_to_sigma", "head_mask", "load_volume", "smooth",
 ]  # fmt: skip

@@ -19,8 +19,10 @@ from typing import Any, ClassVar, Iterable
 
 import numpy as np
 
+from rtcontrol.analysis.drift import DriftBasis
+from rtcontrol.analysis.glm import RunningModel
 from rtcontrol.analysis.motion import MotionCorrector
-from rtcontrol.analysis.quality import QualityMonitor
+from rtcontrol.analysis.quality import QualityMonitor, head_mask
 from rtcontrol.analysis.roi import RoiSpec
 from rtcontrol.analysis.smooth import smooth
 from rtcontrol.project import Setting, resolve_settings
@@ -172,4 +174,71 @@ class RoiMeanStep(Step):
         frame.metrics[key] = value
 
 
-BUILTIN_STEPS: dict[str, type[Step]] = {s.name: s for s in (MotionStep, QualityStep, SmoothStep, RoiMeanStep)}
+class GlmStep(Step):
+    """Voxelwise incremental GLM inside the head: drift + motion (+ an off/on block regressor).
+
+    Per volume, at constant cost: adds the volume to the model; with ``clean`` replaces ``data``
+    in the head by its cleaned values (drift and motion removed, level and task kept); with a
+    block regressor puts the task t-map in ``values["t_map"]`` (a volume, 0 outside the head)
+    and its maximum in ``metrics["glm_t_max"]``. The head mask is taken from the first volume.
+    """
+
+    name = "glm"
+    description = "incremental voxelwise GLM (drift, motion, optional blocks): cleaned data and a t-map"
+    settings = [
+        Setting("drift", "legendre", "choice", "slow-drift model", choices=("legendre", "dct", "none")),
+        Setting("drift_order", 2, "int", "Legendre order", minimum=0, maximum=6),
+        Setting("highpass_s", 128.0, "float", "DCT high-pass cut-off (s)", minimum=10.0),
+        Setting("expected_volumes", 200, "int", "expected run length (volumes)", minimum=10),
+        Setting("motion_regressors", True, "bool", "model the six motion parameters (needs the motion step)"),
+        Setting("block_volumes", 0, "int", "off/on block length, starting off; 0 = no task regressor", minimum=0),
+        Setting("clean", True, "bool", "replace the data in the head by the cleaned data"),
+    ]
+
+    def start(self) -> None:
+        self.model: RunningModel | None = None
+        self._first = 0
+
+    def process(self, frame: Frame) -> None:
+        c = self.config
+        if self.model is None:
+            self._mask = head_mask(frame.data)
+            self._index = np.flatnonzero(self._mask)
+            self._first = frame.index
+            self.model = RunningModel(
+                self._index.size,
+                drift=_drift(c, frame.volume.tr),
+                motion=c["motion_regressors"],
+                n_task=1 if c["block_volumes"] > 0 else 0,
+            )
+        t = frame.index - self._first
+        motion = frame.values.get("motion") if self.model.n_motion else None
+        if self.model.n_motion and motion is None:
+            raise ValueError("glm: motion_regressors needs the motion step before it in the pipeline")
+        task = [float((t // c["block_volumes"]) % 2 == 1)] if self.model.n_task else None
+        flat = frame.data.reshape(-1)
+        cleaned = self.model.update(t, flat[self._index], motion, task)
+        if c["clean"]:
+            out = frame.data.copy().reshape(-1)
+            out[self._index] = cleaned
+            frame.data = out.reshape(frame.data.shape)
+        if self.model.n_task:
+            contrast = np.zeros(self.model.p)
+            contrast[-1] = 1.0
+            t_map = np.zeros(flat.size, dtype=np.float32)
+            t_map[self._index] = self.model.glm.t_values(contrast)
+            frame.values["t_map"] = t_map.reshape(frame.data.shape)
+            frame.metrics["glm_t_max"] = float(t_map.max())
+
+
+def _drift(c: dict[str, Any], tr: float | None) -> DriftBasis | None:
+    if c["drift"] == "none":
+        return None
+    if c["drift"] == "dct":
+        if not tr:
+            raise ValueError("glm: drift = dct needs the volumes' TR")
+        return DriftBasis.high_pass(tr, c["expected_volumes"], c["highpass_s"])
+    return DriftBasis("legendre", c["expected_volumes"], c["drift_order"])
+
+
+BUILTIN_STEPS: dict[str, type[Step]] = {s.name: s for s in (MotionStep, QualityStep, SmoothStep, RoiMeanStep, GlmStep)}

@@ -11,7 +11,7 @@ import pytest
 from rtcontrol.analysis import plugins as plugin_mod
 from rtcontrol.analysis.plugins import DisplayInfo, discover
 from rtcontrol.analysis.roi import RoiSpec
-from rtcontrol.analysis.steps import Frame, MotionStep, Pipeline, QualityStep, RoiMeanStep, SmoothStep
+from rtcontrol.analysis.steps import Frame, GlmStep, MotionStep, Pipeline, QualityStep, RoiMeanStep, SmoothStep
 from rtcontrol.paths import plugins_dir
 from rtcontrol.scanner.synth import SynthSpec, generate
 
@@ -115,3 +115,21 @@ def test_entry_points_are_loaded(monkeypatch, tmp_path: Path) -> None:
 def test_bad_display_factory_is_refused() -> None:
     with pytest.raises(ValueError, match="module:callable"):
         DisplayInfo("x", "y", "no_colon")
+
+
+def test_glm_step_finds_the_activation_box() -> None:
+    run = generate(SynthSpec(volumes=60, seed=5, motion_mm=1.0, activation_pct=3.0))
+    glm = GlmStep(expected_volumes=60, block_volumes=run.spec.block_volumes)
+    pipeline = Pipeline([MotionStep(), glm])
+    for t in range(run.spec.volumes):
+        frame = pipeline.process(run.to_volume(t))
+    t_map = frame.values["t_map"]
+    box = tuple(slice(lo, hi) for lo, hi in run.truth["activation"]["box_voxels"])
+    inside = t_map[box]
+    outside = np.ones(t_map.shape, dtype=bool)
+    outside[box] = False
+    assert np.median(inside) > 5.0
+    assert np.percentile(np.abs(t_map[outside & (t_map != 0)]), 99) < 5.0
+    assert frame.metrics["glm_t_max"] == pytest.approx(float(t_map.max()))
+    with pytest.raises(ValueError, match="needs the motion step"):
+        Pipeline([GlmStep()]).process(run.to_volume(0))
