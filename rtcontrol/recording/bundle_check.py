@@ -340,6 +340,23 @@ def headless_run(c: Check) -> str:
     return summary
 
 
+def run_flags(c: Check) -> str:
+    """``run --worker URL --subject URL`` must reach the console's run command, not start the worker or subject agent."""
+    settings = c.work / "RUN.toml"
+    if not settings.is_file():
+        raise Skip("no run settings (the headless run was skipped)")
+    done = subprocess.run([str(c.exe), "run", "--no-gui", "--settings", str(settings), "--worker", "wss://127.0.0.1:9",
+                           "--subject", "wss://127.0.0.1:9", "--runs-dir", str(c.work / "flag-runs")],
+                          capture_output=True, text=True, timeout=120, env=c.env, cwd=c.work, stdin=subprocess.DEVNULL)
+    out = done.stdout + done.stderr
+    if "unrecognized arguments" in out or "WORKER READY" in out or "subject agent: console link" in out:
+        raise StepFailed("the --worker/--subject flags of 'run' were taken as the worker/subject program modes "
+                         f"(rtcontrol.cli looks for them anywhere on the command line):\n{out[-800:]}")
+    if "127.0.0.1:9" not in out:
+        raise StepFailed(f"the console did not try the worker address given with --worker:\n{out[-1500:]}")
+    return f"the console tried wss://127.0.0.1:9 and said so (exit {done.returncode})"
+
+
 def recording(c: Check) -> str:
     runs = c.facts.get("runs")
     if runs is None:
@@ -462,6 +479,7 @@ STEPS: list[tuple[str, Callable[[Check], str | None]]] = [
     ("--worker over TLS", worker),
     ("--subject over TLS", subject),
     ("run --no-gui with a replayed scan", headless_run),
+    ("run --worker URL --subject URL (flags reach the console)", run_flags),
     ("the run's recording", recording),
     ("the worker's saved run", worker_saved),
     ("rtcontrol -m rtcontrol.recording list (interrupted runs)", recovery_tool),
