@@ -187,3 +187,22 @@ def test_a_damaged_journal_is_named_not_guessed(tmp_path: Path, synth_run: Synth
     with pytest.raises(ValueError, match=r"journal.jsonl, line 3: not a JSON record \(the journal is damaged\)"):
         read_journal(tmp_path / "run")
     assert find_interrupted(tmp_path) == [tmp_path / "run"]  # still offered to the operator
+
+
+async def test_a_stalled_disk_never_blocks_the_caller(tmp_path: Path, synth_run: SynthRun) -> None:
+    """The event loop only queues: with the disk stuck, five volumes are still taken at once."""
+    gate = threading.Event()
+
+    def stuck_write(fd: int, data) -> int:
+        gate.wait(30)
+        return os.write(fd, data)
+
+    rec = Recorder(tmp_path / "run", run_settings(), write=stuck_write)
+    for i in range(5):
+        rec.record_volume(synth_run.to_volume(i))  # would hang here if the write happened on this thread
+    await asyncio.sleep(0)
+    assert rec.written_volumes == 0
+    gate.set()
+    await asyncio.to_thread(rec.drain)
+    assert rec.written_volumes == 5 and rec.errors == []
+    rec.close()
