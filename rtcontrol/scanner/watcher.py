@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from rtcontrol.scanner.errors import CorruptFile, ForeignFile, IncompleteFile, IngestError
 from rtcontrol.scanner.runs import Released, RunNote, RunTracker
@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: Polling: a file unchanged this long (s) is checked for changes only this often.
 SETTLE = 1.0
+
+#: Event mode: a created file not closed within this long (s) is tried anyway.
+CLOSE_WAIT = 0.5
 
 #: Names the watcher never reads: scanner/converter temporaries and our own sidecars.
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".lock", ".swp", ".crdownload", "~")
@@ -108,6 +111,7 @@ class ScanWatcher:
         retry_interval: float = 0.05,
         gap_timeout: float = 2.0,
         existing: bool = False,
+        recursive: bool = False,
     ) -> None:
         self.folder = Path(folder).absolute()  # event paths are compared with it
         self.on_volume = on_volume
@@ -118,6 +122,7 @@ class ScanWatcher:
         self.incomplete_timeout = incomplete_timeout
         self.retry_interval = retry_interval
         self.existing = existing
+        self.recursive = recursive  # scanners that write each series into a new sub-folder (GE)
         self.stats = WatchStats()
         self.runs = RunTracker(gap_timeout)
         self._files: dict[Path, _FileState] = {}
@@ -226,7 +231,7 @@ class ScanWatcher:
         self._observer = Observer()
         # inotify reports close-after-write: wait for it rather than parsing half-written files
         self._close_events = type(self._observer).__name__ == "InotifyObserver"
-        self._observer.schedule(Handler(), str(self.folder), recursive=False)
+        self._observer.schedule(Handler(), str(self.folder), recursive=self.recursive)
         self._observer.start()
 
     def _poll_loop(self) -> None:
@@ -238,7 +243,7 @@ class ScanWatcher:
         """
         loop = self._loop
         assert loop is not None
-        known: dict[str, list] = {p.name: [s.size, s.mtime_ns, -SETTLE] for p, s in self._files.items()}
+        known: dict[str, list] = {str(p): [s.size, s.mtime_ns, -SETTLE] for p, s in self._files.items()}
         last_full = time.monotonic()
         while not self._stopping.wait(self.poll_interval):
             now = time.monotonic()
@@ -247,30 +252,25 @@ class ScanWatcher:
                 last_full = now
             changed = []
             try:
-                with os.scandir(self.folder) as it:
-                    for entry in it:
-                        name = entry.name
-                        if name.startswith(".") or name.endswith(IGNORED_SUFFIXES):
-                            continue
-                        k = known.get(name)
-                        if k is not None and not full and now - k[2] >= SETTLE:
-                            continue
-                        try:
-                            if not entry.is_file():
-                                continue
-                            st = entry.stat()
-                        except OSError:
-                            continue
-                        if k is None or k[0] != st.st_size or k[1] != st.st_mtime_ns:
-                            known[name] = [st.st_size, st.st_mtime_ns, now]
-                            changed.append((st.st_mtime_ns, name, st.st_size))
+                for entry in self._entries():
+                    name = entry.path
+                    k = known.get(name)
+                    if k is not None and not full and now - k[2] >= SETTLE:
+                        continue
+                    try:
+                        st = entry.stat()
+                    except OSError:
+                        continue
+                    if k is None or k[0] != st.st_size or k[1] != st.st_mtime_ns:
+                        known[name] = [st.st_size, st.st_mtime_ns, now]
+                        changed.append((st.st_mtime_ns, name, st.st_size))
             except OSError as exc:  # share went away for a moment: say so, keep trying
                 log.warning("cannot list %s: %s", self.folder, exc)
                 continue
             t = time.monotonic()
             # oldest change first: the order the scanner wrote them in (directory order is arbitrary)
             for _, name, size in sorted(changed):
-                path = self.folder / name
+                path = Path(name)
                 if size == 0:  # created, nothing written yet
                     loop.call_soon_threadsafe(self._fs_event, "polled", path, t)
                     continue
@@ -278,24 +278,42 @@ class ScanWatcher:
                 # written fails cheaply as incomplete and is retried
                 loop.call_soon_threadsafe(self._fast_result, path, t, self._read(path))
 
+    def _entries(self) -> Iterator[os.DirEntry]:
+        """Files in the folder (and its sub-folders when recursive), without hidden and temporary names."""
+        folders = [self.folder]
+        while folders:
+            with os.scandir(folders.pop()) as it:
+                for entry in it:
+                    name = entry.name
+                    if name.startswith(".") or name.endswith(IGNORED_SUFFIXES):
+                        continue
+                    try:
+                        if entry.is_file():
+                            yield entry
+                        elif self.recursive and entry.is_dir(follow_symlinks=False):
+                            folders.append(Path(entry.path))
+                    except OSError:
+                        continue
+
     def _list(self) -> list[tuple[Path, int, int]]:
         out = []
-        with os.scandir(self.folder) as it:
-            for entry in it:
-                if entry.name.startswith(".") or entry.name.endswith(IGNORED_SUFFIXES):
-                    continue
-                try:
-                    if not entry.is_file():
-                        continue
-                    st = entry.stat()
-                except OSError:
-                    continue
-                out.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+        for entry in self._entries():
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            out.append((Path(entry.path), st.st_size, st.st_mtime_ns))
         return out
 
     # ---- on the loop: per-file state machine ---------------------------------------------------
     def _wanted(self, path: Path) -> bool:
-        return path.parent == self.folder and not path.name.startswith(".") and not path.name.endswith(IGNORED_SUFFIXES)
+        if path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
+            return False
+        if path.parent == self.folder:
+            return True
+        if not self.recursive or self.folder not in path.parents:
+            return False
+        return not any(part.startswith(".") for part in path.relative_to(self.folder).parts)
 
     def _fs_event(self, kind: str, path: str | Path, t: float) -> None:
         if not self.running:
@@ -310,6 +328,10 @@ class ScanWatcher:
                 # a finished file changed: rewritten (a close will come) or only touched (none will):
                 # look again shortly either way
                 state.retry = self._loop.call_later(self.retry_interval, self._retry, path, state)  # type: ignore[union-attr]
+            elif old is None and state.retry is None and self.running:
+                # safety net for a close we never see (a writer that keeps the file open, or a file closed
+                # in a new sub-folder before its watch was set up): try it anyway after a while
+                state.retry = self._loop.call_later(CLOSE_WAIT, self._retry, path, state)  # type: ignore[union-attr]
             return
         self._notice(path, t)
 

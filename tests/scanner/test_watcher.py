@@ -327,3 +327,48 @@ async def test_polling_still_sees_changes_to_settled_files(tmp_path, mosaic):
         t1 = time.monotonic()
         await sink.until(lambda: len(sink.volumes) == 2, timeout=5)
         assert time.monotonic() - t1 < 0.5
+
+
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")  # watchdog re-adds a nested new folder
+@pytest.mark.parametrize("mode", MODES)
+async def test_recursive_watch_finds_series_in_new_sub_folders(tmp_path, mosaic, dicom_root, mode):
+    """GE-style export: each series lands in a sub-folder made when the series starts."""
+    other = series_files(dicom_root, "siemens_mosaic_ax_35sl")
+    sink = Sink()
+    async with make_watcher(tmp_path, sink, mode, recursive=True):
+        (tmp_path / "s004").mkdir()
+        for src in mosaic[:2]:
+            await write(tmp_path / "s004" / src.name, src.read_bytes())
+        (tmp_path / "s006" / "deeper").mkdir(parents=True)
+        for n, src in enumerate(other):
+            await write(tmp_path / "s006" / "deeper" / f"ax_{n}.dcm", src.read_bytes())
+        (tmp_path / ".hidden").mkdir()
+        await write(tmp_path / ".hidden" / mosaic[2].name, mosaic[2].read_bytes())  # never read
+        await sink.until(lambda: len(sink.volumes) == 4)
+        await asyncio.sleep(0.1)
+    assert [(v.run, v.index) for v in sink.volumes] == [("series-004", 0), ("series-004", 1),
+                                                        ("series-006", 0), ("series-006", 1)]  # fmt: skip
+    assert not sink.kinds("file_error") and not sink.kinds("duplicate")
+
+
+async def test_sub_folders_are_ignored_unless_recursive(tmp_path, mosaic):
+    sink = Sink()
+    async with make_watcher(tmp_path, sink, "event", gap_timeout=0.2):
+        (tmp_path / "sub").mkdir()
+        await write(tmp_path / "sub" / mosaic[0].name, mosaic[0].read_bytes())
+        await write(tmp_path / mosaic[1].name, mosaic[1].read_bytes())
+        await sink.until(lambda: len(sink.volumes) == 1, timeout=5)
+    assert [v.index for v in sink.volumes] == [1]
+
+
+async def test_file_complete_but_never_closed_is_still_read(tmp_path, mosaic):
+    """A writer that keeps the file open sends no close-write: the watcher tries it after a while."""
+    sink = Sink()
+    raw = mosaic[0].read_bytes()
+    async with make_watcher(tmp_path, sink, "event"):
+        with open(tmp_path / mosaic[0].name, "wb") as f:
+            f.write(raw)
+            f.flush()
+            await sink.until(lambda: len(sink.volumes) == 1, timeout=5)
+        await asyncio.sleep(0.2)  # now it is closed: the same bytes are not handed on twice
+    assert not sink.kinds("duplicate") and len(sink.volumes) == 1
