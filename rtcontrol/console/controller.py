@@ -390,9 +390,13 @@ class ConsoleController:
     async def _tick(self) -> None:
         """Status, lateness and the end-of-run conditions, every :data:`TICK` seconds."""
         s = self.settings.run
+        ticks = 0
         while self.state == ev.RUNNING:
             now = self._clock()
             self._publish_status(now)
+            ticks += 1
+            if ticks % 10 == 0:
+                self.refresh_links()
             expected = s.expected_volumes
             if expected and self.model.volumes >= expected:
                 waiting = self.worker is not None and self.model.feedbacks < self.model.volumes
@@ -411,6 +415,16 @@ class ConsoleController:
                     asyncio.create_task(self._teardown(f"no volume for {s.end_after_trs:g} TRs after the last"))
                     return
             await asyncio.sleep(TICK)
+
+    def refresh_links(self) -> None:
+        """Ask each link to report its state again (round-trip times change)."""
+        for link in (self.worker, self.subject):
+            refresh = getattr(link, "refresh_status", None)
+            if refresh is not None:
+                try:
+                    refresh()
+                except Exception as exc:
+                    log.debug("refresh_status failed: %s", exc)
 
     def _publish_status(self, now: float) -> None:
         stats = getattr(self._watcher, "stats", None)

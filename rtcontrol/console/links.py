@@ -24,9 +24,16 @@ async def connect_all(session: ConsoleSession, stack: contextlib.AsyncExitStack)
     c = session.controller
     await _connect_worker(session, stack)
     await _connect_subject(session, stack)
-    if c.settings.afni.enabled:
-        c.warn("AFNI sending is on in the settings, but the AFNI sender is not available in this build", "afni")
-        c.connection("afni", "off", detail="not available in this build")
+    if c.settings.afni.enabled or c.afni is not None:
+        try:
+            from rtcontrol.afni.link import attach_to_console
+        except ImportError as exc:
+            c.warn(f"AFNI sending is on in the settings, but the AFNI sender is not in this build ({exc.name})", "afni")
+            c.connection("afni", "off", detail="not available in this build")
+            return
+        attach_to_console(c)  # reuses the GUI panel's link; switched on when [afni] enabled = true
+        c.info(f"AFNI realtime sender {'on' if c.settings.afni.enabled else 'ready (off)'}: "
+               f"{c.settings.afni.host}:{c.settings.afni.control_port}", "afni")
 
 
 async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
@@ -103,6 +110,11 @@ class WorkerAdapter:
 
     async def close(self) -> None:
         await self.client.close()
+
+    def refresh_status(self) -> None:
+        """Re-publish the link state with the latest round-trip time."""
+        if self.client is not None:
+            self.on_state(self.client.state)
 
     # callbacks from the client
     def on_feedback(self, event: Any) -> None:
@@ -199,6 +211,10 @@ class SubjectAdapter:
 
     async def close(self) -> None:
         await self.client.close()
+
+    def refresh_status(self) -> None:
+        if self.client is not None:
+            self.on_state({**self.client.agent_state, "link": "connected" if self.client.connected else "connecting"})
 
     # callbacks from the client
     def on_delivery(self, run: str, index: int, stamps: dict[str, Any]) -> None:

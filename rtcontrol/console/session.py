@@ -50,6 +50,7 @@ class ConsoleSession:
         self._stack = contextlib.AsyncExitStack()
         self._tmp: Path | None = None
         self._replay: asyncio.Task[Any] | None = None
+        self._synth: asyncio.Task[Path] | None = None
         self._runs = 0
         self.embedded: dict[str, Any] = {}
         #: Passed to ``local_worker`` for the embedded worker (tests use ``in_process=True``).
@@ -66,6 +67,8 @@ class ConsoleSession:
         await self._stack.__aenter__()
         if self.demo or not s.run.watch_folder:
             self._tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="rtcontrol-")))
+        if self.demo and self.demo_source is None:  # write the synthetic scan while the links come up
+            self._synth = asyncio.create_task(self._demo_series(), name="demo-synth")
         await links.connect_all(self, self._stack)
 
     async def start_run(self, settings: RunSettings | None = None) -> str:
@@ -92,7 +95,7 @@ class ConsoleSession:
     async def _demo_scan(self, watch: Path) -> None:
         c = self.controller
         try:
-            source = self.demo_source or await self._demo_series()
+            source = self.demo_source or await (self._synth or self._demo_series())
             c.info(f"simulated scanner: replaying {source.name} into {watch} at TR {c.settings.run.tr:g} s", "scanner")
             await links.replay(source, watch, c.settings.run.tr)
         except asyncio.CancelledError:
@@ -119,6 +122,10 @@ class ConsoleSession:
 
     async def close(self) -> None:
         await self._stop_replay()
+        if self._synth is not None and not self._synth.done():
+            self._synth.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._synth
         try:
             await self.controller.close()
         finally:

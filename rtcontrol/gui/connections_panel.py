@@ -27,6 +27,11 @@ class ConnectionsPanel(Panel):
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setVerticalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)
         for row, name in enumerate(LINKS):
             self.table.setItem(row, 0, QtWidgets.QTableWidgetItem(name))
             for col in range(1, len(COLUMNS)):
@@ -35,8 +40,13 @@ class ConnectionsPanel(Panel):
         self.detail.setWordWrap(True)
         self.detail.setObjectName("caption")
         layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(2)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.detail)
+
+    def sizeHint(self) -> QtCore.QSize:  # a short strip under the views, not half the window
+        return QtCore.QSize(520, 170)
 
     def on_event(self, event: Any) -> None:
         if isinstance(event, ev.ConnectionChanged):
@@ -64,7 +74,8 @@ class ConnectionsPanel(Panel):
             if c.detail:
                 details.append(f"{name}: {c.detail}")
         self.detail.setText("\n".join(details))
-        self.table.resizeColumnsToContents()
+        for col in range(len(COLUMNS) - 1):
+            self.table.resizeColumnToContents(col)
         self.table.horizontalHeader().setStretchLastSection(True)
 
 

@@ -6,7 +6,7 @@ import html
 import time
 from typing import Any
 
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from rtcontrol.console import events as ev
 from rtcontrol.gui.panel import Panel
@@ -30,6 +30,9 @@ class LogPanel(Panel):
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.text)
+
+    def sizeHint(self) -> QtCore.QSize:  # a short strip under the views, not half the window
+        return QtCore.QSize(600, 170)
 
     def on_event(self, event: Any) -> None:
         if isinstance(event, ev.LogMessage):

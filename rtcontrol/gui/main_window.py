@@ -45,6 +45,11 @@ class AfniPlaceholder(Panel):
         layout.addStretch(1)
 
 
+class _SmallPanel(Panel):
+    def sizeHint(self) -> QtCore.QSize:
+        return QtCore.QSize(260, 170)
+
+
 class MainWindow(QtWidgets.QMainWindow):
     def __init__(self, session: ConsoleSession, *, settings_store: QtCore.QSettings | None = None) -> None:
         super().__init__()
@@ -71,6 +76,7 @@ class MainWindow(QtWidgets.QMainWindow):
         ]
         self.docks: dict[str, QtWidgets.QDockWidget] = {}
         Area = QtCore.Qt.DockWidgetArea
+        self.setCorner(QtCore.Qt.Corner.BottomLeftCorner, Area.LeftDockWidgetArea)  # setup column full height
         self._dock(self.setup, Area.LeftDockWidgetArea)
         self._dock(self.scanner, Area.LeftDockWidgetArea)
         self._dock(self.slices, Area.RightDockWidgetArea)
@@ -81,10 +87,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self._dock(self.afni, Area.BottomDockWidgetArea)
         self.tabifyDockWidget(self.docks["Connections"], self.docks["AFNI"])
         self.docks["Connections"].raise_()
-        self.resizeDocks([self.docks["Run setup"], self.docks["Live views"]], [340, 1200], QtCore.Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Run setup"], self.docks["Scanner"]], [520, 260], QtCore.Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Live views"], self.docks["Timecourses"]], [330, 420], QtCore.Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Connections"], self.docks["Log"]], [560, 700], QtCore.Qt.Orientation.Horizontal)
 
         self._actions()
         self.state_label = QtWidgets.QLabel("idle")
@@ -101,7 +103,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
         self.resize(1560, 960)
-        self._restore_layout()
+        self._sized = self._restore_layout()
 
     # --- construction -------------------------------------------------------------------
     def _afni_panel(self) -> Panel:
@@ -115,12 +117,21 @@ class MainWindow(QtWidgets.QMainWindow):
         except Exception as exc:  # a broken optional panel must not stop the console
             log.exception("AFNI panel failed")
             return AfniPlaceholder(f"The panel failed to load: {exc}")
-        if not isinstance(panel, Panel):
-            wrapper = Panel()
-            wrapper.title = "AFNI"
-            QtWidgets.QVBoxLayout(wrapper).addWidget(panel)
-            return wrapper
-        return panel
+        # in a scroll area: its form must not make the whole bottom strip tall
+        wrapper = _SmallPanel()
+        wrapper.title = "AFNI"
+        wrapper.inner = panel  # type: ignore[attr-defined]
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        scroll.setWidget(panel)
+        layout = QtWidgets.QVBoxLayout(wrapper)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+        if isinstance(panel, Panel):
+            wrapper.on_event = panel.on_event  # type: ignore[method-assign]
+            wrapper.refresh = panel.refresh  # type: ignore[method-assign]
+        return wrapper
 
     def _dock(self, panel: Panel, area: QtCore.Qt.DockWidgetArea) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(panel.title, self)
@@ -195,7 +206,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """Dock the embedded subject agent's built-in display: what the person in the scanner sees."""
         view.unsetCursor()
         view.setMinimumSize(200, 150)
-        holder = Panel()
+        holder = _SmallPanel()
         holder.title = "Subject display"
         QtWidgets.QVBoxLayout(holder).addWidget(view)
         holder.layout().setContentsMargins(0, 0, 0, 0)
@@ -207,6 +218,8 @@ class MainWindow(QtWidgets.QMainWindow):
         state = self.store.value("state")
         if state is not None:
             self.restoreState(state, LAYOUT_VERSION)
+        else:
+            self.default_sizes()
         self.activateWindow()  # the display opened as its own window first and took the focus
 
     # --- run control --------------------------------------------------------------------
@@ -295,13 +308,36 @@ class MainWindow(QtWidgets.QMainWindow):
         return future
 
     # --- layout -------------------------------------------------------------------------
-    def _restore_layout(self) -> None:
+    def _restore_layout(self) -> bool:
         geometry = self.store.value("geometry")
         state = self.store.value("state")
         if geometry is not None:
             self.restoreGeometry(geometry)
-        if state is not None:
-            self.restoreState(state, LAYOUT_VERSION)
+        return state is not None and bool(self.restoreState(state, LAYOUT_VERSION))
+
+    def default_sizes(self) -> None:
+        """First-run proportions: a narrow setup column, the views large, a short strip of status below."""
+        H, V = QtCore.Qt.Orientation.Horizontal, QtCore.Qt.Orientation.Vertical
+        w, h = max(self.width(), 800), max(self.height(), 600)
+        d = self.docks
+        self.resizeDocks([d["Run setup"], d["Live views"]], [340, w - 340], H)
+        bottom = max(180, int(h * 0.22))
+        self.resizeDocks([d["Connections"]], [bottom], V)
+        # the dock layout honours size hints over resizeDocks on first show: cap the strip briefly
+        strip = [dock for name, dock in d.items() if name in ("Connections", "AFNI", "Log", "Subject display")]
+        for dock in strip:
+            dock.setMaximumHeight(bottom)
+        QtCore.QTimer.singleShot(100, lambda: [dock.setMaximumHeight(16777215) for dock in strip])
+        self.resizeDocks([d["Run setup"], d["Scanner"]], [int(h * 0.62), int(h * 0.38)], V)
+        self.resizeDocks([d["Live views"], d["Timecourses"]], [int((h - bottom) * 0.45), int((h - bottom) * 0.55)], V)
+        bottoms = [d["Connections"], d["Log"]] + ([d["Subject display"]] if "Subject display" in d else [])
+        self.resizeDocks(bottoms, [int(w * 0.34), int(w * 0.46), int(w * 0.2)][: len(bottoms)], H)
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._sized:
+            self._sized = True
+            QtCore.QTimer.singleShot(50, self.default_sizes)
 
     def save_layout(self) -> None:
         self.store.setValue("geometry", self.saveGeometry())

@@ -106,7 +106,8 @@ class SlicesPanel(Panel):
         if data is None or volume is None:
             return
         shape = tuple(data.shape)
-        if self.pos is None or self.shape != shape:
+        fit = self.pos is None or self.shape != shape
+        if fit:
             self.shape = shape  # type: ignore[assignment]
             self.pos = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
             self._set_aspect(volume.voxel_size)
@@ -122,6 +123,9 @@ class SlicesPanel(Panel):
             else:
                 self.overlays[name].setVisible(False)
         self._place_lines()
+        if fit:
+            for vb in self.views.values():
+                vb.autoRange(padding=0.02)
         self.volume_label.setText(f"volume {volume.index}  {shape[0]}×{shape[1]}×{shape[2]}")
 
     def _set_aspect(self, voxel: np.ndarray) -> None:
@@ -130,7 +134,6 @@ class SlicesPanel(Panel):
             tr = QtCore.QPointF(a, b)
             self.images[name].setTransform(_scale(tr))
             self.overlays[name].setTransform(_scale(tr))
-            self.views[name].autoRange(padding=0.02)
         self._scales = {"axial": (sx, sy), "coronal": (sx, sz), "sagittal": (sy, sz)}
 
     def _place_lines(self) -> None:

@@ -45,43 +45,49 @@ class TimecoursePanel(Panel):
         super().__init__(parent)
         self.model = model
         self.graphics = pg.GraphicsLayoutWidget()
-        self.signal = self._plot(0, "signal", "% change")
-        self.motion = self._plot(1, "motion", "mm / deg")
-        self.feedback = self._plot(2, "feedback", "value")
-        self.latency = self._plot(3, "latency", "ms")
-        self.latency.setLogMode(y=False)
-        self.motion.setXLink(self.signal)
-        self.feedback.setXLink(self.signal)
-        self.latency.setXLink(self.signal)
-        self.latency.setLabel("bottom", "volume")
-
         self.curves: dict[str, pg.PlotDataItem] = {}
-        self.curves["global"] = self.signal.plot(pen=pen(1), name="global mean")
-        self.curves["roi"] = self.signal.plot(pen=pen(0, 2), name="ROI")
-        for n, name in enumerate(MOTION):
-            self.curves[name] = self.motion.plot(pen=pen(n, 1.2), name=name)
-        self.curves["fd"] = self.motion.plot(pen=pg.mkPen("#ffffff", width=1.5), name="FD")
-        self.curves["feedback"] = self.feedback.plot(
-            pen=pen(0, 2), name="feedback", symbol="o", symbolSize=4, symbolBrush="#5fd3a0", symbolPen=None
+        self.signal = self._plot(0, "signal %", [("global", "global mean", pen(1)), ("roi", "ROI", pen(0, 2))])
+        self.motion = self._plot(
+            1, "motion mm/°",
+            [(name, name, pen(n, 1.2)) for n, name in enumerate(MOTION)] + [("fd", "FD", pg.mkPen("#ffffff", width=1.5))],
         )
-        for n, (stage, label) in enumerate(LATENCY.items()):
-            self.curves["lat:" + stage] = self.latency.plot(pen=pen(n + 2, 1.2), name=label)
+        self.feedback = self._plot(2, "feedback", [("feedback", "feedback", pen(0, 2))])
+        self.curves["feedback"].setSymbol("o")
+        self.curves["feedback"].setSymbolSize(4)
+        self.curves["feedback"].setSymbolBrush("#5fd3a0")
+        self.curves["feedback"].setSymbolPen(None)
+        self.latency = self._plot(
+            3, "latency ms",
+            [("lat:" + stage, label, pen(n + 2, 1.2)) for n, (stage, label) in enumerate(LATENCY.items())],
+        )
+        for p in (self.motion, self.feedback, self.latency):
+            p.setXLink(self.signal)
+        for p in (self.signal, self.motion, self.feedback):
+            p.getAxis("bottom").setStyle(showValues=False)
+        self.latency.setLabel("bottom", "volume")
         for c in self.curves.values():
             c.setDownsampling(auto=True, method="peak")
             c.setClipToView(True)
-            c.setSkipFiniteCheck(False)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
 
-    def _plot(self, row: int, title: str, units: str) -> pg.PlotItem:
+    def _plot(self, row: int, title: str, lines: list[tuple[str, str, Any]]) -> pg.PlotItem:
+        """A plot with its curves; the legend is the coloured title (it never hides data)."""
         p = self.graphics.addPlot(row=row, col=0)
-        p.setLabel("left", title, units=None)
-        p.getAxis("left").setWidth(48)
+        legend = "  ".join(
+            f'<span style="color:{pen_.color().name()}">━ {label}</span>' for _, label, pen_ in lines
+        ) if len(lines) > 1 else ""
+        p.setTitle(f'<span style="color:#aeb8c7">{title}</span>&nbsp;&nbsp;&nbsp;{legend}', size="8pt")
+        p.layout.setRowFixedHeight(0, 18)
+        p.layout.setRowSpacing(0, 0)
+        p.getAxis("left").setWidth(44)
+        p.getAxis("left").enableAutoSIPrefix(False)
         p.showGrid(x=True, y=True, alpha=0.15)
-        p.addLegend(offset=(-5, 5), labelTextSize="8pt", colCount=6, brush=pg.mkBrush(18, 21, 26, 180))
         p.setMenuEnabled(False)
-        p.setToolTip(f"{title} ({units})")
+        p.hideButtons()
+        for key, label, pen_ in lines:
+            self.curves[key] = p.plot(pen=pen_, name=label)
         return p
 
     def on_event(self, event: Any) -> None:
