@@ -91,6 +91,10 @@ class RoiFeedback(Project):
     def process(self, volume: Volume, ctx: RunContext) -> Result:
         s = ctx.settings
         frame = self.pipeline.process(volume)
+        if "motion_error" in frame.values:
+            # a corrupt volume: no feedback from it and it stays out of the model; the run goes on
+            ctx.log(f"roi_feedback: skipped, motion correction failed: {frame.values['motion_error']}")
+            return Result(feedback=None, metrics=dict(frame.metrics))
         roi_mean = frame.values["roi_mean"]
         t = volume.index - s["skip_volumes"]
         if t < 0:

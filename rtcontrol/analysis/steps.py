@@ -21,11 +21,12 @@ import numpy as np
 
 from rtcontrol.analysis.drift import DriftBasis
 from rtcontrol.analysis.glm import RunningModel
-from rtcontrol.analysis.motion import MotionCorrector
+from rtcontrol.analysis.motion import MotionCorrector, MotionError
 from rtcontrol.analysis.quality import QualityMonitor, head_mask
 from rtcontrol.analysis.roi import RoiSpec
 from rtcontrol.analysis.smooth import smooth
 from rtcontrol.project import Setting, resolve_settings
+from rtcontrol.rigid import matrix_to_params
 from rtcontrol.scanner.volume import Volume
 
 
@@ -100,10 +101,23 @@ class MotionStep(Step):
         self.corrector = MotionCorrector(c["reference"] or None, reference_index=c["reference_index"], reslice=c["reslice"])
 
     def process(self, frame: Frame) -> None:
-        result = self.corrector.process(frame.volume)
+        try:
+            result = self.corrector.process(frame.volume)
+        except MotionError as exc:
+            # one bad volume must not end the run: say so, and carry on with the last good pose
+            frame.values["motion_error"] = f"volume {frame.index}: {exc}"
+            frame.metrics["motion_ok"] = 0.0
+            if not self.corrector.has_reference:
+                return
+            T = self.corrector.last_matrix
+            frame.values["motion"] = matrix_to_params(T, self.corrector.centre)
+            frame.data = self.corrector.apply(frame.data, frame.affine, T)
+            frame.affine = self.corrector.reference_affine
+            return
         frame.values["motion"] = result.params
         frame.values["motion_result"] = result
         frame.metrics.update(result.metrics())
+        frame.metrics["motion_ok"] = 1.0
         if result.resliced is not None:
             frame.data, frame.affine = result.resliced, result.affine
 

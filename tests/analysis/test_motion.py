@@ -134,3 +134,17 @@ def test_bad_arguments_are_refused() -> None:
         MotionCorrector(reslice="sinc")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         MotionCorrector("/nonexistent/ref.nii")
+
+
+def test_a_corrupt_volume_is_reported_and_does_not_spoil_the_next(phantom: Phantom) -> None:
+    from rtcontrol.analysis.motion import MotionError
+    from rtcontrol.scanner.volume import Volume
+
+    A = oblique_affine(SHAPE)
+    mc = MotionCorrector()
+    mc.process(phantom.volume(A, SHAPE))
+    with pytest.raises(MotionError, match="no signal"):
+        mc.process(Volume(data=np.zeros(SHAPE, np.float32), affine=A, index=1))
+    truth = np.array([0.5, -0.3, 0.2, 0.4, 0.1, -0.3])
+    result = mc.process(phantom.volume(A, SHAPE, truth, index=2))
+    np.testing.assert_allclose(result.params, truth, atol=0.01)

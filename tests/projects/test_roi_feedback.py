@@ -124,3 +124,22 @@ def test_unknown_post_step_is_refused() -> None:
     cls = load_project_class(FOLDER)
     with pytest.raises(ValueError, match="no plugin step named nosuch"):
         cls().start_run(RunContext.local(resolve_settings(cls.settings, {"post_steps": "nosuch"})))
+
+
+def test_a_corrupt_volume_is_skipped_and_the_run_goes_on(synth_run) -> None:
+    from rtcontrol.scanner.volume import Volume
+
+    lo, hi = world_box(synth_run)
+    cls = load_project_class(FOLDER)
+    ctx = RunContext.local(resolve_settings(cls.settings, {"roi_lo": lo, "roi_hi": hi, "baseline_volumes": 4}), tr=2.0)
+    project = cls()
+    project.start_run(ctx)
+    results = []
+    for t in range(8):
+        vol = synth_run.to_volume(t)
+        if t == 5:
+            vol = Volume(data=np.zeros(vol.shape, np.uint16), affine=vol.affine, index=5)
+        results.append(Result.of(project.process(vol, ctx)))
+    assert results[5].feedback is None and results[5].metrics["motion_ok"] == 0.0
+    assert results[6].feedback is not None and results[6].metrics["motion_ok"] == 1.0
+    assert abs(results[6].metrics["tx"] - synth_run.truth["motion"]["params"][6][0]) < 0.05
