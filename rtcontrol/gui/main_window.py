@@ -244,6 +244,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if s is None:
             return None
         self.scanner.set_run(s.run.tr, s.run.expected_volumes, s.run.watch_folder)
+        self.timecourses.set_expected(s.run.expected_volumes)
         return self._spawn(self.session.start_run(s))
 
     def stop_run(self) -> asyncio.Task[Any] | None:

@@ -12,7 +12,7 @@ from rtcontrol.console import events as ev
 from rtcontrol.console.model import RunModel
 from rtcontrol.gui.panel import Panel, caption
 
-ROI_LUT = np.array([[0, 0, 0, 0], [255, 80, 60, 120]], dtype=np.ubyte)
+ROI_RGBA = np.array([[0, 0, 0, 0], [255, 80, 60, 120]], dtype=np.ubyte)  # outside, inside the ROI
 VIEWS = ("axial", "coronal", "sagittal")
 
 
@@ -48,22 +48,22 @@ class SlicesPanel(Panel):
         self.images: dict[str, pg.ImageItem] = {}
         self.overlays: dict[str, pg.ImageItem] = {}
         self.lines: dict[str, tuple[pg.InfiniteLine, pg.InfiniteLine]] = {}
+        self.labels: dict[str, pg.TextItem] = {}
         for col, name in enumerate(VIEWS):
             vb = self.graphics.addViewBox(row=0, col=col, lockAspect=True, enableMouse=False)
             vb.setMenuEnabled(False)
             vb.invertX(name == "sagittal" and False)
             img = pg.ImageItem()
             overlay = pg.ImageItem()
-            overlay.setLookupTable(ROI_LUT)
-            overlay.setLevels((0, 1))
             vb.addItem(img)
             vb.addItem(overlay)
             h = pg.InfiniteLine(angle=0, pen=pg.mkPen("#6fa0d8", width=1, style=QtCore.Qt.PenStyle.DashLine))
             v = pg.InfiniteLine(angle=90, pen=pg.mkPen("#6fa0d8", width=1, style=QtCore.Qt.PenStyle.DashLine))
             vb.addItem(h)
             vb.addItem(v)
-            label = pg.TextItem(name, color="#8a94a3", anchor=(0, 0))
+            label = pg.TextItem(name, color="#8a94a3", anchor=(0, 1))  # above the image's top-left corner
             vb.addItem(label)
+            self.labels[name] = label
             self.views[name], self.images[name], self.overlays[name] = vb, img, overlay
             self.lines[name] = (h, v)
             img.hoverEvent = self._hover_handler(name)  # type: ignore[method-assign]
@@ -118,7 +118,8 @@ class SlicesPanel(Panel):
         for name in VIEWS:
             self.images[name].setImage(slice_of(data, name, self.pos), levels=levels, autoLevels=False)
             if mask is not None:
-                self.overlays[name].setImage(slice_of(mask, name, self.pos).astype(np.uint8), levels=(0, 1))
+                rgba = ROI_RGBA[slice_of(mask, name, self.pos).astype(np.intp)]  # (w, h, 4): no colour table
+                self.overlays[name].setImage(rgba, autoLevels=False, levels=None)
                 self.overlays[name].setVisible(True)
             else:
                 self.overlays[name].setVisible(False)
@@ -135,6 +136,10 @@ class SlicesPanel(Panel):
             self.images[name].setTransform(_scale(tr))
             self.overlays[name].setTransform(_scale(tr))
         self._scales = {"axial": (sx, sy), "coronal": (sx, sz), "sagittal": (sy, sz)}
+        if self.shape is not None:
+            i, j, k = self.shape
+            for name, (a, b), top in zip(VIEWS, self._scales.values(), (j, k, k)):
+                self.labels[name].setPos(0, top * b)
 
     def _place_lines(self) -> None:
         assert self.pos is not None

@@ -28,6 +28,41 @@ LATENCY = {
 ROI_METRICS = ("roi_mean", "roi", "roi_psc", "psc")
 
 
+class Ranges:
+    """Axis ranges that change only when the data leaves them (or shrinks a lot).
+
+    Auto-ranging on every volume moves the axes each frame, and repainting axis text is most of
+    what a frame costs; steps of 50 volumes in x and an expand-only y range keep the axes still.
+    """
+
+    X_STEP = 50
+
+    def __init__(self) -> None:
+        self.x = 0
+        self.y: dict[str, tuple[float, float]] = {}
+
+    def x_max(self, n: int, expected: int) -> int:
+        want = max(expected, self.X_STEP * (n // self.X_STEP + 1))
+        changed = want != self.x
+        self.x = want
+        return want if changed else -1
+
+    def y_range(self, key: str, arrays: list[np.ndarray]) -> tuple[float, float] | None:
+        finite = [a[np.isfinite(a)] for a in arrays if a.size]
+        finite = [a for a in finite if a.size]
+        if not finite:
+            return None
+        lo = float(min(a.min() for a in finite))
+        hi = float(max(a.max() for a in finite))
+        span = max(hi - lo, 1e-3, 0.02 * max(abs(lo), abs(hi)))
+        old = self.y.get(key)
+        if old is not None and old[0] <= lo and hi <= old[1] and (old[1] - old[0]) < 4 * span:
+            return None
+        new = (lo - 0.15 * span, hi + 0.15 * span)
+        self.y[key] = new
+        return new
+
+
 def percent_change(y: np.ndarray, baseline: int = 10) -> np.ndarray:
     """Signal as % change from the mean of its first ``baseline`` finite values."""
     finite = y[np.isfinite(y)][:baseline]
@@ -68,6 +103,13 @@ class TimecoursePanel(Panel):
         for c in self.curves.values():
             c.setDownsampling(auto=True, method="peak")
             c.setClipToView(True)
+        self.plots = {"signal": self.signal, "motion": self.motion, "feedback": self.feedback, "latency": self.latency}
+        for p in self.plots.values():
+            p.enableAutoRange(False)
+        self.ranges = Ranges()
+        self.expected = 0
+        self._empty: set[str] = set()
+        self._xs = np.arange(1024, dtype=np.float64)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
@@ -88,32 +130,58 @@ class TimecoursePanel(Panel):
         p.hideButtons()
         for key, label, pen_ in lines:
             self.curves[key] = p.plot(pen=pen_, name=label)
+        # axes and title only change with their range: paint them from a pixmap cache, not text each frame
+        cache = QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache
+        for name in ("left", "bottom"):
+            p.getAxis(name).setCacheMode(cache)
+        p.titleLabel.setCacheMode(cache)
         return p
+
+    def _x(self, n: int) -> np.ndarray:
+        """Volume numbers 0..n-1 as a view of one growing array (no allocation per curve)."""
+        if n > self._xs.size:
+            self._xs = np.arange(max(n, 2 * self._xs.size), dtype=np.float64)
+        return self._xs[:n]
+
+    def set_expected(self, volumes: int) -> None:
+        """The x axis spans the expected run (or grows in steps when unknown)."""
+        self.expected = volumes
+        self.ranges = Ranges()
+        self.dirty = True
 
     def on_event(self, event: Any) -> None:
         if isinstance(event, (ev.VolumeArrived, ev.FeedbackArrived, ev.Delivered)):
             self.dirty = True
         elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
+            self.ranges = Ranges()
             self.dirty = True
 
     def repaint_now(self) -> None:
         m = self.model
-        x = np.arange(m.global_mean.length, dtype=np.float64)
-        self.curves["global"].setData(x, percent_change(m.global_mean.values()))
-        roi = next((m.metric(n) for n in ROI_METRICS if n in m.metrics), None)
-        if roi is not None and roi.size:
-            self.curves["roi"].setData(np.arange(roi.size, dtype=np.float64), percent_change(roi))
-        else:
-            self.curves["roi"].setData([], [])
-        n = m.motion.length
-        xm = np.arange(n, dtype=np.float64)
+        ys: dict[str, list[np.ndarray]] = {k: [] for k in self.plots}
+
+        def put(key: str, plot: str, y: np.ndarray) -> None:
+            if y.size:
+                self.curves[key].setData(self._x(y.size), y)
+                self._empty.discard(key)
+            elif key not in self._empty:  # an absent metric costs nothing once cleared
+                self.curves[key].setData([], [])
+                self._empty.add(key)
+            ys[plot].append(y)
+
+        put("global", "signal", percent_change(m.global_mean.values()))
+        roi = next((m.metric(n) for n in ROI_METRICS if n in m.metrics), np.empty(0))
+        put("roi", "signal", percent_change(roi) if roi.size else roi)
         for c, name in enumerate(MOTION):
-            self.curves[name].setData(xm, m.motion.values(c)) if n else self.curves[name].setData([], [])
-        fd = m.metric("fd")
-        self.curves["fd"].setData(np.arange(fd.size, dtype=np.float64), fd)
-        fb = m.feedback.values()
-        self.curves["feedback"].setData(np.arange(fb.size, dtype=np.float64), fb)
-        ns = m.stamps.length
-        xs = np.arange(ns, dtype=np.float64)
+            put(name, "motion", m.motion.values(c) if m.motion.length else np.empty(0))
+        put("fd", "motion", m.metric("fd"))
+        put("feedback", "feedback", m.feedback.values())
         for stage in LATENCY:
-            self.curves["lat:" + stage].setData(xs, m.latency_ms(stage))
+            put("lat:" + stage, "latency", m.latency_ms(stage) if m.stamps.length else np.empty(0))
+        x = self.ranges.x_max(max(m.stamps.length, m.global_mean.length), self.expected)
+        if x >= 0:
+            self.signal.setXRange(-0.5, x + 0.5, padding=0)
+        for key, plot in self.plots.items():
+            r = self.ranges.y_range(key, ys[key])
+            if r is not None:
+                plot.setYRange(*r, padding=0)
