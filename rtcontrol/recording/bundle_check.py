@@ -4,7 +4,7 @@ Everything below runs the *bundled* executable (not this Python), on loopback on
 
 1. ``--version`` and ``--help``;
 2. ``synth`` writes a small Siemens-mosaic run; ``convert`` turns it into NIfTI, whose voxels must equal
-   the simulator's (regenerated here from the same seed);
+   the simulator's in-memory run (computed by the bundle's own code through `rtcontrol -c`);
 3. ``certs`` and ``token`` make a TLS identity and an access token for the worker and the subject agent;
 4. ``--worker`` and ``--subject`` start over TLS on free ports;
 5. ``run --no-gui --settings RUN.toml`` connects to both (their certificates pinned in advance), while
@@ -210,18 +210,34 @@ def synth(c: Check) -> str:
     return f"{len(files)} DICOM files in {files[0].parent.relative_to(c.work)}"
 
 
-def _expected_data():
-    from rtcontrol.scanner.synth import SynthSpec, generate
+EXPECTED = """
+import sys
+import numpy as np
+from rtcontrol.scanner.synth import SynthSpec, generate
+run = generate(SynthSpec(volumes={volumes}, tr={tr}, shape={shape}, seed={seed}, block_volumes=2))
+np.save(sys.argv[1], run.data)
+np.save(sys.argv[2], run.affine)
+"""
 
-    return generate(SynthSpec(volumes=VOLUMES, tr=TR, shape=SHAPE, seed=SEED, block_volumes=2))
+
+def _expected_data(c: Check) -> tuple[Any, Any]:
+    """The simulator's run in memory, computed by the bundle's own code (not this checkout's, which may be mid-edit)."""
+    import numpy as np
+
+    if "expected" not in c.facts:
+        data, affine = c.work / "expected-data.npy", c.work / "expected-affine.npy"
+        code = EXPECTED.format(volumes=VOLUMES, tr=TR, shape=SHAPE, seed=SEED)
+        c.run("-c", code, str(data), str(affine))
+        c.facts["expected"] = (np.load(data), np.load(affine))
+    return c.facts["expected"]
 
 
-def _same_voxels(nifti: Path, what: str) -> str:
+def _same_voxels(c: Check, nifti: Path, what: str) -> str:
     import nibabel as nib
     import numpy as np
 
-    truth = _expected_data()
-    expected = nib.as_closest_canonical(nib.Nifti1Image(truth.data, truth.affine))
+    data, affine = _expected_data(c)
+    expected = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
     got = nib.as_closest_canonical(nib.load(nifti))  # compared in world space: any axis order or flip is fine
     if got.shape != expected.shape:
         raise StepFailed(f"{what}: shape {got.shape}, expected {expected.shape}")
@@ -242,7 +258,7 @@ def convert(c: Check) -> str:
         raise StepFailed(f"convert wrote {len(niftis)} NIfTI files into {out}, expected one")
     if not niftis[0].with_name(niftis[0].name.split(".nii")[0] + ".json").is_file():
         raise StepFailed(f"convert wrote no JSON sidecar beside {niftis[0].name}")
-    return _same_voxels(niftis[0], "convert")
+    return _same_voxels(c, niftis[0], "convert")
 
 
 def identities(c: Check) -> str:
@@ -364,7 +380,7 @@ def recording(c: Check) -> str:
     bolds = sorted(Path(runs).rglob("*_bold.nii.gz"))
     if not bolds:
         raise Skip(f"the console wrote no BIDS run under {runs} (recording not wired into the console yet)")
-    return _same_voxels(bolds[0], "recorded run")
+    return _same_voxels(c, bolds[0], "recorded run")
 
 
 def recovery_tool(c: Check) -> str:
