@@ -9,8 +9,11 @@ Everything below runs the *bundled* executable (not this Python), on loopback on
 4. ``--worker`` and ``--subject`` start over TLS on free ports;
 5. ``run --no-gui --settings RUN.toml`` connects to both (their certificates pinned in advance), while
    ``replay`` plays the synthetic run into its watch folder at the TR pace; the run must end with every
-   volume analysed and its feedback delivered, and its recording (when the console writes one) must
-   hold the same voxels.
+   volume analysed and its feedback delivered, and its BIDS recording must hold the same voxels;
+   ``run --worker URL --subject URL`` must reach the console's run command;
+6. ``-m rtcontrol.recording list`` (the interrupted-runs tool), ``run --demo`` (the console starts its own
+   worker and subject agent from the bundle), and the console window and subject display under Qt's
+   offscreen platform; a program stopped with SIGTERM must leave no process behind.
 
 Prints one ``ok`` / ``FAIL`` / ``skip`` line per step and exits non-zero if any step failed.
 """
