@@ -236,13 +236,13 @@ class Recorder:
         self.errors.append(message)
         if self._on_error is None:
             return
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_error, message)
-        else:
-            try:
+        try:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._on_error, message)
+            else:
                 self._on_error(message)
-            except Exception:
-                pass
+        except Exception:  # a closed loop or a failing callback must not stop the writer
+            pass
 
 
 def _timeline_dict(timeline: Timeline | dict | None) -> dict[str, float]:
