@@ -18,6 +18,8 @@ MARGIN_BYTES = 200 * 1024**2
 DISK_FACTOR = 2.2
 #: Volumes assumed when the run's length is not known in advance.
 UNKNOWN_VOLUMES = 1000
+#: One volume's size when not known before the first arrives: a 2 mm multiband EPI (104x104x72 int16) is 1.5 MB.
+DEFAULT_VOLUME_BYTES = 2 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,12 @@ def estimate_bytes(expected_volumes: int, volume_bytes: int) -> int:
     return int(volumes * volume_bytes * DISK_FACTOR) + MARGIN_BYTES
 
 
-def preflight(run_dir: Path | str, expected_volumes: int, volume_bytes: int, *, bids_root: Path | str | None = None) -> Preflight:
+def preflight(run_dir: Path | str, expected_volumes: int, volume_bytes: int = DEFAULT_VOLUME_BYTES, *,
+              bids_root: Path | str | None = None) -> Preflight:
     """Check that ``run_dir`` (and ``bids_root``) can be written and hold the run; raise :class:`RecordingError` if not.
 
-    ``volume_bytes`` is one volume's stored size (e.g. 64*64*36*2); ``expected_volumes`` 0 means unknown.
+    ``volume_bytes`` is one volume's stored size (e.g. 64*64*36*2; by default a generous 2 MB, since the
+    console calls this before the first volume); ``expected_volumes`` 0 means unknown.
     """
     run_dir = Path(run_dir)
     needed = estimate_bytes(expected_volumes, volume_bytes)
