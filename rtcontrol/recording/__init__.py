@@ -7,13 +7,13 @@ Public surface::
         .record_timeline(run, index, timeline) / .record_response(value, when=None, index=None, **data)
         .record_event(kind, message, **data) / .finish() -> Path / await .afinish() -> Path
     preflight(run_dir, expected_volumes, volume_bytes, bids_root=None) -> Preflight   (raises RecordingError)
-    find_interrupted(root) -> list[Path];  recover(run_dir, bids_root=None) -> Path
+    find_interrupted(root) -> list[Path];  summarize(run_dir) -> str;  recover(run_dir, bids_root=None) -> Path
     bids_run_source(bids_dir, sub, ses, task, run) -> Path   (a recorded run's bold, e.g. to replay it)
 """
 
 from rtcontrol.recording.bids import bids_run_source
 from rtcontrol.recording.preflight import Preflight, preflight
-from rtcontrol.recording.recorder import Recorder, RecordingError, find_interrupted, recover
+from rtcontrol.recording.recorder import Recorder, RecordingError, find_interrupted, recover, summarize
 
 __all__ = [
     "Preflight",
@@ -23,4 +23,5 @@ __all__ = [
     "find_interrupted",
     "preflight",
     "recover",
+    "summarize",
 ]

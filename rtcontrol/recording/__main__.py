@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from rtcontrol.recording.journal import JOURNAL, read_journal
-from rtcontrol.recording.recorder import RecordingError, find_interrupted, recover
+from rtcontrol.recording.recorder import RecordingError, find_interrupted, recover, summarize
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             continue
         if args.action == "list":
-            print(f"{run_dir}: {volumes} volumes recorded, {'finished' if journal.finished else 'not finished'}")
+            print(f"{run_dir}: {summarize(run_dir)}")
             continue
         try:
             print(f"{run_dir}: {volumes} volumes -> {recover(run_dir, args.bids)}")

@@ -308,6 +308,21 @@ def find_interrupted(root: Path | str) -> list[Path]:
     return found
 
 
+def summarize(run_dir: Path | str) -> str:
+    """One line for the operator about a run folder, e.g. to ask whether to finish an interrupted run."""
+    run_dir = Path(run_dir)
+    info = load_run_info(run_dir)
+    run = (info.get("settings") or {}).get("run") or {}
+    who = " ".join(f"{k}-{run[key]}" for k, key in (("sub", "subject"), ("ses", "session"), ("task", "task"), ("run", "run"))
+                   if key in run) or run_dir.name
+    try:
+        journal = read_journal(run_dir)
+    except (OSError, ValueError) as exc:
+        return f"{who}: the journal cannot be read ({exc})"
+    state = "finished" if journal.finished else "not finished"
+    return f"{who}: {len(journal.volumes())} volumes recorded, started {info.get('started', '?')}, {state}"
+
+
 def recover(run_dir: Path | str, bids_root: Path | str | None = None) -> Path:
     """Finish an interrupted run: write its BIDS files from the journal; return the bold NIfTI's path."""
     from rtcontrol.recording.bids import write_run

@@ -169,7 +169,9 @@ def test_the_recovery_command_lists_and_finishes(tmp_path: Path, synth_run: Synt
     rec.close()  # never finished
     cmd = [sys.executable, "-m", "rtcontrol.recording"]
     listed = subprocess.run([*cmd, "list", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
-    assert listed.returncode == 0 and "3 volumes recorded, not finished" in listed.stdout
+    assert listed.returncode == 0, listed.stderr
+    assert "sub-01 ses-01 task-nf run-1: 3 volumes recorded, started 20" in listed.stdout
+    assert listed.stdout.rstrip().endswith("not finished")
     done = subprocess.run([*cmd, "finish", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "runs/bids/sub-01/ses-01/func/sub-01_ses-01_task-nf_run-01_bold.nii.gz").is_file()
