@@ -37,6 +37,8 @@ from rtcontrol.scanner.volume import Volume
 
 RESLICE_ORDERS = {"linear": 1, "cubic": 3}
 FD_RADIUS_MM = 50.0
+#: The coarse level stops at this multiple of the tolerance: the fine level polishes what is left.
+COARSE_TOLERANCE_FACTOR = 10.0
 
 
 @dataclass
@@ -193,7 +195,7 @@ class MotionCorrector:
         for _ in range(self.max_iterations):
             total += 1
             T, step = self._gauss_newton_step(self._coarse, s, to_vox, T, 1)
-            if step < self.tolerance_mm:
+            if step < self.tolerance_mm * COARSE_TOLERANCE_FACTOR:
                 converged = True
                 break
         if self.refine_iterations > 0:
