@@ -34,8 +34,9 @@ class RoiFeedback(Project):
     )
     settings = [
         Setting("roi_kind", "box_world", "choice", "how the ROI is given", choices=("box_world", "box_voxel", "mask")),
-        Setting("roi_lo", [15.0, -58.0, 4.0], "vector3", "box corner: RAS+ mm (box_world) or voxel i, j, k (box_voxel)"),
-        Setting("roi_hi", [35.0, -38.0, 24.0], "vector3", "opposite box corner (inclusive)"),
+        # the default box is where the scanner simulator (main.py synth) puts its activation
+        Setting("roi_lo", [18.0, -48.0, 10.0], "vector3", "box corner: RAS+ mm (box_world) or voxel i, j, k (box_voxel)"),
+        Setting("roi_hi", [36.0, -28.0, 27.0], "vector3", "opposite box corner (inclusive)"),
         Setting("roi_mask", "", "path", "NIfTI mask in any space (roi_kind = mask)"),
         Setting("roi_label", 0, "int", "mask label to use; 0 = every non-zero voxel", minimum=0),
         Setting("skip_volumes", 0, "int", "dummy scans at the start: no feedback, not modelled", minimum=0),

@@ -143,3 +143,22 @@ def test_a_corrupt_volume_is_skipped_and_the_run_goes_on(synth_run) -> None:
     assert results[5].feedback is None and results[5].metrics["motion_ok"] == 0.0
     assert results[6].feedback is not None and results[6].metrics["motion_ok"] == 1.0
     assert abs(results[6].metrics["tx"] - synth_run.truth["motion"]["params"][6][0]) < 0.05
+
+
+def test_the_worker_can_describe_it() -> None:
+    import json
+
+    from rtcontrol.worker.projects import describe_folder
+
+    info = describe_folder(FOLDER)
+    assert info["name"] == "roi_feedback"
+    names = {s["name"] for s in info["settings"]}
+    assert {"roi_kind", "roi_lo", "roi_hi", "roi_mask", "baseline_volumes", "psc_min", "psc_max"} <= names
+    json.dumps(info)  # travels to the console as JSON
+
+
+def test_defaults_cover_the_simulators_activation_box() -> None:
+    """The default ROI is the simulator's activation box: with it (and the block length) feedback follows the blocks."""
+    run = generate(SynthSpec(volumes=60, seed=0))
+    feedback, _ = run_project(run, block_volumes=run.spec.block_volumes)
+    check_recovers_blocks(run, feedback, 0.8)
