@@ -101,8 +101,10 @@ class MotionStep(Step):
         self.corrector = MotionCorrector(c["reference"] or None, reference_index=c["reference_index"], reslice=c["reslice"])
 
     def process(self, frame: Frame) -> None:
+        # register what earlier steps made of the volume (usually this step comes first)
+        current = Volume(data=frame.data, affine=frame.affine, run=frame.volume.run, index=frame.index)
         try:
-            result = self.corrector.process(frame.volume)
+            result = self.corrector.process(current)
         except MotionError as exc:
             # one bad volume must not end the run: say so, and carry on with the last good pose
             frame.values["motion_error"] = f"volume {frame.index}: {exc}"
