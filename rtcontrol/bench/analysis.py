@@ -5,7 +5,8 @@
 warm-started as in a run. ``BENCH glm_update``: one volume added to
 the incremental GLM (constant, 2 Legendre drifts, 6 motion, 1 task regressor) and its cleaned
 signals computed, for 5,000 voxels of a 64x64x36 volume, timed at run length 100 and 1000 to
-show the cost does not grow. Single-threaded BLAS is requested before numpy loads if possible.
+show the cost does not grow. ``BENCH roi_feedback_volume``: the sample project per volume.
+Single-threaded BLAS is requested before numpy loads if possible.
 """
 
 from __future__ import annotations
@@ -100,6 +101,28 @@ def _glm(name: str, run_length: int, n_voxels: int = 5000, samples: int = 60) ->
     return fig
 
 
+def _roi_feedback(name: str, volumes: int = 60) -> Figure:
+    """The sample project end to end per volume (motion, quality, ROI, model, PSC) on the simulator's run."""
+    from rtcontrol.paths import projects_dir
+    from rtcontrol.project import RunContext, resolve_settings
+    from rtcontrol.scanner.synth import SynthSpec, generate
+    from rtcontrol.worker.projects import load_project_class
+
+    run = generate(SynthSpec(volumes=volumes, seed=0))
+    cls = load_project_class(projects_dir() / "roi_feedback")
+    ctx = RunContext.local(resolve_settings(cls.settings, {"block_volumes": run.spec.block_volumes}), tr=run.spec.tr)
+    project = cls()
+    project.start_run(ctx)
+    vols = [run.to_volume(t) for t in range(volumes)]
+    project.process(vols[0], ctx)
+    seconds = []
+    for v in vols[1:]:
+        t0 = time.perf_counter()
+        project.process(v, ctx)
+        seconds.append(time.perf_counter() - t0)
+    return timing(name, seconds, "projects/roi_feedback per volume, 64x64x36, defaults")
+
+
 def bench() -> Iterator[Figure]:
     yield _motion("motion_64", (64, 64, 36), (3.0, 3.0, 3.5), 41)
     yield _motion("motion_96", (96, 96, 66), (2.0, 2.0, 2.0), 31)
@@ -109,3 +132,4 @@ def bench() -> Iterator[Figure]:
     long.values["median_ms_at_1000"] = long.values["median_ms"]
     long.note = long.note.replace("at run length 1000", "timed at run length 1000 (and 100: median_ms_at_100)")
     yield long
+    yield _roi_feedback("roi_feedback_volume")
