@@ -42,6 +42,7 @@ class ConsoleController:
         runs_dir: Path | None = None,
         watcher_factory: WatcherFactory | None = None,
         recorder_factory: RecorderFactory | None = None,
+        record: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings.validate()
@@ -55,7 +56,7 @@ class ConsoleController:
         self.recorder: Recorder | None = None
         self.watch_folder: Path | None = None
         self._watcher_factory = watcher_factory or default_watcher_factory
-        self._recorder_factory = recorder_factory or default_recorder_factory()
+        self._recorder_factory = (recorder_factory or default_recorder_factory()) if record else None
         self._clock = clock
         self._watcher: Watcher | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -69,6 +70,7 @@ class ConsoleController:
         self._diag = Diagnostics(settings.run.tr)
         self._all_in_since: float | None = None
         self.run_dir: Path | None = None
+        self._declared: dict[str, list[dict[str, Any]]] = {}
         self.last_ended: ev.RunEnded | None = None
 
     # --- links --------------------------------------------------------------------------
@@ -114,6 +116,7 @@ class ConsoleController:
         if self.worker is None:
             return []
         declared = await self.worker.project_settings(project)
+        self._declared[project] = list(declared)
         self.events.publish(ev.ProjectSettingsListed(project, declared))
         return declared
 
@@ -247,7 +250,10 @@ class ConsoleController:
         volume.run = self.model.run
         self._format = str(volume.header.get("SourceFormat", self._format))
         self._diag.volume_arrived(now)
+        first = self.model.volumes == 0
         self.model.add_volume(volume, now)
+        if first:
+            asyncio.ensure_future(self._place_roi(volume.shape, volume.affine))
         self.events.publish(ev.VolumeArrived(volume))
         self._publish_status(now)
         self._to_worker.put_nowait(volume)
@@ -352,6 +358,31 @@ class ConsoleController:
         import numpy as np
 
         self.model.roi_mask = None if mask is None else np.asarray(mask, dtype=bool)
+
+    @property
+    def declared_projects(self) -> set[str]:
+        """Projects whose declared settings the worker has listed."""
+        return set(self._declared)
+
+    def project_values(self) -> dict[str, Any]:
+        """The run's project settings: the project's declared defaults overlaid with the run's values."""
+        values = {d["name"]: d.get("default") for d in self._declared.get(self.settings.project.name, [])}
+        values.update(self.settings.project.settings)
+        return values
+
+    async def _place_roi(self, shape: tuple[int, int, int], affine: Any) -> None:
+        """Draw the project's ROI (from its settings) over the live views, computed off the loop."""
+        from rtcontrol.console.roi import roi_mask
+
+        try:
+            mask = await asyncio.to_thread(roi_mask, self.project_values(), shape, affine)
+        except Exception as exc:  # a wrong ROI is the project's to report; the overlay is only a view
+            self.warn(f"the project's ROI cannot be drawn: {exc}", "console")
+            return
+        if mask is not None:
+            self.model.roi_mask = mask
+            self.events.publish(ev.RoiPlaced(int(mask.sum())))
+            self.info(f"ROI of {int(mask.sum())} voxels drawn on the live views", "console")
 
     # --- pumps --------------------------------------------------------------------------
     async def _pump_worker(self) -> None:

@@ -97,6 +97,13 @@ class Lateness:
 
 
 @dataclass(frozen=True)
+class RoiPlaced:
+    """The project's region of interest is on the run's grid (``model.roi_mask``)."""
+
+    voxels: int
+
+
+@dataclass(frozen=True)
 class ProjectsListed:
     projects: list[dict[str, Any]]
 

@@ -83,6 +83,11 @@ class ConsoleSession:
             self._runs += 1
             watch = self._tmp / f"watch-{self._runs:03d}"
             watch.mkdir()
+        if c.worker is not None and c.settings.project.name not in c.declared_projects:
+            try:  # the project's declared defaults (the ROI overlay reads them)
+                await c.project_settings(c.settings.project.name)
+            except Exception as exc:
+                c.warn(f"the worker did not list the settings of {c.settings.project.name}: {exc}", "worker")
         run_id = await c.start_run(watch_folder=watch)
         if self.demo and watch is not None:
             self._replay = asyncio.create_task(self._demo_scan(watch), name="demo-scanner")

@@ -198,6 +198,14 @@ class MainWindow(QtWidgets.QMainWindow):
         elif isinstance(event, ev.LogMessage) and event.level == "error":
             self.statusBar().showMessage(event.text, 10000)
 
+    def attach_controller(self, controller: Any) -> None:
+        """Show another controller (benchmarks, tests): its events and its model."""
+        self._unsubscribe()
+        self.controller = controller
+        self.slices.model = controller.model
+        self.timecourses.model = controller.model
+        self._unsubscribe = controller.events.subscribe(self.on_event)
+
     def refresh(self) -> None:
         for panel in self.panels:
             panel.refresh()

@@ -95,7 +95,7 @@ class SlicesPanel(Panel):
         self.dirty = True
 
     def on_event(self, event: Any) -> None:
-        if isinstance(event, ev.VolumeArrived):
+        if isinstance(event, (ev.VolumeArrived, ev.RoiPlaced)):
             self.dirty = True
         elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
             self.pos = None
