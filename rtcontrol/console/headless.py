@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def run_session(session: ConsoleSession, *, quiet: bool = False, out: TextIO = sys.stdout) -> int:
     """Open the session, run one scan to its end, print progress; the exit status."""
-    printer = Printer(out, quiet)
+    printer = Printer(out, quiet, session.controller.model)
     unsubscribe = session.controller.events.subscribe(printer)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -87,9 +87,11 @@ async def run_session(session: ConsoleSession, *, quiet: bool = False, out: Text
 class Printer:
     """Turns controller events into terminal lines."""
 
-    def __init__(self, out: TextIO, quiet: bool) -> None:
-        self.out, self.quiet = out, quiet
+    def __init__(self, out: TextIO, quiet: bool, model: Any = None) -> None:
+        self.out, self.quiet, self.model = out, quiet, model
         self.errors = 0
+        self._links: dict[str, tuple[str, str]] = {}
+        self._delivered: set[int] = set()
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, ev.LogMessage):
@@ -102,12 +104,18 @@ class Printer:
             value = event.value if not isinstance(event.value, float) else round(event.value, 4)
             self._line(f"volume {event.index:4d}  feedback {value!s:>10}  "
                        f"{'' if took is None else f'{took * 1e3:7.1f} ms file→feedback'}")
-        elif isinstance(event, ev.Delivered) and not self.quiet:
-            took = event.timeline.between("file_seen", "subject_delivered")
+        elif isinstance(event, ev.Delivered) and not self.quiet and event.index not in self._delivered:
+            self._delivered.add(event.index)
+            timeline = self.model.timeline(event.index) if self.model is not None else event.timeline
+            took = timeline.between("file_seen", "subject_delivered")
             if took is not None and not math.isnan(took):
-                self._line(f"volume {event.index:4d}  at subject {took * 1e3:7.1f} ms")
+                self._line(f"volume {event.index:4d}  at the subject agent {took * 1e3:7.1f} ms after the file"
+                           + ("  (late)" if event.late else ""))
         elif isinstance(event, ev.ConnectionChanged) and not self.quiet:
-            self._line(f"[{event.name}] {event.state} {event.url} {event.detail}".rstrip())
+            key = (event.state, event.url)
+            if self._links.get(event.name) != key:  # RTT refreshes repeat the state: print changes only
+                self._links[event.name] = key
+                self._line(f"[{event.name}] {event.state} {event.url} {event.detail}".rstrip())
 
     def _line(self, text: str) -> None:
         print(text, file=self.out, flush=True)

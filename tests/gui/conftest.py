@@ -28,6 +28,7 @@ def qloop(qapp: Any) -> Any:
     """A qasync event loop on pytest-qt's QApplication; ``qloop.run(coro)`` runs a scenario."""
     import qasync
 
+    qapp.setQuitOnLastWindowClosed(False)  # closing a test's window must not stop the loop
     loop = qasync.QEventLoop(qapp, already_running=False)
     asyncio.set_event_loop(loop)
 

@@ -3,6 +3,7 @@ subject display, stop (Esc). Real embedded worker and subject agent over TLS, th
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,45 @@ def test_bad_settings_are_shown_not_run(qtbot: Any, qloop: Any, tmp_path: Path) 
     window.next_run()
     assert window.setup.run_number.value() == 4
     window.close()
+
+
+def test_trust_on_first_use_prompt_pins_the_worker(qtbot: Any, qloop: Any, tmp_path: Path) -> None:
+    """A remote worker (given by address) presents an unknown certificate: the operator is asked, says
+    yes, the fingerprint is pinned; a second session connects without asking."""
+    from PySide6 import QtWidgets
+
+    from rtcontrol.worker.embedded import local_worker
+
+    async def scenario() -> None:
+        async with local_worker(in_process=True) as info:
+            s = S.default_settings().with_values("worker", url=info.url, token=info.token)
+            known = tmp_path / "known_hosts"
+            window, session = _window(tmp_path, s, known_hosts=known)
+            qtbot.addWidget(window)
+            session.on_unknown_host = window.trust_prompt
+            window.show()
+            opening = asyncio.ensure_future(session.open())
+            await until(lambda: getattr(window, "_trust_box", None) is not None and window._trust_box.isVisible(),
+                        what="the trust prompt")
+            box = window._trust_box
+            assert info.fingerprint in box.informativeText()
+            box.button(QtWidgets.QMessageBox.StandardButton.Yes).click()
+            await opening
+            assert session.controller.worker is not None
+            rows = {window.connections.table.item(r, 0).text(): r for r in range(3)}
+            window.refresh()
+            assert window.connections.table.item(rows["worker"], 2).text() == "connected"
+            assert info.fingerprint in known.read_text()
+            await session.close()
+            window.close()
+            # pinned now: no question the second time
+            window2, session2 = _window(tmp_path, s, known_hosts=known)
+            qtbot.addWidget(window2)
+            asked: list[str] = []
+            session2.on_unknown_host = lambda peer, fp: asked.append(peer) or False
+            await session2.open()
+            assert session2.controller.worker is not None and not asked
+            await session2.close()
+            window2.close()
+
+    qloop.run(scenario())

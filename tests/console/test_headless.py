@@ -1,0 +1,45 @@
+"""``main.py run --no-gui``: the same controller without a window; progress printed, exit status honest."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from rtcontrol.cli import main
+from rtcontrol.console import settings as S
+from rtcontrol.console.headless import run_session
+from rtcontrol.console.session import ConsoleSession
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_demo_run_headless_to_the_end(tmp_path: Path) -> None:
+    """The demo: synthetic scan replayed at TR 0.2 s, embedded worker and subject agent, recorded as BIDS."""
+    s = S.default_settings().with_values("run", tr=0.2)
+    s = s.with_values("project", name="template", settings={"baseline": 2})
+    session = ConsoleSession(s, demo=True, demo_volumes=10, runs_dir=tmp_path / "runs",
+                             worker_options={"in_process": True})
+    out = io.StringIO()
+    status = await run_session(session, out=out)
+    text = out.getvalue()
+    assert status == 0, text
+    assert "run sub-01_ses-01_task-feedback_run-01: 10 volumes, 10 feedback values, 8 delivered" in text
+    assert "ended: all 10 volumes arrived" in text
+    assert text.count("at the subject agent") == 8
+    run_dir = tmp_path / "runs" / "sub-01_ses-01_task-feedback_run-01"
+    assert S.load(run_dir / "run.toml").run.expected_volumes == 10
+    assert list((tmp_path / "runs" / "bids").rglob("*_bold.nii.gz")), "the run was not written as BIDS"
+
+
+def test_bad_settings_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "run.toml"
+    bad.write_text("[run]\ntr = -2\n")
+    assert main(["run", "--no-gui", "--settings", str(bad)]) == 2
+    assert "[run] tr = -2.0" in capsys.readouterr().err
+
+
+def test_no_watch_folder_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--no-gui"]) == 2
+    assert "no watch folder" in capsys.readouterr().err
