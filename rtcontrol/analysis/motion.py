@@ -258,10 +258,12 @@ class MotionCorrector:
         M = np.linalg.inv(np.asarray(affine, dtype=np.float64)) @ T @ self._ref_affine
         src = np.asarray(data, dtype=np.float32)
         if n > 1:
-            src = ndimage.spline_filter(src, order=n, output=np.float32, mode="constant")
-        # outside the volume's field of view the corrected volume is 0
+            src = ndimage.spline_filter(src, order=n, output=np.float32, mode="nearest")
+        # Where the head moved out of the field of view (the edge slices of a slab, usually by a
+        # fraction of a voxel) the nearest acquired value is used: zeros there would make every
+        # small movement look like a large intensity change at the slab's edges.
         return ndimage.affine_transform(
-            src, M, output_shape=self._ref_shape, order=n, mode="constant", cval=0.0, prefilter=False, output=np.float32
+            src, M, output_shape=self._ref_shape, order=n, mode="nearest", prefilter=False, output=np.float32
         )
 
     def _unregistered(self, volume: Volume) -> MotionResult:

@@ -5,8 +5,10 @@ not grow with the run. Names of the reported metrics: ``fd`` (mm, Power et al. 2
 motion parameters of :mod:`rtcontrol.rigid`), ``dvars`` (RMS of the volume-to-volume change
 inside the head, in percent of the mean head signal, so it compares across scanners),
 ``tsnr_median`` (median over the head of mean / SD so far, Welford's algorithm), ``spike``
-(1 when DVARS or a slice mean jumps more than ``spike_z`` robust z-scores above its recent
-history, else 0) and ``spike_z`` (the largest of those z-scores).
+(1 when DVARS or a slice mean jumps more than ``spike_z`` robust z-scores (median and MAD of
+the last 50 volumes; from the 11th volume on) above its recent history, else 0) and
+``spike_z`` (the largest of those z-scores; for slices, less ``sqrt(2 ln n_slices)``, the
+typical largest of that many noise z-scores).
 """
 
 from __future__ import annotations
@@ -122,7 +124,10 @@ class QualityMonitor:
             metrics["dvars"] = float(np.sqrt(np.mean(diff * diff)) / max(abs(metrics["mean_signal"]), 1e-9) * 100.0)
             z_dvars = float(self._dvars_z.update(metrics["dvars"])[0])
             z_slices = np.abs(self._slice_z.update(slices - self._prev_slices))
-            z_max = max(z_dvars, float(np.nanmax(z_slices)) if z_slices.size else 0.0)
+            # the largest of K noise z-scores grows like sqrt(2 ln K): discount it, so a run with
+            # many slices does not raise more false alarms than one with few
+            excess = float(np.nanmax(z_slices)) - np.sqrt(2.0 * np.log(max(z_slices.size, 2)))
+            z_max = max(z_dvars, excess)
         self._prev = inside
         self._prev_slices = slices
         metrics["spike_z"] = z_max

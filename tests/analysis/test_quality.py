@@ -55,3 +55,19 @@ def test_spike_volume_and_slice_dropout_are_flagged() -> None:
     assert {15, 22} <= flagged
     # the volume after a spike differs from it too (DVARS is a difference); nothing else fires
     assert flagged <= {15, 16, 22, 23}
+
+
+def test_real_series_after_motion_correction(dicom_root) -> None:
+    """The XA30 BOLD run: a still subject, so no spikes, FD well under 0.5 mm, a plausible tSNR."""
+    import pytest
+
+    from rtcontrol.analysis.steps import MotionStep, Pipeline, QualityStep
+
+    read_series = pytest.importorskip("rtcontrol.scanner.series").read_series
+    vols = next(iter(read_series(dicom_root / "siemens_xa30_enhanced_bold_20vol").values()))
+    pipeline = Pipeline([MotionStep(), QualityStep()])
+    metrics = [pipeline.process(v).metrics for v in vols]
+    assert max(m["spike"] for m in metrics) == 0.0
+    assert max(m["fd"] for m in metrics) < 0.5
+    assert 20.0 < metrics[-1]["tsnr_median"] < 300.0
+    assert all(0.0 < m["dvars"] < 5.0 for m in metrics[1:])
