@@ -162,3 +162,25 @@ def test_defaults_cover_the_simulators_activation_box() -> None:
     run = generate(SynthSpec(volumes=60, seed=0))
     feedback, _ = run_project(run, block_volumes=run.spec.block_volumes)
     check_recovers_blocks(run, feedback, 0.8)
+
+
+@pytest.mark.parametrize("series", [
+    "ge_epi_nih_10vol", "philips_epi_magdeburg", "siemens_mosaic_ax_35sl",
+    "siemens_mosaic_ep2d_int_6vol", "siemens_mosaic_ep2d_int_HF_6vol", "siemens_xa30_enhanced_bold_20vol",
+])  # fmt: skip
+def test_runs_on_every_real_series(dicom_root: Path, series: str) -> None:
+    """Every scanner's geometry (9 to 36 slices, oblique, head-first/feet-first): feedback in 0..1."""
+    from rtcontrol.rigid import grid_centre
+
+    read_series = pytest.importorskip("rtcontrol.scanner.series").read_series
+    vols = next(iter(read_series(dicom_root / series).values()))
+    c = grid_centre(vols[0].affine, vols[0].shape)
+    cls = load_project_class(FOLDER)
+    settings = {"roi_lo": (c - 15).tolist(), "roi_hi": (c + 15).tolist(), "baseline_volumes": 1, "drift": "none"}
+    ctx = RunContext.local(resolve_settings(cls.settings, settings), tr=vols[0].tr)
+    project = cls()
+    project.start_run(ctx)
+    results = [Result.of(project.process(v, ctx)) for v in vols]
+    assert results[0].feedback is not None and all(0.0 <= r.feedback <= 1.0 for r in results)
+    for r in results:
+        assert all(np.isfinite(r.metrics[k]) for k in ("roi_mean", "psc", "fd", "dvars", "tx", "rz")), r.metrics
