@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import logging
 import math
 import signal
 import sys
@@ -34,17 +35,23 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_gui:
         app = importlib.import_module("rtcontrol.gui.app")  # the window only when asked for
         return int(app.run(args))
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
+    console_log = logging.getLogger("rtcontrol.console")
+    console_log.propagate = False  # the printer shows the console's own messages once
+    console_log.addHandler(logging.NullHandler())
     try:
         settings = options.settings_from_args(args)
     except SettingsError as exc:
         print(f"main.py run: {exc}", file=sys.stderr)
         return 2
-    if not args.demo and not settings.run.watch_folder:
-        print("main.py run: no watch folder: give --watch DIR, set [run] watch_folder, or use --demo", file=sys.stderr)
+    if not args.demo and not args.replay and not settings.run.watch_folder:
+        print("main.py run: no watch folder: give --watch DIR, set [run] watch_folder, or use --demo "
+              "(or --replay SERIES) for a simulated scan", file=sys.stderr)
         return 2
     if args.demo and args.volumes:
         settings = replace(settings, run=replace(settings.run, expected_volumes=args.volumes))
-    session = ConsoleSession(settings, demo=args.demo, demo_volumes=args.volumes, runs_dir=args.runs_dir)
+    session = ConsoleSession(settings, demo=args.demo, demo_volumes=args.volumes, runs_dir=args.runs_dir,
+                             demo_source=args.replay)
     try:
         return asyncio.run(run_session(session, quiet=args.quiet))
     except KeyboardInterrupt:

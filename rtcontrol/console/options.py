@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", metavar="FILE", type=Path, help="run settings (TOML); default resources/default_run.toml")
     parser.add_argument("--watch", metavar="DIR", type=Path, help="the scanner's export folder to watch")
     parser.add_argument("--volumes", type=int, help="volumes in the simulated scan (with --demo)")
+    parser.add_argument("--replay", metavar="SERIES", type=Path,
+                        help="the simulated scanner replays this recorded series (DICOM folder or NIfTI) "
+                             "instead of a synthetic one")
     parser.add_argument("--runs-dir", type=Path, help="where run settings and recordings go (default ./runs)")
 
 

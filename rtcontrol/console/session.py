@@ -39,9 +39,9 @@ class ConsoleSession:
         subject_display: bool = False,
         worker_options: dict[str, Any] | None = None,
     ) -> None:
-        if demo:
-            settings = _demo_settings(settings, demo_volumes)
-        self.demo = demo
+        if demo or not settings.run.watch_folder:  # no export folder: the simulated scanner feeds the runs
+            settings = _demo_settings(settings, demo_volumes, replaying=demo_source is not None)
+        self.demo = demo  # start the first run at once
         self.demo_source = demo_source
         self.controller = ConsoleController(settings, runs_dir=runs_dir)
         self.on_unknown_host = on_unknown_host
@@ -65,10 +65,13 @@ class ConsoleSession:
         c = self.controller
         s = c.settings
         await self._stack.__aenter__()
-        if self.demo or not s.run.watch_folder:
-            self._tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="rtcontrol-")))
-        if self.demo and self.demo_source is None:  # write the synthetic scan while the links come up
-            self._synth = asyncio.create_task(self._demo_series(), name="demo-synth")
+        self._tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="rtcontrol-")))
+        if not s.run.watch_folder:
+            what = self.demo_source.name if self.demo_source else f"a synthetic run of {s.run.expected_volumes} volumes"
+            c.info(f"no watch folder is set: Start replays a simulated scan ({what}, TR {s.run.tr:g} s). "
+                   "For a real scan, choose the scanner's export folder in Run setup.", "scanner")
+            if self.demo_source is None:  # write the synthetic scan while the links come up
+                self._synth = asyncio.create_task(self._demo_series(), name="demo-synth")
         await links.connect_all(self, self._stack)
 
     async def start_run(self, settings: RunSettings | None = None) -> str:
@@ -77,7 +80,8 @@ class ConsoleSession:
         if settings is not None:
             c.settings = settings.validate()
         watch: Path | None = None
-        if self.demo or not c.settings.run.watch_folder:
+        simulated = not c.settings.run.watch_folder
+        if simulated:
             if self._tmp is None:
                 raise RuntimeError("the session is not open")
             self._runs += 1
@@ -89,7 +93,7 @@ class ConsoleSession:
             except Exception as exc:
                 c.warn(f"the worker did not list the settings of {c.settings.project.name}: {exc}", "worker")
         run_id = await c.start_run(watch_folder=watch)
-        if self.demo and watch is not None:
+        if simulated and watch is not None:
             self._replay = asyncio.create_task(self._demo_scan(watch), name="demo-scanner")
         return run_id
 
@@ -111,6 +115,8 @@ class ConsoleSession:
     async def _demo_series(self) -> Path:
         assert self._tmp is not None
         out = self._tmp / "synthetic-series"
+        if self.demo_source is not None:
+            return self.demo_source
         if not out.exists():
             s = self.controller.settings.run
             self.controller.info(f"writing a synthetic run of {s.expected_volumes} volumes (first use only)", "scanner")
@@ -137,8 +143,10 @@ class ConsoleSession:
             await self._stack.aclose()
 
 
-def _demo_settings(settings: RunSettings, volumes: int | None) -> RunSettings:
+def _demo_settings(settings: RunSettings, volumes: int | None, replaying: bool = False) -> RunSettings:
+    """A simulated scan: TR 1 s unless set, 120 synthetic volumes (a replayed series ends when it ends)."""
     r = settings.run
-    n = volumes or r.expected_volumes or DEMO_VOLUMES
+    n = volumes or r.expected_volumes or (0 if replaying else DEMO_VOLUMES)
     tr = r.tr if r.tr and r.tr != 2.0 else DEMO_TR
-    return replace(settings, run=replace(r, expected_volumes=n, tr=tr, end_after_trs=max(r.end_after_trs, 5.0)))
+    return replace(settings, run=replace(r, expected_volumes=n, tr=tr, end_after_trs=max(r.end_after_trs, 5.0),
+                                         watch_folder=""))

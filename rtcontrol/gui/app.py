@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     session = ConsoleSession(settings, demo=args.demo, demo_volumes=args.volumes, runs_dir=args.runs_dir,
+                             demo_source=args.replay,
                              subject_display=True)
     window = MainWindow(session)
     session.on_unknown_host = window.trust_prompt
