@@ -78,10 +78,12 @@ def test_folder_plugins_register_steps_and_displays_and_report_broken_ones(tmp_p
     )
     pkg = tmp_path / "pkg_plugin"
     pkg.mkdir()
+    (pkg / "helper.py").write_text("LABEL = 'nothing'\n")
     (pkg / "__init__.py").write_text(
         "from rtcontrol.analysis.steps import Step\n"
+        "from .helper import LABEL\n"
         "class Nothing(Step):\n"
-        "    name = 'nothing'\n"
+        "    name = LABEL\n"
         "    def process(self, frame):\n"
         "        pass\n"
         "def register(registry):\n"
