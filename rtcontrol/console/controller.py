@@ -155,7 +155,11 @@ class ConsoleController:
 
         # watch first: a file that lands while the worker starts the project waits in the queue
         self._tasks = [asyncio.create_task(self._tick(), name="console-tick")]
-        self._watcher = self._watcher_factory(folder, self.handle_volume, self.handle_watch_event)
+        if self._watcher_factory is default_watcher_factory:
+            self._watcher = default_watcher_factory(folder, self.handle_volume, self.handle_watch_event,
+                                                    polling=s.run.polling)
+        else:
+            self._watcher = self._watcher_factory(folder, self.handle_volume, self.handle_watch_event)
         try:
             await self._watcher.start()
         except Exception as exc:
@@ -522,13 +526,15 @@ class ConsoleController:
             self.error(f"the run's recording could not be finished: {exc}", "recording")
 
 
-def default_watcher_factory(folder: Path, on_volume: Callable[[Volume], Any], on_event: Callable[[Any], Any]) -> Watcher:
-    """The scanner watcher of ``rtcontrol.scanner.watcher`` (events, with polling as fallback)."""
+def default_watcher_factory(
+    folder: Path, on_volume: Callable[[Volume], Any], on_event: Callable[[Any], Any], polling: bool = False
+) -> Watcher:
+    """The scanner watcher of ``rtcontrol.scanner.watcher``: file events, or listing for network shares."""
     try:
         from rtcontrol.scanner.watcher import ScanWatcher
     except ImportError as exc:
         raise RuntimeError(f"the scanner watcher is not available in this build ({exc})") from None
-    return ScanWatcher(folder, on_volume, on_event)
+    return ScanWatcher(folder, on_volume, on_event, polling=polling, poll_interval=0.05 if polling else 0.01)
 
 
 def default_recorder_factory() -> RecorderFactory | None:

@@ -35,6 +35,7 @@ class RunSection:
     expected_volumes: int = 0
     end_after_trs: float = 10.0
     watch_folder: str = ""
+    polling: bool = False
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,7 @@ class SetupPanel(Panel):
         watch_row = QtWidgets.QHBoxLayout()
         watch_row.addWidget(self.watch, 1)
         watch_row.addWidget(browse)
+        self.polling = QtWidgets.QCheckBox("list the folder (network share without file events)")
         self.project = QtWidgets.QComboBox()
         self.project.setEditable(True)
         self.project.currentTextChanged.connect(self._project_changed)
@@ -143,6 +144,7 @@ class SetupPanel(Panel):
         form.addRow("TR", self.tr)
         form.addRow("volumes", self.expected)
         form.addRow("watch folder", watch_row)
+        form.addRow("", self.polling)
         form.addRow("project", self.project)
         form.addRow("feedback onset", self.onset)
         form.addRow("delay", self.delay)
@@ -194,6 +196,7 @@ class SetupPanel(Panel):
         self.tr.setValue(r.tr)
         self.expected.setValue(r.expected_volumes)
         self.watch.setText(r.watch_folder)
+        self.polling.setChecked(r.polling)
         if self.project.findText(s.project.name) < 0:
             self.project.addItem(s.project.name)
         self.project.setCurrentText(s.project.name)
@@ -215,6 +218,7 @@ class SetupPanel(Panel):
                 tr=self.tr.value(),
                 expected_volumes=self.expected.value(),
                 watch_folder=self.watch.text().strip(),
+                polling=self.polling.isChecked(),
             ),
             project=replace(
                 b.project,
@@ -271,7 +275,7 @@ class SetupPanel(Panel):
         self.stop_button.setEnabled(running)
         self.next_button.setEnabled(not running)
         for w in (self.subject, self.session, self.run_number, self.task, self.tr, self.expected, self.watch,
-                  self.project, self.onset, self.delay, self.project_form):
+                  self.polling, self.project, self.onset, self.delay, self.project_form):
             w.setEnabled(not running)
 
     def on_event(self, event: Any) -> None:

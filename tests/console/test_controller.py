@@ -24,10 +24,11 @@ def _settings(watch: Path, **run: object) -> S.RunSettings:
     return replace(s, run=replace(s.run, **values)).validate()
 
 
-async def test_watch_folder_to_model_in_order_none_lost(tmp_path: Path, synth_series: Path) -> None:
+@pytest.mark.parametrize("polling", [False, True], ids=["file-events", "polling"])
+async def test_watch_folder_to_model_in_order_none_lost(tmp_path: Path, synth_series: Path, polling: bool) -> None:
     watch = tmp_path / "watch"
     watch.mkdir()
-    c = ConsoleController(_settings(watch, expected_volumes=VOLUMES), runs_dir=tmp_path / "runs")
+    c = ConsoleController(_settings(watch, expected_volumes=VOLUMES, polling=polling), runs_dir=tmp_path / "runs")
     seen: list[ev.VolumeArrived] = []
     c.events.subscribe(lambda e: seen.append(e) if isinstance(e, ev.VolumeArrived) else None)
     run_id = await c.start_run()
