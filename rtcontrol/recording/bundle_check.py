@@ -441,6 +441,30 @@ def windows(c: Check) -> str:
     return "console window ran a demo scan; subject display started; nothing left running after SIGTERM"
 
 
+def leftovers(c: Check) -> list[int]:
+    """Processes started by this check (they inherit its RTCONTROL_HOME) that are still running."""
+    mark = f"RTCONTROL_HOME={c.env['RTCONTROL_HOME']}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(environ.parent.name)
+            if pid != os.getpid() and mark in environ.read_bytes().split(b"\0") and not _zombie(pid):
+                found.append(pid)
+    return found
+
+
+def nothing_left(c: Check) -> str:
+    c.close()
+    left = _still_running(leftovers(c), 5.0)
+    if left:
+        described = "; ".join(_cmdline(pid) for pid in left)
+        for pid in left:  # started by this check: clean up, then report
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        raise StepFailed(f"{len(left)} process(es) were still running after every program ended: {described}")
+    return "no process of this check is left"
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (Linux /proc; empty elsewhere)."""
     parents: dict[int, int] = {}
@@ -505,6 +529,7 @@ STEPS: list[tuple[str, Callable[[Check], str | None]]] = [
     ("stopping the worker and subject agent", stop_programs),
     ("run --demo with an embedded worker and subject agent", demo_run),
     ("console window and subject display (Qt offscreen)", windows),
+    ("nothing left running", nothing_left),
 ]
 
 
