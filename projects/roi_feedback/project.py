@@ -2,8 +2,8 @@
 
 Per volume: motion correction to the run's first (non-dummy) volume or an earlier run's image,
 quality metrics (FD, DVARS, tSNR, spikes), optional smoothing, the ROI mean, then a running
-model (constant + slow drift + the six motion parameters, and optionally the block regressor)
-that removes drift and motion from the ROI signal. The percent change of the cleaned signal
+model (constant + slow drift, and when the protocol's blocks are given, the block regressor and
+the six motion parameters) that removes drift and motion from the ROI signal. The percent change of the cleaned signal
 against the mean of the baseline window is mapped linearly from [psc_min, psc_max] to [0, 1]
 for a thermometer. Everything per volume costs the same at volume 10 and at volume 1000.
 
@@ -46,7 +46,12 @@ class RoiFeedback(Project):
         Setting("psc_max", 3.0, "float", "percent signal change shown as a full thermometer (1)"),
         Setting("motion_correction", True, "bool", "register each volume to the reference before the ROI mean"),
         Setting("reference", "", "path", "reference image from an earlier run (NIfTI); empty: first volume"),
-        Setting("motion_regressors", True, "bool", "remove the six motion parameters from the ROI signal"),
+        Setting(
+            "motion_regressors", "auto", "choice",
+            "remove the six motion parameters from the ROI signal; auto: only when the blocks are modelled "
+            "(without a task model they absorb part of the activation)",
+            choices=("auto", "on", "off"),
+        ),
         Setting("drift", "legendre", "choice", "slow-drift model", choices=("legendre", "dct", "none")),
         Setting("drift_order", 2, "int", "Legendre polynomial order (drift = legendre)", minimum=0, maximum=6),
         Setting("highpass_s", 128.0, "float", "high-pass cut-off period in s (drift = dct)", minimum=10.0),
@@ -75,13 +80,13 @@ class RoiFeedback(Project):
             baseline_start=s["baseline_start"],
             baseline_length=s["baseline_volumes"],
             drift=drift_basis(s, ctx.tr),
-            motion=s["motion_regressors"] and s["motion_correction"],
+            motion=use_motion_regressors(s),
             n_task=1 if s["block_volumes"] > 0 else 0,
         )
         if self.psc.model.n_motion and not s["block_volumes"]:
             ctx.log(
                 "roi_feedback: motion regressors without a task model can absorb part of the activation; "
-                "set block_volumes to the protocol's block length (or turn motion_regressors off)"
+                "set block_volumes to the protocol's block length (or motion_regressors to auto/off)"
             )
         ctx.log(
             f"roi_feedback: ROI {s['roi_kind']}, baseline volumes {s['baseline_start']}.."
@@ -117,6 +122,12 @@ class RoiFeedback(Project):
 
     def end_run(self, ctx: RunContext) -> None:
         ctx.log("roi_feedback: run over")
+
+
+def use_motion_regressors(s: dict) -> bool:
+    if not s["motion_correction"] or s["motion_regressors"] == "off":
+        return False
+    return s["motion_regressors"] == "on" or s["block_volumes"] > 0
 
 
 def roi_spec(s: dict) -> RoiSpec:

@@ -68,10 +68,10 @@ def test_world_box_with_known_protocol(synth_run) -> None:
 
 
 def test_voxel_box_without_protocol_knowledge(synth_run) -> None:
-    """No block timing given: linear drift only (motion regressors would absorb activation)."""
+    """No block timing given: drift model only (motion regressors are left out by default)."""
     (i0, i1), (j0, j1), (k0, k1) = synth_run.truth["activation"]["box_voxels"]
     feedback, _ = run_project(synth_run, roi_kind="box_voxel", roi_lo=[i0, j0, k0], roi_hi=[i1 - 1, j1 - 1, k1 - 1],
-                              expected_volumes=80, drift_order=1, motion_regressors=False)
+                              expected_volumes=80)
     check_recovers_blocks(synth_run, feedback, 0.6)
 
 
@@ -184,3 +184,16 @@ def test_runs_on_every_real_series(dicom_root: Path, series: str) -> None:
     assert results[0].feedback is not None and all(0.0 <= r.feedback <= 1.0 for r in results)
     for r in results:
         assert all(np.isfinite(r.metrics[k]) for k in ("roi_mean", "psc", "fd", "dvars", "tx", "rz")), r.metrics
+
+
+def test_motion_regressors_auto_follows_the_task_model() -> None:
+    import sys
+
+    cls = load_project_class(FOLDER)
+    use = sys.modules[cls.__module__].use_motion_regressors
+    base = resolve_settings(cls.settings, {})
+    assert use(base) is False
+    assert use({**base, "block_volumes": 10}) is True
+    assert use({**base, "motion_regressors": "on"}) is True
+    assert use({**base, "block_volumes": 10, "motion_regressors": "off"}) is False
+    assert use({**base, "block_volumes": 10, "motion_correction": False}) is False
