@@ -72,10 +72,8 @@ class RoiFeedback(Project):
         if s["smoothing_fwhm"] > 0:
             steps.append(SmoothStep(fwhm_mm=s["smoothing_fwhm"]))
         steps.append(RoiMeanStep(spec=roi_spec(s)))
-        self.pipeline = Pipeline(steps)
-        self.pipeline.start()
+        self.pipeline = Pipeline(steps)  # steps start fresh when built
         self.post = Pipeline(_plugin_steps(s["post_steps"]))
-        self.post.start()
         self.psc = PercentSignalChange(
             baseline_start=s["baseline_start"],
             baseline_length=s["baseline_volumes"],
@@ -96,15 +94,15 @@ class RoiFeedback(Project):
 
     def process(self, volume: Volume, ctx: RunContext) -> Result:
         s = ctx.settings
+        t = volume.index - s["skip_volumes"]
+        if t < 0:
+            return Result(feedback=None)  # a dummy scan (not at steady state): kept out of everything
         frame = self.pipeline.process(volume)
         if "motion_error" in frame.values:
             # a corrupt volume: no feedback from it and it stays out of the model; the run goes on
             ctx.log(f"roi_feedback: skipped, motion correction failed: {frame.values['motion_error']}")
             return Result(feedback=None, metrics=dict(frame.metrics))
         roi_mean = frame.values["roi_mean"]
-        t = volume.index - s["skip_volumes"]
-        if t < 0:
-            return Result(feedback=None, metrics=dict(frame.metrics))
         motion = frame.values.get("motion") if self.psc.model.n_motion else None
         task = [_block(t, s["block_volumes"])] if s["block_volumes"] > 0 else None
         psc = self.psc.update(t, roi_mean, motion, task)

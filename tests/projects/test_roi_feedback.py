@@ -197,3 +197,24 @@ def test_motion_regressors_auto_follows_the_task_model() -> None:
     assert use({**base, "motion_regressors": "on"}) is True
     assert use({**base, "block_volumes": 10, "motion_regressors": "off"}) is False
     assert use({**base, "block_volumes": 10, "motion_correction": False}) is False
+
+
+def test_dummy_scans_are_skipped_on_the_real_mosaic(dicom_root: Path) -> None:
+    """ep2d_Int's first two volumes are not at steady state: with skip_volumes = 2 they are ignored,
+    volume 2 is the motion reference and the baseline, and motion stays small."""
+    from rtcontrol.rigid import grid_centre
+
+    read_series = pytest.importorskip("rtcontrol.scanner.series").read_series
+    vols = next(iter(read_series(dicom_root / "siemens_mosaic_ep2d_int_6vol").values()))
+    c = grid_centre(vols[0].affine, vols[0].shape)
+    cls = load_project_class(FOLDER)
+    settings = {"roi_lo": (c - 20).tolist(), "roi_hi": (c + 20).tolist(), "skip_volumes": 2, "baseline_volumes": 1}
+    ctx = RunContext.local(resolve_settings(cls.settings, settings), tr=vols[0].tr)
+    project = cls()
+    project.start_run(ctx)
+    results = [Result.of(project.process(v, ctx)) for v in vols]
+    assert [r.feedback is None for r in results] == [True, True, False, False, False, False]
+    assert results[0].metrics == {} and abs(results[2].metrics["tx"]) < 1e-6
+    for r in results[3:]:
+        assert max(abs(r.metrics[k]) for k in ("tx", "ty", "tz", "rx", "ry", "rz")) < 1.0
+        assert abs(r.metrics["psc"]) < 2.0
