@@ -63,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-h", "--help", "help"):
         _print_help()
         return 0
+    # A subcommand comes first; its own options may be named --worker/--subject (addresses).
+    if argv and argv[0] in COMMANDS:
+        module, description = COMMANDS[argv[0]]
+        return _run_module(module, description, f"main.py {argv[0]}", argv[1:])
     for flag, (module, description) in MODES.items():
         if flag in argv:
             argv.remove(flag)
             return _run_module(module, description, f"main.py {flag}", argv)
-    if argv and argv[0] in COMMANDS:
-        module, description = COMMANDS[argv[0]]
-        return _run_module(module, description, f"main.py {argv[0]}", argv[1:])
     if argv and not argv[0].startswith("-"):
         print(f"main.py: unknown command {argv[0]!r}; try 'main.py --help'", file=sys.stderr)
         return 2

@@ -33,3 +33,16 @@ def test_unknown_command_is_an_error() -> None:
     proc = run_main("frobnicate")
     assert proc.returncode == 2
     assert "unknown command 'frobnicate'" in proc.stderr
+
+
+def test_subcommand_options_named_like_modes_stay_with_the_subcommand(monkeypatch) -> None:
+    """`main.py run --worker URL` runs the console's run command, not the worker program."""
+    import rtcontrol.cli as cli
+
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(cli, "_run_module", lambda module, description, prog, argv: calls.append((module, argv)) or 0)
+    assert cli.main(["run", "--no-gui", "--worker", "wss://w:1", "--subject", "wss://s:2"]) == 0
+    assert calls == [("rtcontrol.console.headless", ["--no-gui", "--worker", "wss://w:1", "--subject", "wss://s:2"])]
+    calls.clear()
+    assert cli.main(["--worker", "--port", "9"]) == 0
+    assert calls == [("rtcontrol.worker.cli", ["--port", "9"])]
