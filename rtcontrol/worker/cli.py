@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from rtcontrol.link import transport
@@ -39,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest message accepted, in MiB (default %(default).0f)")
     parser.add_argument("--volume-timeout", type=float, default=30.0,
                         help="seconds a project may take for one volume before its run is stopped (default 30)")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when standard input closes (used by a console that starts its own worker)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
 
 
@@ -93,6 +96,8 @@ async def _serve(server: WorkerServer, args: argparse.Namespace, tls: bool) -> i
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    if args.exit_with_parent:
+        _stop_when_stdin_closes(loop, stop)
     scheme = "wss" if tls else "ws"
     fp = fingerprint_file(args.cert) if tls else "none"
     print(f"WORKER READY url={scheme}://{args.host}:{port} fingerprint={fp}", flush=True)
@@ -100,3 +105,16 @@ async def _serve(server: WorkerServer, args: argparse.Namespace, tls: bool) -> i
     await stop.wait()
     await server.close()
     return 0
+
+
+def _stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """The parent holds our stdin pipe; EOF means it is gone (even after SIGKILL), so we go too."""
+
+    def wait_for_eof() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=wait_for_eof, name="parent-watch", daemon=True).start()

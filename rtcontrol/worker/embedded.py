@@ -69,14 +69,14 @@ async def local_worker(
         cmd = [
             sys.executable, str(app_root() / "main.py"), "--worker", "--host", "127.0.0.1", "--port", "0",
             "--cert", str(cert.cert), "--key", str(cert.key), "--tokens", str(tokens.path), "--data", str(data),
-            "--volume-timeout", str(volume_timeout),
+            "--volume-timeout", str(volume_timeout), "--exit-with-parent",
         ]
         for p in projects:
             cmd += ["--projects", str(p)]
         if max_size:
             cmd += ["--max-size-mb", str(max_size / 2**20)]
         proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         try:
             url = await _wait_ready(proc, start_timeout)

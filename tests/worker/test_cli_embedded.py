@@ -55,3 +55,39 @@ def test_worker_refuses_to_start_unsafely(tmp_path: Path, args: tuple[str, ...],
     proc = worker(*(a.format(**subst) for a in args))
     assert proc.returncode == 2
     assert needle in proc.stderr
+
+
+def test_embedded_worker_exits_when_its_console_is_killed(tmp_path) -> None:
+    """A console killed outright (SIGKILL, no cleanup) must not leave its worker running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import asyncio, sys\n"
+        "from rtcontrol.worker.embedded import local_worker\n"
+        "async def main():\n"
+        f"    async with local_worker(data_dir={str(tmp_path)!r}) as w:\n"
+        "        print(w.pid, flush=True)\n"
+        "        await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        worker_pid = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker_pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.kill(worker_pid, signal.SIGKILL)
+        raise AssertionError(f"worker {worker_pid} still running 15 s after its console was killed")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
