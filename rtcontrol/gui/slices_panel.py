@@ -28,7 +28,7 @@ def slice_of(data: np.ndarray, view: str, pos: tuple[int, int, int]) -> np.ndarr
 
 def levels_for(data: np.ndarray, upper_percentile: float) -> tuple[float, float]:
     """Display range: from the 1st percentile to ``upper_percentile`` of a subsample (cheap)."""
-    sample = data.ravel()[:: max(1, data.size // 20000)]
+    sample = data.ravel()[:: max(1, data.size // 8000)]
     lo, hi = np.percentile(sample, [1.0, upper_percentile])
     return float(lo), float(hi if hi > lo else lo + 1.0)
 
@@ -43,6 +43,7 @@ class SlicesPanel(Panel):
         self.pos: tuple[int, int, int] | None = None
         self.shape: tuple[int, int, int] | None = None
         self.cursor_text = ""
+        self._drawn: tuple[object, int] | None = None
         self.graphics = pg.GraphicsLayoutWidget()
         self.views: dict[str, pg.ViewBox] = {}
         self.images: dict[str, pg.ImageItem] = {}
@@ -92,6 +93,7 @@ class SlicesPanel(Panel):
         layout.addWidget(self.cursor)
 
     def _mark(self, *_: Any) -> None:
+        self._drawn = None
         self.dirty = True
 
     def on_event(self, event: Any) -> None:
@@ -99,6 +101,7 @@ class SlicesPanel(Panel):
             self.dirty = True
         elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
             self.pos = None
+            self._drawn = None
 
     def repaint_now(self) -> None:
         data = self.model.latest_scaled
@@ -117,13 +120,16 @@ class SlicesPanel(Panel):
             mask = None
         for name in VIEWS:
             self.images[name].setImage(slice_of(data, name, self.pos), levels=levels, autoLevels=False)
-            if mask is not None:
-                rgba = ROI_RGBA[slice_of(mask, name, self.pos).astype(np.intp)]  # (w, h, 4): no colour table
-                self.overlays[name].setImage(rgba, autoLevels=False, levels=None)
-                self.overlays[name].setVisible(True)
-            else:
-                self.overlays[name].setVisible(False)
-        self._place_lines()
+        # the overlay and the cut lines change only with the cut or the ROI, not with every volume
+        key = (self.pos, id(mask))
+        if key != self._drawn:
+            self._drawn = key
+            for name in VIEWS:
+                if mask is not None:
+                    rgba = ROI_RGBA[slice_of(mask, name, self.pos).astype(np.intp)]  # (w, h, 4): no colour table
+                    self.overlays[name].setImage(rgba, autoLevels=False, levels=None)
+                self.overlays[name].setVisible(mask is not None)
+            self._place_lines()
         if fit:
             for vb in self.views.values():
                 vb.autoRange(padding=0.02)

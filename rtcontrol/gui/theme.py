@@ -31,5 +31,5 @@ def icon(name: str) -> QtGui.QIcon:
     return QtGui.QIcon(str(path)) if path.is_file() else QtGui.QIcon()
 
 
-def pen(i: int, width: float = 1.5) -> QtGui.QPen:
+def pen(i: int, width: float = 1.0) -> QtGui.QPen:
     return pg.mkPen(COLORS[i % len(COLORS)], width=width)

@@ -58,7 +58,7 @@ class Ranges:
         old = self.y.get(key)
         if old is not None and old[0] <= lo and hi <= old[1] and (old[1] - old[0]) < 4 * span:
             return None
-        new = (lo - 0.15 * span, hi + 0.15 * span)
+        new = (lo - 0.3 * span, hi + 0.3 * span)  # room to grow: the axis is not redrawn every volume
         self.y[key] = new
         return new
 
@@ -80,29 +80,24 @@ class TimecoursePanel(Panel):
         super().__init__(parent)
         self.model = model
         self.graphics = pg.GraphicsLayoutWidget()
-        self.curves: dict[str, pg.PlotDataItem] = {}
+        # PlotCurveItem, not PlotDataItem: a few thousand points need no downsampling, and its setData
+        # costs a fifth; NaN (no value for that volume) leaves a gap
+        self.curves: dict[str, pg.PlotCurveItem] = {}
         self.signal = self._plot(0, "signal %", [("global", "global mean", pen(1)), ("roi", "ROI", pen(0, 2))])
         self.motion = self._plot(
             1, "motion mm/°",
-            [(name, name, pen(n, 1.2)) for n, name in enumerate(MOTION)] + [("fd", "FD", pg.mkPen("#ffffff", width=1.5))],
+            [(name, name, pen(n, 1)) for n, name in enumerate(MOTION)] + [("fd", "FD", pg.mkPen("#ffffff", width=1))],
         )
         self.feedback = self._plot(2, "feedback", [("feedback", "feedback", pen(0, 2))])
-        self.curves["feedback"].setSymbol("o")
-        self.curves["feedback"].setSymbolSize(4)
-        self.curves["feedback"].setSymbolBrush("#5fd3a0")
-        self.curves["feedback"].setSymbolPen(None)
         self.latency = self._plot(
             3, "latency ms",
-            [("lat:" + stage, label, pen(n + 2, 1.2)) for n, (stage, label) in enumerate(LATENCY.items())],
+            [("lat:" + stage, label, pen(n + 2, 1)) for n, (stage, label) in enumerate(LATENCY.items())],
         )
         for p in (self.motion, self.feedback, self.latency):
             p.setXLink(self.signal)
         for p in (self.signal, self.motion, self.feedback):
             p.getAxis("bottom").setStyle(showValues=False)
         self.latency.setLabel("bottom", "volume")
-        for c in self.curves.values():
-            c.setDownsampling(auto=True, method="peak")
-            c.setClipToView(True)
         self.plots = {"signal": self.signal, "motion": self.motion, "feedback": self.feedback, "latency": self.latency}
         for p in self.plots.values():
             p.enableAutoRange(False)
@@ -125,11 +120,13 @@ class TimecoursePanel(Panel):
         p.layout.setRowSpacing(0, 0)
         p.getAxis("left").setWidth(44)
         p.getAxis("left").enableAutoSIPrefix(False)
-        p.showGrid(x=True, y=True, alpha=0.15)
+        # no grid: its lines span the whole plot, so every frame would repaint them (a third of the cost)
         p.setMenuEnabled(False)
         p.hideButtons()
         for key, label, pen_ in lines:
-            self.curves[key] = p.plot(pen=pen_, name=label)
+            curve = pg.PlotCurveItem(pen=pen_, name=label, connect="finite", skipFiniteCheck=False)
+            p.addItem(curve)
+            self.curves[key] = curve
         # axes and title only change with their range: paint them from a pixmap cache, not text each frame
         cache = QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache
         for name in ("left", "bottom"):
@@ -165,7 +162,7 @@ class TimecoursePanel(Panel):
                 self.curves[key].setData(self._x(y.size), y)
                 self._empty.discard(key)
             elif key not in self._empty:  # an absent metric costs nothing once cleared
-                self.curves[key].setData([], [])
+                self.curves[key].setData(np.empty(0), np.empty(0))
                 self._empty.add(key)
             ys[plot].append(y)
 
