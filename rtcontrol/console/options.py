@@ -27,7 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """Settings file (or defaults) with the command-line addresses and folder laid over it."""
-    s = settings_io.load(args.settings) if getattr(args, "settings", None) else settings_io.default_settings()
+    if getattr(args, "settings", None):
+        s = settings_io.load(args.settings)
+    elif getattr(args, "watch", None) is None and not getattr(args, "replay", None):
+        s = settings_io.demo_settings()  # no scanner folder: the simulated scan's settings
+    else:
+        s = settings_io.default_settings()
     if getattr(args, "worker", None):
         s = replace(s, worker=replace(s.worker, url=args.worker))
     if getattr(args, "worker_token", None):

@@ -224,6 +224,17 @@ def save(settings: RunSettings, path: Path | str) -> Path:
     return path
 
 
+def demo_settings_path() -> Path:
+    """Settings of the simulated scan (``resources/demo_run.toml``)."""
+    return resources_dir() / "demo_run.toml"
+
+
+def demo_settings() -> RunSettings:
+    """The simulated scan's settings, or the defaults if the file is missing."""
+    path = demo_settings_path()
+    return load(path) if path.is_file() else default_settings()
+
+
 def default_settings() -> RunSettings:
     """The shipped defaults (``resources/default_run.toml``), or the built-in ones if it is missing."""
     path = resources_dir() / "default_run.toml"

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     theme.apply(app)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    s = settings_io.default_settings()
+    s = settings_io.demo_settings()
     s = s.with_values("run", tr=args.tr, expected_volumes=args.volumes)
     with tempfile.TemporaryDirectory(prefix="rtcontrol-shot-") as tmp:
         session = ConsoleSession(s, demo=True, demo_volumes=args.volumes, runs_dir=Path(tmp) / "runs",

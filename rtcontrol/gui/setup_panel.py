@@ -44,12 +44,12 @@ def _widget_for(d: dict[str, Any], value: Any) -> QtWidgets.QWidget:
     if kind == "float":
         w = QtWidgets.QDoubleSpinBox()
         w.setDecimals(3)
-        w.setRange(-1e9 if lo is None else lo, 1e9 if hi is None else hi)
+        w.setRange(-1e6 if lo is None else lo, 1e6 if hi is None else hi)
         w.setValue(float(value))
         return w
     if kind == "int":
         w = QtWidgets.QSpinBox()
-        w.setRange(-(2**31) if lo is None else int(lo), 2**31 - 1 if hi is None else int(hi))
+        w.setRange(-(10**6) if lo is None else int(lo), 10**6 if hi is None else int(hi))
         w.setValue(int(value))
         return w
     if kind == "bool":
@@ -63,15 +63,9 @@ def _widget_for(d: dict[str, Any], value: Any) -> QtWidgets.QWidget:
         w.setCurrentIndex(max(0, w.findText(str(value))))
         return w
     if kind == "vector3":
-        w = QtWidgets.QWidget()
-        row = QtWidgets.QHBoxLayout(w)
-        row.setContentsMargins(0, 0, 0, 0)
-        for v in list(value or [0, 0, 0])[:3]:
-            box = QtWidgets.QDoubleSpinBox()
-            box.setRange(-1e6, 1e6)
-            box.setDecimals(2)
-            box.setValue(float(v))
-            row.addWidget(box)
+        w = QtWidgets.QLineEdit(", ".join(f"{float(v):g}" for v in list(value or [0, 0, 0])[:3]))
+        w.setProperty("vector3", True)
+        w.setPlaceholderText("x, y, z")
         return w
     return QtWidgets.QLineEdit("" if value is None else str(value))
 
@@ -83,9 +77,18 @@ def _value_of(d: dict[str, Any], w: QtWidgets.QWidget) -> Any:
         return w.isChecked()
     if isinstance(w, QtWidgets.QComboBox):
         return w.currentData()
+    if isinstance(w, QtWidgets.QLineEdit) and w.property("vector3"):
+        parts = [p for p in w.text().replace(",", " ").split() if p]
+        try:
+            numbers = [float(p) for p in parts]
+        except ValueError:
+            numbers = []
+        if len(numbers) != 3:
+            raise SettingsError(f"project setting {d['name']}: {w.text()!r} is not three numbers (x, y, z)")
+        return numbers
     if isinstance(w, QtWidgets.QLineEdit):
         return w.text()
-    return [b.value() for b in w.findChildren(QtWidgets.QDoubleSpinBox)]
+    raise TypeError(f"no value reader for {type(w).__name__}")
 
 
 class SetupPanel(Panel):
@@ -124,7 +127,8 @@ class SetupPanel(Panel):
         watch_row = QtWidgets.QHBoxLayout()
         watch_row.addWidget(self.watch, 1)
         watch_row.addWidget(browse)
-        self.polling = QtWidgets.QCheckBox("list the folder (network share without file events)")
+        self.polling = QtWidgets.QCheckBox("poll (network share)")
+        self.polling.setToolTip("List the folder instead of waiting for file events: for network shares")
         self.project = QtWidgets.QComboBox()
         self.project.setEditable(True)
         self.project.currentTextChanged.connect(self._project_changed)
@@ -177,6 +181,7 @@ class SetupPanel(Panel):
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(inner)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addWidget(scroll, 1)

@@ -92,15 +92,27 @@ class SlicesPanel(Panel):
         layout.addLayout(controls)
         layout.addWidget(self.cursor)
 
+    def centre_on_roi(self) -> None:
+        """Cut through the ROI's centre, so all three views show it."""
+        mask = self.model.roi_mask
+        if mask is not None and mask.any():
+            centre = np.argwhere(mask).mean(axis=0).round().astype(int)
+            self.pos = (int(centre[0]), int(centre[1]), int(centre[2]))
+        self._drawn = None
+        self.dirty = True
+
     def _mark(self, *_: Any) -> None:
         self._drawn = None
         self.dirty = True
 
     def on_event(self, event: Any) -> None:
-        if isinstance(event, (ev.VolumeArrived, ev.RoiPlaced)):
+        if isinstance(event, ev.VolumeArrived):
             self.dirty = True
+        elif isinstance(event, ev.RoiPlaced):
+            self.centre_on_roi()
         elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
             self.pos = None
+            self.shape = None
             self._drawn = None
 
     def repaint_now(self) -> None:
@@ -109,11 +121,12 @@ class SlicesPanel(Panel):
         if data is None or volume is None:
             return
         shape = tuple(data.shape)
-        fit = self.pos is None or self.shape != shape
+        fit = self.shape != shape
         if fit:
             self.shape = shape  # type: ignore[assignment]
-            self.pos = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
             self._set_aspect(volume.voxel_size)
+        if self.pos is None or not all(0 <= p < n for p, n in zip(self.pos, shape)):
+            self.pos = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
         levels = levels_for(data, self.contrast.value() / 10.0)
         mask = self.model.roi_mask if self.show_roi.isChecked() else None
         if mask is not None and mask.shape != shape:

@@ -158,3 +158,28 @@ def test_trust_on_first_use_prompt_pins_the_worker(qtbot: Any, qloop: Any, tmp_p
             window2.close()
 
     qloop.run(scenario())
+
+
+def test_project_form_is_drawn_from_declared_settings(qtbot: Any, tmp_path: Path) -> None:
+    """Every Setting type gets a field; values read back typed; a bad vector is refused with its name."""
+    from rtcontrol.project import Setting
+    from rtcontrol.gui.setup_panel import SetupPanel
+
+    declared = [
+        Setting("threshold", 0.5, "float", minimum=0.0, maximum=1.0).to_dict(),
+        Setting("baseline", 5, "int", minimum=1).to_dict(),
+        Setting("smooth", True, "bool").to_dict(),
+        Setting("drift", "legendre", "choice", choices=("legendre", "dct")).to_dict(),
+        Setting("roi_lo", [15.0, -58.0, 4.0], "vector3").to_dict(),
+        Setting("mask", "", "path").to_dict(),
+    ]
+    s = S.default_settings().with_values("project", name="demo_project", settings={"baseline": 7})
+    panel = SetupPanel(s)
+    qtbot.addWidget(panel)
+    panel.set_project_settings("demo_project", declared)
+    values = panel.settings().project.settings
+    assert values == {"threshold": 0.5, "baseline": 7, "smooth": True, "drift": "legendre",
+                      "roi_lo": [15.0, -58.0, 4.0], "mask": ""}
+    panel.project_form.fields["roi_lo"][1].setText("1, 2")
+    assert panel.checked_settings() is None
+    assert "roi_lo" in panel.message.text() and "three numbers" in panel.message.text()
