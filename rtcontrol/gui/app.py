@@ -39,13 +39,15 @@ def run(args: argparse.Namespace) -> int:
     window = MainWindow(session)
     session.on_unknown_host = window.trust_prompt
     window.show()
+    app.setQuitOnLastWindowClosed(False)  # the loop must outlive the window: the session closes after it
     closed = asyncio.Event()
+    window.closed.connect(closed.set)
     app.aboutToQuit.connect(closed.set)
 
     async def main() -> None:
         await open_session(window, session, start=args.demo)
         await closed.wait()
-        await session.close()
+        await session.close()  # stops a run that is still going, closes the links and local services
 
     with loop:
         loop.run_until_complete(main())

@@ -51,6 +51,9 @@ class _SmallPanel(Panel):
 
 
 class MainWindow(QtWidgets.QMainWindow):
+    #: The operator closed the window (the app then closes the session and quits).
+    closed = QtCore.Signal()
+
     def __init__(self, session: ConsoleSession, *, settings_store: QtCore.QSettings | None = None) -> None:
         super().__init__()
         self.session = session
@@ -359,7 +362,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controller.info("the window layout resets the next time the console opens")
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        if self.controller.running and self.isVisible() and not getattr(self, "force_close", False):
+            answer = QtWidgets.QMessageBox.question(
+                self, "A run is going",
+                f"Run {self.controller.model.run} is still running. Stop it and close the console?",
+            )
+            if answer != QtWidgets.QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
         self.save_layout()
         self.timer.stop()
         self._unsubscribe()
         super().closeEvent(event)
+        self.closed.emit()
