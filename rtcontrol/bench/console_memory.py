@@ -107,7 +107,13 @@ def console_memory(volumes: int) -> Figure:
         window = Attached()
     except ImportError:  # a Qt-less build still measures the controller
         window = None
-    start, end, n = asyncio.run(_run(volumes, window, app))
+    try:
+        start, end, n = asyncio.run(_run(volumes, window, app))
+    finally:
+        if window is not None:
+            from rtcontrol.bench.gui import dispose
+
+            dispose(win, app)
     return Figure(
         "console_memory",
         {"growth_mb": end - start, "start_mb": start, "end_mb": end, "volumes": n},

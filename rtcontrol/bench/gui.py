@@ -14,11 +14,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -53,6 +54,15 @@ def _window(tmp: Path, settings=None):  # type: ignore[no-untyped-def]
     window = MainWindow(session, settings_store=store)
     window.resize(1600, 1000)
     return session, window
+
+
+def dispose(window: Any, app: Any) -> None:
+    """Delete a window now, on this (the GUI) thread: left to the garbage collector, Qt objects could be
+    destroyed from a worker thread of a later benchmark."""
+    window.close()
+    window.deleteLater()
+    app.processEvents()
+    gc.collect()
 
 
 def gui_update(volumes: int) -> Figure:
@@ -97,8 +107,7 @@ def gui_update(volumes: int) -> Figure:
             app.processEvents()  # Qt paints the frame
             cpu_times.append(time.thread_time() - cpu)
             times.append(time.perf_counter() - start)
-        window.close()
-        app.processEvents()
+        dispose(window, app)
     fig = timing("gui_update", cpu_times[10:],
                  note=f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]}, every panel, offscreen; CPU time of the GUI thread "
                       "(wall_* beside it includes waiting for other processes on a shared machine)")
@@ -145,7 +154,8 @@ def gui_loop_stall(volumes: int, tr: float = 0.5) -> Figure:
 
         with loop:
             loop.run_until_complete(main())
-        window.close()
+        dispose(window, app)
+        asyncio.set_event_loop(None)
     ms = np.asarray(lateness) * 1e3
     return Figure(
         "gui_loop_stall",
