@@ -254,15 +254,23 @@ class ConsoleController:
         volume.run = self.model.run
         self._format = str(volume.header.get("SourceFormat", self._format))
         self._diag.volume_arrived(now)
+        # the data path first: the pump's send is scheduled before the views' work below
+        self._to_worker.put_nowait(volume)
+        if self.recorder is not None:
+            self._record("record_volume", volume)
+        try:
+            asyncio.get_running_loop().call_soon(self._show_volume, volume, now)
+        except RuntimeError:  # called outside a loop (a test feeding volumes by hand)
+            self._show_volume(volume, now)
+
+    def _show_volume(self, volume: Volume, now: float) -> None:
+        """Model, views and status for a volume (after it is on its way to the worker)."""
         first = self.model.volumes == 0
         self.model.add_volume(volume, now)
         if first:
             asyncio.ensure_future(self._place_roi(volume.shape, volume.affine))
         self.events.publish(ev.VolumeArrived(volume))
         self._publish_status(now)
-        self._to_worker.put_nowait(volume)
-        if self.recorder is not None:
-            self._record("record_volume", volume)
 
     #: Watch events and how loudly to report them (anything else is "info").
     WATCH_LEVELS = {"file_error": "warning", "gave_up": "error", "gap": "warning", "late": "warning",
