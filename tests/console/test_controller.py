@@ -105,3 +105,27 @@ async def test_run_end_to_end_with_worker_and_subject_agent(tmp_path: Path, synt
         assert not [m.text for m in seen[ev.LogMessage] if m.level == "error"]
     finally:
         await session.close()
+
+
+async def test_two_runs_in_one_session_with_the_simulated_scanner(tmp_path: Path) -> None:
+    """Start, end, Next run, start again: each run gets its own folder, recording and worker run."""
+    s = S.default_settings().with_values("run", tr=0.1, expected_volumes=6)
+    s = s.with_values("project", name="template", settings={"baseline": 1})
+    session = ConsoleSession(s, demo=True, demo_volumes=6, runs_dir=tmp_path / "runs",
+                             worker_options={"in_process": True})
+    c = session.controller
+    await session.open()
+    try:
+        first = await session.start_run()
+        ended = await c.wait_ended(timeout=30)
+        assert ended is not None and ended.volumes == 6 and ended.feedback == 6, ended
+        second = await session.start_run(c.settings.next_run())
+        assert second != first and second.endswith("run-02")
+        ended = await c.wait_ended(timeout=30)
+        assert ended is not None and ended.run == second and ended.volumes == 6 and ended.feedback == 6, ended
+        assert c.model.delivered == 5
+    finally:
+        await session.close()
+    runs = tmp_path / "runs"
+    assert (runs / first / "run.toml").is_file() and (runs / second / "run.toml").is_file()
+    assert len(list((runs / "bids").rglob("*_bold.nii.gz"))) == 2
