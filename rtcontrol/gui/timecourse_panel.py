@@ -63,6 +63,25 @@ class Ranges:
         return new
 
 
+#: Above this many volumes a curve is drawn from per-bin minimum and maximum (peaks stay visible).
+MAX_POINTS = 3000
+
+
+def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Peak-preserving downsampling: each bin of k volumes becomes its minimum and maximum."""
+    n = y.size
+    if n <= max_points:
+        return x, y
+    k = -(-n // (max_points // 2))
+    m = n // k * k
+    bins = y[:m].reshape(-1, k)
+    out_y = np.empty(2 * bins.shape[0])
+    out_y[0::2] = np.fmin.reduce(bins, axis=1)  # NaN only where a whole bin is NaN, without warnings
+    out_y[1::2] = np.fmax.reduce(bins, axis=1)
+    out_x = np.repeat(x[:m:k], 2)
+    return np.concatenate([out_x, x[m:]]), np.concatenate([out_y, y[m:]])
+
+
 def percent_change(y: np.ndarray, baseline: int = 10) -> np.ndarray:
     """Signal as % change from the mean of its first ``baseline`` finite values."""
     finite = y[np.isfinite(y)][:baseline]
@@ -159,7 +178,7 @@ class TimecoursePanel(Panel):
 
         def put(key: str, plot: str, y: np.ndarray) -> None:
             if y.size:
-                self.curves[key].setData(self._x(y.size), y)
+                self.curves[key].setData(*decimate(self._x(y.size), y))
                 self._empty.discard(key)
             elif key not in self._empty:  # an absent metric costs nothing once cleared
                 self.curves[key].setData(np.empty(0), np.empty(0))
