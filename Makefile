@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) main.py --demo
 
 test: $(STAMP)
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-cache
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
 bench: $(STAMP)
