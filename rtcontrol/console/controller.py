@@ -72,6 +72,8 @@ class ConsoleController:
         self.run_dir: Path | None = None
         self._declared: dict[str, list[dict[str, Any]]] = {}
         self.last_ended: ev.RunEnded | None = None
+        self._accepting = False  # volumes are taken from the run's start until its watcher has stopped
+        self._ending: asyncio.Task[Any] | None = None
 
     # --- links --------------------------------------------------------------------------
     def attach_worker(self, link: WorkerLink | None) -> None:
@@ -150,6 +152,7 @@ class ConsoleController:
         self._to_subject = asyncio.Queue()
         self.run_dir = self._save_settings(s)
         self.recorder = self._make_recorder(s)
+        self._accepting = True
         self._set_state(ev.RUNNING, run_id)
         self.info(f"run {run_id} started; watching {folder}")
 
@@ -189,6 +192,8 @@ class ConsoleController:
 
     async def stop_run(self, reason: str = "stopped by the operator") -> ev.RunEnded | None:
         """End the run now (or after the pending volumes are sent); safe to call twice."""
+        if self.state == ev.STOPPING and self._ending is not None:
+            return await asyncio.shield(self._ending)  # already ending (end of scan): wait for it
         if self.state != ev.RUNNING:
             return self.last_ended
         return await self._teardown(reason)
@@ -198,30 +203,34 @@ class ConsoleController:
         return self.last_ended
 
     async def _teardown(self, reason: str) -> ev.RunEnded:
+        """End the run in data order, so nothing in flight is lost: the watcher hands over what it
+        holds, the worker gets every volume and returns its last feedback, the subject agent gets
+        that feedback, then the recording is closed."""
         self._set_state(ev.STOPPING, reason)
         if self._watcher is not None:
             try:
-                await self._watcher.stop()
+                await self._watcher.stop()  # may still deliver held volumes (accepted while stopping)
             except Exception as exc:
                 self.warn(f"the watcher did not stop cleanly: {exc}", "scanner")
             self._watcher = None
-        # let queued volumes/feedback go out before telling the far ends the run is over
-        self._to_worker.put_nowait(None)
-        self._to_subject.put_nowait(None)
-        pumps = [t for t in self._tasks if t.get_name() != "console-tick"]
-        if pumps:
-            await asyncio.wait(pumps, timeout=5.0)
+        self._accepting = False
+        await self._finish_pump("console-to-worker", self._to_worker)
+        if self.worker is not None:
+            try:  # waits until the worker has every volume and has sent its last feedback
+                await asyncio.wait_for(self.worker.stop_run(), 30.0)
+            except Exception as exc:
+                self.warn(f"could not tell the worker the run ended: {exc}", "worker")
+        await self._finish_pump("console-to-subject", self._to_subject)
+        if self.subject is not None:
+            try:
+                await asyncio.wait_for(self.subject.stop_run(), 10.0)
+            except Exception as exc:
+                self.warn(f"could not tell the subject agent the run ended: {exc}", "subject")
         for t in self._tasks:
             if not t.done():
                 t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for name, link in (("worker", self.worker), ("subject", self.subject)):
-            if link is not None:
-                try:
-                    await asyncio.wait_for(link.stop_run(), 10.0)
-                except Exception as exc:
-                    self.warn(f"could not tell the {name} the run ended: {exc}", name)
         await self._close_recorder(reason)
         ended = ev.RunEnded(self.model.run, reason, self.model.volumes, self.model.feedbacks)
         self.last_ended = ended
@@ -231,9 +240,18 @@ class ConsoleController:
         self._ended.set()
         return ended
 
+    async def _finish_pump(self, name: str, queue: asyncio.Queue[Any]) -> None:
+        """Let a pump send what is queued, then stop it."""
+        queue.put_nowait(None)
+        pumps = [t for t in self._tasks if t.get_name() == name and not t.done()]
+        if pumps:
+            done, pending = await asyncio.wait(pumps, timeout=10.0)
+            if pending:
+                self.warn(f"{name}: {queue.qsize()} item(s) not sent within 10 s", "console")
+
     async def close(self) -> None:
         """Stop any run and close every link."""
-        if self.state == ev.RUNNING:
+        if self.state in (ev.RUNNING, ev.STOPPING):
             await self.stop_run("console closing")
         for link in (self.worker, self.subject, self.afni):
             if link is not None:
@@ -245,7 +263,7 @@ class ConsoleController:
     # --- inbound: scanner ----------------------------------------------------------------
     def handle_volume(self, volume: Volume) -> None:
         """From the watcher: a complete volume. Quick; the sending happens in the pump task."""
-        if self.state != ev.RUNNING:
+        if not self._accepting:
             return
         now = self._clock()
         volume.timeline.stamp("parsed", now)
@@ -446,7 +464,7 @@ class ConsoleController:
                 if self._all_in_since is None:
                     self._all_in_since = now
                 if not waiting or now - self._all_in_since > 2 * s.tr + 5.0:
-                    asyncio.create_task(self._teardown(f"all {expected} volumes arrived"))
+                    self._ending = asyncio.create_task(self._teardown(f"all {expected} volumes arrived"))
                     return
             else:
                 late = self._diag.check_scanner(now)
@@ -455,7 +473,9 @@ class ConsoleController:
                     self.warn(late.message, "scanner")
                 gap = self._diag.since_last(now)
                 if gap is not None and gap > s.end_after_trs * s.tr:
-                    asyncio.create_task(self._teardown(f"no volume for {s.end_after_trs:g} TRs after the last"))
+                    self._ending = asyncio.create_task(
+                        self._teardown(f"no volume for {s.end_after_trs:g} TRs after the last")
+                    )
                     return
             await asyncio.sleep(TICK)
 

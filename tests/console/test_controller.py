@@ -129,3 +129,27 @@ async def test_two_runs_in_one_session_with_the_simulated_scanner(tmp_path: Path
     runs = tmp_path / "runs"
     assert (runs / first / "run.toml").is_file() and (runs / second / "run.toml").is_file()
     assert len(list((runs / "bids").rglob("*_bold.nii.gz"))) == 2
+
+
+async def test_stop_mid_run_loses_nothing_in_flight(tmp_path: Path) -> None:
+    """The operator stops while volumes are on their way: every volume that arrived is analysed and its
+    feedback reaches the subject agent before the run is declared over."""
+    s = S.default_settings().with_values("run", tr=0.1, expected_volumes=40)
+    s = s.with_values("project", name="template", settings={"baseline": 1})
+    session = ConsoleSession(s, demo=True, demo_volumes=40, runs_dir=tmp_path / "runs",
+                             worker_options={"in_process": True})
+    c = session.controller
+    await session.open()
+    try:
+        await session.start_run()
+        for _ in range(400):
+            if c.model.volumes >= 8:
+                break
+            await asyncio.sleep(0.02)
+        ended = await c.stop_run()
+        assert ended is not None and ended.reason == "stopped by the operator"
+        assert 8 <= ended.volumes < 40
+        assert ended.feedback == ended.volumes
+        assert c.model.delivered == ended.volumes - 1  # the template's one-volume baseline has no feedback
+    finally:
+        await session.close()
