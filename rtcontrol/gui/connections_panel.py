@@ -10,7 +10,7 @@ from rtcontrol.console import events as ev
 from rtcontrol.gui.panel import Panel
 
 LINKS = ("worker", "subject", "afni")
-COLUMNS = ("link", "address", "state", "RTT", "certificate (SHA-256)")
+COLUMNS = ("link", "address", "state", "RTT", "fingerprint")
 STATE_COLOURS = {"connected": "#5fd3a0", "connecting": "#f0b54a", "failed": "#ff6b6b", "closed": "#f0b54a"}
 
 
