@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.no_gui:
         app = importlib.import_module("rtcontrol.gui.app")  # the window only when asked for
+        args.start = True  # "run" starts the scan at once, in the window too
         return int(app.run(args))
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
     console_log = logging.getLogger("rtcontrol.console")

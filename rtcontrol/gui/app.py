@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     app.aboutToQuit.connect(closed.set)
 
     async def main() -> None:
-        await open_session(window, session, start=args.demo)
+        await open_session(window, session, start=args.demo or getattr(args, "start", False))
         await closed.wait()
         await session.close()  # stops a run that is still going, closes the links and local services
 
