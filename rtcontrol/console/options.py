@@ -16,8 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-token", metavar="TOKEN", help="access token for the worker")
     parser.add_argument("--subject", metavar="URL", help="subject agent address, wss://host:port (default: start one here)")
     parser.add_argument("--subject-token", metavar="TOKEN", help="access token for the subject agent")
-    parser.add_argument("--settings", metavar="FILE", type=Path, help="run settings (TOML); default: resources/default_run.toml with --watch, "
-                        "resources/demo_run.toml for a simulated scan")
+    parser.add_argument(
+        "--settings", metavar="FILE", type=Path,
+        help="run settings (TOML); default: resources/default_run.toml with --watch, "
+        "resources/demo_run.toml for a simulated scan",
+    )
     parser.add_argument("--watch", metavar="DIR", type=Path, help="the scanner's export folder to watch")
     parser.add_argument("--volumes", type=int, help="volumes in the simulated scan (with --demo)")
     parser.add_argument("--replay", metavar="SERIES", type=Path,
