@@ -1,1 +1,1 @@
-"""rtcontrol.gui."""
+"""The console window (PySide6 + pyqtgraph over qasync): dock panels that view a console controller."""
