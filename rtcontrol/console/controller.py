@@ -139,8 +139,13 @@ class ConsoleController:
             raise settings_io.SettingsError("[run] watch_folder is empty: choose the scanner's export folder")
         if not folder.is_dir():
             raise settings_io.SettingsError(f"[run] watch_folder {folder} does not exist or is not a folder")
-        self.watch_folder = folder
         run_id = s.run_id
+        if (self.runs_dir / run_id).exists():
+            raise settings_io.SettingsError(
+                f"run {run_id} is already recorded in {self.runs_dir / run_id}: press Next run (or change the "
+                "run number) so it is not mixed up with the earlier recording"
+            )
+        self.watch_folder = folder
         self.model.reset(run_id)
         self._diag = Diagnostics(s.run.tr)
         self._ended = asyncio.Event()
@@ -389,6 +394,10 @@ class ConsoleController:
 
         self.model.roi_mask = None if mask is None else np.asarray(mask, dtype=bool)
 
+    def recorded(self, settings: RunSettings) -> bool:
+        """Whether a run with these settings' id was already recorded here."""
+        return (self.runs_dir / settings.run_id).exists()
+
     @property
     def declared_projects(self) -> set[str]:
         """Projects whose declared settings the worker has listed."""
@@ -508,10 +517,6 @@ class ConsoleController:
     # --- settings and recording ------------------------------------------------------------
     def _save_settings(self, s: RunSettings) -> Path | None:
         run_dir = self.runs_dir / s.run_id
-        n = 1
-        while run_dir.exists():  # a repeated run number never overwrites an earlier recording
-            n += 1
-            run_dir = self.runs_dir / f"{s.run_id}_take-{n}"
         try:
             settings_io.save(s, run_dir / "run.toml")
             return run_dir

@@ -81,6 +81,13 @@ class ConsoleSession:
             c.settings = settings.validate()
         watch: Path | None = None
         simulated = not c.settings.run.watch_folder
+        if simulated and c.recorded(c.settings):  # a simulated scan takes the next free run number
+            s = c.settings
+            while c.recorded(s):
+                s = s.next_run()
+            c.info(f"run {c.settings.run.run} of this subject is already recorded: the simulated scan is run "
+                   f"{s.run.run}", "console")
+            c.settings = s
         if simulated:
             if self._tmp is None:
                 raise RuntimeError("the session is not open")

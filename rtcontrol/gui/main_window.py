@@ -200,6 +200,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self.state_label.setText(text)
         elif isinstance(event, ev.LogMessage) and event.level == "error":
             self.statusBar().showMessage(event.text, 10000)
+        elif isinstance(event, ev.RunEnded):
+            # ready for the next run: the same run number again would be refused (it is recorded)
+            self.setup.set_settings(self.controller.settings.next_run())
+            self.statusBar().showMessage(f"run {event.run} ended ({event.reason}); the next run is "
+                                         f"number {self.controller.settings.run.run + 1}", 15000)
 
     def attach_controller(self, controller: Any) -> None:
         """Show another controller (benchmarks, tests): its events and its model."""

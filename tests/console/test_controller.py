@@ -124,11 +124,15 @@ async def test_two_runs_in_one_session_with_the_simulated_scanner(tmp_path: Path
         ended = await c.wait_ended(timeout=30)
         assert ended is not None and ended.run == second and ended.volumes == 6 and ended.feedback == 6, ended
         assert c.model.delivered == 5
+        # the same number again: the simulated scanner takes the next free one instead of mixing recordings
+        third = await session.start_run(c.settings)
+        assert third.endswith("run-03")
+        await c.wait_ended(timeout=30)
     finally:
         await session.close()
     runs = tmp_path / "runs"
     assert (runs / first / "run.toml").is_file() and (runs / second / "run.toml").is_file()
-    assert len(list((runs / "bids").rglob("*_bold.nii.gz"))) == 2
+    assert len(list((runs / "bids").rglob("*_bold.nii.gz"))) == 3
 
 
 async def test_stop_mid_run_loses_nothing_in_flight(tmp_path: Path) -> None:
@@ -153,3 +157,17 @@ async def test_stop_mid_run_loses_nothing_in_flight(tmp_path: Path) -> None:
         assert c.model.delivered == ended.volumes - 1  # the template's one-volume baseline has no feedback
     finally:
         await session.close()
+
+
+async def test_a_recorded_run_number_is_refused(tmp_path: Path, synth_series: Path) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    s = _settings(watch, expected_volumes=2)
+    (tmp_path / "runs" / s.run_id).mkdir(parents=True)
+    c = ConsoleController(s, runs_dir=tmp_path / "runs")
+    with pytest.raises(S.SettingsError, match="already recorded.*Next run"):
+        await c.start_run()
+    assert c.state == ev.IDLE
+    run_id = await c.start_run(s.next_run())
+    assert run_id.endswith("run-02")
+    await c.stop_run()
