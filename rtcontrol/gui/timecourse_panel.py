@@ -48,13 +48,13 @@ class Ranges:
         return want if changed else -1
 
     def y_range(self, key: str, arrays: list[np.ndarray], robust: bool = False) -> tuple[float, float] | None:
-        """A new range when the data left the current one (``robust``: the top 1% may stay outside)."""
+        """A new range when the data left the current one (``robust``: the top 5% may stay outside)."""
         finite = [a[np.isfinite(a)] for a in arrays if a.size]
         finite = [a for a in finite if a.size]
         if not finite:
             return None
         lo = float(min(a.min() for a in finite))
-        hi = float(max((np.percentile(a, 99) if robust and a.size >= 20 else a.max()) for a in finite))
+        hi = float(max((np.percentile(a, 95) if robust and a.size >= 20 else a.max()) for a in finite))
         span = max(hi - lo, 1e-3, 0.02 * max(abs(lo), abs(hi)))
         old = self.y.get(key)
         if old is not None and old[0] <= lo and hi <= old[1] and (old[1] - old[0]) < 4 * span:
@@ -199,7 +199,7 @@ class TimecoursePanel(Panel):
         if x >= 0:
             self.signal.setXRange(-0.5, x + 0.5, padding=0)
         for key, plot in self.plots.items():
-            r = self.ranges.y_range(key, ys[key], robust=key == "latency")  # one slow first volume
+            r = self.ranges.y_range(key, ys[key], robust=key == "latency")  # a few slow volumes
             # (a reference image being made) must not flatten the rest
             if r is not None:
                 plot.setYRange(*r, padding=0)
