@@ -61,7 +61,7 @@ class DicomFile:
         rows, cols = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if self.pixel_offset >= 0:
-            dtype = _dtype(ds)
+            dtype = _dtype(ds, self.path)
             arr = np.frombuffer(self.raw, dtype=dtype, count=rows * cols * frames, offset=self.pixel_offset)
             return arr.reshape(frames, rows, cols)
         try:  # encapsulated / big endian: let pydicom (and its handlers) decode
@@ -72,11 +72,12 @@ class DicomFile:
         return np.asarray(arr).reshape(frames, rows, cols)
 
 
-def _dtype(ds: Dataset) -> np.dtype:
+def _dtype(ds: Dataset, path: Path) -> np.dtype:
+    """The stored pixel type; ``path`` names the file in the error (the dataset was read from bytes)."""
     bits = int(ds.get("BitsAllocated", 16))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     if bits not in (8, 16, 32):
-        raise CorruptFile(getattr(ds, "filename", "?") or "?", f"unsupported BitsAllocated={bits}")
+        raise CorruptFile(path, f"unsupported BitsAllocated={bits} (8, 16 or 32 are read)")
     return np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
 
 
@@ -155,6 +156,7 @@ def open_dicom(path: Path | str, raw: bytes | None = None) -> DicomFile:
         raise CorruptFile(path, f"pixel data holds {length} bytes, {rows}x{cols}x{frames}x{bits}bit needs {expected}")
     if tsyntax not in _LITTLE_UNCOMPRESSED:
         return DicomFile(path, ds, raw, -1, length, groups)
+    _dtype(ds, path)  # an unsupported pixel layout is reported now, with the file's name
     return DicomFile(path, ds, raw, start, length, groups)
 
 

@@ -236,3 +236,16 @@ def test_compressed_slice_decodes_through_pydicom(dicom_root: Path, tmp_path: Pa
     (tmp_path / "rle_part.dcm").write_bytes(raw[: len(raw) - 300])
     with pytest.raises(IncompleteFile, match="not finished"):
         read_file(tmp_path / "rle_part.dcm")
+
+
+@pytest.mark.parametrize("series", ["siemens_mosaic_ax_35sl", "siemens_xa30_enhanced_bold_20vol", "ge_epi_nih_10vol"])
+def test_unsupported_bits_allocated_names_the_file(series: str, dicom_root: Path, tmp_path: Path) -> None:
+    """The error says which file (it used to say '?'), for every reader that decodes pixels."""
+    ds = pydicom.dcmread(_file(dicom_root, series))
+    ds.BitsAllocated = 12  # the pixel bytes stay: complete, but not a layout we read
+    path = tmp_path / "twelve_bit.dcm"
+    ds.save_as(path)
+    with pytest.raises(CorruptFile, match="BitsAllocated=12") as info:
+        read_file(path)
+    assert info.value.path == path
+    assert str(info.value).startswith(str(path))
