@@ -111,10 +111,10 @@ def test_world_geometry_and_values_match_dcm2niix(series: str, dicom_root: Path,
     expected = np.asarray(timing)[their_k]
     # dcm2niix reports the 2nd volume's mosaic times when the 1st look short (its issue 870)
     candidates = [w.slice_timing for w in vols[:2] if w.slice_timing is not None]
-    # XA enhanced: we take each frame's FrameAcquisitionDateTime; dcm2niix's figures differ from
-    # those by up to 2.5 ms (a scanner timing quantum), so allow 3 ms there, 0.1 ms elsewhere.
-    atol = 3e-3 if v.header["SourceFormat"] == "siemens_enhanced" else 1e-4
-    assert any(np.allclose(c, expected, atol=atol) for c in candidates), (candidates[0][:6], expected[:6])
+    # XA enhanced: both we and dcm2niix take Siemens' per-frame slice time (0021,1104) minus the
+    # earliest; FrameAcquisitionDateTime differs from it by up to 2.5 ms (it is stamped on a 2.5 ms
+    # clock and runs early against a regular multiband schedule), so it is only the fallback.
+    assert any(np.allclose(c, expected, atol=1e-4) for c in candidates), (candidates[0][:6], expected[:6])
 
 
 def _dcm2niix() -> str:

@@ -249,3 +249,22 @@ def test_unsupported_bits_allocated_names_the_file(series: str, dicom_root: Path
         read_file(path)
     assert info.value.path == path
     assert str(info.value).startswith(str(path))
+
+
+def test_enhanced_slice_timing_falls_back_to_frame_acquisition_times(dicom_root: Path, tmp_path: Path) -> None:
+    """Without Siemens' per-frame slice time (0021,1104) the FrameAcquisitionDateTime stamps give the timing."""
+    src = sorted((dicom_root / "siemens_xa30_enhanced_bold_20vol").glob("*.dcm"))[0]
+    ds = pydicom.dcmread(src)
+    stamps = []
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        del frame.private_block(0x0021, enhanced.SIEMENS_SDI)[0xFE].value[0][0x0021, 0x1104]
+        dt = str(frame.FrameContentSequence[0].FrameAcquisitionDateTime)
+        stamps.append(int(dt[8:10]) * 3600 + int(dt[10:12]) * 60 + float(dt[12:]))
+    path = tmp_path / "no_slice_time.dcm"
+    ds.save_as(path)
+    enhanced.clear_cache()
+    with_private, without = read_file(src), read_file(path)
+    assert without.slice_timing != with_private.slice_timing  # the two sources differ on this scanner...
+    np.testing.assert_allclose(without.slice_timing, with_private.slice_timing, atol=2.5e-3 + 1e-9)  # ...by <= 2.5 ms
+    expected = np.sort(np.asarray(stamps) - min(stamps))  # order checked against the slice times above
+    np.testing.assert_allclose(np.sort(without.slice_timing), expected, atol=1e-6)
