@@ -4,7 +4,10 @@ Files are written the way a scanner's export writes them: for each volume its fi
 ``chunks`` writes, then is closed; a one-file-per-slice series writes the slices of each volume spread
 over the TR in acquisition order. The source is a DICOM folder (mosaic, enhanced, or per-slice; several
 series are replayed one after another) or a NIfTI file (a 4-D file is written as one 3-D ``.nii`` per
-volume, named ``<stem>_0001.nii`` ...).
+volume, named ``<stem>_0001.nii`` ..., each after its JSON sidecar ``<stem>_0001.json``, as a scanner-side
+dcm2niix writes them). The sidecar carries the run's RepetitionTime and SliceTiming (from the 4-D file's
+own sidecar, else its header's pixdim[4] and slice fields) and the volume's AcquisitionNumber (1-based),
+so the watcher gets each volume with the timing it was recorded with and its index (0-based) in order.
 
 ``main.py replay SERIES_DIR WATCH_DIR [--tr S]`` is the command; :func:`replay` the async API the
 console uses. File writing runs in a thread, so the event loop is never blocked.
@@ -14,13 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rtcontrol.scanner.errors import IngestError
+from rtcontrol.scanner.volume import HEADER_ALLOWLIST
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -33,6 +39,7 @@ class ReplayVolume:
     index: int
     files: list[Path] = field(default_factory=list)
     nifti: tuple[Path, str] | None = None  # (4-D source, name of the 3-D file to write)
+    sidecar: dict[str, Any] | None = None  # JSON sidecar written just before the volume's NIfTI file
 
 
 @dataclass
@@ -58,20 +65,76 @@ def plan_replay(source: Path | str) -> ReplayPlan:
     return _plan_folder(source)
 
 
+def _nifti_stem(path: Path) -> str:
+    return path.name[: -len(".nii.gz")] if path.name.lower().endswith(".gz") else path.stem
+
+
 def _plan_nifti(path: Path) -> ReplayPlan:
     import nibabel as nib
 
     img = nib.load(path)
-    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".gz") else path.stem
-    zooms = img.header.get_zooms()
-    tr = float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else None
+    stem = _nifti_stem(path)
+    facts = nifti_timing(path, img.header)
+    tr = facts.get("RepetitionTime")
     if img.ndim == 3:
-        return ReplayPlan([ReplayVolume(stem, 0, files=[path])], tr)
+        number = _read_side(path).get("AcquisitionNumber")
+        side = {**facts, "AcquisitionNumber": number} if isinstance(number, int) else facts
+        return ReplayPlan([ReplayVolume(stem, 0, files=[path], sidecar=side or None)], tr)
     if img.ndim != 4:
         raise ValueError(f"{path}: a {img.ndim}-D NIfTI file; replay needs 3-D or 4-D")
-    # 1-based names, as scanner-side converters write them; the bytes are made when written
-    volumes = [ReplayVolume(stem, t, nifti=(path, f"{stem}_{t + 1:04d}.nii")) for t in range(img.shape[3])]
+    # 1-based names and acquisition numbers, as scanner-side converters write them; the bytes are
+    # made when written. The number in the sidecar fixes the index even if the stem ends in digits.
+    volumes = [
+        ReplayVolume(stem, t, nifti=(path, f"{stem}_{t + 1:04d}.nii"), sidecar={**facts, "AcquisitionNumber": t + 1})
+        for t in range(img.shape[3])
+    ]
     return ReplayPlan(volumes, tr)
+
+
+def nifti_timing(path: Path, header: Any) -> dict[str, Any]:
+    """The run's acquisition facts for each volume's sidecar: the source's own JSON sidecar
+    (``<stem>.json``: RepetitionTime, SliceTiming and the allowlisted facts), else what the NIfTI
+    header says (pixdim[4] in its time unit; slice_code/slice_duration along the third axis)."""
+    side = _read_side(path)
+    facts = {k: v for k, v in side.items() if k in HEADER_ALLOWLIST and k not in ("AcquisitionNumber", "NumberOfVolumes")}
+    scale = {"msec": 1e-3, "usec": 1e-6}.get(header.get_xyzt_units()[1], 1.0)
+    tr = side.get("RepetitionTime")
+    zooms = header.get_zooms()
+    if not isinstance(tr, (int, float)) or tr <= 0:
+        tr = float(zooms[3]) * scale if len(zooms) > 3 and zooms[3] > 0 else None
+    if tr:
+        facts["RepetitionTime"] = float(tr)
+    timing = side.get("SliceTiming")
+    if timing is None:
+        timing = _header_slice_times(header, scale)
+    if timing is not None:
+        facts["SliceTiming"] = [float(t) for t in timing]
+    return facts
+
+
+def _read_side(path: Path) -> dict[str, Any]:
+    """The NIfTI file's own JSON sidecar (``<stem>.json``), or {} when it has none."""
+    json_path = path.with_name(_nifti_stem(path) + ".json")
+    if not json_path.is_file():
+        return {}
+    try:
+        loaded = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{json_path}: the sidecar of {path.name} is not readable JSON ({exc})") from exc
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _header_slice_times(header: Any, scale: float) -> list[float] | None:
+    """Slice times from the NIfTI slice fields, when they describe the third axis; else None."""
+    try:
+        if header.get_dim_info()[2] != 2 or not header["slice_code"] or not header["slice_duration"]:
+            return None
+        times = header.get_slice_times()
+    except Exception:  # nibabel's HeaderDataError and friends: the fields are incomplete
+        return None
+    if any(t is None for t in times):
+        return None  # slices outside slice_start..slice_end have no time
+    return [round(float(t) * scale, 6) for t in times]
 
 
 def _nifti_volume_bytes(path: Path, t: int) -> bytes:
@@ -104,6 +167,13 @@ def _plan_folder(folder: Path) -> ReplayPlan:
         except IngestError as exc:
             skipped.append(f"{path.name}: {exc.reason}")
             continue
+        if isinstance(item, list) and _is_nifti(path):  # a 4-D NIfTI: one 3-D file per volume
+            sub = _plan_nifti(path)
+            tr = tr or sub.tr
+            for rv in sub.volumes:
+                volumes[(str(path), rv.index)] = replace(rv, series=str(path))
+            series_order.setdefault(str(path), (0, 0))
+            continue
         for part in item if isinstance(item, list) else [item]:
             if isinstance(part, Volume):
                 key = part.series_uid or part.run
@@ -134,6 +204,14 @@ def _plan_folder(folder: Path) -> ReplayPlan:
         raise ValueError(f"{folder}: no scanner images to replay ({why})")
     ordered = sorted(volumes.values(), key=lambda v: (series_order.get(v.series, (0, 0)), v.series, v.index))
     return ReplayPlan(ordered, tr, skipped)
+
+
+def _write_sidecar(dst: Path, facts: dict[str, Any]) -> None:
+    """Write the JSON sidecar whole (via a ``.tmp`` name the watcher ignores), so its NIfTI never
+    meets a half-written one."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_text(json.dumps(facts, indent=1), encoding="utf-8")
+    os.replace(tmp, dst)
 
 
 def _write_chunked(dst: Path, data: bytes, chunks: int, pause: float) -> None:
@@ -192,6 +270,9 @@ async def replay(
             when = start + j * pace / len(items)  # slices of one volume spread over the TR
             if await _wait_until(loop, when, stop):
                 return written
+            if j == 0 and vol.sidecar is not None:
+                side = dst.with_name(_nifti_stem(dst) + ".json")
+                await asyncio.to_thread(_write_sidecar, side, vol.sidecar)
             await asyncio.to_thread(lambda d=dst, c=content: _write_chunked(d, c(), chunks, chunk_pause))
             paths.append(dst)
         written += 1

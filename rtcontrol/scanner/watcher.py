@@ -44,8 +44,9 @@ SETTLE = 1.0
 #: Event mode: a created file not closed within this long (s) is tried anyway.
 CLOSE_WAIT = 0.5
 
-#: Names the watcher never reads: scanner/converter temporaries and our own sidecars.
-IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".lock", ".swp", ".crdownload", "~")
+#: Names the watcher never reads: scanner/converter temporaries, and JSON sidecars (a scanner-side
+#: converter's or the replay's: read with their NIfTI file, never as a file of their own).
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".lock", ".swp", ".crdownload", "~", ".json")
 
 
 def _default_reader(path: Path) -> Any:

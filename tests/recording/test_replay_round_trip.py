@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -33,12 +34,18 @@ async def test_recorded_run_replays_through_the_watcher(tmp_path: Path, synth_ru
         while len(volumes) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
     assert written == n and len(volumes) == n
+    assert sorted(v.index for v in volumes) == list(range(n))  # 0-based, every volume once
+    recorded = json.loads(source.with_name(source.name.replace(".nii.gz", ".json")).read_text())
+    assert recorded["RepetitionTime"] == 1.0 and len(recorded["SliceTiming"]) == synth_run.data.shape[2]
     for t, v in enumerate(sorted(volumes, key=lambda v: v.index)):
         np.testing.assert_array_equal(v.data, synth_run.data[..., t])
         np.testing.assert_allclose(v.affine, synth_run.affine, atol=1e-5)
+        # the replayed scan arrives with the TR and slice timing it was recorded with (per-volume sidecars)
+        assert v.tr == recorded["RepetitionTime"]
+        np.testing.assert_allclose(v.slice_timing, recorded["SliceTiming"], atol=1e-6)
 
     # ... and recorded again, the replayed scan gives the same BIDS voxels
-    again = Recorder(tmp_path / "again", run_settings(run=2))  # the 3-D files carry no TR: the settings give it
+    again = Recorder(tmp_path / "again", run_settings(run=2))
     for v in sorted(volumes, key=lambda v: v.index):
         again.record_volume(v)
     bold2 = await again.afinish()

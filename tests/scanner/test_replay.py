@@ -105,11 +105,86 @@ async def test_4d_nifti_is_written_one_volume_per_file(tmp_path: Path):
     watch.mkdir()
     written, volumes, _ = await watch_replay(tmp_path / "bold.nii.gz", watch, 4, tr=0.05, start_index=1)
     assert written == 4
-    assert sorted(p.name for p in watch.iterdir()) == [f"bold_{i:04d}.nii" for i in range(2, 6)]
+    assert sorted(p.name for p in watch.glob("*.nii")) == [f"bold_{i:04d}.nii" for i in range(2, 6)]
+    assert sorted(p.name for p in watch.glob("*.json")) == [f"bold_{i:04d}.json" for i in range(2, 6)]
     assert [v.index for v in volumes] == [1, 2, 3, 4]
     for v in volumes:
         np.testing.assert_array_equal(v.data, run.volume(v.index))
         np.testing.assert_allclose(v.affine, run.affine, atol=1e-5)
+        assert v.tr == pytest.approx(1.5)  # pixdim[4] of the 4-D file (no sidecar, no slice fields)
+        assert v.slice_timing is None
+
+
+MB_TIMING = [0.0, 0.5, 0.1, 0.6, 0.2, 0.7, 0.3, 0.8, 0.4]  # 9 slices, interleaved
+
+
+async def test_4d_nifti_with_sidecar_arrives_with_its_tr_slice_timing_and_indices(tmp_path: Path):
+    """A dcm2niix/BIDS-style run: the watcher gets each volume with the recorded TR and SliceTiming,
+    and indices 0..n-1 in order, although the source sidecar says AcquisitionNumber 1 (as dcm2niix writes)
+    and the file's stem ends in digits."""
+    import json
+
+    spec = SynthSpec(**SPEC)
+    run = generate(spec)
+    img = nib.Nifti1Image(run.data.astype(np.int16), run.affine)
+    img.header.set_zooms((4.0, 4.0, 5.0, 9.0))  # a header TR the sidecar overrides
+    nib.save(img, tmp_path / "sub-01_task-nf_run-01_echo-1.nii.gz")
+    side = {"RepetitionTime": 1.5, "SliceTiming": MB_TIMING, "AcquisitionNumber": 1, "TaskName": "nf",
+            "EchoTime": 0.03, "Manufacturer": "Siemens"}
+    (tmp_path / "sub-01_task-nf_run-01_echo-1.json").write_text(json.dumps(side))
+    plan = plan_replay(tmp_path / "sub-01_task-nf_run-01_echo-1.nii.gz")
+    assert plan.tr == pytest.approx(1.5)
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    written, volumes, events = await watch_replay(plan, watch, 5, tr=0.05)
+    assert written == 5 and [v.index for v in volumes] == list(range(5))
+    assert len({v.run for v in volumes}) == 1
+    for v in volumes:
+        np.testing.assert_array_equal(v.data, run.volume(v.index))
+        assert v.tr == pytest.approx(1.5)
+        assert v.slice_timing == pytest.approx(MB_TIMING)
+        assert v.header["EchoTime"] == 0.03 and v.header["AcquisitionNumber"] == v.index + 1
+    assert not [e for e in events if e.kind in ("file_error", "gave_up", "duplicate", "gap")]  # sidecars are not files to report
+
+
+async def test_4d_nifti_header_timing_in_milliseconds(tmp_path: Path):
+    """No sidecar: TR from pixdim[4] in the header's time unit, slice timing from slice_code/slice_duration."""
+    spec = SynthSpec(**SPEC)
+    run = generate(spec)
+    img = nib.Nifti1Image(run.data.astype(np.int16), run.affine)
+    hdr = img.header
+    hdr.set_xyzt_units("mm", "msec")
+    hdr.set_zooms((4.0, 4.0, 5.0, 1500.0))
+    hdr.set_dim_info(slice=2)
+    hdr["slice_duration"] = 100.0  # ms
+    hdr["slice_end"] = 8
+    hdr.set_slice_times([0.0, 500.0, 100.0, 600.0, 200.0, 700.0, 300.0, 800.0, 400.0])
+    nib.save(img, tmp_path / "bold.nii")
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    written, volumes, _ = await watch_replay(tmp_path / "bold.nii", watch, 5, tr=0.05)
+    assert written == 5 and [v.index for v in volumes] == list(range(5))
+    assert all(v.tr == pytest.approx(1.5) for v in volumes)
+    assert all(v.slice_timing == pytest.approx(MB_TIMING) for v in volumes)
+
+
+async def test_bids_func_folder_replays_its_4d_run_one_volume_per_file(tmp_path: Path):
+    """A folder holding a 4-D NIfTI (a BIDS func/ folder) replays it volume by volume, not the whole file again and again."""
+    spec = SynthSpec(**SPEC)
+    run = generate(spec)
+    func = tmp_path / "func"
+    func.mkdir()
+    img = nib.Nifti1Image(run.data.astype(np.int16), run.affine)
+    img.header.set_zooms((4.0, 4.0, 5.0, 1.5))
+    nib.save(img, func / "sub-01_task-nf_bold.nii.gz")
+    (func / "sub-01_task-nf_events.tsv").write_text("onset\tduration\n0\t1\n")
+    plan = plan_replay(func)
+    assert [v.index for v in plan.volumes] == list(range(5)) and plan.tr == pytest.approx(1.5)
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    written, volumes, _ = await watch_replay(plan, watch, 5, tr=0.05)
+    assert written == 5 and [v.index for v in volumes] == list(range(5))
+    assert len(list(watch.glob("*.nii"))) == 5
 
 
 async def test_stop_ends_a_replay_early(tmp_path: Path):
