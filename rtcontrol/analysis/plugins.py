@@ -2,8 +2,9 @@
 
 Two sources, both optional:
 
-* the plugins folder (:func:`rtcontrol.paths.plugins_dir`, plus any folders given): every
-  ``*.py`` file and every package folder (with ``__init__.py``) not starting with ``_``;
+* the plugins folders (:func:`plugin_folders`: the install's ``plugins/`` and those listed in
+  ``$RTCONTROL_PLUGINS``, which the worker's ``--plugins DIR`` sets for its runs; or the folders
+  given): every ``*.py`` file and every package folder (with ``__init__.py``) not starting with ``_``;
 * installed distributions declaring the entry-point group ``rtcontrol.plugins``.
 
 A plugin module either defines ``register(registry)`` (and calls :meth:`PluginRegistry.add_step`
@@ -19,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -31,6 +33,15 @@ from rtcontrol.analysis.steps import BUILTIN_STEPS, Step
 from rtcontrol.paths import plugins_dir
 
 ENTRY_POINT_GROUP = "rtcontrol.plugins"
+
+#: Extra plugin folders (os.pathsep-separated), searched after the install's ``plugins/``.
+PLUGINS_ENV = "RTCONTROL_PLUGINS"
+
+
+def plugin_folders() -> list[Path]:
+    """The install's ``plugins/``, then the folders in ``$RTCONTROL_PLUGINS``."""
+    extra = [Path(p) for p in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if p]
+    return [plugins_dir(), *extra]
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,25 @@ class PluginRegistry:
         self.displays[info.name] = info
         self.sources[info.name] = source
 
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe list of what the plugins added (names, kinds, sources) and what failed to load.
+
+        ``errors[i]["error"]`` is one line naming the file and the exception; the full traceback
+        is beside it."""
+        found = [
+            {"name": name, "kind": "step", "source": self.sources[name], "description": cls.description}
+            for name, cls in sorted(self.steps.items())
+            if name in self.sources
+        ] + [
+            {"name": name, "kind": "display", "source": self.sources.get(name, ""), "description": info.description}
+            for name, info in sorted(self.displays.items())
+        ]
+        errors = [
+            {"source": e.source, "error": f"{Path(e.source).name}: {_last_line(e.message)}", "traceback": e.message}
+            for e in self.errors
+        ]
+        return {"plugins": found, "errors": errors}
+
     def create_step(self, name: str, **settings: Any) -> Step:
         try:
             cls = self.steps[name]
@@ -88,7 +118,7 @@ class PluginRegistry:
 def discover(folders: Iterable[Path] | None = None, entry_points: bool = True) -> PluginRegistry:
     """Scan the plugin folders (default: the app's ``plugins/``) and entry points."""
     registry = PluginRegistry()
-    for folder in [plugins_dir()] if folders is None else list(folders):
+    for folder in plugin_folders() if folders is None else list(folders):
         folder = Path(folder)
         if not folder.is_dir():
             continue
@@ -109,6 +139,12 @@ def discover(folders: Iterable[Path] | None = None, entry_points: bool = True) -
             except Exception:
                 registry.errors.append(PluginError(source, traceback.format_exc()))
     return registry
+
+
+def _last_line(message: str) -> str:
+    """The exception line of a traceback ('ZeroDivisionError: division by zero')."""
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "failed to load"
 
 
 def _load_file(registry: PluginRegistry, path: Path) -> None:

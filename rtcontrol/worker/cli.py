@@ -1,9 +1,11 @@
 """``main.py --worker``: the headless worker that runs experiment projects.
 
     main.py --worker --host 0.0.0.0 --port 8765 --cert worker.crt --key worker.key \\
-        [--tokens tokens.json] [--projects DIR] [--data DIR]
+        [--tokens tokens.json] [--projects DIR] [--plugins DIR] [--data DIR]
 
-Prints ``WORKER READY url=... fingerprint=...`` once listening (``--port 0`` picks a free port).
+Prints ``WORKER READY url=... fingerprint=...`` once listening (``--port 0`` picks a free port),
+then the plugins found (``plugins/`` of the install and each ``--plugins DIR``) and any that failed
+to load, with the reason; the console sees the same list when it lists the projects.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -33,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="token store (default <user data>/tokens.json; add tokens with 'main.py token create')")
     parser.add_argument("--projects", type=Path, action="append", default=[],
                         help="an extra folder of projects (repeatable); projects/ of the install is always searched")
+    parser.add_argument("--plugins", type=Path, action="append", default=[],
+                        help="an extra folder of plugins (repeatable); plugins/ of the install is always searched")
     parser.add_argument("--data", type=Path, default=None, help=f"where runs are saved (default {default_data_dir()})")
     parser.add_argument("--insecure-loopback", action="store_true",
                         help="serve plain ws:// without TLS (only allowed on a loopback address)")
@@ -72,10 +77,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
+    missing = [str(d) for d in args.plugins if not d.is_dir()]
+    if missing:
+        print(f"worker: --plugins {', '.join(missing)}: no such folder", file=sys.stderr)
+        return 2
+    plugin_dirs = [d.resolve() for d in args.plugins]
+    if plugin_dirs:  # the runs' processes find the same plugins (analysis.plugins.discover)
+        from rtcontrol.analysis.plugins import PLUGINS_ENV  # (the worker itself never imports plugin code)
+
+        os.environ[PLUGINS_ENV] = os.pathsep.join(str(d) for d in plugin_dirs)
     server = WorkerServer(
         tokens=tokens, ssl_context=ssl_ctx, catalog=ProjectCatalog(args.projects), data_dir=args.data,
         insecure_loopback=args.insecure_loopback, max_size=int(args.max_size_mb * 2**20),
-        volume_timeout=args.volume_timeout,
+        volume_timeout=args.volume_timeout, plugin_dirs=plugin_dirs,
     )
     try:
         return asyncio.run(_serve(server, args, ssl_ctx is not None))
@@ -102,9 +116,20 @@ async def _serve(server: WorkerServer, args: argparse.Namespace, tls: bool) -> i
     fp = fingerprint_file(args.cert) if tls else "none"
     print(f"WORKER READY url={scheme}://{args.host}:{port} fingerprint={fp}", flush=True)
     print(f"projects: {', '.join(server.catalog.folders()) or 'none found'}; runs saved in {server.data_dir}", flush=True)
+    scan = asyncio.create_task(_print_plugins(server))
     await stop.wait()
+    scan.cancel()
     await server.close()
     return 0
+
+
+async def _print_plugins(server: WorkerServer) -> None:
+    """Once the start-up scan is done: what was found, and each plugin that failed and why."""
+    found = await server.plugins()
+    names = [f"{p['name']} ({p['kind']})" for p in found["plugins"]]
+    print(f"plugins: {', '.join(names) or 'none found'} (in {', '.join(map(str, server.plugin_folders))})", flush=True)
+    for e in found["errors"]:
+        print(f"plugin failed to load: {e['error']} ({e['source']})", flush=True)
 
 
 def _stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

@@ -117,6 +117,9 @@ class WorkerClient:
         self._closing = False
         self.reconnects = 0
         self.resent_volumes = 0
+        #: the worker's plugins, as the last list_projects reply carried them:
+        #: {"plugins": [{name, kind, source, description}], "errors": [{source, error, traceback}]}
+        self.plugins: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- properties
 
@@ -286,6 +289,10 @@ class WorkerClient:
     # ----------------------------------------------------------------- requests
 
     async def _request(self, op: str, **args: Any) -> Any:
+        return (await self._reply(op, **args)).get("result")
+
+    async def _reply(self, op: str, **args: Any) -> dict[str, Any]:
+        """The whole reply to a request (``result`` and any extra keys); raises WorkerError if it failed."""
         rid = next(self._ids)
         text = encode_message("request", id=rid, op=op, args=args)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -303,10 +310,14 @@ class WorkerClient:
             self._requests.pop(rid, None)
         if not reply.get("ok"):
             raise WorkerError(reply.get("error", f"{op} failed"), reply.get("traceback", ""))
-        return reply.get("result")
+        return reply
 
     async def list_projects(self) -> list[dict]:
-        return await self._request("list_projects")
+        """The worker's projects; the plugins it found at start-up come along in :attr:`plugins`."""
+        reply = await self._reply("list_projects")
+        if isinstance(reply.get("plugins"), dict):
+            self.plugins = reply["plugins"]
+        return reply.get("result")
 
     async def project_settings(self, name: str) -> list[dict]:
         return await self._request("project_settings", name=name)

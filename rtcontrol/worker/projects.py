@@ -23,6 +23,40 @@ from rtcontrol.project import Project
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+async def discover_plugins(folders: list[Path], timeout: float = 60.0) -> dict[str, Any]:
+    """Scan ``folders`` and the installed entry points for plugins, in a short-lived subprocess
+    (plugin code, like project code, must not be able to hang or kill the worker).
+
+    Returns :meth:`PluginRegistry.summary`: ``{"plugins": [{name, kind, source, description}],
+    "errors": [{source, error, traceback}]}``; a scan that fails as a whole is one error.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rtcontrol.worker.runproc", "--plugins", *(str(f) for f in folders),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        proc.kill()
+        await proc.wait()
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return _scan_failed(folders, f"loading the plugins took longer than {timeout:.0f} s")
+    lines = out.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        return _scan_failed(folders, f"the plugin scan failed: {tail[0]}", err.decode(errors="replace"))
+    try:
+        return json.loads(lines[-1])
+    except ValueError:
+        return _scan_failed(folders, "the plugin scan printed no summary (a plugin writing to stdout?)", out.decode())
+
+
+def _scan_failed(folders: list[Path], message: str, detail: str = "") -> dict[str, Any]:
+    where = ", ".join(str(f) for f in folders)
+    return {"plugins": [], "errors": [{"source": where, "error": message, "traceback": detail}]}
+
+
 class ProjectError(Exception):
     """A project cannot be found or loaded; the message says which and why."""
 

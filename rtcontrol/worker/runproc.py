@@ -1,6 +1,7 @@
 """The run process: runs ONE project run, talking to the worker over stdin/stdout frames.
 
-Started by :class:`rtcontrol.worker.runner.RunProcess` as ``python -m rtcontrol.worker.runproc``.
+Started by :class:`rtcontrol.worker.runner.RunProcess` as ``python -m rtcontrol.worker.runproc``
+(``--describe DIR`` describes a project, ``--plugins DIR...`` lists the plugins found, as JSON).
 The protocol fd is a private copy of stdout; the real fd 1 is pointed at stderr so a stray
 ``print`` in project code cannot corrupt the protocol (it ends up in the project's log).
 
@@ -194,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--describe"]:
         print(json.dumps(describe_folder(Path(argv[1]))))
+        return 0
+    if argv[:1] == ["--plugins"]:  # the worker's start-up scan, away from its own process
+        from rtcontrol.analysis.plugins import discover
+
+        print(json.dumps(discover([Path(a) for a in argv[1:]]).summary()))
         return 0
     shm = None
     if argv[:1] == ["--shm-fd"]:

@@ -5,6 +5,7 @@ Protocol (JSON control frames from :mod:`rtcontrol.link.codec`, volumes as binar
 console -> worker                              worker -> console
   hello {token, session}                         welcome {session, resumed, max_size, worker}
   request {id, op, args}                         reply {id, ok, result | error, traceback}
+                                                   (list_projects: also plugins {plugins, errors})
   <volume frame>                                 ack {run, index, duplicate?, error?}
   event_ack {upto}                               event {seq, event, ...}  (feedback, log, subject_message,
   response {response}                                                   run_failed, run_ended)
@@ -20,6 +21,7 @@ answered from a cache when resent, so ``start_run`` never starts a run twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -35,7 +37,8 @@ from rtcontrol import __version__
 from rtcontrol.link import transport
 from rtcontrol.link.codec import FrameError, decode_message, decode_volume, encode_message, split_blob
 from rtcontrol.link.tokens import TokenStore
-from rtcontrol.worker.projects import ProjectCatalog, ProjectError
+from rtcontrol.paths import plugins_dir
+from rtcontrol.worker.projects import ProjectCatalog, ProjectError, discover_plugins
 from rtcontrol.worker.runner import RunFailed, RunProcess
 from rtcontrol.worker.store import RunStore, default_data_dir
 
@@ -114,6 +117,7 @@ class WorkerServer:
         start_timeout: float = 60.0,
         file_timeout: float = 30.0,
         session_linger: float = 600.0,
+        plugin_dirs: list[Path] | None = None,
     ) -> None:
         self.tokens, self.ssl_context = tokens, ssl_context
         self.catalog = catalog or ProjectCatalog()
@@ -125,6 +129,9 @@ class WorkerServer:
         self._ending: set[RunProcess] = set()  # runs of consoles that said bye, finishing
         self.server: Server | None = None
         self._reaper: asyncio.Task | None = None
+        #: where plugins are looked for: the install's plugins/ and the --plugins folders
+        self.plugin_folders = [plugins_dir(), *(Path(d) for d in plugin_dirs or [])]
+        self._plugins: asyncio.Task | None = None
 
     async def start(self, host: str, port: int) -> int:
         self.server = await transport.serve(
@@ -132,11 +139,30 @@ class WorkerServer:
             insecure_loopback=self.insecure_loopback, max_size=self.max_size, role="worker",
         )
         self._reaper = asyncio.create_task(self._reap())
+        self._plugins = asyncio.create_task(self._scan_plugins())  # in the background: start-up is not delayed
         return transport.bound_port(self.server)
+
+    async def plugins(self) -> dict[str, Any]:
+        """The plugins found at start-up (waits for the scan): ``{"plugins": [...], "errors": [...]}``."""
+        if self._plugins is None:
+            self._plugins = asyncio.create_task(self._scan_plugins())
+        return await asyncio.shield(self._plugins)
+
+    async def _scan_plugins(self) -> dict[str, Any]:
+        found = await discover_plugins(self.plugin_folders)
+        for p in found["plugins"]:
+            log.info("plugin %s (%s) from %s", p["name"], p["kind"], p["source"])
+        for e in found["errors"]:
+            log.warning("plugin %s failed to load: %s\n%s", e["source"], e["error"], e.get("traceback", ""))
+        return found
 
     async def close(self) -> None:
         if self._reaper:
             self._reaper.cancel()
+        if self._plugins and not self._plugins.done():
+            self._plugins.cancel()  # kills the scan's subprocess
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._plugins
         if self.server:
             self.server.close()
             await self.server.wait_closed()
@@ -267,7 +293,8 @@ class WorkerServer:
     async def _request(self, session: Session, rid: Any, op: Any, args: dict[str, Any]) -> None:
         try:
             result = await self._op(session, op, args)
-            text = encode_message("reply", id=rid, ok=True, result=result)
+            extra = {"plugins": await self.plugins()} if op == "list_projects" else {}  # beside the list
+            text = encode_message("reply", id=rid, ok=True, result=result, **extra)
         except KeyError as exc:
             text = encode_message("reply", id=rid, ok=False, error=f"request {op!r} lacks the argument {exc}")
         except (ProjectError, RunFailed, ValueError, TypeError) as exc:

@@ -135,3 +135,21 @@ def test_glm_step_finds_the_activation_box() -> None:
     assert frame.metrics["glm_t_max"] == pytest.approx(float(t_map.max()))
     with pytest.raises(ValueError, match="needs the motion step"):
         Pipeline([GlmStep()]).process(run.to_volume(0))
+
+
+def test_default_discovery_adds_the_workers_plugin_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project's own ``discover()`` (roi_feedback's post_steps) sees the worker's --plugins folders via the environment."""
+    (tmp_path / "halver.py").write_text(
+        "from rtcontrol.analysis.steps import Step\n"
+        "class Halver(Step):\n"
+        "    name = 'halver_env_test'\n"
+        "    def process(self, frame):\n"
+        "        pass\n"
+    )
+    assert "halver_env_test" not in discover(entry_points=False).steps
+    monkeypatch.setenv(plugin_mod.PLUGINS_ENV, str(tmp_path))
+    registry = discover(entry_points=False)
+    assert "halver_env_test" in registry.steps and "kalman" in registry.steps  # the install's plugins/ still first
+    summary = registry.summary()
+    assert {(p["name"], p["kind"]) for p in summary["plugins"]} >= {("halver_env_test", "step"), ("kalman", "step")}
+    assert summary["errors"] == []
