@@ -22,6 +22,7 @@ from pathlib import Path
 from rtcontrol.link import transport
 from rtcontrol.link.certs import fingerprint_file, server_context
 from rtcontrol.link.tokens import TokenStore
+from rtcontrol.worker.malloc import keep_freed_memory
 from rtcontrol.worker.projects import ProjectCatalog
 from rtcontrol.worker.server import WorkerServer
 from rtcontrol.worker.store import default_data_dir
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         volume_timeout=args.volume_timeout, plugin_dirs=plugin_dirs,
     )
     try:
+        keep_freed_memory()  # no page faults per volume (see rtcontrol.worker.malloc)
         return asyncio.run(_serve(server, args, ssl_ctx is not None))
     except transport.LinkError as exc:
         print(f"worker: {exc}", file=sys.stderr)

@@ -286,6 +286,7 @@ class WorkerServer:
             "run": volume.run, "index": volume.index,
             "timeline": volume.timeline.to_dict(), "worker_received": t_recv,
         })
+        await asyncio.sleep(0)  # the run's feeder hands the volume to the project first; the ack can wait
         await conn.send(encode_message("ack", run=volume.run, index=volume.index))
 
     # ----------------------------------------------------------------- requests
@@ -358,8 +359,9 @@ class WorkerServer:
                 "metrics": fields.get("metrics") or {}, "timeline": fields.get("timeline") or {},
                 "worker_timeline": {"worker_received": fields["worker_received"], "result_ready": fields["t_ready"]},
             }
-            store.feedback(record)
             session.emit("feedback", **record)
+            # saved right after the event is on its way to the console, not before
+            asyncio.get_running_loop().call_soon(store.feedback, record)
         elif kind == "log":
             session.emit("log", run=run, **fields)
         elif kind == "subject":

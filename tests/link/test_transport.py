@@ -135,3 +135,40 @@ async def test_oversized_message_closes_with_a_clear_code(pki) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_large_frame_goes_to_tls_in_slices_and_arrives_whole(pki) -> None:
+    """Volumes are written in WRITE_SLICE pieces (the peer decrypts while we encrypt), still one frame."""
+    from rtcontrol.link.transport import WRITE_SLICE, SlicedWritesConnection
+
+    files, store, token = pki
+    frames: list[tuple[bool, int]] = []
+
+    async def handler(conn, peer) -> None:
+        await conn.send(encode_message("welcome"))
+        async for raw in conn:
+            frames.append((isinstance(raw, bytes), len(raw)))
+            await conn.send(raw)
+
+    server = await serve(handler, "127.0.0.1", 0, tokens=store, ssl_context=server_context(files.cert, files.key))
+    try:
+        link = await connect(f"wss://127.0.0.1:{bound_port(server)}", token=token,
+                             expected_fingerprint=files.fingerprint)
+        assert isinstance(link.conn, SlicedWritesConnection)
+        writes: list[int] = []
+        real_write = link.conn.transport.write
+        link.conn.transport.write = lambda data: (writes.append(len(data)), real_write(data))[1]
+        payload = bytes(range(251)) * (3 * WRITE_SLICE // 251 + 7)  # > 3 slices, not a multiple
+        await link.conn.send(payload)
+        assert await link.conn.recv() == payload
+        assert frames == [(True, len(payload))]  # one binary message
+        assert len(writes) == 4 and max(writes) == WRITE_SLICE
+        assert sum(writes) == len(payload) + 14  # + the frame header (8-byte length, 4-byte mask)
+        writes.clear()
+        await link.conn.send(b"small")
+        assert await link.conn.recv() == b"small"
+        assert len(writes) == 1
+        await link.conn.close()
+    finally:
+        server.close()
+        await server.wait_closed()
