@@ -6,6 +6,7 @@ without one part still opens: the operator is told plainly what is missing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from pathlib import Path
@@ -22,8 +23,8 @@ log = logging.getLogger("rtcontrol.console")
 async def connect_all(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
     """Worker and subject agent: remote when the settings give a URL, embedded otherwise."""
     c = session.controller
-    await _connect_worker(session, stack)
-    await _connect_subject(session, stack)
+    # both at once: starting a local worker process takes a moment the subject agent need not wait for
+    await asyncio.gather(_connect_worker(session, stack), _connect_subject(session, stack))
     if c.settings.afni.enabled or c.afni is not None:
         try:
             from rtcontrol.afni.link import attach_to_console

@@ -50,7 +50,7 @@ class ConsoleSession:
         self._stack = contextlib.AsyncExitStack()
         self._tmp: Path | None = None
         self._replay: asyncio.Task[Any] | None = None
-        self._synth: asyncio.Task[Path] | None = None
+        self._synth: dict[int, asyncio.Task[Path]] = {}
         self._runs = 0
         self.embedded: dict[str, Any] = {}
         #: Passed to ``local_worker`` for the embedded worker (tests use ``in_process=True``).
@@ -71,7 +71,7 @@ class ConsoleSession:
             c.info(f"no watch folder is set: Start replays a simulated scan ({what}, TR {s.run.tr:g} s). "
                    "For a real scan, choose the scanner's export folder in Run setup.", "scanner")
             if self.demo_source is None:  # write the synthetic scan while the links come up
-                self._synth = asyncio.create_task(self._demo_series(), name="demo-synth")
+                self._synthetic(s.run.expected_volumes)
         await links.connect_all(self, self._stack)
 
     async def start_run(self, settings: RunSettings | None = None) -> str:
@@ -111,7 +111,7 @@ class ConsoleSession:
     async def _demo_scan(self, watch: Path) -> None:
         c = self.controller
         try:
-            source = self.demo_source or await (self._synth or self._demo_series())
+            source = self.demo_source or await self._synthetic(c.settings.run.expected_volumes)
             c.info(f"simulated scanner: replaying {source.name} into {watch} at TR {c.settings.run.tr:g} s", "scanner")
             await links.replay(source, watch, c.settings.run.tr)
         except asyncio.CancelledError:
@@ -119,17 +119,22 @@ class ConsoleSession:
         except Exception as exc:
             c.error(f"the simulated scanner stopped: {exc}", "scanner")
 
-    async def _demo_series(self) -> Path:
+    def _synthetic(self, volumes: int) -> asyncio.Task[Path]:
+        """The synthetic series of this length (written once, in a thread; shared by every run asking for it)."""
+        n = volumes or DEMO_VOLUMES
+        task = self._synth.get(n)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = asyncio.ensure_future(self._write_synthetic(n))
+            self._synth[n] = task
+        return task
+
+    async def _write_synthetic(self, n: int) -> Path:
         assert self._tmp is not None
-        out = self._tmp / "synthetic-series"
-        if self.demo_source is not None:
-            return self.demo_source
-        if not out.exists():
-            s = self.controller.settings.run
-            self.controller.info(f"writing a synthetic run of {s.expected_volumes} volumes (first use only)", "scanner")
-            await asyncio.to_thread(links.synthesize, out, s.expected_volumes, s.tr)
-        self.demo_source = links.series_folder(out)
-        return self.demo_source
+        out = self._tmp / f"synthetic-{n}"
+        tr = self.controller.settings.run.tr
+        self.controller.info(f"writing a synthetic run of {n} volumes for the simulated scanner", "scanner")
+        await asyncio.to_thread(links.synthesize, out, n, tr)
+        return links.series_folder(out)
 
     async def _stop_replay(self) -> None:
         task, self._replay = self._replay, None
@@ -140,10 +145,11 @@ class ConsoleSession:
 
     async def close(self) -> None:
         await self._stop_replay()
-        if self._synth is not None and not self._synth.done():
-            self._synth.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._synth
+        for task in self._synth.values():
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         try:
             await self.controller.close()
         finally:
