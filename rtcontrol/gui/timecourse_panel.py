@@ -54,17 +54,25 @@ class Ranges:
         if not finite:
             return None
         lo = float(min(a.min() for a in finite))
-        hi = float(max((np.percentile(a, 95) if robust and a.size >= 20 else a.max()) for a in finite))
-        span = max(hi - lo, 1e-3, 0.02 * max(abs(lo), abs(hi)))
+        if robust:  # 95th percentile of the recent volumes: constant cost however long the run
+            hi = float(max((np.percentile(a[-200:], 95) if a.size >= 20 else a.max()) for a in finite))
+        else:
+            hi = float(max(a.max() for a in finite))
         old = self.y.get(key)
-        if old is not None and old[0] <= lo and hi <= old[1] and (old[1] - old[0]) < 4 * span:
+        if old is not None and old[0] <= lo and hi <= old[1] and (old[1] - old[0]) < 4 * self._span(lo, hi):
             return None
+        span = self._span(lo, hi)
         new = (lo - 0.3 * span, hi + 0.3 * span)  # room to grow: the axis is not redrawn every volume
         self.y[key] = new
         return new
 
+    @staticmethod
+    def _span(lo: float, hi: float) -> float:
+        return max(hi - lo, 1e-3, 0.02 * max(abs(lo), abs(hi)))
 
-#: Above this many volumes a curve is drawn from per-bin minimum and maximum (peaks stay visible).
+
+#: Above this many volumes a curve is drawn from per-bin minimum and maximum (peaks stay visible);
+#: the panel uses half its width in pixels (a min/max pair per four pixels keeps every peak, paints faster).
 MAX_POINTS = 3000
 
 
@@ -177,9 +185,11 @@ class TimecoursePanel(Panel):
         m = self.model
         ys: dict[str, list[np.ndarray]] = {k: [] for k in self.plots}
 
+        limit = max(400, self.graphics.width() // 2)
+
         def put(key: str, plot: str, y: np.ndarray) -> None:
             if y.size:
-                self.curves[key].setData(*decimate(self._x(y.size), y))
+                self.curves[key].setData(*decimate(self._x(y.size), y, limit))
                 self._empty.discard(key)
             elif key not in self._empty:  # an absent metric costs nothing once cleared
                 self.curves[key].setData(np.empty(0), np.empty(0))
