@@ -518,7 +518,7 @@ class ConsoleController:
     def _save_settings(self, s: RunSettings) -> Path | None:
         run_dir = self.runs_dir / s.run_id
         try:
-            settings_io.save(s, run_dir / "run.toml")
+            settings_io.save(s.without_secrets(), run_dir / "run.toml")  # a run's record holds no token
             return run_dir
         except OSError as exc:
             self.error(f"cannot save the run settings in {run_dir}: {exc}")

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 
 from rtcontrol.console import settings as settings_io
 from rtcontrol.console.settings import RunSettings
 
+#: Environment variables holding the access tokens (kept out of settings files that travel with runs).
+WORKER_TOKEN_ENV = "RTCONTROL_WORKER_TOKEN"
+SUBJECT_TOKEN_ENV = "RTCONTROL_SUBJECT_TOKEN"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo", action="store_true", help="start a simulated scan at once (local worker and subject agent)")
     parser.add_argument("--worker", metavar="URL", help="worker address, wss://host:port (default: start one on this machine)")
-    parser.add_argument("--worker-token", metavar="TOKEN", help="access token for the worker")
+    parser.add_argument("--worker-token", metavar="TOKEN",
+                        help="access token for the worker (or set RTCONTROL_WORKER_TOKEN)")
     parser.add_argument("--subject", metavar="URL", help="subject agent address, wss://host:port (default: start one here)")
-    parser.add_argument("--subject-token", metavar="TOKEN", help="access token for the subject agent")
+    parser.add_argument("--subject-token", metavar="TOKEN",
+                        help="access token for the subject agent (or set RTCONTROL_SUBJECT_TOKEN)")
     parser.add_argument(
         "--settings", metavar="FILE", type=Path,
         help="run settings (TOML); default: resources/default_run.toml with --watch, "
@@ -39,12 +46,14 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         s = settings_io.default_settings()
     if getattr(args, "worker", None):
         s = replace(s, worker=replace(s.worker, url=args.worker))
-    if getattr(args, "worker_token", None):
-        s = replace(s, worker=replace(s.worker, token=args.worker_token))
+    worker_token = getattr(args, "worker_token", None) or os.environ.get(WORKER_TOKEN_ENV)
+    if worker_token:
+        s = replace(s, worker=replace(s.worker, token=worker_token))
     if getattr(args, "subject", None):
         s = replace(s, subject=replace(s.subject, url=args.subject))
-    if getattr(args, "subject_token", None):
-        s = replace(s, subject=replace(s.subject, token=args.subject_token))
+    subject_token = getattr(args, "subject_token", None) or os.environ.get(SUBJECT_TOKEN_ENV)
+    if subject_token:
+        s = replace(s, subject=replace(s.subject, token=subject_token))
     if getattr(args, "watch", None):
         s = replace(s, run=replace(s.run, watch_folder=str(args.watch)))
     return s.validate()

@@ -88,6 +88,11 @@ class RunSettings:
         r = self.run
         return f"sub-{r.subject}_ses-{r.session}_task-{r.task}_run-{r.run:02d}"
 
+    def without_secrets(self) -> RunSettings:
+        """A copy fit for a run's record: the access tokens are blanked (they stay in the operator's
+        own settings file, the command line or ``RTCONTROL_WORKER_TOKEN`` / ``RTCONTROL_SUBJECT_TOKEN``)."""
+        return replace(self, worker=replace(self.worker, token=""), subject=replace(self.subject, token=""))
+
     def next_run(self) -> RunSettings:
         """The same settings with the run number counted up."""
         return replace(self, run=replace(self.run, run=self.run.run + 1))

@@ -171,3 +171,33 @@ async def test_a_recorded_run_number_is_refused(tmp_path: Path, synth_series: Pa
     run_id = await c.start_run(s.next_run())
     assert run_id.endswith("run-02")
     await c.stop_run()
+
+
+async def test_a_saved_run_holds_no_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens stay with the operator (settings file, command line, environment), never in a run's record."""
+    import argparse
+
+    from rtcontrol.console import options
+
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    s = _settings(watch)
+    s = replace(s, worker=replace(s.worker, url="wss://worker.example:8765", token="w-SECRET-1234"),
+                subject=replace(s.subject, token="s-SECRET-5678"))
+    c = ConsoleController(s, runs_dir=tmp_path / "runs", record=False)
+    run_id = await c.start_run()
+    await c.stop_run()
+    saved = tmp_path / "runs" / run_id / "run.toml"
+    text = saved.read_text()
+    assert "SECRET" not in text and "w-SECRET-1234" not in text
+    assert c.settings.worker.token == "w-SECRET-1234"  # the live run still has it
+    # the record loads back, and the token comes from the command line or the environment
+    loaded = S.load(saved)
+    assert loaded.worker.url == "wss://worker.example:8765" and loaded.worker.token == ""
+    parser = argparse.ArgumentParser()
+    options.add_arguments(parser)
+    monkeypatch.setenv(options.WORKER_TOKEN_ENV, "from-env")
+    monkeypatch.delenv(options.SUBJECT_TOKEN_ENV, raising=False)
+    again = options.settings_from_args(parser.parse_args(["--settings", str(saved), "--subject-token", "from-flag"]))
+    assert again.worker.token == "from-env" and again.subject.token == "from-flag"
+    assert again.without_secrets() == loaded
