@@ -74,6 +74,7 @@ class ConsoleController:
         self.last_ended: ev.RunEnded | None = None
         self._accepting = False  # volumes are taken from the run's start until its watcher has stopped
         self._ending: asyncio.Task[Any] | None = None
+        self._warned: set[tuple[str, int, str]] = set()  # (run, volume, warning) already said
 
     # --- links --------------------------------------------------------------------------
     def attach_worker(self, link: WorkerLink | None) -> None:
@@ -153,6 +154,7 @@ class ConsoleController:
         self._files_seen = 0
         self._series = self._format = ""
         self._all_in_since = None
+        self._warned = set()
         self._to_worker = asyncio.Queue()
         self._to_subject = asyncio.Queue()
         self.run_dir = self._save_settings(s)
@@ -340,14 +342,27 @@ class ConsoleController:
         if self.subject is not None and value is not None:
             self._to_subject.put_nowait((self.model.run, index, value, timeline))
 
-    def handle_delivery(self, run: str, index: int, timeline: Timeline, late: bool = False) -> None:
-        """From the subject link: the agent (and its consumers) got a feedback value."""
+    def handle_delivery(self, run: str, index: int, timeline: Timeline, late: bool = False,
+                        onset_missed: bool = False) -> None:
+        """From the subject link: the agent (and its consumers) got a feedback value.
+
+        The link reports each value several times (the agent's ack, then each consumer's take and
+        display, with the stamps so far): the model counts it once and each warning is said once."""
         self.model.add_delivery(index, timeline)
         if self.recorder is not None:
             self._record("record_timeline", run, index, timeline)
         self.events.publish(ev.Delivered(run, index, timeline, late))
-        if late:
-            self.warn(f"feedback for volume {index} reached the subject late (after a reconnect)", "subject")
+        planned = f"{self.settings.feedback.onset}, {self.settings.feedback.delay:g} s"
+        warnings = (
+            ("late", late, f"feedback for volume {index} reached the subject late (after a reconnect)"),
+            ("onset_missed", onset_missed,
+             f"feedback for volume {index} reached the subject after its planned onset ({planned}): shown at once"),
+        )
+        for kind, flag, text in warnings:
+            key = (run, index, kind)
+            if flag and key not in self._warned:
+                self._warned.add(key)
+                self.warn(text, "subject")
 
     def handle_response(self, response: dict[str, Any]) -> None:
         """From the subject link: a button press or rating; recorded and passed to the worker's project."""

@@ -1,0 +1,62 @@
+"""The subject side reports each feedback value several times (the agent's ack, then the built-in
+display's take and display): the console counts each value once and warns once per value."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtcontrol.console import events as ev
+from rtcontrol.console import settings as S
+from rtcontrol.console.session import ConsoleSession
+
+from .conftest import VOLUMES, until
+from .test_main_window import _scan
+
+pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
+
+
+def test_each_value_counted_and_warned_once(qtbot: Any, qloop: Any, tmp_path: Path, synth_series: Path) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    s = S.default_settings()
+    s = replace(s, run=replace(s.run, tr=0.5, expected_volumes=VOLUMES, watch_folder=str(watch)),
+                project=S.ProjectSection("template", {"baseline": 2}),
+                # a zero delay after acquisition is always already past: every value's onset is missed
+                feedback=S.FeedbackSection("delay", 0.0))
+    session = ConsoleSession(s, runs_dir=tmp_path / "runs", worker_options={"in_process": True},
+                             subject_display=True)
+    c = session.controller
+    delivered: list[ev.Delivered] = []
+    warnings: list[str] = []
+    c.events.subscribe(lambda e: delivered.append(e) if isinstance(e, ev.Delivered) else None)
+    c.events.subscribe(lambda e: warnings.append(e.text)
+                       if isinstance(e, ev.LogMessage) and e.level == "warning" else None)
+
+    async def scenario() -> None:
+        await session.open()
+        try:
+            assert c.subject is not None and c.worker is not None
+            await session.start_run()
+            for i in range(VOLUMES):
+                _scan(synth_series, watch, i)
+                await until(lambda: c.model.volumes > i, what=f"volume {i}")
+            ended = await c.wait_ended(timeout=30)
+            assert ended is not None
+            # the display's reports arrive after the ack: wait until every value was displayed
+            await until(lambda: all(c.model.timeline(i).get("displayed") is not None for i in range(2, VOLUMES)),
+                        what="every value displayed")
+        finally:
+            await session.close()
+
+    qloop.run(scenario())
+    per_value = Counter(d.index for d in delivered)
+    assert sorted(per_value) == list(range(2, VOLUMES))  # the template's baseline gives no feedback
+    assert max(per_value.values()) >= 2, per_value  # several reports per value really happened
+    assert c.model.delivered == VOLUMES - 2
+    missed = Counter(w for w in warnings if "after its planned onset" in w)
+    assert len(missed) == VOLUMES - 2 and set(missed.values()) == {1}, missed
