@@ -10,6 +10,7 @@ so the controller runs the same against embedded loopback services or remote one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -146,6 +147,7 @@ class ConsoleController:
                 f"run {run_id} is already recorded in {self.runs_dir / run_id}: press Next run (or change the "
                 "run number) so it is not mixed up with the earlier recording"
             )
+        self._preflight(s)  # before anything starts: a run that cannot be recorded is refused whole
         self.watch_folder = folder
         self.model.reset(run_id)
         self._diag = Diagnostics(s.run.tr)
@@ -530,6 +532,29 @@ class ConsoleController:
         )
 
     # --- settings and recording ------------------------------------------------------------
+    def _preflight(self, s: RunSettings) -> None:
+        """Refuse the run now if its folder cannot be written or has too little room (the recording's
+        own check); the error is logged and raised, and no empty run folder is left behind."""
+        if self._recorder_factory is None:
+            return
+        try:
+            from rtcontrol.recording.preflight import DEFAULT_VOLUME_BYTES, preflight
+        except ImportError:
+            return
+        latest = self.model.latest  # the previous run's volume size, else a generous 2 MB
+        volume_bytes = int(latest.data.nbytes) if latest is not None else DEFAULT_VOLUME_BYTES
+        run_dir = self.runs_dir / s.run_id
+        existed = run_dir.exists()
+        try:
+            found = preflight(run_dir, s.run.expected_volumes, volume_bytes)
+        except Exception as exc:
+            if not existed:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()  # only if preflight made it and it is empty
+            self.error(f"run {s.run_id} not started: {exc}", "recording")
+            raise
+        log.info("recording preflight: %s", found.summary())
+
     def _save_settings(self, s: RunSettings) -> Path | None:
         run_dir = self.runs_dir / s.run_id
         try:

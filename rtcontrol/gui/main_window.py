@@ -261,7 +261,28 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         self.scanner.set_run(s.run.tr, s.run.expected_volumes, s.run.watch_folder)
         self.timecourses.set_expected(s.run.expected_volumes)
-        return self._spawn(self.session.start_run(s))
+        task = asyncio.ensure_future(self.session.start_run(s))
+        task.add_done_callback(self._report_start)
+        self._busy = task
+        return task
+
+    def _report_start(self, task: asyncio.Task[Any]) -> None:
+        """A run the recording cannot hold is refused before it starts: say so in a message box too
+        (the controller has already logged it)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if type(exc).__name__ != "RecordingError":
+            self._report(task)
+            return
+        self.setup.show_error(str(exc))
+        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, "Run not started",
+                                    f"The run was not started: it could not be recorded.\n\n{exc}",
+                                    QtWidgets.QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("run-refused")
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()  # not modal to the loop: the window keeps painting
+        self.refused_box = box
 
     def stop_run(self) -> asyncio.Task[Any] | None:
         if not self.controller.running:

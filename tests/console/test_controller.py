@@ -201,3 +201,48 @@ async def test_a_saved_run_holds_no_token(tmp_path: Path, monkeypatch: pytest.Mo
     again = options.settings_from_args(parser.parse_args(["--settings", str(saved), "--subject-token", "from-flag"]))
     assert again.worker.token == "from-env" and again.subject.token == "from-flag"
     assert again.without_secrets() == loaded
+
+
+def _unwritable(tmp_path: Path) -> Path:
+    """A runs folder that cannot be written: a read-only folder, or /sys when running as root."""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.access(locked, os.W_OK):  # root ignores permissions: a read-only file system instead
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("running as root and no read-only file system (/sys) to test with")
+        return Path("/sys/kernel/rtcontrol-runs")
+    return locked / "runs"
+
+
+@pytest.mark.parametrize("target", ["read-only", "full"])
+async def test_a_run_that_cannot_be_recorded_is_refused_whole(tmp_path: Path, target: str) -> None:
+    from rtcontrol.recording import RecordingError
+
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    if target == "read-only":
+        runs, s = _unwritable(tmp_path), _settings(watch, expected_volumes=100)
+    else:  # more volumes than any disk holds: the room check refuses, as on a full disk
+        runs, s = tmp_path / "runs", _settings(watch, expected_volumes=10**9)
+    c = ConsoleController(s, runs_dir=runs)
+    logged: list[ev.LogMessage] = []
+    states: list[ev.StateChanged] = []
+    c.events.subscribe(lambda e: logged.append(e) if isinstance(e, ev.LogMessage) else None)
+    c.events.subscribe(lambda e: states.append(e) if isinstance(e, ev.StateChanged) else None)
+    match = "cannot write to" if target == "read-only" else r"only \d+ MB free, and this run needs about"
+    with pytest.raises(RecordingError, match=match):
+        await c.start_run()
+    # nothing half-started: no state change, no watcher or tasks, no run folder, the reason in the log
+    assert c.state == ev.IDLE and not states and c._watcher is None and not c._tasks
+    assert not (runs / s.run_id).exists()
+    errors = [m.text for m in logged if m.level == "error"]
+    assert len(errors) == 1 and errors[0].startswith(f"run {s.run_id} not started:") and str(runs) in errors[0]
+    # with room and a writable folder the same controller starts
+    if target == "full":
+        c.settings = _settings(watch, expected_volumes=10)
+        await c.start_run()
+        assert c.state == ev.RUNNING
+        await c.stop_run()

@@ -183,3 +183,35 @@ def test_project_form_is_drawn_from_declared_settings(qtbot: Any, tmp_path: Path
     panel.project_form.fields["roi_lo"][1].setText("1, 2")
     assert panel.checked_settings() is None
     assert "roi_lo" in panel.message.text() and "three numbers" in panel.message.text()
+
+
+def test_a_run_that_cannot_be_recorded_is_refused_with_a_message_box(qtbot: Any, qloop: Any, tmp_path: Path) -> None:
+    import os
+
+    from PySide6 import QtWidgets
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    runs = locked / "runs"
+    if os.access(locked, os.W_OK):  # root ignores permissions: a read-only file system instead
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("running as root and no read-only file system (/sys) to test with")
+        runs = Path("/sys/kernel/rtcontrol-runs")
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    session = ConsoleSession(S.default_settings(), runs_dir=runs)
+    store = QtCore.QSettings(str(tmp_path / "layout.ini"), QtCore.QSettings.Format.IniFormat)
+    window = MainWindow(session, settings_store=store)
+    qtbot.addWidget(window)
+    window.setup.watch.setText(str(watch))
+    task = window.start_run()
+    assert task is not None
+    qloop.run(asyncio.wait([task]))
+    qtbot.waitUntil(lambda: window.findChild(QtWidgets.QMessageBox, "run-refused") is not None, timeout=5000)
+    box = window.findChild(QtWidgets.QMessageBox, "run-refused")
+    assert "could not be recorded" in box.text() and "cannot write to" in box.text()
+    assert "cannot write to" in window.setup.message.text()
+    assert session.controller.state == ev.IDLE and not session.controller.running
+    box.close()
+    window.close()
