@@ -531,6 +531,39 @@ class ConsoleController:
             )
         )
 
+    # --- interrupted runs ------------------------------------------------------------------
+    def interrupted_runs(self) -> list[tuple[Path, str]]:
+        """Runs in the runs folder whose BIDS files were never written (a crash, a power cut), each
+        with a one-line summary; the run being recorded now is not one of them. Each is logged."""
+        try:
+            from rtcontrol.recording.recorder import find_interrupted, summarize
+        except ImportError:
+            return []
+        found = []
+        for run_dir in find_interrupted(self.runs_dir):
+            if self.running and run_dir == self.run_dir:
+                continue
+            found.append((run_dir, summarize(run_dir)))
+        for run_dir, summary in found:
+            self.warn(f"interrupted run in {run_dir}: {summary}", "recording")
+        return found
+
+    async def finish_interrupted(self, run_dir: Path | str) -> Path:
+        """Write an interrupted run's BIDS files from its journal (in a thread: it takes seconds)."""
+        from rtcontrol.recording.recorder import recover
+
+        run_dir = Path(run_dir)
+        if self.running and run_dir == self.run_dir:
+            raise RuntimeError(f"{run_dir} is the run being recorded now")
+        self.info(f"finishing the interrupted run in {run_dir}…", "recording")
+        try:
+            bold = await asyncio.to_thread(recover, run_dir)
+        except Exception as exc:
+            self.error(f"the interrupted run in {run_dir} could not be finished: {exc}", "recording")
+            raise
+        self.info(f"interrupted run finished: its BIDS files are in {bold.parent} ({bold.name})", "recording")
+        return bold
+
     # --- settings and recording ------------------------------------------------------------
     def _preflight(self, s: RunSettings) -> None:
         """Refuse the run now if its folder cannot be written or has too little room (the recording's

@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import logging
 import math
+import shlex
 import signal
 import sys
 from dataclasses import replace
@@ -71,6 +72,8 @@ async def run_session(session: ConsoleSession, *, quiet: bool = False, out: Text
     try:
         try:
             await session.open()
+            if session.interrupted:
+                _print_interrupted(session, out)
             await session.start_run()
         except Exception as exc:
             print(f"main.py run: {exc}", file=out)
@@ -90,6 +93,16 @@ async def run_session(session: ConsoleSession, *, quiet: bool = False, out: Text
         await session.close()
         unsubscribe()
     return printer.summary(session, result)
+
+
+def _print_interrupted(session: ConsoleSession, out: TextIO) -> None:
+    """Runs an earlier session left unfinished, and the command that writes their BIDS files."""
+    runs_dir = session.controller.runs_dir
+    print(f"{len(session.interrupted)} interrupted run(s) in {runs_dir} (BIDS files not written yet):", file=out)
+    for run_dir, summary in session.interrupted:
+        print(f"  {run_dir.name}: {summary}", file=out)
+    print(f"finish them with: {shlex.quote(sys.executable)} -m rtcontrol.recording finish {shlex.quote(str(runs_dir))}",
+          file=out)
 
 
 class Printer:

@@ -53,6 +53,8 @@ class ConsoleSession:
         self._synth: dict[int, asyncio.Task[Path]] = {}
         self._runs = 0
         self.embedded: dict[str, Any] = {}
+        #: Runs left unfinished by an earlier session (run folder, summary), found by :meth:`open`.
+        self.interrupted: list[tuple[Path, str]] = []
         #: Passed to ``local_worker`` for the embedded worker (tests use ``in_process=True``).
         self.worker_options: dict[str, Any] = dict(worker_options or {})
 
@@ -65,6 +67,7 @@ class ConsoleSession:
         c = self.controller
         s = c.settings
         await self._stack.__aenter__()
+        self.interrupted = c.interrupted_runs()  # an earlier session's crash: offered to finish
         self._tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="rtcontrol-")))
         if not s.run.watch_folder:
             what = self.demo_source.name if self.demo_source else f"a synthetic run of {s.run.expected_volumes} volumes"

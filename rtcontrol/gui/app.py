@@ -67,6 +67,8 @@ async def open_session(window: object, session: ConsoleSession, *, start: bool) 
             await c.project_settings(c.settings.project.name)
     except Exception as exc:
         c.error(f"could not connect: {exc}")
+        window.offer_interrupted(session.interrupted)  # type: ignore[attr-defined]
         return
+    window.offer_interrupted(session.interrupted)  # type: ignore[attr-defined]
     if start:
         window.start_run()  # type: ignore[attr-defined]

@@ -330,6 +330,32 @@ class MainWindow(QtWidgets.QMainWindow):
             settings_io.save(s, path)
             self.controller.info(f"settings saved to {path}")
 
+    # --- interrupted runs ------------------------------------------------------------------
+    def offer_interrupted(self, runs: list[tuple[Path, str]]) -> QtWidgets.QDialog | None:
+        """Ask (without blocking the loop) whether to finish the runs an earlier session left open."""
+        if not runs:
+            return None
+        from rtcontrol.gui.interrupted_dialog import InterruptedDialog
+
+        dialog = InterruptedDialog(runs, self)
+        dialog.finish_requested.connect(lambda folders: self._spawn(self._finish_interrupted(folders)))
+        dialog.rejected.connect(lambda: self.controller.info(
+            f"{len(runs)} interrupted run(s) left for later: they are offered again at the next start, or run "
+            f"python -m rtcontrol.recording finish {self.controller.runs_dir}", "recording"))
+        dialog.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        self.interrupted_dialog = dialog
+        return dialog
+
+    async def _finish_interrupted(self, folders: list[Path]) -> list[Path]:
+        done = []
+        for folder in folders:
+            try:
+                done.append(await self.controller.finish_interrupted(folder))
+            except Exception:
+                continue  # the controller logged why; the others still get finished
+        return done
+
     # --- trust on first use ---------------------------------------------------------------
     def trust_prompt(self, peer: str, fingerprint: str) -> asyncio.Future[bool]:
         """Ask the operator, without blocking the loop; resolves to their answer."""

@@ -43,3 +43,27 @@ def test_bad_settings_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_no_watch_folder_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--no-gui"]) == 2
     assert "no watch folder" in capsys.readouterr().err
+
+
+async def test_an_interrupted_run_is_named_with_the_command_that_finishes_it(tmp_path: Path) -> None:
+    import shlex
+    import subprocess
+
+    from .conftest import killed_run
+
+    killed = killed_run(tmp_path / "runs")
+    s = S.default_settings().with_values("run", tr=0.2)
+    s = s.with_values("project", name="template", settings={"baseline": 2})
+    session = ConsoleSession(s, demo=True, demo_volumes=4, runs_dir=tmp_path / "runs",
+                             worker_options={"in_process": True})
+    out = io.StringIO()
+    await run_session(session, quiet=True, out=out)
+    text = out.getvalue()
+    assert "1 interrupted run(s) in" in text, text
+    assert f"  {killed.name}: sub-killed ses-01 task-feedback run-1: 3 volumes recorded" in text
+    command = text.split("finish them with: ", 1)[1].splitlines()[0]
+    assert command.endswith(f"-m rtcontrol.recording finish {tmp_path / 'runs'}")
+    # the printed command really finishes it
+    done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs/bids/sub-killed/ses-01/func/sub-killed_ses-01_task-feedback_run-01_bold.nii.gz").is_file()

@@ -215,3 +215,36 @@ def test_a_run_that_cannot_be_recorded_is_refused_with_a_message_box(qtbot: Any,
     assert session.controller.state == ev.IDLE and not session.controller.running
     box.close()
     window.close()
+
+
+def test_an_interrupted_run_is_offered_and_finished(qtbot: Any, qloop: Any, tmp_path: Path) -> None:
+    """A console killed mid-run left a run folder; the next start lists it, Finish writes its BIDS files."""
+    from tests.console.conftest import killed_run
+
+    killed = killed_run(tmp_path / "runs")
+    window, session = _window(tmp_path, S.default_settings().with_values("project", name="template"))
+    qtbot.addWidget(window)
+    c = session.controller
+    logged: list[ev.LogMessage] = []
+    c.events.subscribe(lambda e: logged.append(e) if isinstance(e, ev.LogMessage) else None)
+
+    async def scenario() -> None:
+        await open_session(window, session, start=False)
+        dialog = window.interrupted_dialog
+        assert dialog.isVisible() and dialog.list.count() == 1
+        assert dialog.list.item(0).text().startswith("sub-killed ses-01 task-feedback run-1: 3 volumes recorded")
+        assert dialog.list.item(0).toolTip() == str(killed)
+        dialog.finish_button.click()
+        await until(lambda: any("interrupted run finished" in m.text for m in logged), what="the run finished")
+
+    try:
+        qloop.run(scenario())
+    finally:
+        qloop.run(session.close())
+    bold = tmp_path / "runs/bids/sub-killed/ses-01/func/sub-killed_ses-01_task-feedback_run-01_bold.nii.gz"
+    assert bold.is_file()
+    done = [m.text for m in logged if "interrupted run finished" in m.text]
+    assert done == [f"interrupted run finished: its BIDS files are in {bold.parent} ({bold.name})"]
+    assert not [m.text for m in logged if m.level == "error"]
+    assert c.interrupted_runs() == []  # nothing left to offer
+    window.close()
