@@ -76,6 +76,9 @@ class ConsoleController:
         self._accepting = False  # volumes are taken from the run's start until its watcher has stopped
         self._ending: asyncio.Task[Any] | None = None
         self._warned: set[tuple[str, int, str]] = set()  # (run, volume, warning) already said
+        #: the worker's plugins, {"plugins": [...], "errors": [...]}, once it has listed its projects
+        self.plugins: dict[str, list[dict[str, Any]]] = {"plugins": [], "errors": []}
+        self._plugins_said: set[tuple[str, str, str, str]] = set()
 
     # --- links --------------------------------------------------------------------------
     def attach_worker(self, link: WorkerLink | None) -> None:
@@ -114,7 +117,31 @@ class ConsoleController:
             return []
         projects = await self.worker.list_projects()
         self.events.publish(ev.ProjectsListed(projects))
+        self._report_plugins(getattr(self.worker, "plugins", None))
         return projects
+
+    def _report_plugins(self, found: Any) -> None:
+        """Tell the operator, once each, which plugins the worker has and which failed to load (and why)."""
+        if not isinstance(found, dict):
+            return
+        plugins = [p for p in found.get("plugins") or [] if isinstance(p, dict)]
+        errors = [e for e in found.get("errors") or [] if isinstance(e, dict)]
+        self.plugins = {"plugins": plugins, "errors": errors}
+        for p in plugins:
+            key = ("plugin", str(p.get("name")), str(p.get("kind")), str(p.get("source")))
+            if key not in self._plugins_said:
+                self._plugins_said.add(key)
+                about = f": {p['description']}" if p.get("description") else ""
+                self.info(f"plugin {p.get('name')} ({p.get('kind')}) from {p.get('source')}{about}", "worker")
+        for e in errors:
+            key = ("error", str(e.get("source")), str(e.get("error")), "")
+            if key not in self._plugins_said:
+                self._plugins_said.add(key)
+                source = str(e.get("source") or "?")
+                why = str(e.get("error") or "unknown error").removeprefix(f"{Path(source).name}: ")
+                self.error(f"the plugin {source} could not be loaded, so it is not available: {why}. "
+                           "Fix or remove it and restart the worker.", "worker")
+        self.events.publish(ev.PluginsListed(plugins, errors))
 
     async def project_settings(self, project: str) -> list[dict[str, Any]]:
         if self.worker is None:

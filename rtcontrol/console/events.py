@@ -109,6 +109,15 @@ class ProjectsListed:
 
 
 @dataclass(frozen=True)
+class PluginsListed:
+    """The worker's plugins (found at its start-up): ``plugins`` [{name, kind, source, description}],
+    ``errors`` [{source, error, traceback}] for those that failed to load."""
+
+    plugins: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class ProjectSettingsListed:
     project: str
     settings: list[dict[str, Any]]

@@ -93,6 +93,11 @@ class WorkerAdapter:
     async def list_projects(self) -> list[dict[str, Any]]:
         return list(await self.client.list_projects())
 
+    @property
+    def plugins(self) -> dict[str, Any] | None:
+        """The worker's plugins as its last project list carried them (None from an older worker)."""
+        return getattr(self.client, "plugins", None)
+
     async def project_settings(self, project: str) -> list[dict[str, Any]]:
         return list(await self.client.project_settings(project))
 

@@ -139,6 +139,10 @@ class SetupPanel(Panel):
         self.delay.setDecimals(3)
         self.delay.setSuffix(" s")
         self.project_form = ProjectForm()
+        self.plugins = QtWidgets.QLabel("")
+        self.plugins.setObjectName("plugins")
+        self.plugins.setWordWrap(True)
+        set_role(self.plugins, "caption")
 
         form = QtWidgets.QFormLayout()
         form.addRow("subject", self.subject)
@@ -150,6 +154,7 @@ class SetupPanel(Panel):
         form.addRow("watch folder", watch_row)
         form.addRow("", self.polling)
         form.addRow("project", self.project)
+        form.addRow("plugins", self.plugins)
         form.addRow("feedback onset", self.onset)
         form.addRow("delay", self.delay)
         project_box = QtWidgets.QGroupBox("project settings")
@@ -274,6 +279,17 @@ class SetupPanel(Panel):
         elif name:
             self.project_chosen.emit(name)
 
+    def set_plugins(self, plugins: list[dict[str, Any]], errors: list[dict[str, Any]]) -> None:
+        """The worker's plugins under the project chooser; broken ones in red with the reason on hover."""
+        names = ", ".join(f"{p.get('name')} ({p.get('kind')})" for p in plugins) or "none"
+        text = names + (f"; {len(errors)} failed to load" if errors else "")
+        self.plugins.setText(text)
+        tips = [f"{p.get('name')} ({p.get('kind')}): {p.get('description') or 'no description'}\n    {p.get('source')}"
+                for p in plugins]
+        tips += [f"FAILED: {e.get('source')}\n    {e.get('error')}" for e in errors]
+        self.plugins.setToolTip("\n".join(tips) or "the worker has no plugins")
+        set_role(self.plugins, "error" if errors else "caption")
+
     # --- run state ----------------------------------------------------------------------
     def set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
@@ -288,5 +304,7 @@ class SetupPanel(Panel):
             self.set_running(event.state in (ev.RUNNING, ev.STOPPING))
         elif isinstance(event, ev.ProjectsListed):
             self.set_projects(event.projects)
+        elif isinstance(event, ev.PluginsListed):
+            self.set_plugins(event.plugins, event.errors)
         elif isinstance(event, ev.ProjectSettingsListed):
             self.set_project_settings(event.project, event.settings)
