@@ -102,6 +102,10 @@ class WorkerAdapter:
         return list(await self.client.project_settings(project))
 
     async def start_run(self, run: str, project: str, settings: dict[str, Any], tr: float) -> None:
+        from rtcontrol.worker.console_files import ConsoleFiles
+
+        # the run's [files] allowed_folders (the operator may have changed them since the link came up)
+        self.client.files = ConsoleFiles([Path(f) for f in self.c.settings.files.allowed_folders])
         await self.client.start_run(project, settings, run, tr)
 
     async def send_volume(self, volume: Any) -> None:

@@ -139,6 +139,23 @@ class SetupPanel(Panel):
         self.delay.setDecimals(3)
         self.delay.setSuffix(" s")
         self.project_form = ProjectForm()
+        # [files] allowed_folders: the only folders on this console the worker's project may read and write
+        self.allowed = QtWidgets.QListWidget()
+        self.allowed.setObjectName("allowed-folders")
+        self.allowed.setToolTip("Folders on this console the project may read and write (ctx.files); "
+                                "nothing else is reachable")
+        self.allowed.setMaximumHeight(72)
+        self.add_folder = QtWidgets.QPushButton("Add folder…")
+        self.add_folder.clicked.connect(self._choose_allowed_folder)
+        self.remove_folder = QtWidgets.QPushButton("Remove")
+        self.remove_folder.clicked.connect(self.remove_allowed_folder)
+        folder_buttons = QtWidgets.QHBoxLayout()
+        folder_buttons.addWidget(self.add_folder)
+        folder_buttons.addWidget(self.remove_folder)
+        folder_buttons.addStretch(1)
+        allowed_box = QtWidgets.QVBoxLayout()
+        allowed_box.addWidget(self.allowed)
+        allowed_box.addLayout(folder_buttons)
         self.plugins = QtWidgets.QLabel("")
         self.plugins.setObjectName("plugins")
         self.plugins.setWordWrap(True)
@@ -157,6 +174,7 @@ class SetupPanel(Panel):
         form.addRow("plugins", self.plugins)
         form.addRow("feedback onset", self.onset)
         form.addRow("delay", self.delay)
+        form.addRow("project files", allowed_box)
         project_box = QtWidgets.QGroupBox("project settings")
         QtWidgets.QVBoxLayout(project_box).addWidget(self.project_form)
 
@@ -213,6 +231,25 @@ class SetupPanel(Panel):
         self.onset.setCurrentText(s.feedback.onset)
         self.delay.setValue(s.feedback.delay)
         self.project_form.set_settings(self._declared.get(s.project.name, []), s.project.settings)
+        self.allowed.clear()
+        self.allowed.addItems(list(s.files.allowed_folders))
+
+    def allowed_folders(self) -> tuple[str, ...]:
+        return tuple(self.allowed.item(i).text() for i in range(self.allowed.count()))
+
+    def add_allowed_folder(self, folder: str) -> None:
+        folder = folder.strip()
+        if folder and folder not in self.allowed_folders():
+            self.allowed.addItem(folder)
+
+    def remove_allowed_folder(self) -> None:
+        for item in self.allowed.selectedItems() or ([self.allowed.currentItem()] if self.allowed.currentItem() else []):
+            self.allowed.takeItem(self.allowed.row(item))
+
+    def _choose_allowed_folder(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "A folder the project may read and write")
+        if folder:
+            self.add_allowed_folder(folder)
 
     def settings(self) -> RunSettings:
         """The settings in the fields, validated (raises :class:`SettingsError`)."""
@@ -236,6 +273,7 @@ class SetupPanel(Panel):
                 settings=self.project_form.values() if self.project_form.fields else dict(b.project.settings),
             ),
             feedback=replace(b.feedback, onset=self.onset.currentText(), delay=self.delay.value()),
+            files=replace(b.files, allowed_folders=self.allowed_folders()),
         )
         return s.validate()
 
@@ -296,7 +334,8 @@ class SetupPanel(Panel):
         self.stop_button.setEnabled(running)
         self.next_button.setEnabled(not running)
         for w in (self.subject, self.session, self.run_number, self.task, self.tr, self.expected, self.watch,
-                  self.polling, self.project, self.onset, self.delay, self.project_form):
+                  self.polling, self.project, self.onset, self.delay, self.project_form, self.allowed,
+                  self.add_folder, self.remove_folder):
             w.setEnabled(not running)
 
     def on_event(self, event: Any) -> None:

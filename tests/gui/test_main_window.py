@@ -248,3 +248,47 @@ def test_an_interrupted_run_is_offered_and_finished(qtbot: Any, qloop: Any, tmp_
     assert not [m.text for m in logged if m.level == "error"]
     assert c.interrupted_runs() == []  # nothing left to offer
     window.close()
+
+
+def test_allowed_folders_are_set_in_run_setup_saved_loaded_and_used(qtbot: Any, qloop: Any, tmp_path: Path) -> None:
+    """[files] allowed_folders: Add / Remove in Run setup, saved and loaded with the settings, and the
+    worker link answers the project's file requests from the run's list."""
+    shared, other = tmp_path / "stimuli", tmp_path / "other"
+    shared.mkdir()
+    other.mkdir()
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    window, session = _window(tmp_path, S.default_settings().with_values("project", name="template"))
+    qtbot.addWidget(window)
+    panel = window.setup
+    assert panel.allowed_folders() == ()
+    panel.add_allowed_folder(str(shared))
+    panel.add_allowed_folder(str(other))
+    panel.add_allowed_folder(str(shared))  # already there
+    panel.allowed.setCurrentRow(1)
+    panel.remove_folder.click()
+    assert panel.allowed_folders() == (str(shared),)
+    assert panel.settings().files.allowed_folders == (str(shared),)
+    # saved and loaded with the settings
+    path = S.save(panel.settings(), tmp_path / "mine.toml")
+    assert S.load(path).files.allowed_folders == (str(shared),)
+    panel.set_settings(S.default_settings())
+    assert panel.allowed_folders() == ()
+    assert window.load_settings_from(path) and panel.allowed_folders() == (str(shared),)
+    panel.watch.setText(str(watch))
+    c = session.controller
+
+    async def scenario() -> None:
+        await open_session(window, session, start=False)
+        try:
+            assert c.worker is not None
+            await window.start_run()
+            assert c.running and c.settings.files.allowed_folders == (str(shared),)
+            assert c.worker.client.files.allowed == [shared.resolve()]  # what the project may reach now
+            assert not panel.allowed.isEnabled() and not panel.add_folder.isEnabled()  # fixed during a run
+            await c.stop_run()
+        finally:
+            await session.close()
+
+    qloop.run(scenario())
+    window.close()
