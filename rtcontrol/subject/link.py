@@ -209,8 +209,17 @@ class SubjectClient:
         conn = self._conn
         if conn is None:
             return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # outside the running loop: qasync's last event pass at shutdown. Nothing can be sent now;
+            # feedback stays in ``unacked`` (resent on the next connection), control messages wait.
+            if msg.get("type") != "feedback":
+                self._backlog.append(msg)
+            log.debug("subject link: %s kept, the event loop is not running", msg.get("type"))
+            return
         frame = P.encode({**msg, "v": P.VERSION})
-        task = asyncio.get_running_loop().create_task(self._send_frame(conn, frame))
+        task = loop.create_task(self._send_frame(conn, frame))
         self._sending.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._sending.discard)
 
