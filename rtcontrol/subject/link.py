@@ -233,6 +233,15 @@ class SubjectClient:
     # ------------------------------------------------------------------------------- the link
 
     async def _run(self) -> None:
+        try:
+            await self._link()
+        except RuntimeError as exc:  # a step taken in qasync's last event pass, after the loop stopped
+            if "no running event loop" not in str(exc):
+                raise
+            self._ready = False
+            log.debug("subject link stopped with the event loop")
+
+    async def _link(self) -> None:
         delay = self.backoff[0]
         while True:
             self._state({"link": "connecting"})
