@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -650,6 +651,9 @@ class ConsoleController:
         recorder, self.recorder = self.recorder, None
         if recorder is None:
             return
+        if self.model.volumes == 0 and not getattr(recorder, "written_volumes", 0):
+            await self._discard_empty_run(recorder)
+            return
         try:
             recorder.record_event("run_end", reason)
             self.info("writing the run as BIDS…", "recording")
@@ -657,6 +661,22 @@ class ConsoleController:
             self.info(f"run recorded: {path}", "recording")
         except Exception as exc:
             self.error(f"the run's recording could not be finished: {exc}", "recording")
+
+
+    async def _discard_empty_run(self, recorder: Recorder) -> None:
+        """A run stopped before its first volume recorded nothing: its folder (settings, an empty
+        journal) is removed, so it is not offered as an interrupted run and its number stays free."""
+        run_dir = self.run_dir
+        try:
+            close = getattr(recorder, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+            if run_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, run_dir)
+        except Exception as exc:
+            self.warn(f"the empty run folder {run_dir} could not be removed: {exc}", "recording")
+            return
+        self.info(f"no volume arrived, so nothing was recorded (run {self.model.run} can be used again)", "recording")
 
 
 def default_watcher_factory(

@@ -246,3 +246,26 @@ async def test_a_run_that_cannot_be_recorded_is_refused_whole(tmp_path: Path, ta
         await c.start_run()
         assert c.state == ev.RUNNING
         await c.stop_run()
+
+
+async def test_a_run_stopped_before_any_volume_leaves_nothing_to_finish(tmp_path: Path, synth_series: Path) -> None:
+    """Stop before the scanner sent anything: no error, no empty 'interrupted' run offered at the next start,
+    and the run number can be used again."""
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    c = ConsoleController(_settings(watch, expected_volumes=VOLUMES), runs_dir=tmp_path / "runs")
+    logged: list[ev.LogMessage] = []
+    c.events.subscribe(lambda e: logged.append(e) if isinstance(e, ev.LogMessage) else None)
+    run_id = await c.start_run()
+    assert c.recorder is not None and (tmp_path / "runs" / run_id).is_dir()
+    ended = await c.stop_run()
+    assert ended is not None and ended.volumes == 0
+    assert not [m.text for m in logged if m.level == "error"]
+    assert not (tmp_path / "runs" / run_id).exists()
+    assert c.interrupted_runs() == []
+    # the same run number records a real scan now
+    assert await c.start_run() == run_id
+    await scan_into(synth_series, watch)
+    ended = await c.wait_ended(timeout=30)
+    assert ended is not None and ended.volumes == VOLUMES
+    assert (tmp_path / "runs" / "bids").is_dir() and c.interrupted_runs() == []
