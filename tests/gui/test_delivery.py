@@ -12,10 +12,10 @@ import pytest
 
 from rtcontrol.console import events as ev
 from rtcontrol.console import settings as S
-from rtcontrol.console.session import ConsoleSession
+from rtcontrol.gui.app import open_session
 
 from .conftest import VOLUMES, until
-from .test_main_window import _scan
+from .test_main_window import _scan, _window
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
 
@@ -28,8 +28,10 @@ def test_each_value_counted_and_warned_once(qtbot: Any, qloop: Any, tmp_path: Pa
                 project=S.ProjectSection("template", {"baseline": 2}),
                 # a zero delay after acquisition is always already past: every value's onset is missed
                 feedback=S.FeedbackSection("delay", 0.0))
-    session = ConsoleSession(s, runs_dir=tmp_path / "runs", worker_options={"in_process": True},
-                             subject_display=True)
+    window, session = _window(tmp_path, s, subject_display=True)
+    qtbot.addWidget(window)
+    window.resize(800, 600)
+    window.show()
     c = session.controller
     delivered: list[ev.Delivered] = []
     warnings: list[str] = []
@@ -38,8 +40,9 @@ def test_each_value_counted_and_warned_once(qtbot: Any, qloop: Any, tmp_path: Pa
                        if isinstance(e, ev.LogMessage) and e.level == "warning" else None)
 
     async def scenario() -> None:
-        await session.open()
+        await open_session(window, session, start=False)  # as the app does: the display docked in the window
         try:
+            assert window.subject_view is not None
             assert c.subject is not None and c.worker is not None
             await session.start_run()
             for i in range(VOLUMES):
@@ -54,6 +57,7 @@ def test_each_value_counted_and_warned_once(qtbot: Any, qloop: Any, tmp_path: Pa
             await session.close()
 
     qloop.run(scenario())
+    window.close()
     per_value = Counter(d.index for d in delivered)
     assert sorted(per_value) == list(range(2, VOLUMES))  # the template's baseline gives no feedback
     assert max(per_value.values()) >= 2, per_value  # several reports per value really happened
