@@ -3,6 +3,7 @@ display's take and display): the console counts each value once and warns once p
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -58,6 +59,7 @@ def test_each_value_counted_and_warned_once(qtbot: Any, qloop: Any, tmp_path: Pa
 
     qloop.run(scenario())
     window.close()
+    qloop.run(asyncio.sleep(0.2))  # what the closing display schedules runs on this test's loop
     per_value = Counter(d.index for d in delivered)
     assert sorted(per_value) == list(range(2, VOLUMES))  # the template's baseline gives no feedback
     assert max(per_value.values()) >= 2, per_value  # several reports per value really happened
