@@ -69,9 +69,24 @@ async def run_session(session: ConsoleSession, *, quiet: bool = False, out: Text
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
+    failed: dict[str, str] = {}
+
+    def note_failed_link(event: Any) -> None:
+        if isinstance(event, ev.ConnectionChanged) and event.name in ("worker", "subject"):
+            if event.state == "failed":
+                failed[event.name] = str(getattr(event, "detail", "") or "")
+            else:
+                failed.pop(event.name, None)
+
+    unsubscribe_links = session.controller.events.subscribe(note_failed_link)
     try:
         try:
             await session.open()
+            unsubscribe_links()
+            if failed:  # a scripted run does not start half-connected: say which link and why
+                for name, detail in failed.items():
+                    print(f"main.py run: the {name} link could not be opened: {detail}", file=out)
+                return 2
             if session.interrupted:
                 _print_interrupted(session, out)
             await session.start_run()

@@ -67,3 +67,20 @@ async def test_an_interrupted_run_is_named_with_the_command_that_finishes_it(tmp
     done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "runs/bids/sub-killed/ses-01/func/sub-killed_ses-01_task-feedback_run-01_bold.nii.gz").is_file()
+
+
+async def test_an_unreachable_worker_given_by_address_exits_2_before_any_run(tmp_path: Path) -> None:
+    """A scripted run with an explicit worker address does not start half-connected: it names the link and why."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nothing listening on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    s = S.default_settings().with_values("run", tr=0.2)
+    s = s.with_values("worker", url=f"wss://127.0.0.1:{port}", token="t")
+    session = ConsoleSession(s, demo=True, demo_volumes=4, runs_dir=tmp_path / "runs")
+    out = io.StringIO()
+    assert await run_session(session, out=out) == 2
+    text = out.getvalue()
+    assert f"the worker link could not be opened: cannot connect to wss://127.0.0.1:{port}" in text
+    assert not list((tmp_path / "runs").glob("sub-*")), "a run was started although the worker was unreachable"
