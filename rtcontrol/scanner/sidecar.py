@@ -15,29 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from rtcontrol import __version__
-from rtcontrol.scanner.volume import Volume
+from rtcontrol.scanner.volume import BIDS_HEADER_FIELDS, Volume
 
 #: Volume.header keys copied to the sidecar under the same (BIDS) name.
-BIDS_KEYS = (
-    "Manufacturer",
-    "ManufacturersModelName",
-    "MagneticFieldStrength",
-    "SeriesNumber",
-    "SeriesDescription",
-    "ProtocolName",
-    "SequenceName",
-    "ScanningSequence",
-    "SequenceVariant",
-    "ImageType",
-    "AcquisitionTime",
-    "RepetitionTime",
-    "EchoTime",
-    "FlipAngle",
-    "SliceThickness",
-    "SpacingBetweenSlices",
-    "PhaseEncodingDirection",
-    "MultibandAccelerationFactor",
-)
+BIDS_KEYS = BIDS_HEADER_FIELDS
 
 
 def series_name(facts: dict[str, Any], fallback: str = "series") -> str:

@@ -36,31 +36,36 @@ STAGES: tuple[str, ...] = (
     "displayed",  # shown on screen (built-in display or GUI)
 )
 
+#: Allowlisted acquisition facts that are also BIDS sidecar fields of the same name, in sidecar order.
+BIDS_HEADER_FIELDS: tuple[str, ...] = (
+    "Manufacturer",
+    "ManufacturersModelName",
+    "MagneticFieldStrength",
+    "SeriesNumber",
+    "SeriesDescription",
+    "ProtocolName",
+    "SequenceName",
+    "ScanningSequence",
+    "SequenceVariant",
+    "ImageType",
+    "AcquisitionTime",  # time of day only, no date
+    "RepetitionTime",
+    "EchoTime",
+    "FlipAngle",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "PhaseEncodingDirection",
+    "MultibandAccelerationFactor",
+)
+
 #: Acquisition facts allowed to travel beyond the console (no names, IDs, dates of birth...).
 HEADER_ALLOWLIST: frozenset[str] = frozenset(
-    {
-        "Manufacturer",
-        "ManufacturersModelName",
-        "MagneticFieldStrength",
-        "SeriesNumber",
-        "SeriesDescription",
-        "ProtocolName",
-        "SequenceName",
-        "ScanningSequence",
-        "SequenceVariant",
-        "ImageType",
+    BIDS_HEADER_FIELDS
+    + (
         "AcquisitionNumber",
-        "AcquisitionTime",  # time of day only, no date
-        "RepetitionTime",
-        "EchoTime",
-        "FlipAngle",
-        "SliceThickness",
-        "SpacingBetweenSlices",
-        "PhaseEncodingDirection",
-        "MultibandAccelerationFactor",
         "NumberOfVolumes",
         "SourceFormat",  # "siemens_mosaic", "siemens_enhanced", "slices", "nifti", "synthetic"
-    }
+    )
 )
 
 
