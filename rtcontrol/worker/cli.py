@@ -24,6 +24,7 @@ from rtcontrol.link.certs import fingerprint_file, server_context
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.worker.malloc import keep_freed_memory
 from rtcontrol.worker.projects import ProjectCatalog
+from rtcontrol.worker.runner import default_memory_limit, format_mb, parse_memory
 from rtcontrol.worker.server import WorkerServer
 from rtcontrol.worker.store import default_data_dir
 
@@ -46,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest message accepted, in MiB (default %(default).0f)")
     parser.add_argument("--volume-timeout", type=float, default=30.0,
                         help="seconds a project may take for one volume before its run is stopped (default 30)")
+    auto = default_memory_limit()
+    parser.add_argument("--run-memory-limit", metavar="SIZE", default=None,
+                        help="memory one run's process may hold before that run is stopped: megabytes (2048) or "
+                             "with a unit (512MB, 4GB); 0 for no limit (default: half of this machine's memory"
+                             + (f", {format_mb(auto)})" if auto else ")"))
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when standard input closes (used by a console that starts its own worker)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
@@ -54,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        memory_limit = default_memory_limit() if args.run_memory_limit is None else parse_memory(args.run_memory_limit)
+    except ValueError as exc:
+        print(f"worker: --run-memory-limit {exc}", file=sys.stderr)
+        return 2
     if args.cert or args.key:
         if not (args.cert and args.key):
             print("worker: give both --cert and --key", file=sys.stderr)
@@ -90,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     server = WorkerServer(
         tokens=tokens, ssl_context=ssl_ctx, catalog=ProjectCatalog(args.projects), data_dir=args.data,
         insecure_loopback=args.insecure_loopback, max_size=int(args.max_size_mb * 2**20),
-        volume_timeout=args.volume_timeout, plugin_dirs=plugin_dirs,
+        volume_timeout=args.volume_timeout, plugin_dirs=plugin_dirs, run_memory_limit=memory_limit,
     )
     try:
         keep_freed_memory()  # no page faults per volume (see rtcontrol.worker.malloc)
@@ -118,6 +129,8 @@ async def _serve(server: WorkerServer, args: argparse.Namespace, tls: bool) -> i
     fp = fingerprint_file(args.cert) if tls else "none"
     print(f"WORKER READY url={scheme}://{args.host}:{port} fingerprint={fp}", flush=True)
     print(f"projects: {', '.join(server.catalog.folders()) or 'none found'}; runs saved in {server.data_dir}", flush=True)
+    limit = server.run_memory_limit
+    print(f"memory per run: {format_mb(limit) + ' (--run-memory-limit)' if limit else 'no limit'}", flush=True)
     scan = asyncio.create_task(_print_plugins(server))
     await stop.wait()
     scan.cancel()

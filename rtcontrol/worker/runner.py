@@ -1,9 +1,18 @@
 """The worker's side of one run process: start it, feed it volumes one at a time, watch it.
 
-A crash (the process exits), an exception (it reports the traceback) or an endless loop (no
-result within ``volume_timeout``) stops only this run: the process is killed if needed and
-``on_event("run_failed", ...)`` tells the session, which tells the console. Nothing here
-blocks the worker's event loop.
+A crash (the process exits), an exception (it reports the traceback), an endless loop (no
+result within ``volume_timeout``) or memory over ``memory_limit`` stops only this run: the
+process is killed if needed and ``on_event("run_failed", ...)`` tells the session, which tells
+the console. Nothing here blocks the worker's event loop.
+
+Memory is watched from the worker, by the run process's resident memory (``/proc/PID/statm``,
+sampled every :data:`MEMORY_POLL` seconds), not by ``RLIMIT_AS`` in the child: address space
+counts what is reserved, not used (glibc's 64 MiB malloc arenas per thread, BLAS thread
+buffers, thread stacks, a Dask client's threads), so a limit on it stops healthy numpy runs long
+before they use the memory, and its failures surface as MemoryError at random places. Resident
+memory is what a project that keeps data per volume actually grows. Only the run process is
+counted (a Dask cluster's worker processes are separate and have their own limits). Linux
+only: elsewhere there is no ``/proc`` and the limit is not enforced (said once in the log).
 """
 
 from __future__ import annotations
@@ -30,6 +39,61 @@ FilesHandler = Callable[[str, str, str | None], Awaitable[Any]]
 
 _STOP = object()
 PIPE_SIZE = 1 << 20
+#: Seconds between two looks at a run process's resident memory.
+MEMORY_POLL = 0.1
+#: What the worker's flag is called, named in the message that stops a run.
+MEMORY_FLAG = "--run-memory-limit"
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_UNITS = {"": 2**20, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+#: ``memory_limit`` meaning "half the machine's memory" (:func:`default_memory_limit`).
+AUTO_MEMORY = -1
+_warned_no_proc = False
+
+
+def machine_memory() -> int | None:
+    """Physical memory of this machine in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def default_memory_limit(runs_at_once: int = 1) -> int | None:
+    """Half of the machine's memory shared by the runs expected at once (the worker allows one
+    run per console session; one console per worker is the usual set-up)."""
+    total = machine_memory()
+    return None if total is None else total // 2 // max(1, runs_at_once)
+
+
+def parse_memory(text: str) -> int | None:
+    """``2048`` (MB), ``512M``, ``2GB``, ``1.5g`` -> bytes; ``0``/``off``/``none`` -> None (no limit)."""
+    raw = str(text).strip().lower().replace(" ", "")
+    if raw in ("0", "off", "none", "unlimited"):
+        return None
+    num = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(num):]
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"{text!r} is not a memory size: give megabytes (2048) or a unit (512MB, 2GB), "
+                         "or 0 for no limit")
+    return int(value * _UNITS[unit])
+
+
+def format_mb(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.0f} MB"
+
+
+def resident_memory(pid: int) -> int | None:
+    """Resident memory of a process in bytes, from ``/proc`` (None if unknown or gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class RunFailed(Exception):
@@ -53,11 +117,16 @@ class RunProcess:
         volume_timeout: float = 30.0,
         start_timeout: float = 60.0,
         shm_size: int = 64 * 1024 * 1024,
+        memory_limit: int | None = AUTO_MEMORY,
     ) -> None:
+        """``memory_limit`` in bytes; None for no limit, :data:`AUTO_MEMORY` for :func:`default_memory_limit`."""
         self.project, self.project_dir, self.run = project, project_dir, run
         self.settings, self.tr, self.store = settings, tr, store
         self.on_event, self.files = on_event, files
         self.volume_timeout, self.start_timeout = volume_timeout, start_timeout
+        self.memory_limit = default_memory_limit() if memory_limit == AUTO_MEMORY else memory_limit
+        self.peak_memory = 0
+        self._killed = False
         self.shm_size = shm_size if SharedFrame.available() else 0
         self._shm: SharedFrame | None = None
         self.state = "starting"  # starting, running, stopping, ended, failed
@@ -88,6 +157,8 @@ class RunProcess:
             asyncio.create_task(self._read_stdout(), name=f"run {self.run} stdout"),
             asyncio.create_task(self._read_stderr(), name=f"run {self.run} stderr"),
         ]
+        if self.memory_limit:
+            self._tasks.append(asyncio.create_task(self._watch_memory(), name=f"run {self.run} memory"))
         (self.store.dir / "output").mkdir(exist_ok=True)
         await self._write(pack_json({
             "k": "init", "project_dir": str(self.project_dir), "run": self.run,
@@ -125,6 +196,7 @@ class RunProcess:
             await self._fail(f"the run did not end within {timeout:.0f} s after stop", "end_run")
 
     async def kill(self) -> None:
+        self._killed = True
         if self.proc and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
@@ -215,7 +287,34 @@ class RunProcess:
         code = await self.proc.wait()
         await asyncio.sleep(0.05)  # let stderr drain for the message
         tail = "\n".join(self._stderr_tail)
-        await self._fail(f"the run process exited unexpectedly (exit code {code})", "crash", None, tail)
+        why = ""
+        if code == -9 and not self._killed and self.state not in ("failed", "ended"):  # not our kill: most likely the kernel's OOM killer
+            why = (f"; it was killed (SIGKILL), most likely because the machine ran out of memory "
+                   f"(it last held {format_mb(self.peak_memory)}")
+            why += f", the worker's {MEMORY_FLAG} is {format_mb(self.memory_limit)})" if self.memory_limit else ")"
+        await self._fail(f"the run process exited unexpectedly (exit code {code}){why}", "crash", None, tail)
+
+    async def _watch_memory(self) -> None:
+        """Stop the run when its process holds more than ``memory_limit`` (see the module's doc)."""
+        global _warned_no_proc
+        assert self.proc and self.memory_limit
+        limit, pid = self.memory_limit, self.proc.pid
+        if resident_memory(pid) is None and self.proc.returncode is None:
+            if not _warned_no_proc:
+                _warned_no_proc = True
+                log.warning("cannot read the memory of run processes here (no /proc): %s is not enforced", MEMORY_FLAG)
+            return
+        while self.state in ("starting", "running", "stopping"):
+            used = resident_memory(pid)
+            if used is None:
+                return  # the process is gone; the stdout reader says why
+            self.peak_memory = max(self.peak_memory, used)
+            if used > limit:
+                await self._fail(
+                    f"the project used more than {format_mb(limit)} of memory (the worker's {MEMORY_FLAG}; "
+                    f"it held {format_mb(used)} after {self.processed} volume(s)); the run was stopped", "memory")
+                return
+            await asyncio.sleep(MEMORY_POLL)
 
     async def _read_stderr(self) -> None:
         assert self.proc and self.proc.stderr

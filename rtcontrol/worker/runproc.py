@@ -191,6 +191,17 @@ class Runner:
                     return 1
 
 
+def _first_to_go() -> None:
+    """If the machine runs out of memory, the kernel kills this run, not the worker or the console
+    (Linux; raising our own OOM score needs no privilege). Usually the worker's memory limit stops
+    a growing run first (rtcontrol.worker.runner); this covers a project that grows faster."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("1000")
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--describe"]:
@@ -201,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(discover([Path(a) for a in argv[1:]]).summary()))
         return 0
+    _first_to_go()
     shm = None
     if argv[:1] == ["--shm-fd"]:
         shm = SharedFrame(int(argv[1]), int(argv[3]))

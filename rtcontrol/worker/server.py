@@ -39,7 +39,7 @@ from rtcontrol.link.codec import FrameError, decode_message, decode_volume, enco
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import plugins_dir
 from rtcontrol.worker.projects import ProjectCatalog, ProjectError, discover_plugins
-from rtcontrol.worker.runner import RunFailed, RunProcess
+from rtcontrol.worker.runner import AUTO_MEMORY, RunFailed, RunProcess
 from rtcontrol.worker.store import RunStore, default_data_dir
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class WorkerServer:
         file_timeout: float = 30.0,
         session_linger: float = 600.0,
         plugin_dirs: list[Path] | None = None,
+        run_memory_limit: int | None = AUTO_MEMORY,
     ) -> None:
         self.tokens, self.ssl_context = tokens, ssl_context
         self.catalog = catalog or ProjectCatalog()
@@ -125,6 +126,7 @@ class WorkerServer:
         self.insecure_loopback, self.max_size = insecure_loopback, max_size
         self.volume_timeout, self.start_timeout = volume_timeout, start_timeout
         self.file_timeout, self.session_linger = file_timeout, session_linger
+        self.run_memory_limit = run_memory_limit  # bytes per run process (None: no limit; AUTO_MEMORY: half the RAM)
         self.sessions: dict[str, Session] = {}
         self._ending: set[RunProcess] = set()  # runs of consoles that said bye, finishing
         self.server: Server | None = None
@@ -347,6 +349,7 @@ class WorkerServer:
             on_event=lambda kind, fields: self._run_event(session, store, run_name, kind, fields),
             files=lambda op, path, data: self._console_file(session, op, path, data),
             volume_timeout=self.volume_timeout, start_timeout=self.start_timeout,
+            memory_limit=self.run_memory_limit,
         )
         session.run = rp
         settings = await rp.start()
