@@ -53,6 +53,16 @@ def test_refusals(tree, op: str, path: str, needle: str) -> None:
     assert not (secret.parent / "new.txt").exists()
 
 
+@pytest.mark.parametrize("path", ["escape/secret.txt", "secret_link.txt", "escape"])
+def test_refusal_does_not_tell_where_a_symlink_points(tree, path: str) -> None:
+    allowed, secret = tree
+    with pytest.raises(PermissionError) as info:
+        ConsoleFiles([allowed]).handle("read", path)
+    message = str(info.value)
+    assert message == f"refused {path!r}: it is outside the allowed folder(s)"
+    assert str(secret.parent) not in message and str(allowed) not in message
+
+
 def test_nothing_allowed_and_size_cap_and_missing(tree) -> None:
     allowed, _ = tree
     with pytest.raises(PermissionError, match="has not allowed any folder"):
