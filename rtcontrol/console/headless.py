@@ -4,6 +4,11 @@ Prints one line per volume (index, feedback, latency) and exits when the run end
 expected volumes arrived, no volume came for ``end_after_trs`` TRs after the last, or Ctrl-C.
 Exit status: 0 when the run ended normally, 1 when volumes were lost or errors happened, 2 for
 bad settings or a link that could not be reached.
+
+Without a window nobody can approve a certificate seen for the first time: an unknown worker or
+subject agent is refused before the token is sent, unless its fingerprint is given
+(``--worker-fingerprint``/``--subject-fingerprint`` or ``fingerprint`` in the settings) or
+``--trust-new`` pins it (ssh's ``accept-new``). A pinned certificate is accepted, a changed one refused.
 """
 
 from __future__ import annotations
@@ -18,18 +23,29 @@ import shlex
 import signal
 import sys
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
+from urllib.parse import urlsplit
 
 from rtcontrol.console import events as ev
 from rtcontrol.console import options
 from rtcontrol.console.session import ConsoleSession
 from rtcontrol.console.settings import SettingsError
+from rtcontrol.link.pinning import PinRejected
+from rtcontrol.paths import user_data_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_arguments(parser)  # the same flags as the window
     parser.add_argument("--no-gui", action="store_true", help="run without a window (scripted runs, remote tests)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    number = parser.add_mutually_exclusive_group()
+    number.add_argument("--run", type=int, metavar="N", dest="run_number",
+                        help="the run number (instead of [run] run in the settings)")
+    number.add_argument("--next-run", action="store_true",
+                        help="the first run number, from the settings' up, not yet recorded in the runs folder")
+    parser.add_argument("--trust-new", action="store_true",
+                        help="without a window: trust and pin a worker or subject agent certificate seen for the "
+                             "first time (by default it is refused unless its fingerprint is given)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,8 +68,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.demo and args.volumes:
         settings = replace(settings, run=replace(settings.run, expected_volumes=args.volumes))
+    runs_dir = options.runs_folder(args)
+    if not args.demo and not args.replay and (runs_dir / settings.run_id).exists():
+        print(f"main.py run: run {settings.run_id} is already recorded in {runs_dir / settings.run_id}: give "
+              "--next-run (the next run number not recorded yet) or --run N, so it is not mixed up with the "
+              "earlier recording", file=sys.stderr)
+        return 2
     session = ConsoleSession(settings, demo=args.demo, demo_volumes=args.volumes, runs_dir=args.runs_dir,
                              demo_source=args.replay)
+    session.on_unknown_host = unknown_host_policy(session, trust_new=args.trust_new)
     try:
         return asyncio.run(run_session(session, quiet=args.quiet))
     except KeyboardInterrupt:
@@ -108,6 +131,34 @@ async def run_session(session: ConsoleSession, *, quiet: bool = False, out: Text
         await session.close()
         unsubscribe()
     return printer.summary(session, result)
+
+
+def unknown_host_policy(session: ConsoleSession, *, trust_new: bool) -> Callable[[str, str], bool]:
+    """What a headless run does with a certificate it has never seen (see the module's doc)."""
+
+    def decide(peer: str, fingerprint: str) -> bool:
+        name = _link_of(peer, session.settings)
+        if trust_new:
+            where = session.known_hosts or user_data_dir() / "known_hosts"
+            session.controller.warn(f"trusting {peer} on first use (--trust-new): {fingerprint}, pinned in {where}",
+                                    name or "console")
+            return True
+        flag = f"--{name}-fingerprint" if name else "--worker-fingerprint / --subject-fingerprint"
+        raise PinRejected(
+            f"REFUSED: {peer} presented an unknown certificate, {fingerprint}; the token was not sent. If it is "
+            f"the fingerprint 'main.py certs' printed on that machine, give {flag} {fingerprint}"
+            + (f" (or [{name}] fingerprint in the settings)" if name else "") + ", or --trust-new to pin it")
+
+    return decide
+
+
+def _link_of(peer: str, settings: Any) -> str | None:
+    """Which link (worker or subject) dials ``peer`` (``host:port``)."""
+    for name in ("worker", "subject"):
+        parts = urlsplit(getattr(settings, name).url)
+        if parts.hostname and f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}" == peer:
+            return name
+    return None
 
 
 def _print_interrupted(session: ConsoleSession, out: TextIO) -> None:

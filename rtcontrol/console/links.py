@@ -48,7 +48,7 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
         return
     adapter = WorkerAdapter(c)
     if s.url:
-        url, token, expected, pins = s.url, s.token, None, _known_hosts(session)
+        url, token, expected, pins = s.url, s.token, s.fingerprint or None, _known_hosts(session)
     else:
         from rtcontrol.worker.embedded import local_worker
 
@@ -163,7 +163,7 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
         return
     adapter = SubjectAdapter(c)
     if s.url:
-        url, token, expected, pins = s.url, s.token, None, _known_hosts(session)
+        url, token, expected, pins = s.url, s.token, s.fingerprint or None, _known_hosts(session)
     else:
         from rtcontrol.subject.embedded import local_subject_agent
 

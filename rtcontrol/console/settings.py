@@ -15,6 +15,7 @@ from typing import Any
 
 import tomli_w
 
+from rtcontrol.link.certs import normalize_fingerprint
 from rtcontrol.paths import resources_dir
 
 ONSET_MODES = ("immediate", "next_tr", "delay")
@@ -54,6 +55,9 @@ class FeedbackSection:
 class EndpointSection:
     url: str = ""
     token: str = ""
+    #: The peer's certificate fingerprint as ``main.py certs`` printed it; when set, only that
+    #: certificate is accepted (no first-use prompt, the known_hosts file is not consulted).
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,14 @@ class RunSettings:
             url = getattr(self, name).url
             if url and not url.startswith(("wss://", "ws://")):
                 raise SettingsError(f"[{name}] url = {url!r}: use wss://host:port (or leave empty for a local one)")
+            fingerprint = getattr(self, name).fingerprint
+            if fingerprint:
+                try:
+                    normalize_fingerprint(fingerprint)
+                except ValueError:
+                    raise SettingsError(
+                        f"[{name}] fingerprint = {fingerprint!r}: not a SHA-256 fingerprint (64 hex digits, "
+                        "as 'main.py certs' prints it: SHA256:AB:CD:...)") from None
         for key in ("control_port", "data_port"):
             port = getattr(self.afni, key)
             if not 1 <= port <= 65535:

@@ -23,6 +23,7 @@ def test_round_trip_keeps_every_value(tmp_path: Path) -> None:
     s = replace(s, project=S.ProjectSection("roi_feedback", {"threshold": 0.5, "box": [1.0, 2.0, 3.0]}))
     s = s.with_values("files", allowed_folders=("/data/masks",))
     s = s.with_values("feedback", onset="delay", delay=1.5)
+    s = s.with_values("worker", url="wss://worker.example.org:8765", fingerprint="SHA256:" + ":".join(["AB"] * 32))
     path = S.save(s, tmp_path / "run.toml")
     assert S.load(path) == s
     assert "roi_feedback" in path.read_text()
@@ -45,6 +46,7 @@ def test_next_run_counts_up() -> None:
         ("[feedback]\nonset = 'later'\n", "[feedback] onset = 'later'"),
         ("[feedback]\ndelay = -0.5\n", "cannot be negative"),
         ("[worker]\nurl = 'http://x'\n", "use wss://host:port"),
+        ("[subject]\nfingerprint = 'SHA256:AB'\n", "[subject] fingerprint = 'SHA256:AB': not a SHA-256 fingerprint"),
         ("[afni]\ndata_port = 70000\n", "not a TCP port"),
         ("[run\n", "not valid TOML"),
     ],
