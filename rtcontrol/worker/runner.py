@@ -52,11 +52,31 @@ _warned_no_proc = False
 
 
 def machine_memory() -> int | None:
-    """Physical memory of this machine in bytes (None where the system does not say)."""
+    """Memory this worker can have in bytes: the machine's, or its container's (cgroup) limit if
+    lower; None where the system does not say."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
         return None
+    return min([total, *_cgroup_limits()])
+
+
+def _cgroup_limits() -> list[int]:
+    """Memory limits of our cgroup (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``), where set."""
+    paths = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::/") and len(line) > 4:
+                paths.insert(0, f"/sys/fs/cgroup{line[3:]}/memory.max")
+    except OSError:
+        pass
+    limits = []
+    for path in paths:
+        try:
+            limits.append(int(Path(path).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            pass
+    return [n for n in limits if 0 < n]
 
 
 def default_memory_limit(runs_at_once: int = 1) -> int | None:

@@ -46,7 +46,19 @@ RESERVER = """
         def process(self, volume, ctx):
             with open("/proc/self/status") as fh:
                 fields = dict(line.split(":", 1) for line in fh)
-            return {"vm_kb": int(fields["VmSize"].split()[0]), "rss_kb": int(fields["VmRSS"].split()[0])}
+            with open("/proc/self/oom_score_adj") as fh:
+                oom = int(fh.read())
+            return {"vm_kb": int(fields["VmSize"].split()[0]), "rss_kb": int(fields["VmRSS"].split()[0]), "oom": oom}
+"""
+
+# what the kernel's OOM killer does to a run process: SIGKILL from outside
+KILLED = """
+    import os, signal
+    class Killed(Project):
+        def process(self, volume, ctx):
+            if volume.index == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return 0.0
 """
 
 
@@ -55,6 +67,7 @@ def projects(tmp_path: Path) -> Path:
     root = tmp_path / "projects"
     write_project(root, "grower", GROWER)
     write_project(root, "reserver", RESERVER)
+    write_project(root, "killed", KILLED)
     return root
 
 
@@ -107,6 +120,20 @@ async def test_reserved_but_unused_memory_does_not_stop_a_run(projects: Path) ->
     assert rec.errors == [] and [e.index for e in rec.feedback] == [0, 1, 2]
     last = rec.feedback[-1].feedback
     assert last["vm_kb"] * 1024 > 2 * LIMIT and last["rss_kb"] * 1024 < LIMIT  # what RLIMIT_AS would have counted
+    assert last["oom"] == 1000  # out of memory, the kernel takes a run process before the worker or the console
+
+
+async def test_a_run_killed_from_outside_says_it_was_likely_out_of_memory(projects: Path) -> None:
+    rec = Recorder()
+    async with local_worker(projects=[projects], in_process=True, run_memory_limit=LIMIT) as w:
+        async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, **rec.kwargs()) as client:
+            await client.start_run("killed", {}, run="k", tr=2.0)
+            for i in range(3):
+                await client.send_volume(make_volume(i, run="k"))
+            await wait_for(lambda: ("k", "failed") in rec.runs, 15, "the run to fail")
+    message = rec.errors[0][0]
+    assert "exit code -9" in message and "killed (SIGKILL), most likely because the machine ran out of memory" in message
+    assert "--run-memory-limit is 300 MB" in message
 
 
 def test_memory_sizes_are_read_with_or_without_a_unit() -> None:
