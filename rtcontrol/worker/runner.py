@@ -79,11 +79,12 @@ def _cgroup_limits() -> list[int]:
     return [n for n in limits if 0 < n]
 
 
-def default_memory_limit(runs_at_once: int = 1) -> int | None:
-    """Half of the machine's memory shared by the runs expected at once (the worker allows one
-    run per console session; one console per worker is the usual set-up)."""
+def default_memory_limit() -> int | None:
+    """Half of the machine's memory for one run: the worker allows one run per console session and
+    sets no cap on sessions, and one console per worker is the usual set-up (with more, the operator
+    sets ``--run-memory-limit`` to half the memory divided by the runs at once)."""
     total = machine_memory()
-    return None if total is None else total // 2 // max(1, runs_at_once)
+    return None if total is None else total // 2
 
 
 def parse_memory(text: str) -> int | None:
@@ -308,7 +309,7 @@ class RunProcess:
         await asyncio.sleep(0.05)  # let stderr drain for the message
         tail = "\n".join(self._stderr_tail)
         why = ""
-        if code == -9 and not self._killed and self.state not in ("failed", "ended"):  # not our kill: most likely the kernel's OOM killer
+        if code == -9 and not self._killed and self.state not in ("failed", "ended"):  # not ours: the OOM killer?
             why = (f"; it was killed (SIGKILL), most likely because the machine ran out of memory "
                    f"(it last held {format_mb(self.peak_memory)}")
             why += f", the worker's {MEMORY_FLAG} is {format_mb(self.memory_limit)})" if self.memory_limit else ")"
@@ -319,7 +320,7 @@ class RunProcess:
         global _warned_no_proc
         assert self.proc and self.memory_limit
         limit, pid = self.memory_limit, self.proc.pid
-        if resident_memory(pid) is None and self.proc.returncode is None:
+        if not os.path.exists("/proc/self/statm"):
             if not _warned_no_proc:
                 _warned_no_proc = True
                 log.warning("cannot read the memory of run processes here (no /proc): %s is not enforced", MEMORY_FLAG)
