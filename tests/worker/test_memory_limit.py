@@ -178,3 +178,22 @@ def test_worker_prints_the_limit_it_applies(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert "memory per run: 1536 MB (--run-memory-limit)\n" in lines, lines
+
+
+async def test_the_console_prints_why_the_run_stopped(tmp_path: Path, projects: Path) -> None:
+    """``main.py run``'s printer: the operator reads the limit and the flag, and the exit status is 1."""
+    import io
+
+    from rtcontrol.console import settings as S
+    from rtcontrol.console.headless import run_session
+    from rtcontrol.console.session import ConsoleSession
+
+    s = S.default_settings().with_values("run", tr=0.2).with_values("project", name="grower", settings={})
+    session = ConsoleSession(s, demo=True, demo_volumes=20, runs_dir=tmp_path / "runs", worker_options={
+        "in_process": True, "projects": [projects], "run_memory_limit": LIMIT})
+    out = io.StringIO()
+    status = await run_session(session, out=out)
+    text = out.getvalue()
+    assert status == 1, text
+    assert "[worker] error: run sub-01_ses-01_task-feedback_run-01: the project used more than 300 MB of memory " \
+           "(the worker's --run-memory-limit" in text, text
