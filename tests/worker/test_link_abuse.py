@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-import struct
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 import websockets
 
 from rtcontrol.link import transport
 from rtcontrol.link.codec import decode_message, encode_message
 from rtcontrol.worker.client import FeedbackEvent, WorkerClient
 from rtcontrol.worker.embedded import local_worker
+
+from tests.link.abuse import bad_tokens, flood_one, insecure_context, rss
 
 from .helpers import make_volume, wait_for, write_project
 from .proxy import CuttableProxy
@@ -26,16 +25,6 @@ ECHO = """
         def process(self, volume, ctx):
             return Result(feedback=volume.index / 100.0)
 """
-
-
-async def _bad_tokens(url: str, fingerprint: str, n: int) -> list[str]:
-    """``n`` logins with a wrong token from this machine's address (another program, a NAT)."""
-    messages = []
-    for _ in range(n):
-        with pytest.raises(transport.AuthError) as info:
-            await transport.connect(url, token="rtc_not-the-token", expected_fingerprint=fingerprint)
-        messages.append(str(info.value))
-    return messages
 
 
 async def test_bad_tokens_from_the_same_address_during_an_outage_do_not_end_reconnection(tmp_path: Path) -> None:
@@ -58,13 +47,13 @@ async def test_bad_tokens_from_the_same_address_during_an_outage_do_not_end_reco
                     await wait_for(lambda: len(feedback) == 8, 20, "feedback before the outage")
                     proxy.cut(stay_down=True)
                     # while the link is down, another program on this address keeps trying wrong tokens
-                    await _bad_tokens(w.url, w.fingerprint, 5)  # the 4th and 5th lock the address out
+                    await bad_tokens(w.url, w.fingerprint, 5)  # the 4th and 5th lock the address out
                     proxy.restore()
                 await client.send_volume(make_volume(i, run="lockout"))
                 await asyncio.sleep(0.02)
             await wait_for(lambda: len(feedback) >= n, 30, "feedback after the lockout")
             # the address was still locked out when the console got back in: a wrong token is still held to it
-            (after,) = await _bad_tokens(w.url, w.fingerprint, 1)
+            (after,) = await bad_tokens(w.url, w.fingerprint, 1)
             assert "locked out for" in after and "a correct token still gets in" in after
             await client.stop_run()
         finally:
@@ -81,9 +70,7 @@ async def test_a_busy_worker_answers_429_with_retry_after_and_the_console_waits_
     logs: list[tuple] = []
     async with local_worker(in_process=True, data_dir=tmp_path / "runs") as w:
         port = urlsplit(w.url).port
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        idle = [await websockets.connect(f"wss://127.0.0.1:{port}", ssl=ctx, proxy=None, open_timeout=5)
+        idle = [await websockets.connect(f"wss://127.0.0.1:{port}", ssl=insecure_context(), proxy=None, open_timeout=5)
                 for _ in range(transport.PreAuthLimits().per_address)]
         client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint,
                               on_log=lambda *args: logs.append(args))
@@ -108,40 +95,6 @@ async def test_a_busy_worker_answers_429_with_retry_after_and_the_console_waits_
     assert "retrying every 2 s" in notices[0][2]
 
 
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-async def _flood_one(port: int, source: str, size: int, chunk: bytes) -> str:
-    """Upgrade without a hello, then stream one huge binary frame; returns how it ended."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, local_addr=(source, 0))
-    except OSError as exc:
-        return f"connect: {exc}"
-    try:
-        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        if b" 101 " not in head.split(b"\r\n")[0]:
-            return head.split(b"\r\n")[0].decode()
-        writer.write(b"\x82\xff" + struct.pack(">Q", size) + b"\0\0\0\0")  # masked with a zero key
-        sent = 0
-        while sent < size:
-            writer.write(chunk)
-            await asyncio.wait_for(writer.drain(), 10)
-            sent += len(chunk)
-        return "sent all"
-    except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-        return f"closed: {type(exc).__name__}"
-    finally:
-        writer.transport.abort()
-
-
 async def test_a_flood_of_unauthenticated_large_frames_is_closed_early_and_memory_stays_bounded(tmp_path: Path) -> None:
     """40 connections each announcing a 16 MiB frame, from another loopback address, while the console works."""
     write_project(tmp_path / "projects", "echo", ECHO)
@@ -154,16 +107,15 @@ async def test_a_flood_of_unauthenticated_large_frames_is_closed_early_and_memor
         try:
             await client.start_run("echo", {}, run="flood", tr=0.05)
             await asyncio.sleep(0.5)
-            before = _rss(w.pid)
-            chunk = b"\0" * (1 << 20)
-            flood = [asyncio.create_task(_flood_one(port, "127.0.0.2", 16 << 20, chunk)) for _ in range(40)]
+            before = rss(w.pid)
+            flood = [asyncio.create_task(flood_one(port, "127.0.0.2", 16 << 20, 16 << 20)) for _ in range(40)]
             peak = before
             for i in range(20):  # the console keeps working during the flood
                 await client.send_volume(make_volume(i, run="flood"))
-                peak = max(peak, _rss(w.pid))
+                peak = max(peak, rss(w.pid))
                 await asyncio.sleep(0.05)
             outcomes = await asyncio.wait_for(asyncio.gather(*flood), 60)
-            peak = max(peak, _rss(w.pid))
+            peak = max(peak, rss(w.pid))
             await wait_for(lambda: len(feedback) >= 20, 30, "feedback during the flood")
             await client.stop_run()
         finally:
