@@ -120,7 +120,7 @@ class PreAuthLimits:
     connection (40 connections took a worker to 2.3 GB). A hello is a few hundred bytes.
     """
 
-    max_frame: int = 4096  # larger frames close the connection (1009) as soon as their header arrives
+    max_frame: int = 8192  # larger frames close the connection (1009) as soon as their header arrives
     per_address: int = 8  # unauthenticated connections at once from one address (more: HTTP 429)
     total: int = 64  # ... from all addresses (more: HTTP 503)
     hello_timeout: float = 10.0  # seconds from the upgrade to a valid hello
@@ -288,7 +288,7 @@ async def serve(
         process_request=process_request,
         process_response=process_response,
         compression=None,
-        max_size=limits.max_frame,  # raised to max_size once the hello is verified
+        max_size=min(limits.max_frame, max_size),  # raised to max_size once the hello is verified
         ping_interval=ping_interval,
         ping_timeout=ping_interval,
         server_header=f"rtcontrol-{role}",
