@@ -23,6 +23,7 @@ Volumes are binary frames; per-message deflate is off (it costs ~50 ms a volume)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -125,6 +126,9 @@ class PreAuthLimits:
     total: int = 64  # ... from all addresses (more: HTTP 503)
     hello_timeout: float = 10.0  # seconds from the upgrade to a valid hello
     retry_after: int = 2  # Retry-After of a refusal: the slots free within hello_timeout at most
+    #: during a lockout, the longest a wrong token waits for its refusal (well under a client's 10 s
+    #: wait for the answer to its hello, so a console with a wrong token still hears "refused the token")
+    wrong_token_delay: float = 5.0
 
 
 class PreAuthGate:
@@ -211,15 +215,15 @@ async def serve(
     from a locked-out address: the address is often shared (a NAT, a proxy, another program on the
     console's machine), and a lockout there must not end the console's reconnection. Tokens are 256
     random bits, so the lockout is not what stops guessing; it slows a program that keeps trying:
-    during a lockout the answer to a wrong token waits until the lockout ends (at most the hello
-    time limit), holding one of the few unauthenticated slots of its address.
+    during a lockout the answer to a wrong token waits until the lockout ends (at most
+    ``wrong_token_delay``), holding one of the few unauthenticated slots of its address.
     """
     if ssl_context is None:
         check_plain_allowed(host, insecure_loopback, role)
     throttle = throttle or Throttle()
     limits = preauth or PreAuthLimits()
     if hello_timeout is not None:
-        limits = PreAuthLimits(**{**limits.__dict__, "hello_timeout": hello_timeout})
+        limits = dataclasses.replace(limits, hello_timeout=hello_timeout)
     gate = PreAuthGate(limits)
     quiet = _QuietLog()
 
@@ -271,7 +275,7 @@ async def serve(
         if name is None:
             locked = throttle.locked_for(address)
             if locked:  # slow a program that keeps trying; see serve()'s docstring
-                await asyncio.sleep(min(locked, limits.hello_timeout))
+                await asyncio.sleep(min(locked, limits.wrong_token_delay))
             wait = throttle.failure(address)
             log.warning("%s: bad token from %s (wrong tokens from there locked out for %.0f s)", role, address, wait)
             extra = (f"; wrong tokens from {address} are locked out for {wait:.0f} s (a correct token still gets in)"

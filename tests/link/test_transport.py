@@ -80,7 +80,7 @@ async def test_bad_tokens_are_refused_and_throttled_but_a_correct_token_gets_in(
     throttle = Throttle(free=2, base=30.0)
     server = await serve(
         echo_handler, "127.0.0.1", 0, tokens=store, ssl_context=server_context(files.cert, files.key),
-        throttle=throttle, preauth=PreAuthLimits(hello_timeout=0.5),
+        throttle=throttle, preauth=PreAuthLimits(wrong_token_delay=0.5),
     )
     url = f"wss://127.0.0.1:{bound_port(server)}"
     try:
@@ -90,7 +90,7 @@ async def test_bad_tokens_are_refused_and_throttled_but_a_correct_token_gets_in(
         with pytest.raises(AuthError, match="locked out for 30 s"):
             await connect(url, token="rtc_wrong", expected_fingerprint=files.fingerprint)
         assert throttle.locked_for("127.0.0.1") > 20
-        # during the lockout a wrong token is still refused (its answer held back up to the hello limit)...
+        # during the lockout a wrong token is still refused (its answer held back up to wrong_token_delay)...
         with pytest.raises(AuthError, match="locked out for 60 s"):
             await connect(url, token="rtc_wrong", expected_fingerprint=files.fingerprint)
         # ...and the correct token from the same address gets in at once

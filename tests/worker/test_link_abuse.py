@@ -8,13 +8,13 @@ import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 import websockets
 
 from rtcontrol.link import transport
 from rtcontrol.link.codec import decode_message, encode_message
 from rtcontrol.worker.client import FeedbackEvent, WorkerClient
 from rtcontrol.worker.embedded import local_worker
-
 from tests.link.abuse import bad_tokens, flood_one, insecure_context, rss
 
 from .helpers import make_volume, wait_for, write_project
@@ -144,3 +144,18 @@ async def test_deeply_nested_json_from_the_console_is_a_bad_frame_and_the_link_s
         finally:
             await link.conn.close()
     assert "RecursionError" not in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_a_wrong_token_of_the_console_itself_stays_fatal_during_a_lockout(tmp_path: Path) -> None:
+    """The lockout delays a wrong token's refusal; the console must still hear it, not retry forever."""
+    errors: list[str] = []
+    async with local_worker(in_process=True, data_dir=tmp_path / "runs") as w:
+        await bad_tokens(w.url, w.fingerprint, 5)  # the address is locked out now
+        client = WorkerClient(w.url, "rtc_a-revoked-token", expected_fingerprint=w.fingerprint,
+                              on_error=lambda message, tb: errors.append(message))
+        try:
+            with pytest.raises(transport.AuthError, match="refused the token"):
+                await asyncio.wait_for(client.connect(), 30)
+            assert client.state == "failed"
+        finally:
+            await client.close()
