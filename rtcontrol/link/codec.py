@@ -103,11 +103,18 @@ def _depth_over(value: Any, limit: int) -> bool:
 
 
 def encode_message(msg_type: str, **fields: Any) -> str:
-    """A control message as the text of one websocket text frame."""
+    """A control message as the text of one websocket text frame; :class:`JsonTooDeep` if it nests too deep."""
     if msg_type not in MESSAGE_TYPES:
         raise FrameError(f"unknown message type {msg_type!r}")
     body = {"type": msg_type, "v": PROTOCOL_VERSION, **fields}
-    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+    refused = f"a {msg_type!r} message nested deeper than {MAX_JSON_DEPTH} levels cannot be sent (the peer refuses it)"
+    try:
+        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise JsonTooDeep(refused) from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth_over(body, MAX_JSON_DEPTH):
+        raise JsonTooDeep(refused)  # never send what the other side must refuse
+    return text
 
 
 def decode_message(text: str | bytes) -> dict[str, Any]:

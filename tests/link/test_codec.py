@@ -179,3 +179,17 @@ def test_deeply_nested_binary_header_is_a_frame_error() -> None:
     head = b"[" * 50_000
     with pytest.raises(FrameError, match="binary frame header: JSON nested deeper"):
         split_blob(struct.pack("<I", len(head)) + head)
+
+
+def test_a_message_nested_too_deep_is_refused_when_encoded() -> None:
+    from rtcontrol.link.codec import JsonTooDeep
+
+    value: list = []
+    for _ in range(200):
+        value = [value]
+    with pytest.raises(JsonTooDeep, match="'event' message nested deeper than 128 levels cannot be sent"):
+        encode_message("event", feedback=value)
+    for _ in range(5000):
+        value = [value]
+    with pytest.raises(JsonTooDeep):  # json.dumps itself would raise RecursionError here
+        encode_message("event", feedback=value)

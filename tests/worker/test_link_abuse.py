@@ -159,3 +159,37 @@ async def test_a_wrong_token_of_the_console_itself_stays_fatal_during_a_lockout(
             assert client.state == "failed"
         finally:
             await client.close()
+
+
+DEEP_FEEDBACK = """
+    class Deep(Project):
+        def process(self, volume, ctx):
+            if volume.index == 1:
+                value = 0.0
+                for _ in range(200):  # deeper than the link accepts, shallow enough for Python's json
+                    value = [value]
+                return Result(feedback=value)
+            return Result(feedback=volume.index / 100.0)
+"""
+
+
+async def test_feedback_nested_too_deep_is_dropped_with_a_message_and_later_feedback_still_arrives(tmp_path) -> None:
+    """The worker never sends what the console must refuse: that event would block every later one."""
+    write_project(tmp_path / "projects", "deep", DEEP_FEEDBACK)
+    feedback: list[FeedbackEvent] = []
+    logs: list[tuple] = []
+    async with local_worker(projects=[tmp_path / "projects"], in_process=True, data_dir=tmp_path / "runs") as w:
+        client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_feedback=feedback.append,
+                              on_log=lambda *args: logs.append(args))
+        await client.connect()
+        try:
+            await client.start_run("deep", {}, run="deep", tr=0.05)
+            for i in range(4):
+                await client.send_volume(make_volume(i, run="deep"))
+            await wait_for(lambda: len(feedback) >= 3, 20, "the feedback after the dropped one")
+            await client.stop_run()
+        finally:
+            await client.close()
+    assert [e.index for e in feedback] == [0, 2, 3]
+    dropped = [message for _run, level, message in logs if level == "ERROR"]
+    assert dropped and "feedback of volume 1 dropped" in dropped[0] and "nested deeper than" in dropped[0]
