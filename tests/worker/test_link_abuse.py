@@ -114,6 +114,11 @@ async def test_a_flood_of_unauthenticated_large_frames_is_closed_early_and_memor
                 await client.send_volume(make_volume(i, run="flood"))
                 peak = max(peak, rss(w.pid))
                 await asyncio.sleep(0.05)
+                if i == 5:  # and a second console connects in the middle of it
+                    other = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint)
+                    await asyncio.wait_for(other.connect(), 20)
+                    assert (await other.status())["run"] is None
+                    await other.close()
             outcomes = await asyncio.wait_for(asyncio.gather(*flood), 60)
             peak = max(peak, rss(w.pid))
             await wait_for(lambda: len(feedback) >= 20, 30, "feedback during the flood")
