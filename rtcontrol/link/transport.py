@@ -161,12 +161,6 @@ class PreAuthGate:
             if not mine:
                 del self._pending[address]
 
-    def count(self, address: str | None = None) -> int:
-        self._prune()
-        if address is not None:
-            return len(self._pending.get(address, ()))
-        return sum(len(c) for c in self._pending.values())
-
     def _prune(self) -> None:
         """Forget connections that closed without reaching the handler (a failed handshake)."""
         for address, conns in list(self._pending.items()):
@@ -277,9 +271,9 @@ async def serve(
             if locked:  # slow a program that keeps trying; see serve()'s docstring
                 await asyncio.sleep(min(locked, limits.wrong_token_delay))
             wait = throttle.failure(address)
-            log.warning("%s: bad token from %s (wrong tokens from there locked out for %.0f s)", role, address, wait)
             extra = (f"; wrong tokens from {address} are locked out for {wait:.0f} s (a correct token still gets in)"
                      if wait else "")
+            log.warning("%s: bad token from %s%s", role, address, extra and f" (locked out for {wait:.0f} s)")
             await _refuse(conn, "bad_token", f"the {role} refused the token{extra}", CLOSE_BAD_TOKEN)
             return None
         return Peer(address, name, hello)
