@@ -12,7 +12,8 @@
 * Other binary payloads use the same layout with another ``kind`` (see :func:`encode_blob`).
 
 Everything that arrives is validated strictly; a bad frame raises :class:`FrameError` saying
-what is wrong, so a link can report it and carry on.
+what is wrong, so a link can report it and carry on. JSON from outside the process is parsed with
+:func:`loads_json` only (it refuses nesting deeper than :data:`MAX_JSON_DEPTH`).
 """
 
 from __future__ import annotations
@@ -52,21 +53,68 @@ MESSAGE_TYPES: frozenset[str] = frozenset(
 _LEN = struct.Struct("<I")
 MAX_HEADER_BYTES = 1 << 20  # a header is a few kB; 1 MiB means something is wrong
 MAX_DIM = 4096
+#: Deepest nesting of arrays/objects accepted in JSON from outside (real messages use under 10 levels).
+MAX_JSON_DEPTH = 128
 
 
 class FrameError(ValueError):
     """A frame that does not follow the protocol; the message says what and where."""
 
 
+class JsonTooDeep(FrameError):
+    """JSON nested deeper than :data:`MAX_JSON_DEPTH` (a crafted message, never a real one)."""
+
+
+def loads_json(text: str | bytes, *, parse_constant: Any = None, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for text from outside the process: nesting over ``max_depth`` raises :class:`JsonTooDeep`.
+
+    ``json.loads`` of 100,000 ``[`` raises RecursionError (an uncaught traceback that dropped the link),
+    and a value nested a few hundred deep passes it but breaks later recursive code. Counting brackets
+    is a C-speed upper bound on the depth, so ordinary messages pay nothing more; only a message with
+    many brackets gets its parsed value walked (without recursion). A JSONDecodeError passes through.
+    """
+    refused = f"JSON nested deeper than {max_depth} levels is refused"
+    brackets = text.count(b"[" if isinstance(text, (bytes, bytearray)) else "[")
+    brackets += text.count(b"{" if isinstance(text, (bytes, bytearray)) else "{")
+    try:
+        value = json.loads(text, parse_constant=parse_constant)
+    except RecursionError:
+        raise JsonTooDeep(refused) from None
+    if brackets > max_depth and _depth_over(value, max_depth):
+        raise JsonTooDeep(refused)
+    return value
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists/dicts deeper than ``limit`` (iterative: no recursion to overflow)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (list, dict)))
+    return False
+
+
 # --------------------------------------------------------------------------- control frames
 
 
 def encode_message(msg_type: str, **fields: Any) -> str:
-    """A control message as the text of one websocket text frame."""
+    """A control message as the text of one websocket text frame; :class:`JsonTooDeep` if it nests too deep."""
     if msg_type not in MESSAGE_TYPES:
         raise FrameError(f"unknown message type {msg_type!r}")
     body = {"type": msg_type, "v": PROTOCOL_VERSION, **fields}
-    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+    refused = f"a {msg_type!r} message nested deeper than {MAX_JSON_DEPTH} levels cannot be sent (the peer refuses it)"
+    try:
+        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise JsonTooDeep(refused) from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth_over(body, MAX_JSON_DEPTH):
+        raise JsonTooDeep(refused)  # never send what the other side must refuse
+    return text
 
 
 def decode_message(text: str | bytes) -> dict[str, Any]:
@@ -74,9 +122,11 @@ def decode_message(text: str | bytes) -> dict[str, Any]:
     if isinstance(text, (bytes, bytearray, memoryview)):
         raise FrameError("a control message must be a text frame, got a binary frame")
     try:
-        body = json.loads(text)
+        body = loads_json(text)
     except json.JSONDecodeError as exc:
         raise FrameError(f"control frame is not valid JSON: {exc}") from None
+    except JsonTooDeep as exc:
+        raise JsonTooDeep(f"control frame: {exc}") from None
     if not isinstance(body, dict):
         raise FrameError(f"control frame must be a JSON object, got {type(body).__name__}")
     _check_version(body.get("v"), "control frame")
@@ -116,9 +166,11 @@ def split_blob(frame: bytes | bytearray | memoryview) -> tuple[dict[str, Any], m
     if _LEN.size + n > view.nbytes:
         raise FrameError(f"binary frame header length {n} runs past the end of the {view.nbytes}-byte frame")
     try:
-        header = json.loads(bytes(view[_LEN.size : _LEN.size + n]))
+        header = loads_json(bytes(view[_LEN.size : _LEN.size + n]))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FrameError(f"binary frame header is not valid JSON: {exc}") from None
+    except JsonTooDeep as exc:
+        raise JsonTooDeep(f"binary frame header: {exc}") from None
     if not isinstance(header, dict):
         raise FrameError("binary frame header must be a JSON object")
     _check_version(header.get("v"), "binary frame")

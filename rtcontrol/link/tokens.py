@@ -3,7 +3,7 @@
 A token is 32 random bytes (URL-safe text, prefix ``rtc_``). The store is a JSON file holding,
 per token, a name, a random salt and ``sha256(salt + token)``; a presented token is compared
 with every entry in constant time. :class:`Throttle` slows down an address that keeps
-presenting bad tokens.
+presenting bad tokens (without ever keeping a correct token out).
 """
 
 from __future__ import annotations
@@ -97,26 +97,40 @@ class TokenStore:
 
 @dataclass
 class Throttle:
-    """Per-address lockout after repeated bad tokens: ``free`` failures, then doubling waits up to ``cap``."""
+    """Per-address lockout after repeated bad tokens: ``free`` failures, then doubling waits up to ``cap``.
+
+    It counts the failures of an address, never a success: the address may be shared (a NAT, a
+    proxy, another program on the console), and the console logging in must not hand a guessing
+    program there a fresh set of free tries. The server lets a correct token in during a lockout
+    (:func:`rtcontrol.link.transport.serve`), so the count never blocks the console. An address with
+    no failure for ``forget`` seconds starts over.
+    """
 
     free: int = 3
     base: float = 1.0
     cap: float = 300.0
+    forget: float = 900.0
     clock: Callable[[], float] = time.monotonic
-    _fails: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _fails: dict[str, tuple[int, float]] = field(default_factory=dict)  # address -> (count, locked until)
 
     def locked_for(self, address: str) -> float:
-        """Seconds this address must still wait (0 if it may try)."""
+        """Seconds this address's wrong tokens are still locked out (0 if none)."""
         count, until = self._fails.get(address, (0, 0.0))
         return max(0.0, until - self.clock())
 
     def failure(self, address: str) -> float:
         """Record a bad token; return the lockout now in force (seconds)."""
-        count, _ = self._fails.get(address, (0, 0.0))
+        now = self.clock()
+        count, until = self._fails.get(address, (0, 0.0))
+        if now - until > self.forget:
+            count = 0
         count += 1
         wait = 0.0 if count <= self.free else min(self.cap, self.base * 2 ** (count - self.free - 1))
-        self._fails[address] = (count, self.clock() + wait)
+        self._fails[address] = (count, now + wait)
+        if len(self._fails) > 10_000:  # many addresses: keep those still locked out
+            self._fails = {a: v for a, v in self._fails.items() if v[1] > now}
         return wait
 
     def success(self, address: str) -> None:
+        """Forget an address's failures (not called by the server; see the class docstring)."""
         self._fails.pop(address, None)

@@ -7,9 +7,14 @@ Shared by every link (console -> worker, console -> subject agent). The sequence
 2. The client checks the server certificate's SHA-256 fingerprint (pinned or expected)
    *before* sending anything secret.
 3. The client's first message is ``hello`` with the token. The server answers ``error`` and
-   closes (code 4401) on a bad token, and throttles the address; a locked-out address is
-   refused with HTTP 429 before the websocket upgrade.
+   closes (code 4401) on a bad token, and throttles the address (see :func:`serve`: a correct
+   token still gets in while an address is locked out).
 4. The application takes over with the server's ``welcome``.
+
+Until the hello is verified a connection is held to :class:`PreAuthLimits`: small frames only,
+a few at a time per address and in all, a time limit. Connections over the count are refused
+before the upgrade with HTTP 429 (this address) or 503 (all addresses) and ``Retry-After``;
+:func:`connect` raises :class:`Throttled` for those, and clients wait and try again.
 
 Volumes are binary frames; per-message deflate is off (it costs ~50 ms a volume) and
 ``max_size`` is set for the largest volume (:data:`DEFAULT_MAX_SIZE`, configurable).
@@ -18,10 +23,12 @@ Volumes are binary frames; per-message deflate is off (it costs ~50 ms a volume)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Awaitable, Callable
@@ -32,6 +39,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
+from websockets.protocol import State
 
 from rtcontrol.link.certs import fingerprint_der, pinning_client_context
 from rtcontrol.link.codec import FrameError, decode_message, encode_message
@@ -53,7 +61,21 @@ class LinkError(ConnectionError):
 
 
 class AuthError(LinkError):
-    """The peer refused our token (or we are throttled)."""
+    """The peer refused our token: fatal, a reconnect would present the same token."""
+
+
+class Throttled(LinkError):
+    """The server refused the connection for now (HTTP 429/503) and said when to try again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+#: The longest a client waits on a server's Retry-After before trying again (a lockout may be longer).
+MAX_RETRY_WAIT = 30.0
+#: A 429 without Retry-After (an older server) is retried after this many seconds.
+DEFAULT_RETRY_WAIT = 5.0
 
 
 def is_loopback(host: str) -> bool:
@@ -91,6 +113,81 @@ class Peer:
 ServerHandler = Callable[[ServerConnection, Peer], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class PreAuthLimits:
+    """What a connection may use before its hello is verified.
+
+    Without these a client that never authenticates could make the server buffer a 64 MiB frame per
+    connection (40 connections took a worker to 2.3 GB). A hello is a few hundred bytes.
+    """
+
+    max_frame: int = 8192  # larger frames close the connection (1009) as soon as their header arrives
+    per_address: int = 8  # unauthenticated connections at once from one address (more: HTTP 429)
+    total: int = 64  # ... from all addresses (more: HTTP 503)
+    hello_timeout: float = 10.0  # seconds from the upgrade to a valid hello
+    retry_after: int = 2  # Retry-After of a refusal: the slots free within hello_timeout at most
+    #: during a lockout, the longest a wrong token waits for its refusal (well under a client's 10 s
+    #: wait for the answer to its hello, so a console with a wrong token still hears "refused the token")
+    wrong_token_delay: float = 5.0
+
+
+class PreAuthGate:
+    """Counts the connections that have not authenticated yet, per address and in total."""
+
+    def __init__(self, limits: PreAuthLimits) -> None:
+        self.limits = limits
+        self._pending: dict[str, set[ServerConnection]] = {}
+
+    def admit(self, address: str, conn: ServerConnection) -> tuple[HTTPStatus, str] | None:
+        """Count ``conn`` in, or say why not (status and reason)."""
+        self._prune()
+        mine = self._pending.get(address, set())
+        total = sum(len(c) for c in self._pending.values())
+        if len(mine) >= self.limits.per_address:
+            return HTTPStatus.TOO_MANY_REQUESTS, (
+                f"{len(mine)} connections from {address} have not authenticated yet (the limit is "
+                f"{self.limits.per_address}); try again in {self.limits.retry_after} s")
+        if total >= self.limits.total:
+            return HTTPStatus.SERVICE_UNAVAILABLE, (
+                f"{total} connections have not authenticated yet (the limit is {self.limits.total}); "
+                f"try again in {self.limits.retry_after} s")
+        self._pending.setdefault(address, set()).add(conn)
+        return None
+
+    def done(self, address: str, conn: ServerConnection) -> None:
+        mine = self._pending.get(address)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self._pending[address]
+
+    def _prune(self) -> None:
+        """Forget connections that closed without reaching the handler (a failed handshake)."""
+        for address, conns in list(self._pending.items()):
+            conns.difference_update([c for c in conns if c.state is State.CLOSED])
+            if not conns:
+                del self._pending[address]
+
+
+class _QuietLog:
+    """One warning per key every ``every`` seconds, with how many were held back: a flood is not a log flood."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warning(self, key: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        last, held = self._last.get(key, (-1e9, 0))
+        if now - last < self.every:
+            self._last[key] = (last, held + 1)
+            return
+        self._last[key] = (now, 0)
+        if len(self._last) > 10_000:  # many addresses: start over rather than grow
+            self._last = {key: (now, 0)}
+        log.warning(message + (f" (and {held} more like it in the last {self.every:.0f} s)" if held else ""), *args)
+
+
 async def serve(
     handler: ServerHandler,
     host: str,
@@ -100,48 +197,86 @@ async def serve(
     ssl_context: ssl.SSLContext | None,
     insecure_loopback: bool = False,
     max_size: int = DEFAULT_MAX_SIZE,
-    hello_timeout: float = 10.0,
+    hello_timeout: float | None = None,
     throttle: Throttle | None = None,
+    preauth: PreAuthLimits | None = None,
     role: str = "worker",
     ping_interval: float | None = 10.0,
 ) -> Server:
-    """Start a websocket server; ``handler(conn, peer)`` runs for each authenticated client."""
+    """Start a websocket server; ``handler(conn, peer)`` runs for each authenticated client.
+
+    Bad tokens lock an address out (:class:`Throttle`), but a correct token always gets in, even
+    from a locked-out address: the address is often shared (a NAT, a proxy, another program on the
+    console's machine), and a lockout there must not end the console's reconnection. Tokens are 256
+    random bits, so the lockout is not what stops guessing; it slows a program that keeps trying:
+    during a lockout the answer to a wrong token waits until the lockout ends (at most
+    ``wrong_token_delay``), holding one of the few unauthenticated slots of its address.
+    """
     if ssl_context is None:
         check_plain_allowed(host, insecure_loopback, role)
     throttle = throttle or Throttle()
+    limits = preauth or PreAuthLimits()
+    if hello_timeout is not None:
+        limits = dataclasses.replace(limits, hello_timeout=hello_timeout)
+    gate = PreAuthGate(limits)
+    quiet = _QuietLog()
 
     def process_request(conn: ServerConnection, request: Any) -> Any:
         address = _address(conn)
-        wait = throttle.locked_for(address)
-        if wait > 0:
-            return conn.respond(
-                HTTPStatus.TOO_MANY_REQUESTS,
-                f"too many bad tokens from {address}; try again in {wait:.0f} s\n",
-            )
-        return None
+        refused = gate.admit(address, conn)
+        if refused is None:
+            return None
+        status, reason = refused
+        quiet.warning(f"busy {address}", "%s: refused a connection from %s: %s", role, address, reason)
+        response = conn.respond(status, f"the {role} refused the connection: {reason}\n")
+        response.headers["Retry-After"] = str(limits.retry_after)
+        return response
+
+    def process_response(conn: ServerConnection, request: Any, response: Any) -> None:
+        if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS:
+            gate.done(_address(conn), conn)  # no handler will run for this one
 
     async def on_connect(conn: ServerConnection) -> None:
         address = _address(conn)
         try:
-            raw = await asyncio.wait_for(conn.recv(), hello_timeout)
+            peer = await _authenticate(conn, address)
+        finally:
+            gate.done(address, conn)
+        if peer is not None:
+            conn.protocol.max_message_size = max_size  # authenticated: volumes may come now
+            await handler(conn, peer)
+
+    async def _authenticate(conn: ServerConnection, address: str) -> Peer | None:
+        try:
+            raw = await asyncio.wait_for(conn.recv(), limits.hello_timeout)
             hello = decode_message(raw)
             if hello["type"] != "hello":
                 raise FrameError(f"the first message must be 'hello', got {hello['type']!r}")
         except (asyncio.TimeoutError, FrameError) as exc:
-            reason = f"no valid hello within {hello_timeout:.0f} s" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+            reason = (f"no valid hello within {limits.hello_timeout:.0f} s" if isinstance(exc, asyncio.TimeoutError)
+                      else str(exc))
+            quiet.warning(f"hello {address}", "%s: closed a connection from %s before authentication: %s",
+                          role, address, reason)
             await _refuse(conn, "protocol", reason, CLOSE_PROTOCOL)
-            return
-        except websockets.ConnectionClosed:
-            return
+            return None
+        except websockets.ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == 1009:  # a frame over the pre-authentication limit
+                quiet.warning(f"hello {address}", "%s: closed a connection from %s before authentication: "
+                              "a frame over the %d-byte limit for unauthenticated clients", role, address,
+                              limits.max_frame)
+            return None
         name = tokens.verify(hello.get("token", ""))
         if name is None:
+            locked = throttle.locked_for(address)
+            if locked:  # slow a program that keeps trying; see serve()'s docstring
+                await asyncio.sleep(min(locked, limits.wrong_token_delay))
             wait = throttle.failure(address)
-            log.warning("%s: bad token from %s (lockout %.0f s)", role, address, wait)
-            extra = f"; further attempts from {address} are blocked for {wait:.0f} s" if wait else ""
+            extra = (f"; wrong tokens from {address} are locked out for {wait:.0f} s (a correct token still gets in)"
+                     if wait else "")
+            log.warning("%s: bad token from %s%s", role, address, extra and f" (locked out for {wait:.0f} s)")
             await _refuse(conn, "bad_token", f"the {role} refused the token{extra}", CLOSE_BAD_TOKEN)
-            return
-        throttle.success(address)
-        await handler(conn, Peer(address, name, hello))
+            return None
+        return Peer(address, name, hello)
 
     return await ws_serve(
         on_connect,
@@ -149,8 +284,9 @@ async def serve(
         port,
         ssl=ssl_context,
         process_request=process_request,
+        process_response=process_response,
         compression=None,
-        max_size=max_size,
+        max_size=min(limits.max_frame, max_size),  # raised to max_size once the hello is verified
         ping_interval=ping_interval,
         ping_timeout=ping_interval,
         server_header=f"rtcontrol-{role}",
@@ -256,9 +392,12 @@ async def connect(
         )
     except websockets.InvalidStatus as exc:
         body = (exc.response.body or b"").decode(errors="replace").strip()
-        if exc.response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
-            raise AuthError(f"{url}: {body or 'throttled after bad tokens'}") from None
-        raise LinkError(f"{url}: refused with HTTP {exc.response.status_code} {body}") from None
+        status = exc.response.status_code
+        retry = _retry_after(exc.response.headers.get("Retry-After"))
+        if status == HTTPStatus.TOO_MANY_REQUESTS or (status == HTTPStatus.SERVICE_UNAVAILABLE and retry is not None):
+            raise Throttled(f"{url}: {body or f'HTTP {status}'}",
+                            DEFAULT_RETRY_WAIT if retry is None else retry) from None
+        raise LinkError(f"{url}: refused with HTTP {status} {body}") from None
     except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
         raise LinkError(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
     fingerprint = None
@@ -295,3 +434,55 @@ async def connect(
         await conn.close()
         raise LinkError(f"{url}: expected 'welcome', got {welcome['type']!r}")
     return Connected(conn, welcome, fingerprint)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds of a Retry-After header (the delay form; an HTTP date is not used by our servers)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class ThrottleNotice:
+    """A client's view of :class:`Throttled` refusals: a bounded wait, and one message per episode.
+
+    Waiting is right: the server refuses only for now (too many unauthenticated connections, or an
+    older server's lockout of a shared address). The message is said once, not at every attempt;
+    :meth:`clear` after a successful connection starts a new episode.
+    """
+
+    def __init__(self, who: str, cap: float = MAX_RETRY_WAIT) -> None:
+        self.who, self.cap, self.active = who, cap, False
+
+    def wait(self, exc: Throttled) -> tuple[float, str | None]:
+        """Seconds to wait before the next attempt, and the message to show (None after the first)."""
+        delay = min(self.cap, max(0.2, exc.retry_after))
+        message = None if self.active else (
+            f"{self.who}: refused for now ({exc}); retrying every {delay:.0f} s until it lets us in")
+        self.active = True
+        return delay, message
+
+    def clear(self) -> None:
+        self.active = False
+
+
+async def connect_waiting(
+    dial: Callable[[], Awaitable[Connected]], notice: ThrottleNotice, say: Callable[[str], Any],
+    budget: float = 60.0,
+) -> Connected:
+    """``dial()``, waiting out :class:`Throttled` refusals for up to ``budget`` seconds in all."""
+    deadline = time.monotonic() + budget
+    while True:
+        try:
+            link = await dial()
+        except Throttled as exc:
+            delay, message = notice.wait(exc)
+            if time.monotonic() + delay > deadline:
+                raise
+            if message:
+                say(message)
+            await asyncio.sleep(delay)
+            continue
+        notice.clear()
+        return link

@@ -91,6 +91,7 @@ class SubjectClient:
         self._replies: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self.fingerprint: str | None = None
         self.connections = 0
+        self._throttled = transport.ThrottleNotice("subject link")  # a busy agent: wait and retry
         self.agent_state: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -253,12 +254,20 @@ class SubjectClient:
                 self._first.set()
                 log.error("subject link refused: %s", exc)
                 return
+            except transport.Throttled as exc:  # not fatal: wait as long as the agent asks, then retry
+                wait, message = self._throttled.wait(exc)
+                if message:
+                    log.warning("%s", message)
+                    self._state({"link": "disconnected", "error": message})
+                await asyncio.sleep(wait)
+                continue
             except transport.LinkError as exc:
                 self._state({"link": "disconnected", "error": str(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff[1])
                 continue
             delay = self.backoff[0]
+            self._throttled.clear()
             self._conn = connected.conn
             self.fingerprint = connected.fingerprint
             self.connections += 1

@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtcontrol.link.codec import FrameError, loads_json
+
 PROTOCOL = "rtcontrol-subject/1"
 VERSION = 1
 
@@ -57,9 +59,11 @@ def decode(raw: str | bytes, where: str, allowed: tuple[str, ...]) -> dict[str, 
         except UnicodeDecodeError as exc:
             raise ProtocolError(f"{where}: message is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        msg = json.loads(raw, parse_constant=_refuse_constant)
+        msg = loads_json(raw, parse_constant=_refuse_constant)  # refuses deep nesting (no RecursionError)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except FrameError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
     except ProtocolError as exc:
         raise ProtocolError(f"{where}: {exc}") from None
     if not isinstance(msg, dict):

@@ -117,6 +117,7 @@ class WorkerClient:
         self._closing = False
         self.reconnects = 0
         self.resent_volumes = 0
+        self._throttled = transport.ThrottleNotice("worker link")  # a busy worker: wait and retry
         #: the worker's plugins, as the last list_projects reply carried them:
         #: {"plugins": [{name, kind, source, description}], "errors": [{source, error, traceback}]}
         self.plugins: dict[str, Any] | None = None
@@ -156,7 +157,7 @@ class WorkerClient:
         self._closing = False
         self._set_state("connecting")
         try:
-            link = await self._dial()
+            link = await transport.connect_waiting(self._dial, self._throttled, self._notice)
         except BaseException:
             self._set_state("failed")
             raise
@@ -211,7 +212,12 @@ class WorkerClient:
                 try:
                     link = await self._dial()
                     self.reconnects += 1
+                    self._throttled.clear()
                     break
+                except transport.Throttled as exc:  # not fatal: wait as long as the worker asks, then retry
+                    delay, message = self._throttled.wait(exc)
+                    if message:
+                        self._notice(message)
                 except (PinError, transport.AuthError) as exc:
                     self._set_state("failed")
                     self._emit(self.on_error, f"worker link: {exc}", "")
@@ -469,6 +475,10 @@ class WorkerClient:
                 await asyncio.sleep(0.05 if n < 5 else self._ping_interval)
 
     # ----------------------------------------------------------------- helpers
+
+    def _notice(self, message: str) -> None:
+        log.warning("%s", message)
+        self._emit(self.on_log, self._run, "WARNING", message)
 
     def _set_state(self, state: str) -> None:
         if state != self._state:

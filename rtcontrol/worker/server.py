@@ -35,7 +35,9 @@ from websockets.asyncio.server import Server, ServerConnection
 
 from rtcontrol import __version__
 from rtcontrol.link import transport
-from rtcontrol.link.codec import FrameError, decode_message, decode_volume, encode_message, split_blob
+from rtcontrol.link.codec import (
+    FrameError, JsonTooDeep, decode_message, decode_volume, encode_message, split_blob,
+)
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import plugins_dir
 from rtcontrol.worker.projects import ProjectCatalog, ProjectError, discover_plugins
@@ -66,12 +68,16 @@ class Session:
     def emit(self, event: str, **fields: Any) -> None:
         """Queue an event for the console; kept until the console acknowledges it."""
         seq, self.next_seq = self.next_seq, self.next_seq + 1
-        text = encode_message("event", seq=seq, event=event, **fields)
-        if len(text) > self.max_event:  # never let one event block the link for good
+        try:
+            text = encode_message("event", seq=seq, event=event, **fields)
+            problem = (f"{len(text)} bytes is over the {self.max_event}-byte limit for one message "
+                       "(return smaller feedback)" if len(text) > self.max_event else "")
+        except JsonTooDeep as exc:  # the console would refuse it and the events after it would wait for good
+            problem = f"{exc} (return flatter feedback)"
+        if problem:  # never let one event block the link for good
             text = encode_message(
                 "event", seq=seq, event="log", run=fields.get("run"), level="ERROR",
-                message=f"{event} of volume {fields.get('index')} dropped: {len(text)} bytes is over the "
-                f"{self.max_event}-byte limit for one message (return smaller feedback)",
+                message=f"{event} of volume {fields.get('index')} dropped: {problem}",
             )
         self.outbox[seq] = text
         self.wake.set()

@@ -111,3 +111,13 @@ def test_throttle_doubles_then_caps() -> None:
     assert th.locked_for("a") == 0
     th.success("a")
     assert th.failure("a") == 0
+
+
+def test_throttle_forgets_an_address_after_a_quiet_period() -> None:
+    now = [0.0]
+    th = Throttle(free=1, base=1.0, cap=8.0, forget=100.0, clock=lambda: now[0])
+    assert th.failure("a") == 0 and th.failure("a") == 1.0 and th.failure("a") == 2.0
+    now[0] = 50.0
+    assert th.failure("a") == 4.0  # still counting: the last lockout ended less than 100 s ago
+    now[0] = 200.0
+    assert th.failure("a") == 0  # quiet for over 100 s: a fresh start

@@ -155,3 +155,41 @@ def test_truncated_and_corrupt_frames() -> None:
         decode_volume(struct.pack("<I", 3) + b"{x}")
     with pytest.raises(FrameError, match="protocol version 2"):
         decode_volume(struct.pack("<I", 24) + b'{"kind":"volume","v":2} ')
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, "[" * 5000 + "]" * 5000, '{"a":' * 3000 + "1" + "}" * 3000])
+def test_deeply_nested_control_frame_is_a_frame_error_not_a_recursion_error(text: str) -> None:
+    with pytest.raises(FrameError, match="control frame: JSON nested deeper than 128 levels is refused"):
+        decode_message(text)
+
+
+def test_nesting_just_over_the_limit_is_refused_and_at_the_limit_accepted() -> None:
+    from rtcontrol.link.codec import MAX_JSON_DEPTH, JsonTooDeep, loads_json
+
+    ok = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert loads_json(ok) == json.loads(ok)
+    deep = '{"x":' + "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH + "}"  # parses in Python, too deep for us
+    with pytest.raises(JsonTooDeep):
+        loads_json(deep)
+    wide = json.dumps({"values": [[i, [i]] for i in range(1000)]})  # many brackets, shallow: fine
+    assert len(loads_json(wide)["values"]) == 1000
+
+
+def test_deeply_nested_binary_header_is_a_frame_error() -> None:
+    head = b"[" * 50_000
+    with pytest.raises(FrameError, match="binary frame header: JSON nested deeper"):
+        split_blob(struct.pack("<I", len(head)) + head)
+
+
+def test_a_message_nested_too_deep_is_refused_when_encoded() -> None:
+    from rtcontrol.link.codec import JsonTooDeep
+
+    value: list = []
+    for _ in range(200):
+        value = [value]
+    with pytest.raises(JsonTooDeep, match="'event' message nested deeper than 128 levels cannot be sent"):
+        encode_message("event", feedback=value)
+    for _ in range(5000):
+        value = [value]
+    with pytest.raises(JsonTooDeep):  # json.dumps itself would raise RecursionError here
+        encode_message("event", feedback=value)
