@@ -230,7 +230,8 @@ class SubjectAdapter:
     def on_delivery(self, run: str, index: int, stamps: dict[str, Any]) -> None:
         timeline = Timeline.from_dict({k: v for k, v in stamps.items() if isinstance(v, (int, float))})
         self.c.handle_delivery(run, index, timeline, late=bool(stamps.get("late")),
-                               onset_missed=bool(stamps.get("onset_missed")))
+                               onset_missed=bool(stamps.get("onset_missed")), outcome=str(stamps.get("outcome") or ""),
+                               taken_by=tuple(str(n) for n in stamps.get("taken_by") or ()))
 
     def on_response(self, response: dict[str, Any]) -> None:
         self.c.handle_response(response)

@@ -25,9 +25,13 @@ async def test_demo_run_headless_to_the_end(tmp_path: Path) -> None:
     status = await run_session(session, out=out)
     text = out.getvalue()
     assert status == 0, text
-    assert "run sub-01_ses-01_task-feedback_run-01: 10 volumes, 10 feedback values, 8 delivered" in text
+    # no stimulus program is connected to the embedded agent: nothing is claimed as delivered, each is named
+    assert "run sub-01_ses-01_task-feedback_run-01: 10 volumes, 10 feedback values, 0 delivered" in text
+    assert ("feedback: 0 of 8 feedback values reached a stimulus program; 8 reached the subject agent with no "
+            "stimulus program connected (volumes 2-9)") in text
     assert "ended: all 10 volumes arrived" in text
     assert text.count("at the subject agent") == 8
+    assert text.count("feedback NOT shown: no stimulus program connected") == 8
     run_dir = tmp_path / "runs" / "sub-01_ses-01_task-feedback_run-01"
     assert S.load(run_dir / "run.toml").run.expected_volumes == 10
     assert list((tmp_path / "runs" / "bids").rglob("*_bold.nii.gz")), "the run was not written as BIDS"

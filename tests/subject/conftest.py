@@ -10,6 +10,7 @@ import pytest
 
 from rtcontrol.subject.embedded import local_subject_agent
 from rtcontrol.subject.link import SubjectClient
+from rtcontrol.subject.secret import read_secret
 
 
 class LineConsumer:
@@ -19,11 +20,17 @@ class LineConsumer:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, port: int) -> "LineConsumer":
+    async def open(cls, port: int, secret: str | None = None, name: str | None = None) -> "LineConsumer":
+        """Connect and say hello with the agent's secret (default: the one in the test's rtcontrol home)."""
         r, w = await asyncio.open_connection("127.0.0.1", port)
         c = cls(r, w)
-        hello = await c.next()
-        assert hello["type"] == "hello"
+        hello: dict[str, Any] = {"type": "hello", "secret": read_secret() if secret is None else secret}
+        if name:
+            hello["name"] = name
+        await c.send(hello)
+        reply = await c.next()
+        assert reply["type"] == "hello", reply
+        c.name = reply["consumer"]
         return c
 
     async def next(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -66,6 +73,15 @@ async def wait_until(pred, timeout: float = 5.0, what: str = "condition") -> Non
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+@pytest.fixture(autouse=True)
+def rtcontrol_home(tmp_path, monkeypatch):
+    """Each test's own rtcontrol home: the agent's consumer secret is made there, and stimulus programs
+    (in this process or started by the test) read it from there."""
+    home = tmp_path / "rtcontrol-home"
+    monkeypatch.setenv("RTCONTROL_HOME", str(home))
+    return home
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ async def test_page_receives_pushed_feedback_and_sends_keys_back(runner, tmp_pat
         await client.connect()
         browser = Browser(tmp_path / "profile")
         try:
-            query = "?runner=builtin" if runner == "builtin" else ""
+            query = "&runner=builtin" if runner == "builtin" else ""
             await browser.open(info.page_url + query)
             await browser.wait_for("document.body.dataset.connected === '1'", timeout=30)
             assert await browser.eval("document.body.dataset.engine") == runner
