@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from typing import Any
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator
 
 import pytest
 
+from rtcontrol.link.tokens import TokenStore
 from rtcontrol.subject.embedded import local_subject_agent
 from rtcontrol.subject.link import SubjectClient
 from rtcontrol.subject.secret import read_secret
+
+
+MAIN = Path(__file__).resolve().parents[2] / "main.py"
 
 
 class LineConsumer:
@@ -99,3 +109,41 @@ async def client(agent_info):
     await c.connect(timeout=10)
     yield c
     await c.close()
+
+
+@contextlib.asynccontextmanager
+async def agent_process(home: Path, *extra: str) -> AsyncIterator[dict[str, Any]]:
+    """A real ``main.py --subject`` process on 127.0.0.1 with its own rtcontrol home; yields what its banner
+    says (url, fingerprint, tcp and local ports, page, secret file) plus a console token. Stopped with Ctrl+C."""
+    home.mkdir(parents=True, exist_ok=True)
+    store = home / "tokens.json"
+    token = TokenStore(store).create("console")
+    env = {**os.environ, "RTCONTROL_HOME": str(home)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(MAIN), "--subject", "--host", "127.0.0.1", "--port", "0", "--tcp-port", "0",
+        "--local-port", "0", "--tokens", str(store), *extra, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        text = ""
+        while "NDJSON" not in text:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, f"agent exited early: {(await proc.stderr.read()).decode()}"
+            text += line.decode()
+        yield {
+            "proc": proc,
+            "token": token,
+            "url": re.search(r"console link (wss://\S+)", text).group(1),
+            "fingerprint": re.search(r"fingerprint (SHA256:\S+)", text).group(1),
+            "tcp": int(re.search(r"NDJSON for PsychToolbox/MATLAB on 127.0.0.1:(\d+)", text).group(1)),
+            "local": int(re.search(r"websocket ws://127.0.0.1:(\d+)/ws", text).group(1)),
+            "page": re.search(r"jsPsych page (http://\S+)", text).group(1),
+            "secret_file": re.search(r"consumer secret in (\S+) in their hello", text).group(1),
+        }
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
