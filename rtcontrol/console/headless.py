@@ -75,7 +75,9 @@ async def run_session(session: ConsoleSession, *, quiet: bool = False, out: Text
     def note_failed_link(event: Any) -> None:
         if isinstance(event, ev.ConnectionChanged) and event.name in ("worker", "subject"):
             if event.state == "failed":
-                failed[event.name] = str(getattr(event, "detail", "") or "")
+                detail = str(getattr(event, "detail", "") or "")
+                url = str(getattr(event, "url", "") or "")
+                failed[event.name] = detail if not url or url in detail else f"{url}: {detail}"
             else:
                 failed.pop(event.name, None)
 

@@ -184,8 +184,9 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
     try:
         await client.connect()
     except Exception as exc:
-        c.connection("subject", "failed", url=url, detail=str(exc))
-        c.error(f"cannot reach the subject agent at {url}: {exc}", "subject")
+        reason = str(exc).removeprefix(f"{url}: ")  # the link's errors name the address; say it once
+        c.connection("subject", "failed", url=url, detail=reason)
+        c.error(f"cannot reach the subject agent at {url}: {reason}", "subject")
         await client.close()
         return
     stack.push_async_callback(client.close)
@@ -241,7 +242,8 @@ class SubjectAdapter:
         mapped = {"disconnected": "closed", "refused": "failed"}.get(link, link)
         rtt = self.client.clock.rtt if self.client is not None else None
         consumers = state.get("consumers")
-        detail = state.get("error") or (f"{len(consumers)} stimulus program(s) attached" if consumers else "")
+        detail = (str(state.get("error") or "").removeprefix(f"{self.url}: ")  # the address is said beside it
+                  or (f"{len(consumers)} stimulus program(s) attached" if consumers else ""))
         self.c.connection("subject", mapped, url=self.url, detail=str(detail or ""),
                           fingerprint=str(state.get("fingerprint") or getattr(self.client, "fingerprint", "") or ""),
                           rtt_ms=None if rtt is None else rtt * 1e3)
