@@ -153,7 +153,8 @@ class FeedbackClient:
         ws.send(json.dumps(msg, separators=(",", ":"), allow_nan=False))
 
     def _secret_now(self) -> str:
-        """The secret to say: given, or read from the file each time (the agent may make it later)."""
+        """The secret to say: given, or read from the file at each connection (a restarted agent may have
+        made a new one)."""
         return self._secret if self._secret is not None else read_secret(self._secret_file)
 
     def _loop(self) -> None:
@@ -166,7 +167,7 @@ class FeedbackClient:
                     first = json.loads(ws.recv(timeout=5.0))
                     if first.get("type") != "hello":  # refused: a wrong secret does not get better by retrying
                         self._refused = str(first.get("message") or first)
-                        self._connected.set()
+                        self._give_up(self._refused)
                         return
                     self._ws = ws
                     backoff = 0.1
@@ -177,7 +178,7 @@ class FeedbackClient:
             except SecretError as exc:
                 if not self._connected.is_set():
                     self._refused = str(exc)
-                    self._connected.set()
+                    self._give_up(self._refused)
                     return
                 log.info("feedback link to %s: %s; retrying", self.url, exc)
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
@@ -189,6 +190,14 @@ class FeedbackClient:
                 self._ws = None
             self._closing.wait(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    def _give_up(self, why: str) -> None:
+        """Refused for good (the constructor raises it; later, :meth:`errors` says it)."""
+        log.warning("the subject agent at %s refused this program: %s", self.url, why)
+        with self._cond:
+            self._errors.append(f"refused by the subject agent: {why}")
+            self._cond.notify_all()
+        self._connected.set()
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
