@@ -103,7 +103,7 @@ async def serve(args: argparse.Namespace, on_ready=None) -> int:
     if fingerprint:
         print(f"  certificate fingerprint {fingerprint}", flush=True)
     if running.local_port is not None or running.tcp_port is not None:
-        print(f"  stimulus programs say the consumer secret in {secret_path} in their hello", flush=True)
+        print(f"  consumer secret (stimulus programs send it in their hello): {secret_path}", flush=True)
     if running.local_port is not None:
         print(f"  jsPsych page {page_url(running.local_port, secret)}  websocket ws://127.0.0.1:{running.local_port}/ws",
               flush=True)

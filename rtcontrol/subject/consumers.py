@@ -3,7 +3,9 @@
 The agent's main path only ever calls :meth:`ConsumerQueue.put`, which never blocks: a full queue drops
 its oldest item (or, for a display that only needs the newest value, replaces the queued feedback) and
 counts the loss. Each consumer drains its queue in its own task, so a slow or vanished stimulus program
-never holds up the others or the console link.
+never holds up the others or the console link. Every feedback item a consumer takes, and every one thrown
+away before it took it (queue full, replaced by a newer value, consumer gone), is reported to the agent, so
+a value is only ever called delivered when some consumer really took it.
 """
 
 from __future__ import annotations
