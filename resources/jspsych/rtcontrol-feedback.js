@@ -3,20 +3,27 @@
  * message and run start/stop (no polling), and carries responses back.
  *
  *   const fb = RTControl.connect();          // ws://<this page's host>/ws, reconnects by itself
+ *                                            // (says the ?secret=... of this page's URL in its hello)
  *   fb.on("feedback", (f) => draw(f.value)); // {run, index, value, late}
  *   fb.waitFor(5, 3000).then(...);           // the value of volume 5, or reject after 3 s
  *   fb.sendResponse({button: 1});            // reaches the experiment's project on the worker
  *   fb.displayed(f.run, f.index);            // stamps "displayed" on the console's timeline
  *
- * Served by `python main.py --subject` at http://127.0.0.1:<local-port>/rtcontrol-feedback.js.
+ * Served by `python main.py --subject` at http://127.0.0.1:<local-port>/rtcontrol-feedback.js. The agent
+ * lets a page in only with its consumer secret: open the page at the address the agent prints
+ * (http://127.0.0.1:<local-port>/?secret=...), or pass RTControl.connect(url, {secret: "..."}).
  */
 (function (global) {
   "use strict";
 
   class FeedbackSocket {
-    constructor(url) {
+    constructor(url, options) {
       const scheme = global.location && global.location.protocol === "https:" ? "wss" : "ws";
       this.url = url || scheme + "://" + global.location.host + "/ws";
+      options = options || {};
+      this.secret = options.secret || new URLSearchParams(global.location ? global.location.search : "").get("secret");
+      this.helloName = options.name || "jspsych";
+      this.refused = null; // the agent's reason when it refused this page (wrong or missing secret)
       this.values = new Map(); // "run#index" -> feedback
       this.latest = null;
       this.run = null; // run settings from run_start
@@ -92,6 +99,7 @@
       const ws = new WebSocket(this.url);
       this.ws = ws;
       ws.onopen = () => {
+        ws.send(JSON.stringify({ type: "hello", name: this.helloName, secret: this.secret || "" }));
         this.connected = true;
         this._backoff = 100;
         this._emit("open", {});
@@ -105,9 +113,15 @@
         }
         this._handle(msg);
       };
-      ws.onclose = () => {
+      ws.onclose = (event) => {
         this.connected = false;
         this._emit("close", {});
+        if (event && event.code === 1008) {
+          // refused (no or wrong secret): retrying cannot help
+          this.refused = this.refused || event.reason || "refused by the subject agent";
+          this._emit("refused", { message: this.refused });
+          return;
+        }
         if (!this._closed) {
           setTimeout(() => this._open(), this._backoff);
           this._backoff = Math.min(this._backoff * 2, 2000);
@@ -135,6 +149,10 @@
         case "hello":
           this.name = msg.consumer;
           break;
+        case "error":
+          if (!this.name) this.refused = msg.message; // before our hello was accepted: the reason
+          this._emit("error", msg);
+          break;
         case "run_start":
           this.run = msg;
           this._emit("run_start", msg);
@@ -153,8 +171,8 @@
   global.RTControl = {
     FeedbackSocket: FeedbackSocket,
     /** The page's one connection (made on first call). */
-    connect: function (url) {
-      if (!shared) shared = new FeedbackSocket(url);
+    connect: function (url, options) {
+      if (!shared) shared = new FeedbackSocket(url, options);
       return shared;
     },
   };

@@ -5,7 +5,8 @@ Run the agent on this PC (``python main.py --subject``), then::
     python resources/psychopy/feedback_thermometer.py            # full-screen PsychoPy window
     python resources/psychopy/feedback_thermometer.py --text     # no PsychoPy: print values (a quick check)
 
-Keys 1-4 are sent back as responses (they reach the experiment's project on the worker); Escape quits.
+The agent lets it in with the consumer secret it keeps in ``consumer.secret`` in its home folder
+(``~/.rtcontrol`` or ``$RTCONTROL_HOME``; ``--secret-file`` for another place). Keys 1-4 are sent back as responses (they reach the experiment's project on the worker); Escape quits.
 The feedback value is a number (or an object with a numeric ``value``) mapped from the run's display
 scale (``low``..``high``, set on the console) to an empty..full thermometer.
 
@@ -81,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text", action="store_true", help="print values instead of opening a PsychoPy window")
     parser.add_argument("--volumes", type=int, default=10, help="--text: how many volumes to wait for")
     parser.add_argument("--timeout", type=float, default=30.0, help="--text: seconds to wait for each volume")
+    parser.add_argument("--secret-file", default=None,
+                        help="the agent's consumer secret (default: consumer.secret in ~/.rtcontrol or $RTCONTROL_HOME, "
+                             "where the agent on this PC keeps it)")
     args = parser.parse_args(argv)
-    with FeedbackClient(args.port, name="psychopy") as fb:
+    with FeedbackClient(args.port, name="psychopy", secret_file=args.secret_file) as fb:
         if args.text:
             return run_text(fb, args.volumes, args.timeout)
         return run_psychopy(fb)

@@ -113,7 +113,7 @@ async def run_e2e(series: Path, project: str, project_settings: dict[str, Any], 
         "files": len(files),
         "feedbacks": m.feedbacks,
         "with_feedback": len(feedback_expected),
-        "delivered": m.delivered,
+        "delivered": m.at_agent,  # at the subject agent (no stimulus program in this bench)
         "errors": errors,
     }
 

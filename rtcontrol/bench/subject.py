@@ -24,6 +24,7 @@ from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
 from rtcontrol.subject.client import FeedbackClient
 from rtcontrol.subject.link import SubjectClient
+from rtcontrol.subject.secret import read_secret
 
 N = 500
 WARMUP = 20
@@ -59,7 +60,10 @@ async def _measure() -> tuple[list[float], list[float]]:
         try:
             client = SubjectClient(ports["url"], token=token, expected_fingerprint=ports["fingerprint"])
             await client.connect()
+            secret_file = Path(tmp) / "home" / "consumer.secret"  # the agent's RTCONTROL_HOME
             reader, writer = await asyncio.open_connection("127.0.0.1", int(ports["tcp"]))
+            writer.write(json.dumps({"type": "hello", "name": "bench", "secret": read_secret(secret_file)}).encode()
+                         + b"\n")
             await reader.readline()  # hello
             await client.start_run({"run": "bench"})
             tcp: list[float] = []
@@ -73,7 +77,7 @@ async def _measure() -> tuple[list[float], list[float]]:
                 await asyncio.sleep(0.002)
             writer.close()
 
-            fb = await asyncio.to_thread(FeedbackClient, int(ports["local"]))
+            fb = await asyncio.to_thread(FeedbackClient, int(ports["local"]), secret_file=secret_file)
             try:
                 await client.start_run({"run": "bench-ws"})
                 ws: list[float] = []

@@ -373,15 +373,20 @@ class ConsoleController:
             self._to_subject.put_nowait((self.model.run, index, value, timeline))
 
     def handle_delivery(self, run: str, index: int, timeline: Timeline, late: bool = False,
-                        onset_missed: bool = False) -> None:
+                        onset_missed: bool = False, outcome: str = "", taken_by: tuple[str, ...] = ()) -> None:
         """From the subject link: the agent (and its consumers) got a feedback value.
 
         The link reports each value several times (the agent's ack, then each consumer's take and
-        display, with the stamps so far): the model counts it once and each warning is said once."""
-        self.model.add_delivery(index, timeline)
+        display, with the stamps so far): the model counts it once and each warning is said once.
+        Only a value a stimulus program took counts as delivered (``outcome``, see ev.Delivered)."""
+        self.model.add_delivery(index, timeline, outcome)
         if self.recorder is not None:
             self._record("record_timeline", run, index, timeline)
-        self.events.publish(ev.Delivered(run, index, timeline, late))
+        self.events.publish(ev.Delivered(run, index, timeline, late, outcome, taken_by))
+        if outcome == "no_consumer" and (run, -1, outcome) not in self._warned:
+            self._warned.add((run, -1, outcome))
+            self.warn(f"no stimulus program is connected to the subject agent: feedback for volume {index} "
+                      "was not shown (said once per run; the run's summary lists every such volume)", "subject")
         planned = f"{self.settings.feedback.onset}, {self.settings.feedback.delay:g} s"
         warnings = (
             ("late", late, f"feedback for volume {index} reached the subject late (after a reconnect)"),

@@ -54,12 +54,18 @@ class FeedbackArrived:
 
 @dataclass(frozen=True)
 class Delivered:
-    """The subject agent confirmed a feedback value (its timeline has the subject-side stamps)."""
+    """The subject agent reported on a feedback value (its timeline has the subject-side stamps).
+
+    ``outcome`` is the agent's word for it: "delivered" (a stimulus program took it: ``taken_by``),
+    "no_consumer", "dropped", "cancelled", or while undecided "scheduled"/"pending"; "" from an agent
+    that does not say (then only a ``consumer_taken`` stamp counts as delivered)."""
 
     run: str
     index: int
     timeline: Timeline
     late: bool = False
+    outcome: str = ""
+    taken_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Prints one line per volume (index, feedback, latency) and exits when the run ends: the
 expected volumes arrived, no volume came for ``end_after_trs`` TRs after the last, or Ctrl-C.
-Exit status: 0 when the run ended normally, 1 when volumes were lost or errors happened, 2 for
-bad settings or a link that could not be reached.
+Exit status: 0 when the run ended normally, 1 when volumes were lost or errors happened (or, with a
+subject agent given by address, a feedback value reached no stimulus program), 2 for bad settings or a
+link that could not be reached.
 
 Without a window nobody can approve a certificate seen for the first time: an unknown worker or
 subject agent is refused before the token is sent, unless its fingerprint is given
@@ -97,7 +98,9 @@ async def run_session(session: ConsoleSession, *, quiet: bool = False, out: Text
     def note_failed_link(event: Any) -> None:
         if isinstance(event, ev.ConnectionChanged) and event.name in ("worker", "subject"):
             if event.state == "failed":
-                failed[event.name] = str(getattr(event, "detail", "") or "")
+                detail = str(getattr(event, "detail", "") or "")
+                url = str(getattr(event, "url", "") or "")
+                failed[event.name] = detail if not url or url in detail else f"{url}: {detail}"
             else:
                 failed.pop(event.name, None)
 
@@ -179,6 +182,7 @@ class Printer:
         self.errors = 0
         self._links: dict[str, tuple[str, str]] = {}
         self._delivered: set[int] = set()
+        self._missed: set[int] = set()
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, ev.LogMessage):
@@ -198,6 +202,12 @@ class Printer:
             if took is not None and not math.isnan(took):
                 self._line(f"volume {event.index:4d}  at the subject agent {took * 1e3:7.1f} ms after the file"
                            + ("  (late)" if event.late else ""))
+        if (isinstance(event, ev.Delivered) and not self.quiet and event.index not in self._missed
+                and event.outcome in ("no_consumer", "dropped", "cancelled")):
+            self._missed.add(event.index)
+            why = {"no_consumer": "no stimulus program connected", "dropped": "no stimulus program took it",
+                   "cancelled": "cancelled, the run stopped before its onset"}[event.outcome]
+            self._line(f"volume {event.index:4d}  feedback NOT shown: {why}")
         elif isinstance(event, ev.ConnectionChanged) and not self.quiet:
             key = (event.state, event.url)
             if self._links.get(event.name) != key:  # RTT refreshes repeat the state: print changes only
@@ -213,11 +223,16 @@ class Printer:
         expected = c.settings.run.expected_volumes
         lost = max(0, expected - m.volumes) if expected else 0
         print(
-            f"run {m.run}: {m.volumes} volumes, {m.feedbacks} feedback values, {m.delivered} delivered to the subject"
-            f"{f', {lost} of {expected} volumes missing' if lost else ''}; "
+            f"run {m.run}: {m.volumes} volumes, {m.feedbacks} feedback values, {m.delivered} delivered to a "
+            f"stimulus program{f', {lost} of {expected} volumes missing' if lost else ''}; "
             f"ended: {ended.reason if ended else 'not started'}"
             + (f"; settings and recording in {c.run_dir}" if c.run_dir else ""),
             file=self.out,
             flush=True,
         )
-        return 1 if lost or self.errors or ended is None else 0
+        # only what the subject agent confirmed a stimulus program took counts as delivered; the rest is named
+        undelivered = c.subject is not None and bool(m.undelivered())
+        if c.subject is not None and m.valued:
+            print(f"feedback: {m.delivery_report()}", file=self.out, flush=True)
+        lost_feedback = undelivered and bool(c.settings.subject.url)  # an agent given by address must show it
+        return 1 if lost or self.errors or ended is None or lost_feedback else 0

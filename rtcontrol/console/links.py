@@ -184,8 +184,9 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
     try:
         await client.connect()
     except Exception as exc:
-        c.connection("subject", "failed", url=url, detail=str(exc))
-        c.error(f"cannot reach the subject agent at {url}: {exc}", "subject")
+        reason = str(exc).removeprefix(f"{url}: ")  # the link's errors name the address; say it once
+        c.connection("subject", "failed", url=url, detail=reason)
+        c.error(f"cannot reach the subject agent at {url}: {reason}", "subject")
         await client.close()
         return
     stack.push_async_callback(client.close)
@@ -230,7 +231,8 @@ class SubjectAdapter:
     def on_delivery(self, run: str, index: int, stamps: dict[str, Any]) -> None:
         timeline = Timeline.from_dict({k: v for k, v in stamps.items() if isinstance(v, (int, float))})
         self.c.handle_delivery(run, index, timeline, late=bool(stamps.get("late")),
-                               onset_missed=bool(stamps.get("onset_missed")))
+                               onset_missed=bool(stamps.get("onset_missed")), outcome=str(stamps.get("outcome") or ""),
+                               taken_by=tuple(str(n) for n in stamps.get("taken_by") or ()))
 
     def on_response(self, response: dict[str, Any]) -> None:
         self.c.handle_response(response)
@@ -240,7 +242,8 @@ class SubjectAdapter:
         mapped = {"disconnected": "closed", "refused": "failed"}.get(link, link)
         rtt = self.client.clock.rtt if self.client is not None else None
         consumers = state.get("consumers")
-        detail = state.get("error") or (f"{len(consumers)} stimulus program(s) attached" if consumers else "")
+        detail = (str(state.get("error") or "").removeprefix(f"{self.url}: ")  # the address is said beside it
+                  or (f"{len(consumers)} stimulus program(s) attached" if consumers else ""))
         self.c.connection("subject", mapped, url=self.url, detail=str(detail or ""),
                           fingerprint=str(state.get("fingerprint") or getattr(self.client, "fingerprint", "") or ""),
                           rtt_ms=None if rtt is None else rtt * 1e3)

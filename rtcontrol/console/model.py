@@ -62,7 +62,10 @@ class RunModel:
         self.roi_mask: np.ndarray | None = None
         self.volumes = 0
         self.feedbacks = 0
-        self.delivered = 0
+        self.delivered = 0  # values a stimulus program (or the built-in display) took
+        self.at_agent = 0  # values the subject agent acknowledged, taken or not
+        self.valued: set[int] = set()  # volumes whose feedback had a value (sent on to the subject)
+        self.outcomes: dict[int, str] = {}  # volume -> the subject agent's latest word on its value
         self.global_mean = Series()
         self.feedback = Series()
         self.motion = Series(width=len(MOTION))
@@ -85,6 +88,8 @@ class RunModel:
     def add_feedback(self, index: int, value: Any, metrics: dict[str, float], timeline: Timeline) -> None:
         self.feedbacks += 1
         self.last_feedback_value = value
+        if value is not None:
+            self.valued.add(index)
         number = feedback_number(value)
         if number is not None:
             self.feedback.set(index, number)
@@ -97,12 +102,40 @@ class RunModel:
                 self.metrics.setdefault(name, Series()).set(index, float(v))
         self._stamp(index, timeline)
 
-    def add_delivery(self, index: int, timeline: Timeline) -> None:
-        """The subject side's stamps (an ack, then the consumers' report): counted once per volume."""
+    def add_delivery(self, index: int, timeline: Timeline, outcome: str = "") -> None:
+        """The subject side's stamps (an ack, then the consumers' report): counted once per volume.
+
+        Delivered means a stimulus program took it (outcome "delivered", or a ``consumer_taken`` stamp);
+        reaching the agent alone is counted in :attr:`at_agent`."""
         column = STAGES.index("subject_delivered")
         if math.isnan(self.stamps.get(index, column)) and timeline.get("subject_delivered") is not None:
-            self.delivered += 1
+            self.at_agent += 1
+        if outcome != DELIVERED and timeline.get("consumer_taken") is not None:
+            outcome = DELIVERED
+        if self.outcomes.get(index) != DELIVERED and outcome:
+            if outcome == DELIVERED:
+                self.delivered += 1
+            self.outcomes[index] = outcome
         self._stamp(index, timeline)
+
+    def undelivered(self) -> dict[str, list[int]]:
+        """Volumes whose feedback value reached no stimulus program, by why (see :data:`WHY`)."""
+        out: dict[str, list[int]] = {}
+        for index in sorted(self.valued):
+            outcome = self.outcomes.get(index, "")
+            if outcome == DELIVERED:
+                continue
+            why = outcome if outcome in ("no_consumer", "dropped", "cancelled") else "unconfirmed"
+            out.setdefault(why, []).append(index)
+        return out
+
+    def delivery_report(self) -> str:
+        """One plain sentence: how many values reached a stimulus program, and what became of the rest."""
+        total = len(self.valued)
+        parts = [f"{self.delivered} of {total} feedback value{'s' if total != 1 else ''} reached a stimulus program"]
+        for why, indices in self.undelivered().items():
+            parts.append(f"{len(indices)} {WHY[why]} ({volume_list(indices)})")
+        return "; ".join(parts)
 
     def _stamp(self, index: int, timeline: Timeline) -> None:
         for stage, t in timeline.stamps.items():
@@ -141,6 +174,28 @@ class RunModel:
         if self.latest_scaled is not None:
             total += self.latest_scaled.nbytes
         return total
+
+
+DELIVERED = "delivered"
+#: What became of a value that reached no stimulus program, as said in the run's summary.
+WHY = {
+    "no_consumer": "reached the subject agent with no stimulus program connected",
+    "dropped": "reached the subject agent but no stimulus program took it (it left, or a newer value replaced it)",
+    "cancelled": "cancelled because the run stopped before their onset",
+    "unconfirmed": "not confirmed by the subject agent as taken by a stimulus program",
+}
+
+
+def volume_list(indices: list[int]) -> str:
+    """``volumes 3, 4, 7-20``: consecutive runs joined, so a long loss stays one short line."""
+    spans: list[list[int]] = []
+    for i in sorted(indices):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    text = ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}-{b}" for a, b in spans)
+    return f"volume{'s' if len(indices) != 1 else ''} {text}"
 
 
 def feedback_number(value: Any) -> float | None:

@@ -28,6 +28,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -308,7 +309,35 @@ def subject(c: Check) -> str:
                 "--local-port", "0", *_cert_args(c, "subject"))
     m = p.wait_for(r"console link (wss://\S+)", 90)
     c.facts["subject_url"] = m.group(1)
+    c.facts["subject_tcp"] = int(p.wait_for(r"NDJSON for PsychToolbox/MATLAB on 127\.0\.0\.1:(\d+)", 30).group(1))
     return m.group(1)
+
+
+class StimulusProgram:
+    """An NDJSON stimulus program on the agent's port (as a MATLAB script is): says the agent's consumer
+    secret in its hello and counts the feedback values it is given."""
+
+    def __init__(self, port: int, secret_file: Path) -> None:
+        self.values: list[int] = []
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        hello = {"type": "hello", "name": "bundlecheck", "secret": secret_file.read_text().strip()}
+        self.sock.sendall(json.dumps(hello).encode() + b"\n")
+        self.sock.settimeout(None)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError), self.sock.makefile("rb") as lines:
+            for line in lines:
+                msg = json.loads(line)
+                if msg.get("type") == "feedback":
+                    self.values.append(int(msg["index"]))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
 
 
 def _norm(fp: str) -> str:
@@ -338,6 +367,7 @@ def headless_run(c: Check) -> str:
         f'[subject]\nurl = "{c.facts["subject_url"]}"\ntoken = "{c.facts["subject_token"]}"\n'
     )
     runs = c.work / "runs"
+    stimulus = StimulusProgram(c.facts["subject_tcp"], home / "consumer.secret")  # the agent shares this home
     console = c.start("console", "run", "--no-gui", "--settings", str(settings), "--runs-dir", str(runs))
     time.sleep(2.0)  # let the console connect and start watching; the scanner may start any time after
     if console.proc.poll() is not None:
@@ -345,6 +375,7 @@ def headless_run(c: Check) -> str:
     scanner = c.start("scanner (replay)", "replay", str(c.facts["series"]), str(watch), "--tr", str(TR))
     code = console.finish(120)
     scanner.stop()
+    stimulus.close()
     summary = next((line for line in reversed(console.lines) if line.startswith("run ")), "")
     m = re.search(r"(\d+) volumes, (\d+) feedback values, (\d+) delivered", summary)
     if code != 0 or not m:
@@ -355,6 +386,9 @@ def headless_run(c: Check) -> str:
     if (volumes, feedback) != (VOLUMES, VOLUMES) or not values or delivered < len(values):
         raise StepFailed(f"expected {VOLUMES} volumes analysed and all {len(values)} feedback values delivered, "
                          f"got: {summary}\n{console.tail(40)}")
+    if len(stimulus.values) != len(values):
+        raise StepFailed(f"the stimulus program got {len(stimulus.values)} of {len(values)} feedback values\n"
+                         f"{console.tail(40)}")
     c.facts["runs"] = runs
     return summary
 

@@ -18,8 +18,10 @@ from rtcontrol.link.certs import fingerprint_file, make_certificate, server_cont
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.link.transport import LinkError, is_loopback
 from rtcontrol.paths import user_data_dir
+from rtcontrol.subject import secret as consumer_secret
 from rtcontrol.subject.agent import SubjectAgent
 from rtcontrol.subject.client import DEFAULT_LOCAL_PORT
+from rtcontrol.subject.local import page_url
 from rtcontrol.subject.server import start_agent
 
 DEFAULT_PORT = 8740
@@ -83,19 +85,27 @@ async def serve(args: argparse.Namespace, on_ready=None) -> int:
         print(f"warning: no tokens in {store.path}; every console is refused until you run\n"
               f"  python main.py token create --name console" + (f" --store {args.tokens}" if args.tokens else ""),
               file=sys.stderr)
+    secret_path = consumer_secret.default_path()
+    try:
+        secret = consumer_secret.load_or_create(secret_path)
+    except (OSError, consumer_secret.SecretError) as exc:
+        raise ValueError(f"cannot make the consumer secret {secret_path}: {exc}") from None
     agent = SubjectAgent()
     running = await start_agent(
         agent, host=args.host, port=args.port, tokens=store, ssl_context=ssl_context,
         insecure_loopback=args.insecure_loopback,
         tcp_port=None if args.tcp_port < 0 else args.tcp_port,
         local_port=None if args.local_port < 0 else args.local_port,
+        consumer_secret=secret,
     )
     scheme = "ws" if ssl_context is None else "wss"
     print(f"subject agent: console link {scheme}://{args.host}:{running.console_port}", flush=True)
     if fingerprint:
         print(f"  certificate fingerprint {fingerprint}", flush=True)
+    if running.local_port is not None or running.tcp_port is not None:
+        print(f"  consumer secret (stimulus programs send it in their hello): {secret_path}", flush=True)
     if running.local_port is not None:
-        print(f"  jsPsych page http://127.0.0.1:{running.local_port}/  websocket ws://127.0.0.1:{running.local_port}/ws",
+        print(f"  jsPsych page {page_url(running.local_port, secret)}  websocket ws://127.0.0.1:{running.local_port}/ws",
               flush=True)
     if running.tcp_port is not None:
         print(f"  NDJSON for PsychToolbox/MATLAB on 127.0.0.1:{running.tcp_port}", flush=True)

@@ -2,7 +2,10 @@
 
 A background thread keeps a websocket to the subject agent on this PC (``ws://127.0.0.1:PORT/ws``) and
 reconnects if the agent restarts; the script's frame loop calls the non-blocking :meth:`latest` or waits
-with :meth:`wait_for`. Only the standard library and ``websockets`` are needed (no PsychoPy, no Qt)::
+with :meth:`wait_for`. It says the agent's consumer secret in its hello, read by default from
+``consumer.secret`` in the rtcontrol home (``$RTCONTROL_HOME`` or ``~/.rtcontrol``) where the agent on this
+PC keeps it; ``secret=`` or ``secret_file=`` give another. Only the standard library and ``websockets`` are
+needed (no PsychoPy, no Qt)::
 
     from rtcontrol.subject import FeedbackClient
     with FeedbackClient() as fb:
@@ -18,10 +21,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
+
+from rtcontrol.subject.secret import SecretError, read_secret
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +47,13 @@ class FeedbackClient:
     """Synchronous view of the agent's feedback stream; thread-safe."""
 
     def __init__(self, port: int = DEFAULT_LOCAL_PORT, host: str = "127.0.0.1", *, url: str | None = None,
-                 name: str = "python", connect_timeout: float = 5.0, keep: int = 10_000) -> None:
+                 name: str = "python", connect_timeout: float = 5.0, keep: int = 10_000,
+                 secret: str | None = None, secret_file: Path | str | None = None) -> None:
         self.url = url or f"ws://{host}:{port}/ws"
         self._hello = name  # how this program is named in the console's per-consumer stamps
+        self._secret = secret
+        self._secret_file = secret_file
+        self._refused: str | None = None  # why the agent (or the secret file) stopped us for good
         self._cond = threading.Condition()
         self._values: dict[tuple[str, int], FeedbackValue] = {}
         self._order: deque[tuple[str, int]] = deque()
@@ -58,8 +68,10 @@ class FeedbackClient:
         self._connected = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rtcontrol-feedback", daemon=True)
         self._thread.start()
-        if not self._connected.wait(connect_timeout):
+        if not self._connected.wait(connect_timeout) or self._refused:
             self.close()
+            if self._refused:
+                raise ConnectionError(f"the subject agent at {self.url} refused this program: {self._refused}")
             raise ConnectionError(
                 f"no subject agent at {self.url} after {connect_timeout:g} s; start it with "
                 "'python main.py --subject' (its --local-port must match)"
@@ -140,17 +152,35 @@ class FeedbackClient:
             raise ConnectionError(f"not connected to the subject agent at {self.url}")
         ws.send(json.dumps(msg, separators=(",", ":"), allow_nan=False))
 
+    def _secret_now(self) -> str:
+        """The secret to say: given, or read from the file at each connection (a restarted agent may have
+        made a new one)."""
+        return self._secret if self._secret is not None else read_secret(self._secret_file)
+
     def _loop(self) -> None:
         backoff = 0.1
         while not self._closing.is_set():
             try:
+                secret = self._secret_now()
                 with connect(self.url, open_timeout=2.0, compression=None, max_size=1 << 20) as ws:
+                    ws.send(json.dumps({"type": "hello", "name": self._hello, "secret": secret}))
+                    first = json.loads(ws.recv(timeout=5.0))
+                    if first.get("type") != "hello":  # refused: a wrong secret does not get better by retrying
+                        self._refused = str(first.get("message") or first)
+                        self._give_up(self._refused)
+                        return
                     self._ws = ws
-                    ws.send(json.dumps({"type": "hello", "name": self._hello}))
                     backoff = 0.1
+                    self._on_message(first)
                     self._connected.set()
                     for raw in ws:
                         self._on_message(json.loads(raw))
+            except SecretError as exc:
+                if not self._connected.is_set():
+                    self._refused = str(exc)
+                    self._give_up(self._refused)
+                    return
+                log.info("feedback link to %s: %s; retrying", self.url, exc)
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
                 if not self._closing.is_set():
                     log.info("feedback link to %s lost (%s); retrying", self.url, exc)
@@ -160,6 +190,14 @@ class FeedbackClient:
                 self._ws = None
             self._closing.wait(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    def _give_up(self, why: str) -> None:
+        """Refused for good (the constructor raises it; later, :meth:`errors` says it)."""
+        log.warning("the subject agent at %s refused this program: %s", self.url, why)
+        with self._cond:
+            self._errors.append(f"refused by the subject agent: {why}")
+            self._cond.notify_all()
+        self._connected.set()
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")

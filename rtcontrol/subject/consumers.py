@@ -3,7 +3,9 @@
 The agent's main path only ever calls :meth:`ConsumerQueue.put`, which never blocks: a full queue drops
 its oldest item (or, for a display that only needs the newest value, replaces the queued feedback) and
 counts the loss. Each consumer drains its queue in its own task, so a slow or vanished stimulus program
-never holds up the others or the console link.
+never holds up the others or the console link. Every feedback item a consumer takes, and every one thrown
+away before it took it (queue full, replaced by a newer value, consumer gone), is reported to the agent, so
+a value is only ever called delivered when some consumer really took it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from typing import Any, Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
-#: Called when a consumer took a feedback item: (consumer name, run, index, agent monotonic time).
-TakenCallback = Callable[[str, str, int, float], None]
+#: Called when a consumer took a feedback item: (consumer, item, agent monotonic time).
+TakenCallback = Callable[["Consumer", dict[str, Any], float], None]
+#: Called when a feedback item queued for a consumer is thrown away untaken (queue full, replaced by a
+#: newer value, consumer gone): (consumer, item, why).
+DiscardCallback = Callable[["Consumer", dict[str, Any], str], None]
 
 
 class ConsumerQueue:
@@ -41,18 +46,28 @@ class ConsumerQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: dict[str, Any]) -> None:
+    def put(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """Queue ``item``; returns the items thrown away to make room (usually none)."""
+        gone: list[dict[str, Any]] = []
         if self.coalesce and item.get("type") == "feedback":
             for i, old in enumerate(self._items):
                 if old.get("type") == "feedback":
+                    gone.append(old)
                     del self._items[i]
                     self.coalesced += 1
                     break
         if len(self._items) >= self.maxsize:
-            self._items.popleft()
+            gone.append(self._items.popleft())
             self.dropped += 1
         self._items.append(item)
         self._ready.set()
+        return gone
+
+    def clear(self) -> list[dict[str, Any]]:
+        """Empty the queue; returns what was in it."""
+        items = list(self._items)
+        self._items.clear()
+        return items
 
     def unget(self, item: dict[str, Any]) -> None:
         """Put back an item taken but not delivered (the link dropped), at the front."""
@@ -77,6 +92,7 @@ class Consumer:
         self.queue = ConsumerQueue(maxsize, coalesce=coalesce)
         self.taken = 0
         self.busy = False  # inside deliver(): later items must queue behind it
+        self.current: dict[str, Any] | None = None  # the item inside deliver()
         self.connected_at = time.monotonic()
 
     async def deliver(self, item: dict[str, Any]) -> None:  # pragma: no cover - interface
@@ -116,9 +132,11 @@ class CallbackConsumer(Consumer):
 class Hub:
     """Fans every item out to all consumers; never waits for any of them."""
 
-    def __init__(self, on_taken: TakenCallback, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, on_taken: TakenCallback, on_change: Callable[[], None] | None = None,
+                 on_discard: DiscardCallback | None = None) -> None:
         self._on_taken = on_taken
         self._on_change = on_change or (lambda: None)
+        self._on_discard = on_discard or (lambda *_: None)
         self._tasks: dict[Consumer, asyncio.Task[None]] = {}
 
     @property
@@ -142,12 +160,18 @@ class Hub:
             current = None
         if task is not current:
             task.cancel()
+        lost = consumer.queue.clear()
+        if consumer.busy and consumer.current is not None:
+            lost.insert(0, consumer.current)  # cancelled inside deliver(): not taken
+        consumer.busy, consumer.current = False, None
+        self._discarded(consumer, lost, "the consumer left before taking it")
         log.info("consumer %s left (took %d, dropped %d)", consumer.name, consumer.taken, consumer.queue.dropped)
         self._on_change()
 
-    def publish(self, item: dict[str, Any]) -> None:
+    def publish(self, item: dict[str, Any]) -> list[Consumer]:
         """Queue ``item`` for every consumer; an idle consumer that can take it without blocking gets it now
-        (saves a task switch on the common path)."""
+        (saves a task switch on the common path). Returns the consumers that were offered it."""
+        offered: list[Consumer] = []
         for consumer in list(self._tasks):
             if not len(consumer.queue) and not consumer.busy:
                 try:
@@ -157,14 +181,22 @@ class Hub:
                     self.remove(consumer)
                     continue
                 if done:
+                    offered.append(consumer)
                     self._took(consumer, item)
                     continue
-            consumer.queue.put(item)
+            offered.append(consumer)
+            self._discarded(consumer, consumer.queue.put(item), "replaced by a newer value or queue full")
+        return offered
 
     def _took(self, consumer: Consumer, item: dict[str, Any]) -> None:
         if item.get("type") == "feedback":
             consumer.taken += 1
-            self._on_taken(consumer.name, item["run"], item["index"], time.monotonic())
+            self._on_taken(consumer, item, time.monotonic())
+
+    def _discarded(self, consumer: Consumer, items: list[dict[str, Any]], why: str) -> None:
+        for item in items:
+            if item.get("type") == "feedback":
+                self._on_discard(consumer, item, why)
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())
@@ -177,9 +209,9 @@ class Hub:
         try:
             while True:
                 item = await consumer.queue.get()
-                consumer.busy = True
+                consumer.busy, consumer.current = True, item
                 await consumer.deliver(item)
-                consumer.busy = False
+                consumer.busy, consumer.current = False, None
                 self._took(consumer, item)
         except asyncio.CancelledError:
             raise

@@ -10,8 +10,12 @@ Callbacks (plain functions, called on the event loop):
 
 * ``on_delivery(run, index, stamps)``: ``stamps`` has ``subject_delivered``, then ``consumer_taken`` and
   ``displayed`` (earliest over consumers), all in the console's ``time.monotonic()`` clock, plus
-  ``consumers`` (per consumer: ``taken``/``displayed``), ``late``, ``onset_missed`` and ``cancelled``.
-* ``on_response(response)``: ``{"consumer", "run", "t", "data"}`` from a stimulus program.
+  ``consumers`` (per consumer: ``taken``/``displayed``), ``late``, ``onset_missed`` and ``cancelled``, and
+  the agent's word on the value: ``outcome`` ("delivered" with ``taken_by`` naming the consumers that took
+  it, "no_consumer", "dropped" with ``dropped`` saying who and why, "cancelled", or while undecided
+  "scheduled"/"pending"). Only "delivered" means a stimulus program got it; an ack alone does not.
+* ``on_response(response)``: ``{"consumer", "consumer_kind", "run", "t", "data"}`` from a stimulus program;
+  ``consumer`` is the agent's name for the authenticated connection, never taken from the message.
 * ``on_state(state)``: ``{"link": "connecting"|"connected"|"disconnected"|"refused", ...}`` plus the
   agent's ``run`` and ``consumers`` when it reports them.
 * ``on_error(message)``: the agent refused something the console sent.

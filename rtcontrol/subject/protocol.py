@@ -6,7 +6,8 @@ Two conversations use these JSON objects (one per websocket text frame or per ND
   ``feedback`` (run, index, value, timeline), ``message`` and ``clock`` (the console's clock offset);
   the agent answers ``ack``, ``delivery`` (stamps), ``response``, ``run_started``/``error`` and ``state``.
 * agent <-> local consumers (display, PsychoPy, jsPsych, MATLAB): ``feedback``, ``message``,
-  ``run_start``, ``run_stop`` out; ``response`` and ``displayed`` in.
+  ``run_start``, ``run_stop`` out; ``response`` and ``displayed`` in, after a ``hello`` that carries the
+  agent's consumer secret (:mod:`rtcontrol.subject.secret`).
 
 Every function here is pure so the rules are tested byte for byte, apart from sockets.
 """
@@ -80,6 +81,33 @@ def decode(raw: str | bytes, where: str, allowed: tuple[str, ...]) -> dict[str, 
 
 def _refuse_constant(name: str) -> Any:
     raise ProtocolError(f"{name} is not allowed in messages")
+
+
+#: Largest hello line accepted before a consumer is authenticated.
+MAX_HELLO_BYTES = 4096
+HELLO_HINT = ('a stimulus program must begin with {"type": "hello", "name": "<its name>", "secret": "<secret>"}; '
+              "the secret is in the file consumer.secret in the subject agent's home folder (the agent prints "
+              "where when it starts; the jsPsych page gets it in its URL)")
+
+
+def parse_consumer_hello(raw: str | bytes, where: str) -> tuple[str | None, Any]:
+    """A consumer's first line: ``(name or None, secret as sent)``; the caller checks the secret."""
+    if len(raw) > MAX_HELLO_BYTES:
+        raise ProtocolError(f"{where}: a hello of {len(raw)} bytes is over the {MAX_HELLO_BYTES}-byte limit; "
+                            f"{HELLO_HINT}")
+    try:
+        msg = decode(raw, where, CONSUMER_TO_AGENT)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{exc}; {HELLO_HINT}") from None
+    if msg["type"] != "hello":
+        raise ProtocolError(f"{where}: {msg['type']!r} before hello; {HELLO_HINT}")
+    if "secret" not in msg:
+        raise ProtocolError(f"{where}: hello without 'secret'; {HELLO_HINT}")
+    name = msg.get("name")
+    if name is not None and (not isinstance(name, str) or not name or len(name) > 40
+                             or not name.replace("-", "").replace("_", "").isalnum()):
+        raise ProtocolError(f"{where}: hello 'name' must be 1-40 letters, digits, - or _")
+    return name, msg["secret"]
 
 
 @dataclass(frozen=True)

@@ -138,16 +138,18 @@ async def start_agent(
     insecure_loopback: bool = False,
     tcp_port: int | None = 0,
     local_port: int | None = 0,
+    consumer_secret: str,
 ) -> RunningAgent:
-    """Serve the console link on ``host:port`` and the local consumers (None turns one off)."""
+    """Serve the console link on ``host:port`` and the local consumers (None turns one off); stimulus
+    programs must say ``consumer_secret`` in their hello (:mod:`rtcontrol.subject.secret`)."""
     endpoint = ConsoleEndpoint(agent)
     console = await transport.serve(
         endpoint.handle, host, port, tokens=tokens, ssl_context=ssl_context,
         insecure_loopback=insecure_loopback, max_size=LINK_MAX_SIZE, role="subject agent",
     )
     try:
-        tcp = None if tcp_port is None else await serve_tcp(agent, tcp_port)
-        local = None if local_port is None else await serve_local(agent, local_port)
+        tcp = None if tcp_port is None else await serve_tcp(agent, tcp_port, secret=consumer_secret)
+        local = None if local_port is None else await serve_local(agent, local_port, secret=consumer_secret)
     except OSError as exc:
         console.close()
         raise OSError(f"cannot listen for local consumers on 127.0.0.1 (tcp port {tcp_port}, local port "

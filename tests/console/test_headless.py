@@ -25,9 +25,13 @@ async def test_demo_run_headless_to_the_end(tmp_path: Path) -> None:
     status = await run_session(session, out=out)
     text = out.getvalue()
     assert status == 0, text
-    assert "run sub-01_ses-01_task-feedback_run-01: 10 volumes, 10 feedback values, 8 delivered" in text
+    # no stimulus program is connected to the embedded agent: nothing is claimed as delivered, each is named
+    assert "run sub-01_ses-01_task-feedback_run-01: 10 volumes, 10 feedback values, 0 delivered" in text
+    assert ("feedback: 0 of 8 feedback values reached a stimulus program; 8 reached the subject agent with no "
+            "stimulus program connected (volumes 2-9)") in text
     assert "ended: all 10 volumes arrived" in text
     assert text.count("at the subject agent") == 8
+    assert text.count("feedback NOT shown: no stimulus program connected") == 8
     run_dir = tmp_path / "runs" / "sub-01_ses-01_task-feedback_run-01"
     assert S.load(run_dir / "run.toml").run.expected_volumes == 10
     assert list((tmp_path / "runs" / "bids").rglob("*_bold.nii.gz")), "the run was not written as BIDS"
@@ -84,3 +88,21 @@ async def test_an_unreachable_worker_given_by_address_exits_2_before_any_run(tmp
     text = out.getvalue()
     assert f"the worker link could not be opened: cannot connect to wss://127.0.0.1:{port}" in text
     assert not list((tmp_path / "runs").glob("sub-*")), "a run was started although the worker was unreachable"
+
+
+async def test_a_wrong_subject_token_names_the_address_once_per_line(tmp_path: Path) -> None:
+    from rtcontrol.link.pinning import KnownHosts
+    from rtcontrol.subject.embedded import local_subject_agent
+
+    async with local_subject_agent(tcp_port=None, local_port=None, secret_file=tmp_path / "consumer.secret") as info:
+        known_hosts = tmp_path / "known_hosts"
+        KnownHosts(known_hosts).add(info.url.removeprefix("wss://"), info.fingerprint)
+        s = S.default_settings().with_values("run", tr=0.2).with_values("subject", url=info.url, token="wrong")
+        session = ConsoleSession(s, demo=True, demo_volumes=3, runs_dir=tmp_path / "runs", known_hosts=known_hosts,
+                                 worker_options={"in_process": True})
+        out = io.StringIO()
+        assert await run_session(session, out=out) == 2
+    text = out.getvalue()
+    assert f"the subject link could not be opened: {info.url}: the subject agent refused the token" in text, text
+    lines = [line for line in text.splitlines() if "refused the token" in line]
+    assert lines and all(line.count(info.url) == 1 for line in lines), lines

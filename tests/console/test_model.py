@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from rtcontrol.console.diagnostics import Diagnostics
-from rtcontrol.console.model import MOTION, RunModel, Series, feedback_number
+from rtcontrol.console.model import MOTION, RunModel, Series, feedback_number, volume_list
 from rtcontrol.scanner.volume import Timeline, Volume
 
 
@@ -41,10 +41,42 @@ def test_model_tracks_volumes_feedback_motion_and_latency() -> None:
     assert m.motion.get(1, MOTION.index("rz")) == -0.2
     assert m.metric("fd")[1] == 0.3 and m.metric("roi_mean")[1] == 512.0
     assert abs(m.latency_ms("feedback_received")[1] - 5.0) < 1e-6
-    m.add_delivery(1, Timeline({"subject_delivered": 11.007}))
-    m.add_delivery(1, Timeline({"subject_delivered": 11.007, "displayed": 11.02}))
+    m.add_delivery(1, Timeline({"subject_delivered": 11.007}), "pending")
+    assert (m.at_agent, m.delivered) == (1, 0)  # at the agent, not yet taken by a stimulus program
+    m.add_delivery(1, Timeline({"subject_delivered": 11.007, "consumer_taken": 11.008, "displayed": 11.02}),
+                   "delivered")
+    m.add_delivery(1, Timeline({"subject_delivered": 11.007, "consumer_taken": 11.008}), "delivered")
     assert abs(m.latency_ms("subject_delivered")[1] - 7.0) < 1e-6
-    assert m.delivered == 1
+    assert (m.at_agent, m.delivered) == (1, 1)
+
+
+def test_only_values_a_stimulus_program_took_count_as_delivered() -> None:
+    """The agent's ack alone is not delivery: values nobody took are named, by why, in one sentence."""
+    m = RunModel()
+    m.reset("r")
+    for i in range(10):
+        m.add_feedback(i, 0.1 * i, {}, Timeline({"feedback_received": 1.0 + i}))
+    m.add_feedback(10, None, {}, Timeline())  # no value (a baseline): nothing to deliver
+    for i in range(10):
+        stamps = {"subject_delivered": 2.0 + i}
+        if i in (3, 4):
+            m.add_delivery(i, Timeline(stamps), "no_consumer")
+        elif i == 9:
+            m.add_delivery(i, Timeline(stamps), "pending")  # the agent never said more
+        else:
+            m.add_delivery(i, Timeline({**stamps, "consumer_taken": 2.001 + i}), "delivered")
+    m.add_delivery(7, Timeline({"subject_delivered": 9.0}), "dropped")  # a late word cannot undo a take
+    assert (m.at_agent, m.delivered) == (10, 7)
+    assert m.undelivered() == {"no_consumer": [3, 4], "unconfirmed": [9]}
+    assert m.delivery_report() == (
+        "7 of 10 feedback values reached a stimulus program; "
+        "2 reached the subject agent with no stimulus program connected (volumes 3, 4); "
+        "1 not confirmed by the subject agent as taken by a stimulus program (volume 9)")
+
+
+def test_volume_lists_join_consecutive_runs() -> None:
+    assert volume_list([3]) == "volume 3"
+    assert volume_list([1, 2, 5, 6, 7, 8, 10]) == "volumes 1, 2, 5-8, 10"
 
 
 def test_feedback_number_of_shorthand_values() -> None:

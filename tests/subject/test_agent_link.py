@@ -316,11 +316,12 @@ async def test_agent_survives_console_reconnects(agent_info) -> None:
 
 
 async def test_consumer_names_itself_and_bad_names_are_refused(agent_info) -> None:
-    c = await LineConsumer.open(agent_info.tcp_port)
-    await c.send({"type": "hello", "name": "ptb"})
-    assert (await c.next_of("hello"))["consumer"].startswith("ptb-")
-    await c.send({"type": "hello", "name": "../../etc"})
-    assert "letters, digits" in (await c.next_of("error"))["message"]
+    c = await LineConsumer.open(agent_info.tcp_port, name="ptb")
+    assert c.name.startswith("ptb-")
+    await c.send({"type": "hello", "name": "other"})  # one hello per connection: the name stays
+    assert "already said hello" in (await c.next_of("error"))["message"]
+    with pytest.raises(AssertionError, match="letters, digits"):
+        await LineConsumer.open(agent_info.tcp_port, name="../../etc")
 
 
 async def test_page_files_are_served_and_nothing_outside(agent_info) -> None:

@@ -28,6 +28,7 @@ async def _read_banner(proc: asyncio.subprocess.Process) -> dict[str, str]:
         "fingerprint": re.search(r"fingerprint (SHA256:\S+)", text).group(1),
         "tcp": re.search(r"NDJSON for PsychToolbox/MATLAB on 127.0.0.1:(\d+)", text).group(1),
         "page": re.search(r"jsPsych page (http://\S+)", text).group(1),
+        "secret_file": re.search(r"consumer secret \(stimulus programs send it in their hello\): (.+)", text).group(1).strip(),
     }
 
 
@@ -42,10 +43,15 @@ async def test_subject_mode_end_to_end(tmp_path) -> None:
     try:
         banner = await _read_banner(proc)
         assert (tmp_path / "home/subject/subject.crt").exists()
+        secret_file = tmp_path / "home" / "consumer.secret"
+        assert banner["secret_file"] == str(secret_file)
+        assert secret_file.stat().st_mode & 0o777 == 0o600  # the user's own programs only
+        secret = secret_file.read_text().strip()
+        assert banner["page"].endswith(f"/?secret={secret}")
         rec = Recorder()
         client = SubjectClient(banner["url"], token=token,
                                expected_fingerprint=banner["fingerprint"], **rec.kw())
-        consumer = await LineConsumer.open(int(banner["tcp"]))
+        consumer = await LineConsumer.open(int(banner["tcp"]), secret=secret)
         await client.connect()
         await client.start_run({"run": "cli-run"})
         client.send_feedback("cli-run", 0, 0.9)

@@ -68,13 +68,15 @@ async def test_display_consumer_reports_displayed_to_the_agent(qtbot) -> None:
         QApplication.processEvents()
         await asyncio.sleep(0.01)
     assert view.painted == ("r", 0)
-    rec = agent.records[("r", 0)]
+    rec = agent.record("r", 0)
     assert before <= rec.consumers["display"]["taken"] <= rec.consumers["display"]["displayed"]
     reports = []
     while len(agent.outbox):
         reports.append(await agent.outbox.get())
     last = [m for m in reports if m["type"] == "delivery"][-1]
     assert "displayed" in last["stamps"] and last["stamps"]["consumers"]["display"]["displayed"] >= before
+    # the open built-in display is a consumer: what it took counts as delivered
+    assert last["stamps"]["outcome"] == "delivered" and last["stamps"]["taken_by"] == ["display"]
     await agent.close()
 
 

@@ -37,5 +37,6 @@ async def test_psychopy_example_in_text_mode(agent_info, client) -> None:
 def test_matlab_snippet_covers_the_protocol() -> None:
     text = (resources_dir() / "matlab" / "rtcontrol_feedback.m").read_text()
     for needle in ('tcpclient("127.0.0.1", 8742', 'configureTerminator(t, "LF")', 'case "feedback"',
-                   '"type", "response"', '"type", "displayed"', "jsondecode(readline(t))"):
+                   '"type", "response"', '"type", "displayed"', "jsondecode(readline(t))",
+                   '"type", "hello", "name", "matlab", "secret", secret', '"consumer.secret"'):
         assert needle in text

@@ -41,7 +41,7 @@ async def test_page_receives_pushed_feedback_and_sends_keys_back(runner, tmp_pat
         await client.connect()
         browser = Browser(tmp_path / "profile")
         try:
-            query = "?runner=builtin" if runner == "builtin" else ""
+            query = "&runner=builtin" if runner == "builtin" else ""
             await browser.open(info.page_url + query)
             await browser.wait_for("document.body.dataset.connected === '1'", timeout=30)
             assert await browser.eval("document.body.dataset.engine") == runner
@@ -71,3 +71,16 @@ async def test_page_receives_pushed_feedback_and_sends_keys_back(runner, tmp_pat
         finally:
             await browser.close()
             await client.close()
+
+
+@pytest.mark.parametrize("query", ["?runner=builtin", "?runner=builtin&secret=wrong"], ids=["no-secret", "wrong-secret"])
+async def test_the_page_without_the_secret_is_refused_and_says_why(query, tmp_path) -> None:
+    async with local_subject_agent() as info:
+        browser = Browser(tmp_path / "profile")
+        try:
+            await browser.open(f"http://127.0.0.1:{info.local_port}/{query}")
+            await browser.wait_for("document.body.dataset.refused !== undefined", timeout=30)
+            assert "secret" in await browser.eval("document.body.dataset.refused")
+            assert info.agent.state()["consumers"] == []  # it never joined
+        finally:
+            await browser.close()
