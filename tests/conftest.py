@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,15 @@ def dicom_root(fixtures_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def reference_root(fixtures_root: Path) -> Path:
     return fixtures_root / "reference"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_rtcontrol_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests never touch the real ~/.rtcontrol (pins, tokens, the consumer secret, the window layout):
+    the whole session gets a home of its own unless RTCONTROL_HOME is already set; tests may still set theirs."""
+    before = os.environ.get("RTCONTROL_HOME")
+    home = Path(before) if before else tmp_path_factory.mktemp("rtcontrol-home")
+    os.environ["RTCONTROL_HOME"] = str(home)
+    yield home
+    if before is None:
+        os.environ.pop("RTCONTROL_HOME", None)

@@ -19,6 +19,7 @@ from rtcontrol.link.certs import make_certificate
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.subject import protocol as P
 from rtcontrol.subject.link import SubjectClient
+from rtcontrol.subject.secret import read_secret
 from tests.link.abuse import bad_tokens, flood_one, insecure_context, rss
 from tests.subject.conftest import LineConsumer, Recorder, wait_until
 from tests.worker.proxy import CuttableProxy
@@ -156,6 +157,7 @@ async def test_deeply_nested_json_from_a_local_consumer_is_refused_with_an_error
     finally:
         tcp.close()
     async with websockets.connect(f"ws://127.0.0.1:{agent_info.local_port}/ws", proxy=None, open_timeout=5) as ws:
+        await ws.send(json.dumps({"type": "hello", "name": "deep", "secret": read_secret()}))
         await ws.send(DEEP)
         while True:
             msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
