@@ -2,7 +2,8 @@
 
 It takes volumes from the watcher, forwards each in order to the worker, the AFNI sender and
 the recorder, passes the worker's feedback on to the subject agent, keeps the per-run model
-and the lateness diagnostics, and publishes everything on :attr:`events` for the GUI, the
+and the lateness diagnostics, resumes a run on a worker that restarted mid-run (its feedback for
+old volumes is catch-up: recorded, not passed on; see :mod:`rtcontrol.console.resume`), and publishes everything on :attr:`events` for the GUI, the
 headless printer or a test. Links are attached from outside (see :mod:`rtcontrol.console.links`),
 so the controller runs the same against embedded loopback services or remote ones.
 """
@@ -23,6 +24,7 @@ from rtcontrol.console import settings as settings_io
 from rtcontrol.console.diagnostics import Diagnostics
 from rtcontrol.console.model import RunModel
 from rtcontrol.console.ports import Recorder, SubjectLink, VolumeSink, Watcher, WorkerLink
+from rtcontrol.console.resume import CatchUp, recorded_volumes, spans
 from rtcontrol.console.settings import RunSettings
 from rtcontrol.scanner.volume import Timeline, Volume
 
@@ -77,6 +79,7 @@ class ConsoleController:
         self._accepting = False  # volumes are taken from the run's start until its watcher has stopped
         self._ending: asyncio.Task[Any] | None = None
         self._warned: set[tuple[str, int, str]] = set()  # (run, volume, warning) already said
+        self._catch_up = CatchUp()  # which feedback is catch-up after a worker restart
         #: the worker's plugins, {"plugins": [...], "errors": [...]}, once it has listed its projects
         self.plugins: dict[str, list[dict[str, Any]]] = {"plugins": [], "errors": []}
         self._plugins_said: set[tuple[str, str, str, str]] = set()
@@ -185,6 +188,7 @@ class ConsoleController:
         self._series = self._format = ""
         self._all_in_since = None
         self._warned = set()
+        self._catch_up = CatchUp()
         self._to_worker = asyncio.Queue()
         self._to_subject = asyncio.Queue()
         self.run_dir = self._save_settings(s)
@@ -268,11 +272,18 @@ class ConsoleController:
                 t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        unfinished = self._catch_up.unfinished()
+        if unfinished:
+            self.warn(f"run {self.model.run}: {unfinished}", "worker")
+            self._record("record_event", "worker_restarted", unfinished)
         await self._close_recorder(reason)
         ended = ev.RunEnded(self.model.run, reason, self.model.volumes, self.model.feedbacks)
         self.last_ended = ended
         self._set_state(ev.ENDED, reason)
-        self.info(f"run {ended.run} ended ({reason}): {ended.volumes} volumes, {ended.feedback} feedback values")
+        caught = len(self._catch_up.answered - self._catch_up.shown)
+        self.info(f"run {ended.run} ended ({reason}): {ended.volumes} volumes, {ended.feedback} feedback values"
+                  + (f", catch-up feedback (not shown) for {caught} more" if caught else "")
+                  + "".join(f"; {report}" for report in self._catch_up.reports))
         self.events.publish(ended)
         self._ended.set()
         return ended
@@ -309,6 +320,7 @@ class ConsoleController:
         volume.run = self.model.run
         self._format = str(volume.header.get("SourceFormat", self._format))
         self._diag.volume_arrived(now)
+        self._catch_up.arrived(volume.index)
         # the data path first: the pump's send is scheduled before the views' work below
         self._to_worker.put_nowait(volume)
         if self.recorder is not None:
@@ -360,6 +372,16 @@ class ConsoleController:
             self.warn(f"feedback for another run ({run}, volume {index}) ignored", "worker")
             return
         timeline.stamp("feedback_received", self._clock())
+        live_again = self._catch_up.active
+        if self._catch_up.is_catch_up(index):  # after a worker restart: recorded, never passed on
+            self._record("record_event", "catch_up_feedback",
+                         f"feedback for volume {index} computed again after the worker restarted: catch-up, not shown",
+                         index=int(index), feedback=value, metrics=dict(metrics or {}), timeline=timeline.to_dict())
+            return
+        if live_again:
+            report = self._catch_up.reports[-1]
+            self.warn(f"run {self.model.run}: {report}", "worker")
+            self._record("record_event", "worker_restarted", report)
         metrics = dict(metrics or {})
         self.model.add_feedback(index, value, metrics, timeline)
         self.events.publish(ev.FeedbackArrived(self.model.run, index, value, metrics, timeline))
@@ -429,6 +451,47 @@ class ConsoleController:
                    "Volumes are still recorded; fix the project and start a new run.", "worker")
         if self.recorder is not None:
             self._record("record_event", "project_failed", message)
+
+    def worker_restarting(self, run: str, info: dict[str, Any]) -> None:
+        """The worker link found a worker that does not know the run (it restarted): catch up from now."""
+        n = self._catch_up.restart()
+        self.warn(f"the worker restarted during run {run} (at volume {n}): starting the run again there with the "
+                  f"same settings and replaying volumes 0..{n - 1} from the recording; their feedback is catch-up "
+                  "(recorded, not shown to the subject)" if n else
+                  f"the worker restarted during run {run} before its first volume: starting the run again there",
+                  "worker")
+
+    def worker_restarted(self, run: str, info: dict[str, Any]) -> None:
+        """The run is started again on the new worker and its volumes are on their way (or could not be)."""
+        replayed, lost = list(info.get("replayed") or []), list(info.get("lost") or [])
+        where = str(info.get("data_dir") or "")
+        previous = str(info.get("previous_data_dir") or "")
+        self.info(f"run {run} started again on the restarted worker; {len(replayed)} volume(s) replayed"
+                  + (f" ({spans(replayed)})" if replayed else "")
+                  + (f"; the worker saves it in {where}" if where else "")
+                  + (f" (the lost worker's partial save: {previous})" if previous else ""), "worker")
+        if lost:
+            message = (f"volumes {spans(lost)} of run {run} could not be replayed to the restarted worker "
+                       f"({info.get('why') or 'no record'}): the project never saw them, so its state misses "
+                       f"{len(lost)} volume(s); they are still in the console's recording")
+            self.error(message, "worker")
+            self._record("record_event", "replay_lost", message, volumes=lost)
+
+    async def recorded_volumes(self, run: str, indices: list[int]) -> dict[int, Volume]:
+        """Volumes of the run being recorded, read back from its recording (to replay them to a restarted
+        worker). Raises LookupError if this run is not being recorded."""
+        recorder, run_dir = self.recorder, self.run_dir
+        if run != self.model.run or recorder is None or run_dir is None:
+            raise LookupError(f"run {run} is not being recorded on this console")
+        drain = getattr(recorder, "drain", None)
+        if drain is not None:
+            await asyncio.to_thread(drain)  # everything queued so far is on disk
+        return await asyncio.to_thread(recorded_volumes, run_dir, run, indices)
+
+    @property
+    def restart_reports(self) -> list[str]:
+        """One statement per worker restart during the current (or last) run."""
+        return list(self._catch_up.reports)
 
     def handle_log(self, level: str, text: str, source: str) -> None:
         self.events.publish(ev.LogMessage(level if level in ("info", "warning", "error") else "info", text, source))
@@ -514,7 +577,8 @@ class ConsoleController:
                 self.refresh_links()
             expected = s.expected_volumes
             if expected and self.model.volumes >= expected:
-                waiting = self.worker is not None and self.model.feedbacks < self.model.volumes
+                answered = max(self.model.feedbacks, len(self._catch_up.answered))  # live or catch-up
+                waiting = self.worker is not None and answered < self.model.volumes
                 if self._all_in_since is None:
                     self._all_in_since = now
                 if not waiting or now - self._all_in_since > 2 * s.tr + 5.0:

@@ -169,4 +169,6 @@ class Printer:
             file=self.out,
             flush=True,
         )
+        for report in getattr(c, "restart_reports", ()):  # a worker restarted mid-run: what was shown, what not
+            print(f"run {m.run}: {report}", file=self.out, flush=True)
         return 1 if lost or self.errors or ended is None else 0
