@@ -44,6 +44,10 @@ def spans(indices: Iterable[int]) -> str:
     return ", ".join(out)
 
 
+def _volumes(indices: range) -> str:
+    return f"volume {indices[0]}" if len(indices) == 1 else f"volumes {spans(indices)}"
+
+
 class CatchUp:
     """The catch-up rule of one run (see the module docstring); pure bookkeeping, no I/O."""
 
@@ -89,13 +93,13 @@ class CatchUp:
         n = self.restarted_at
         dark = [i for i in range(n) if i not in self.shown]
         text = f"worker restarted at volume {n}; run restarted there, "
-        text += (f"volumes 0..{n - 1} replayed as catch-up (no feedback shown for {len(dark)} of them"
+        text += (f"{_volumes(range(n))} replayed as catch-up (no feedback shown for {len(dark)} of them"
                  + (f": {spans(dark)})" if dark else ")") if n else "no volume to replay")
         if self.live_from is None:
             return text + f"; not caught up yet: feedback for {len(self.caught)} volume(s) was catch-up, none live since"
         m = self.live_from
         if m > n:
-            text += f"; volumes {n}..{m - 1} arrived during the catch-up (feedback recorded, not shown)"
+            text += f"; {_volumes(range(n, m))} arrived during the catch-up (feedback recorded, not shown)"
         return text + f"; live again from volume {m}"
 
     def unfinished(self) -> str | None:

@@ -161,7 +161,7 @@ async def test_a_worker_killed_mid_run_and_restarted_resumes_the_run(tmp_path: P
 
     # the console says exactly what happened, in its log and in the run's summary
     said = re.findall(r"worker restarted at volume (\d+); run restarted there, volumes 0\.\.(\d+) replayed as "
-                      r"catch-up \(no feedback shown for (\d+) of them[^)]*\)(?:; volumes \d+\.\.\d+ arrived during "
+                      r"catch-up \(no feedback shown for (\d+) of them[^)]*\)(?:; volumes? [\d.]+ arrived during "
                       r"the catch-up \(feedback recorded, not shown\))?; live again from volume (\d+)", text)
     assert len(said) == 3 and len(set(said)) == 1, logs  # when it happened, the run's end, the summary
     n, last, dark, m = (int(x) for x in said[0])
