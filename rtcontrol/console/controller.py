@@ -80,6 +80,7 @@ class ConsoleController:
         self._ending: asyncio.Task[Any] | None = None
         self._warned: set[tuple[str, int, str]] = set()  # (run, volume, warning) already said
         self._catch_up = CatchUp()  # which feedback is catch-up after a worker restart
+        self._held: list[dict[str, Any]] = []  # the project's messages to the subject while catching up
         #: the worker's plugins, {"plugins": [...], "errors": [...]}, once it has listed its projects
         self.plugins: dict[str, list[dict[str, Any]]] = {"plugins": [], "errors": []}
         self._plugins_said: set[tuple[str, str, str, str]] = set()
@@ -189,6 +190,7 @@ class ConsoleController:
         self._all_in_since = None
         self._warned = set()
         self._catch_up = CatchUp()
+        self._held = []
         self._to_worker = asyncio.Queue()
         self._to_subject = asyncio.Queue()
         self.run_dir = self._save_settings(s)
@@ -273,6 +275,7 @@ class ConsoleController:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         unfinished = self._catch_up.unfinished()
+        self._drop_held("the end of the run")
         if unfinished:
             self.warn(f"run {self.model.run}: {unfinished}", "worker")
             self._record("record_event", "worker_restarted", unfinished)
@@ -377,11 +380,15 @@ class ConsoleController:
             self._record("record_event", "catch_up_feedback",
                          f"feedback for volume {index} computed again after the worker restarted: catch-up, not shown",
                          index=int(index), feedback=value, metrics=dict(metrics or {}), timeline=timeline.to_dict())
+            self._drop_held(f"volume {index}")
             return
         if live_again:
             report = self._catch_up.reports[-1]
             self.warn(f"run {self.model.run}: {report}", "worker")
             self._record("record_event", "worker_restarted", report)
+            held, self._held = self._held, []
+            for message in held:  # they came with this volume
+                self.forward_subject_message(message)
         metrics = dict(metrics or {})
         self.model.add_feedback(index, value, metrics, timeline)
         self.events.publish(ev.FeedbackArrived(self.model.run, index, value, metrics, timeline))
@@ -433,7 +440,13 @@ class ConsoleController:
                 self.warn(f"a response could not be passed to the worker: {exc}", "worker")
 
     def forward_subject_message(self, message: dict[str, Any]) -> None:
-        """The project's message to the subject display (an instruction, "rest", "run over")."""
+        """The project's message to the subject display (an instruction, "rest", "run over").
+
+        While a restarted worker catches up they are held: those that came with a catch-up volume (before
+        its feedback) are recorded, not shown; those of the first live volume are passed on with it."""
+        if self._catch_up.active:
+            self._held.append(message)
+            return
         if self.subject is None:
             self.info(f"to the subject (no agent connected): {message.get('text') or message}", "project")
             return
@@ -451,6 +464,14 @@ class ConsoleController:
                    "Volumes are still recorded; fix the project and start a new run.", "worker")
         if self.recorder is not None:
             self._record("record_event", "project_failed", message)
+
+    def _drop_held(self, what: str) -> None:
+        """The project's messages that came with a catch-up volume: recorded and logged, not shown."""
+        held, self._held = self._held, []
+        for message in held:
+            text = str(message.get("text") or message)
+            log.info("project: not shown to the subject (catch-up, %s): %s", what, text)  # one per volume: journal only
+            self._record("record_event", "catch_up_message", text, content=message)
 
     def worker_restarting(self, run: str, info: dict[str, Any]) -> None:
         """The worker link found a worker that does not know the run (it restarted): catch up from now."""

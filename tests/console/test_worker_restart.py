@@ -48,6 +48,7 @@ COUNTING = """
         def process(self, volume, ctx):
             seen = ctx.state["seen"]
             seen.append(volume.index)
+            ctx.send_to_subject(f"volume {volume.index}")
             return Result(feedback=float(len(seen)) if seen == list(range(volume.index + 1)) else -1.0)
 """
 
@@ -143,6 +144,10 @@ async def test_a_worker_killed_mid_run_and_restarted_resumes_the_run(tmp_path: P
                                          runs_dir=tmp_path / "runs", known_hosts=tmp_path / "known_hosts")
                 run_id = session.settings.run_id
                 out = io.StringIO()
+                found: list[float] = []  # when the console found the new worker (before any of its feedback)
+                session.controller.events.subscribe(
+                    lambda e: found.append(time.monotonic()) if "the worker restarted during" in getattr(e, "text", "")
+                    else None)
                 headless = asyncio.create_task(run_session(session, out=out))
                 await asyncio.to_thread(fb.wait_for, KILL_AFTER, 90.0, run_id)
                 t_kill = time.monotonic()
@@ -151,6 +156,8 @@ async def test_a_worker_killed_mid_run_and_restarted_resumes_the_run(tmp_path: P
                 t_back = await second.start()
                 status = await asyncio.wait_for(headless, 150)
                 got = shown(fb, run_id, VOLUMES)
+                said_to_subject = [int(m["text"].split()[1]) for m in fb.messages()
+                                   if str(m.get("text", "")).startswith("volume ")]
             finally:
                 await asyncio.to_thread(fb.close)
     finally:
@@ -171,10 +178,16 @@ async def test_a_worker_killed_mid_run_and_restarted_resumes_the_run(tmp_path: P
     # the stimulus program: every value right (the project's state was rebuilt), the live ones before the kill
     # and from volume M on, in order; nothing in between (catch-up never reached it)
     assert all(v.value == i + 1.0 for i, v in got.items()), {i: v.value for i, v in got.items()}
-    before = sorted(i for i, v in got.items() if v.received < t_kill)
+    assert len(found) == 1 and t_kill < found[0] < t_back + 30
+    before = sorted(i for i in got if i < m)  # what the lost worker's feedback showed
     assert before == list(range(len(before))) and len(before) > KILL_AFTER, before
+    assert all(got[i].received < found[0] for i in before), "a catch-up value reached the stimulus program"
     assert sorted(got) == before + list(range(m, VOLUMES)), (sorted(got), m, logs)
     assert dark == n - len(before)  # no feedback shown for the volumes the lost worker never answered
+    # the project's messages: those of catch-up volumes were held back, those of live volumes passed on, once
+    # (the lost worker may have sent the message of the volume it was killed on, without its feedback)
+    tail = list(range(m, VOLUMES))
+    assert said_to_subject in (before + tail, before + [len(before)] + tail), said_to_subject
     order = [got[i].received for i in sorted(got)]
     assert order == sorted(order), "feedback reached the stimulus program out of order"
 
@@ -185,6 +198,8 @@ async def test_a_worker_killed_mid_run_and_restarted_resumes_the_run(tmp_path: P
     assert live == sorted(got), (live, sorted(got))
     assert sorted(caught) == sorted(set(caught)) and set(caught) | set(live) == set(range(VOLUMES)), caught
     assert set(caught) >= set(range(len(before), m)), caught  # every volume without live feedback has catch-up
+    held = [r["message"] for r in records if r.get("type") == "event" and r.get("kind") == "catch_up_message"]
+    assert held == [f"volume {i}" for i in caught], held  # the project's messages of catch-up volumes: kept
 
     # the worker: the restarted run is saved apart from the lost worker's partial save, each says which it is,
     # and the new worker processed every volume once, in order
