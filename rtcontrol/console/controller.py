@@ -17,7 +17,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from rtcontrol.console import events as ev
 from rtcontrol.console import settings as settings_io
@@ -494,11 +494,11 @@ class ConsoleController:
         if lost:
             message = (f"volumes {spans(lost)} of run {run} could not be replayed to the restarted worker "
                        f"({info.get('why') or 'no record'}): the project never saw them, so its state misses "
-                       f"{len(lost)} volume(s); they are still in the console's recording")
+                       f"{len(lost)} volume(s)")
             self.error(message, "worker")
             self._record("record_event", "replay_lost", message, volumes=lost)
 
-    async def recorded_volumes(self, run: str, indices: list[int]) -> dict[int, Volume]:
+    async def recorded_volumes(self, run: str, indices: list[int]) -> Mapping[int, Volume]:
         """Volumes of the run being recorded, read back from its recording (to replay them to a restarted
         worker). Raises LookupError if this run is not being recorded."""
         recorder, run_dir = self.recorder, self.run_dir

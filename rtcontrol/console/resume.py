@@ -20,12 +20,16 @@ feedback would come too late) are catch-up; the first volume the worker keeps up
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from rtcontrol.scanner.volume import Timeline, Volume
+
+if TYPE_CHECKING:
+    from rtcontrol.recording.journal import JournalContents
 
 
 def spans(indices: Iterable[int]) -> str:
@@ -112,26 +116,39 @@ class CatchUp:
         return report
 
 
-def recorded_volumes(run_dir: Path | str, run: str, indices: Iterable[int]) -> dict[int, Volume]:
+class RecordedVolumes(Mapping[int, Volume]):
+    """Volumes of a run as the console recorded them, by index; each is read from disk when asked for,
+    so replaying a long run never holds it in memory whole."""
+
+    def __init__(self, contents: JournalContents, records: dict[int, dict[str, Any]], run: str) -> None:
+        self._contents, self._records, self._run = contents, records, run
+
+    def __getitem__(self, index: int) -> Volume:
+        r = self._records[index]
+        return Volume(
+            data=np.ascontiguousarray(self._contents.volume_data(r)), affine=np.asarray(r["affine"], dtype=np.float64),
+            run=self._run, index=index, tr=r.get("tr"), slice_timing=r.get("slice_timing"),
+            scl_slope=float(r.get("scl_slope", 1.0)), scl_inter=float(r.get("scl_inter", 0.0)),
+            acquisition_time=r.get("acquisition_time"), header=dict(r.get("header") or {}),
+            timeline=Timeline.from_dict(r.get("timeline")),
+        )
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def recorded_volumes(run_dir: Path | str, run: str, indices: Iterable[int]) -> RecordedVolumes:
     """The volumes ``indices`` of ``run`` as the console recorded them (journal + raw bytes), by index.
 
-    Blocking (reads the run's files): call it in a thread. Indices not in the record are left out,
-    so the caller can say exactly which volumes it could not replay.
+    Reads the journal (blocking: call it in a thread); the voxels are read per volume when asked for.
+    Indices not in the record are left out, so the caller can say exactly which it could not replay.
     """
     from rtcontrol.recording.journal import read_journal
 
     wanted = {int(i) for i in indices}
     contents = read_journal(run_dir)
-    out: dict[int, Volume] = {}
-    for r in contents.volumes():
-        index = int(r["index"])
-        if index not in wanted or r.get("run") != run:
-            continue
-        data = np.ascontiguousarray(contents.volume_data(r))
-        out[index] = Volume(
-            data=data, affine=np.asarray(r["affine"], dtype=np.float64), run=run, index=index, tr=r.get("tr"),
-            slice_timing=r.get("slice_timing"), scl_slope=float(r.get("scl_slope", 1.0)),
-            scl_inter=float(r.get("scl_inter", 0.0)), acquisition_time=r.get("acquisition_time"),
-            header=dict(r.get("header") or {}), timeline=Timeline.from_dict(r.get("timeline")),
-        )
-    return out
+    records = {int(r["index"]): r for r in contents.volumes() if int(r["index"]) in wanted and r.get("run") == run}
+    return RecordedVolumes(contents, dict(sorted(records.items())), run)

@@ -121,7 +121,8 @@ class WorkerClient:
         self._run_start: dict[str, Any] = {}  # the active run's start_run arguments, to start it again
         self._run_sent: dict[int, int] = {}  # index -> seq of every volume queued in the active run, in order
         self._run_data_dir = ""  # where the worker said it saves the active run
-        self._restart: list[Any] | None = None  # a run to start again on a restarted worker: [request entry]
+        self._restarting = False  # the active run is to be started again on a restarted worker
+        self._restart_request: list[Any] | None = None  # its start_run: [future, text, gen sent, args]
         self.run_restarts = 0
         self._run_done: dict[str, asyncio.Future] = {}
         self._acked_all = asyncio.Event()
@@ -248,7 +249,7 @@ class WorkerClient:
         reader = asyncio.create_task(self._read(conn))
         pinger = asyncio.create_task(self._ping(conn))
         try:
-            if self._restart is not None and not await self._restart_run(conn, reader):
+            if self._restarting and not await self._restart_run(conn, reader):
                 return  # the link dropped while the run was starting again: it is tried again on the next one
             await self._flush(conn)
             self._set_state("connected")  # no await since the last check: nothing is left behind
@@ -276,11 +277,10 @@ class WorkerClient:
         self._last_event = 0
         run = self._run
         done = self._run_done.get(run) if run is not None else None
-        if self._restart is not None and self._restart[0] is not None:  # killed again while restarting
-            stale = self._restart[0]
-            self._requests = {k: v for k, v in self._requests.items() if v is not stale}
+        stale, self._restart_request = self._restart_request, None  # killed again while restarting: a new request
+        self._requests = {k: v for k, v in self._requests.items() if v is not stale}
         if run is not None and self._run_start and (done is None or not done.done()):
-            self._restart = [None]
+            self._restarting = True
             info = {"run": run, "volumes": len(self._run_sent), "previous_data_dir": self._run_data_dir}
             self._emit(self.on_run_state, run, "restarting", info)
             return
@@ -304,16 +304,18 @@ class WorkerClient:
     async def _restart_run(self, conn: websockets.ClientConnection, reader: asyncio.Task) -> bool:
         """Start the run again on a restarted worker with the same settings, then send it every volume of
         the run so far, in order, at once: unacknowledged ones from memory, the rest from ``replay_source``.
-        Returns False if the link dropped before the worker answered (the next connection tries again)."""
-        run, entry = self._run, self._restart
-        assert run is not None and entry is not None
-        if entry[0] is None:  # one request for all attempts: the worker's reply cache never starts it twice
-            rid = next(self._ids)
+        Returns False if the link dropped before the worker answered; after a drop the next connection
+        does it again (the worker's reply cache starts the run once, and it acknowledges a volume it
+        already has without processing it again)."""
+        run = self._run
+        assert run is not None
+        request = self._restart_request
+        if request is None:
             args = {**self._run_start, "restart": {"count": self.run_restarts + 1, "previous": self._run_data_dir}}
+            rid = next(self._ids)
             fut: asyncio.Future = asyncio.get_running_loop().create_future()
-            entry[0] = [fut, encode_message("request", id=rid, op="start_run", args=args), 0]
-            self._requests[rid] = entry[0]
-        request = entry[0]
+            request = self._restart_request = [fut, encode_message("request", id=rid, op="start_run", args=args), 0, args]
+            self._requests[rid] = request
         if not request[0].done() and request[2] != self._gen:
             request[2] = self._gen
             await conn.send(request[1])
@@ -324,8 +326,8 @@ class WorkerClient:
             request[0].set_result({"ok": False, "error": f"no answer within {self._request_timeout:.0f} s"})
         self._requests = {k: v for k, v in self._requests.items() if v is not request}
         reply = request[0].result()
-        self._restart = None
         if not reply.get("ok"):
+            self._restarting, self._restart_request = False, None
             lost = len(self._unacked)
             self._unacked.clear()
             self._acked_all.set()
@@ -333,39 +335,46 @@ class WorkerClient:
             self._fail_run(run, f"the worker restarted and could not start run {run!r} again: {reply.get('error')}"
                            + (f" ({lost} volumes not delivered)" if lost else "") + "; start the run again")
             return True
-        self.run_restarts += 1
-        previous, self._run_data_dir = self._run_data_dir, str((reply.get("result") or {}).get("data_dir") or "")
+        restart = request[3]["restart"]
+        self.run_restarts = restart["count"]
+        self._run_data_dir = str((reply.get("result") or {}).get("data_dir") or "")
         indices = list(self._run_sent)
         missing = [i for i in indices if (run, i) not in self._unacked]
-        volumes: dict[int, Volume] = {}
+        volumes: Any = {}  # index -> Volume; a mapping that may read each volume only when asked
         why = ""
         if missing and self.replay_source is None:
             why = "this console keeps no record to replay them from"
         elif missing:
             try:
                 got = self.replay_source(run, missing)
-                volumes = dict(await got if inspect.isawaitable(got) else got)
+                volumes = await got if inspect.isawaitable(got) else got
             except Exception as exc:
                 why = f"{type(exc).__name__}: {exc}"
-        replayed = []
+        replayed, lost = [], []
         for i in indices:
             key = (run, i)
             item = self._unacked.get(key)
-            if item is None and i in volumes:
-                item = self._unacked[key] = [encode_volume(volumes[i], self._run_sent[i], run=run), 0]
-                self._acked_all.clear()
             if item is None:
-                continue
+                try:
+                    volume = volumes[i] if i in volumes else None
+                except Exception as exc:  # a damaged record: that volume is named, the others still go
+                    volume, why = None, f"{type(exc).__name__}: {exc}"
+                if volume is None:
+                    lost.append(i)
+                    continue
+                item = self._unacked[key] = [encode_volume(volume, self._run_sent[i], run=run), 0]
+                self._acked_all.clear()
             replayed.append(i)
             if item[1] != self._gen:
                 self.resent_volumes += 1
                 item[1] = self._gen
-                await conn.send(item[0])
-        lost = [i for i in indices if i not in replayed]
+                await conn.send(item[0])  # waits while the link is busy: the replay holds little in memory
+                await asyncio.sleep(0)
+        self._restarting, self._restart_request = False, None
         if lost and not why:
             why = "they are not in the console's record"
         info = {"run": run, "volumes": len(indices), "replayed": replayed, "lost": lost, "why": why,
-                "data_dir": self._run_data_dir, "previous_data_dir": previous}
+                "data_dir": self._run_data_dir, "previous_data_dir": restart["previous"]}
         self._emit(self.on_run_state, run, "restarted", info)
         return True
 

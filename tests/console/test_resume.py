@@ -104,3 +104,23 @@ def test_recorded_volumes_come_back_as_they_were_sent(tmp_path: Path) -> None:
         assert back[i].timeline.get("parsed") == sent[i].timeline.get("parsed")
     assert recorded_volumes(tmp_path / "run", "another-run", [1]) == {}
     rec.close()
+
+
+async def test_the_console_names_the_volumes_it_could_not_replay(tmp_path: Path) -> None:
+    import pytest
+
+    from rtcontrol.console import events as ev
+    from rtcontrol.console import settings as S
+    from rtcontrol.console.controller import ConsoleController
+
+    c = ConsoleController(S.default_settings(), runs_dir=tmp_path, record=False)
+    said: list[ev.LogMessage] = []
+    c.events.subscribe(lambda e: said.append(e) if isinstance(e, ev.LogMessage) else None)
+    with pytest.raises(LookupError, match="not being recorded"):  # no recording: nothing to replay from
+        await c.recorded_volumes("run-x", [0, 1])
+    c.worker_restarted("run-x", {"replayed": [3, 4], "lost": [0, 1, 2, 5], "why": "LookupError: not recorded",
+                                 "data_dir": "/w/b_restart1", "previous_data_dir": "/w/a"})
+    errors = [m.text for m in said if m.level == "error"]
+    assert errors == ["volumes 0..2, 5 of run run-x could not be replayed to the restarted worker (LookupError: not "
+                      "recorded): the project never saw them, so its state misses 4 volume(s)"]
+    assert "3..4" in said[0].text and "/w/b_restart1" in said[0].text and "/w/a" in said[0].text
