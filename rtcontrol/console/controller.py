@@ -3,9 +3,10 @@
 It takes volumes from the watcher, forwards each in order to the worker, the AFNI sender and
 the recorder, passes the worker's feedback on to the subject agent, keeps the per-run model
 and the lateness diagnostics, resumes a run on a worker that restarted mid-run (its feedback for
-old volumes is catch-up: recorded, not passed on; see :mod:`rtcontrol.console.resume`), and publishes everything on :attr:`events` for the GUI, the
-headless printer or a test. Links are attached from outside (see :mod:`rtcontrol.console.links`),
-so the controller runs the same against embedded loopback services or remote ones.
+old volumes is catch-up: recorded, not passed on; see :mod:`rtcontrol.console.resume`), and
+publishes everything on :attr:`events` for the GUI, the headless printer or a test. Links are
+attached from outside (see :mod:`rtcontrol.console.links`), so the controller runs the same
+against embedded loopback services or remote ones.
 """
 
 from __future__ import annotations
@@ -477,7 +478,7 @@ class ConsoleController:
         """The worker link found a worker that does not know the run (it restarted): catch up from now."""
         n = self._catch_up.restart()
         self.warn(f"the worker restarted during run {run} (at volume {n}): starting the run again there with the "
-                  f"same settings and replaying volumes 0..{n - 1} from the recording; their feedback is catch-up "
+                  f"same settings and replaying volumes 0..{n - 1} to it; their feedback is catch-up "
                   "(recorded, not shown to the subject)" if n else
                   f"the worker restarted during run {run} before its first volume: starting the run again there",
                   "worker")

@@ -342,7 +342,7 @@ class WorkerServer:
         folder = self.catalog.folder(project)
         tr = args.get("tr")
         restart = args.get("restart") if isinstance(args.get("restart"), dict) else {}
-        count = int(restart.get("count") or 0)
+        count = max(0, int(restart.get("count") or 0))
         store = RunStore(self.data_dir, run_name, restart=count)
         store.log("INFO", f"project {project} ({folder}), run {run_name}, TR {tr}")
         if count:  # the console starts the run again after this worker (re)started: a save of its own
