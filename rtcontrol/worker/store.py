@@ -2,10 +2,10 @@
 timeline (JSON lines), and the project's log.
 
 A run started again after the worker restarted mid-run (the console replays its volumes) is saved
-in a folder of its own, ``<UTC time>_<run>_restart<N>``, never mixed with the lost worker's partial
+in a folder of its own, ``<UTC time>_restart<N>_<run>``, never mixed with the lost worker's partial
 save: its ``restart.json`` says it is the N-th restart and names the partial save it replaces,
 and that partial save (when it is in the same data folder) gets a ``superseded.json`` naming the
-folder that holds the whole run."""
+folder that holds the whole run. Every run's folder name ends in ``_<run>``."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ def safe_name(text: str) -> str:
 
 
 class RunStore:
-    """``<data>/<UTC time>_<run>[_restart<N>]/`` with ``settings.json``, ``feedback.jsonl``, ``project.log``."""
+    """``<data>/<UTC time>[_restart<N>]_<run>/`` with ``settings.json``, ``feedback.jsonl``, ``project.log``."""
 
     def __init__(self, data_dir: Path, run: str, restart: int = 0) -> None:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        self.dir = Path(data_dir) / (f"{stamp}_{safe_name(run)}" + (f"_restart{restart}" if restart else ""))
+        self.dir = Path(data_dir) / f"{stamp}{f'_restart{restart}' if restart else ''}_{safe_name(run)}"
         self.dir.mkdir(parents=True, exist_ok=False)
         self._feedback = open(self.dir / "feedback.jsonl", "a", buffering=1, encoding="utf-8")
         self._log = open(self.dir / "project.log", "a", buffering=1, encoding="utf-8")
@@ -46,7 +46,7 @@ class RunStore:
         it is marked only if it is a folder of this run in this store's data folder."""
         name = Path(str(previous or "")).name
         old = self.dir.parent / name if name else None
-        if old is None or old == self.dir or not old.is_dir() or not name.split("_", 1)[-1].startswith(safe_name(run)):
+        if old is None or old == self.dir or not old.is_dir() or not name.endswith(f"_{safe_name(run)}"):
             old = None
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
         (self.dir / "restart.json").write_text(json.dumps({

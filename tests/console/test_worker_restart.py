@@ -205,8 +205,8 @@ async def test_a_worker_killed_mid_run_and_restarted_resumes_the_run(tmp_path: P
     # and the new worker processed every volume once, in order
     folders = sorted(p for p in worker_data.iterdir() if p.is_dir())
     assert len(folders) == 2, folders
-    partial, whole = (folders[0], folders[1]) if not folders[0].name.endswith("_restart1") else folders[::-1]
-    assert whole.name.endswith(f"{run_id}_restart1"), folders
+    partial, whole = folders  # named by time: the lost worker's first
+    assert whole.name.endswith(f"_restart1_{run_id}") and partial.name.endswith(f"Z_{run_id}"), folders
     assert json.loads((whole / "restart.json").read_text())["replaces"] == partial.name
     assert json.loads((partial / "superseded.json").read_text())["superseded_by"] == whole.name
     processed = [json.loads(line)["index"] for line in (whole / "feedback.jsonl").read_text().splitlines()]

@@ -169,7 +169,7 @@ async def test_a_restarted_worker_gets_the_run_again_with_every_volume_once_in_o
     # the lost worker's feedback, then the new worker's for every volume: each once, in order, state rebuilt
     assert [(e.index, e.feedback) for e in feedback] == [(i, i + 1.0) for i in range(3)] + [(i, i + 1.0) for i in range(5)]
     (new_dir,) = workers.data[1].iterdir()
-    assert new_dir.name.endswith("_a_restart1") and restarted["data_dir"] == str(new_dir)
+    assert new_dir.name.endswith("_restart1_a") and restarted["data_dir"] == str(new_dir)
     assert processed(new_dir) == [(i, i + 1.0) for i in range(5)]
     note = json.loads((new_dir / "restart.json").read_text())
     assert note["restart"] == 1 and note["replaces"] == Path(first["data_dir"]).name
