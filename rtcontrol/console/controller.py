@@ -476,7 +476,11 @@ class ConsoleController:
 
     def worker_restarting(self, run: str, info: dict[str, Any]) -> None:
         """The worker link found a worker that does not know the run (it restarted): catch up from now."""
+        said = len(self._catch_up.reports)
         n = self._catch_up.restart()
+        for report in self._catch_up.reports[said:]:  # it restarted again before it had caught up
+            self.warn(f"run {run}: {report}", "worker")
+            self._record("record_event", "worker_restarted", report)
         self.warn(f"the worker restarted during run {run} (at volume {n}): starting the run again there with the "
                   f"same settings and replaying volumes 0..{n - 1} to it; their feedback is catch-up "
                   "(recorded, not shown to the subject)" if n else

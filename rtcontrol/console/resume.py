@@ -35,16 +35,16 @@ if TYPE_CHECKING:
 def spans(indices: Iterable[int]) -> str:
     """``[0, 1, 2, 5, 7, 8]`` as ``"0..2, 5, 7..8"`` (sorted, each index once)."""
     out: list[str] = []
-    run: list[int] = []
+    block: list[int] = []
     for i in sorted(set(indices)):
-        if run and i == run[-1] + 1:
-            run.append(i)
+        if block and i == block[-1] + 1:
+            block.append(i)
             continue
-        if run:
-            out.append(f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [i]
-    if run:
-        out.append(f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]))
+        if block:
+            out.append(f"{block[0]}..{block[-1]}" if len(block) > 1 else str(block[0]))
+        block = [i]
+    if block:
+        out.append(f"{block[0]}..{block[-1]}" if len(block) > 1 else str(block[0]))
     return ", ".join(out)
 
 
@@ -71,6 +71,8 @@ class CatchUp:
 
     def restart(self) -> int:
         """The worker restarted: catch up from here. Returns N, the volumes the console has so far."""
+        if self.active:  # restarted again before it caught up: the earlier restart is said as it stands
+            self.reports.append(self.statement())
         self.active = True
         self.restarts += 1
         self.restarted_at = self.newest + 1

@@ -72,6 +72,20 @@ def test_a_restart_that_never_caught_up_is_said_at_the_end() -> None:
     assert rule.reports == [report] and rule.unfinished() is None
 
 
+def test_a_second_restart_before_catching_up_keeps_the_first_said() -> None:
+    rule = CatchUp()
+    for i in range(3):
+        rule.arrived(i)
+    rule.restart()
+    assert rule.is_catch_up(0) is True
+    rule.arrived(3)
+    assert rule.restart() == 4  # killed again while catching up
+    assert feed(rule, range(4)) == [True, True, True, False]
+    assert [r.split(";")[0] for r in rule.reports] == ["worker restarted at volume 3", "worker restarted at volume 4"]
+    assert "not caught up yet: feedback for 1 volume(s) was catch-up" in rule.reports[0]
+    assert rule.reports[1].endswith("live again from volume 3")
+
+
 def test_a_restart_before_the_first_volume_replays_nothing() -> None:
     rule = CatchUp()
     assert rule.restart() == 0
