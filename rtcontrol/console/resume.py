@@ -135,6 +135,9 @@ class RecordedVolumes(Mapping[int, Volume]):
             timeline=Timeline.from_dict(r.get("timeline")),
         )
 
+    def __contains__(self, index: object) -> bool:
+        return index in self._records  # without reading the voxels
+
     def __iter__(self) -> Iterator[int]:
         return iter(self._records)
 

@@ -356,7 +356,7 @@ class WorkerClient:
             item = self._unacked.get(key)
             if item is None:
                 try:
-                    volume = volumes[i] if i in volumes else None
+                    volume = volumes.get(i)
                 except Exception as exc:  # a damaged record: that volume is named, the others still go
                     volume, why = None, f"{type(exc).__name__}: {exc}"
                 if volume is None:
