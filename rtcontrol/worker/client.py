@@ -475,18 +475,24 @@ class WorkerClient:
         await conn.send(encode_message("response", response=response))
 
     async def stop_run(self, timeout: float = 60.0) -> dict:
-        """Wait until the worker has every volume, end the run and wait for its last events."""
+        """Wait until the worker has every volume, end the run and wait for its last events.
+
+        However it ends (even cancelled: the console gave up waiting), the run is over for this client:
+        a worker that restarts afterwards is not given it again."""
         run = self._run
         if run is None:
             raise WorkerError("no run is active")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._acked_all.wait(), timeout)
-        result = await self._request("stop_run")
-        done = self._run_done.get(run)
-        if done is not None:
+        try:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(done), timeout)
-        self._run, self._run_start, self._run_sent = None, {}, {}
+                await asyncio.wait_for(self._acked_all.wait(), timeout)
+            result = await self._request("stop_run")
+            done = self._run_done.get(run)
+            if done is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(done), timeout)
+        finally:
+            if self._run == run:
+                self._run, self._run_start, self._run_sent, self._restarting = None, {}, {}, False
         return result
 
     async def status(self) -> dict:
