@@ -161,6 +161,8 @@ class Printer:
         m = c.model
         expected = c.settings.run.expected_volumes
         lost = max(0, expected - m.volumes) if expected else 0
+        for report in getattr(c, "restart_reports", ()):  # a worker restarted mid-run: what was shown, what not
+            print(f"run {m.run}: {report}", file=self.out, flush=True)
         print(
             f"run {m.run}: {m.volumes} volumes, {m.feedbacks} feedback values, {m.delivered} delivered to the subject"
             f"{f', {lost} of {expected} volumes missing' if lost else ''}; "
@@ -169,6 +171,4 @@ class Printer:
             file=self.out,
             flush=True,
         )
-        for report in getattr(c, "restart_reports", ()):  # a worker restarted mid-run: what was shown, what not
-            print(f"run {m.run}: {report}", file=self.out, flush=True)
         return 1 if lost or self.errors or ended is None else 0
