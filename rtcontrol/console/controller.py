@@ -2,9 +2,11 @@
 
 It takes volumes from the watcher, forwards each in order to the worker, the AFNI sender and
 the recorder, passes the worker's feedback on to the subject agent, keeps the per-run model
-and the lateness diagnostics, and publishes everything on :attr:`events` for the GUI, the
-headless printer or a test. Links are attached from outside (see :mod:`rtcontrol.console.links`),
-so the controller runs the same against embedded loopback services or remote ones.
+and the lateness diagnostics, resumes a run on a worker that restarted mid-run (its feedback for
+old volumes is catch-up: recorded, not passed on; see :mod:`rtcontrol.console.resume`), and
+publishes everything on :attr:`events` for the GUI, the headless printer or a test. Links are
+attached from outside (see :mod:`rtcontrol.console.links`), so the controller runs the same
+against embedded loopback services or remote ones.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from rtcontrol.console import events as ev
 from rtcontrol.console import settings as settings_io
 from rtcontrol.console.diagnostics import Diagnostics
 from rtcontrol.console.model import RunModel
 from rtcontrol.console.ports import Recorder, SubjectLink, VolumeSink, Watcher, WorkerLink
+from rtcontrol.console.resume import CatchUp, recorded_volumes, spans
 from rtcontrol.console.settings import RunSettings
 from rtcontrol.scanner.volume import Timeline, Volume
 
@@ -77,6 +80,8 @@ class ConsoleController:
         self._accepting = False  # volumes are taken from the run's start until its watcher has stopped
         self._ending: asyncio.Task[Any] | None = None
         self._warned: set[tuple[str, int, str]] = set()  # (run, volume, warning) already said
+        self._catch_up = CatchUp()  # which feedback is catch-up after a worker restart
+        self._held: list[dict[str, Any]] = []  # the project's messages to the subject while catching up
         #: the worker's plugins, {"plugins": [...], "errors": [...]}, once it has listed its projects
         self.plugins: dict[str, list[dict[str, Any]]] = {"plugins": [], "errors": []}
         self._plugins_said: set[tuple[str, str, str, str]] = set()
@@ -185,6 +190,8 @@ class ConsoleController:
         self._series = self._format = ""
         self._all_in_since = None
         self._warned = set()
+        self._catch_up = CatchUp()
+        self._held = []
         self._to_worker = asyncio.Queue()
         self._to_subject = asyncio.Queue()
         self.run_dir = self._save_settings(s)
@@ -268,11 +275,19 @@ class ConsoleController:
                 t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        unfinished = self._catch_up.unfinished()
+        self._drop_held("the end of the run")
+        if unfinished:
+            self.warn(f"run {self.model.run}: {unfinished}", "worker")
+            self._record("record_event", "worker_restarted", unfinished)
         await self._close_recorder(reason)
         ended = ev.RunEnded(self.model.run, reason, self.model.volumes, self.model.feedbacks)
         self.last_ended = ended
         self._set_state(ev.ENDED, reason)
-        self.info(f"run {ended.run} ended ({reason}): {ended.volumes} volumes, {ended.feedback} feedback values")
+        caught = len(self._catch_up.answered - self._catch_up.shown)
+        self.info(f"run {ended.run} ended ({reason}): {ended.volumes} volumes, {ended.feedback} feedback values"
+                  + (f", catch-up feedback (not shown) for {caught} more" if caught else "")
+                  + "".join(f"; {report}" for report in self._catch_up.reports))
         self.events.publish(ended)
         self._ended.set()
         return ended
@@ -309,6 +324,7 @@ class ConsoleController:
         volume.run = self.model.run
         self._format = str(volume.header.get("SourceFormat", self._format))
         self._diag.volume_arrived(now)
+        self._catch_up.arrived(volume.index)
         # the data path first: the pump's send is scheduled before the views' work below
         self._to_worker.put_nowait(volume)
         if self.recorder is not None:
@@ -360,6 +376,20 @@ class ConsoleController:
             self.warn(f"feedback for another run ({run}, volume {index}) ignored", "worker")
             return
         timeline.stamp("feedback_received", self._clock())
+        live_again = self._catch_up.active
+        if self._catch_up.is_catch_up(index):  # after a worker restart: recorded, never passed on
+            self._record("record_event", "catch_up_feedback",
+                         f"feedback for volume {index} computed again after the worker restarted: catch-up, not shown",
+                         index=int(index), feedback=value, metrics=dict(metrics or {}), timeline=timeline.to_dict())
+            self._drop_held(f"volume {index}")
+            return
+        if live_again:
+            report = self._catch_up.reports[-1]
+            self.warn(f"run {self.model.run}: {report}", "worker")
+            self._record("record_event", "worker_restarted", report)
+            held, self._held = self._held, []
+            for message in held:  # they came with this volume
+                self.forward_subject_message(message)
         metrics = dict(metrics or {})
         self.model.add_feedback(index, value, metrics, timeline)
         self.events.publish(ev.FeedbackArrived(self.model.run, index, value, metrics, timeline))
@@ -416,7 +446,13 @@ class ConsoleController:
                 self.warn(f"a response could not be passed to the worker: {exc}", "worker")
 
     def forward_subject_message(self, message: dict[str, Any]) -> None:
-        """The project's message to the subject display (an instruction, "rest", "run over")."""
+        """The project's message to the subject display (an instruction, "rest", "run over").
+
+        While a restarted worker catches up they are held: those that came with a catch-up volume (before
+        its feedback) are recorded, not shown; those of the first live volume are passed on with it."""
+        if self._catch_up.active:
+            self._held.append(message)
+            return
         if self.subject is None:
             self.info(f"to the subject (no agent connected): {message.get('text') or message}", "project")
             return
@@ -434,6 +470,59 @@ class ConsoleController:
                    "Volumes are still recorded; fix the project and start a new run.", "worker")
         if self.recorder is not None:
             self._record("record_event", "project_failed", message)
+
+    def _drop_held(self, what: str) -> None:
+        """The project's messages that came with a catch-up volume: recorded and logged, not shown."""
+        held, self._held = self._held, []
+        for message in held:
+            text = str(message.get("text") or message)
+            log.info("project: not shown to the subject (catch-up, %s): %s", what, text)  # one per volume: journal only
+            self._record("record_event", "catch_up_message", text, content=message)
+
+    def worker_restarting(self, run: str, info: dict[str, Any]) -> None:
+        """The worker link found a worker that does not know the run (it restarted): catch up from now."""
+        said = len(self._catch_up.reports)
+        n = self._catch_up.restart()
+        for report in self._catch_up.reports[said:]:  # it restarted again before it had caught up
+            self.warn(f"run {run}: {report}", "worker")
+            self._record("record_event", "worker_restarted", report)
+        self.warn(f"the worker restarted during run {run} (at volume {n}): starting the run again there with the "
+                  f"same settings and replaying volumes 0..{n - 1} to it; their feedback is catch-up "
+                  "(recorded, not shown to the subject)" if n else
+                  f"the worker restarted during run {run} before its first volume: starting the run again there",
+                  "worker")
+
+    def worker_restarted(self, run: str, info: dict[str, Any]) -> None:
+        """The run is started again on the new worker and its volumes are on their way (or could not be)."""
+        replayed, lost = list(info.get("replayed") or []), list(info.get("lost") or [])
+        where = str(info.get("data_dir") or "")
+        previous = str(info.get("previous_data_dir") or "")
+        self.info(f"run {run} started again on the restarted worker; {len(replayed)} volume(s) replayed"
+                  + (f" ({spans(replayed)})" if replayed else "")
+                  + (f"; the worker saves it in {where}" if where else "")
+                  + (f" (the lost worker's partial save: {previous})" if previous else ""), "worker")
+        if lost:
+            message = (f"volumes {spans(lost)} of run {run} could not be replayed to the restarted worker "
+                       f"({info.get('why') or 'no record'}): the project never saw them, so its state misses "
+                       f"{len(lost)} volume(s)")
+            self.error(message, "worker")
+            self._record("record_event", "replay_lost", message, volumes=lost)
+
+    async def recorded_volumes(self, run: str, indices: list[int]) -> Mapping[int, Volume]:
+        """Volumes of the run being recorded, read back from its recording (to replay them to a restarted
+        worker). Raises LookupError if this run is not being recorded."""
+        recorder, run_dir = self.recorder, self.run_dir
+        if run != self.model.run or recorder is None or run_dir is None:
+            raise LookupError(f"run {run} is not being recorded on this console")
+        drain = getattr(recorder, "drain", None)
+        if drain is not None:
+            await asyncio.to_thread(drain)  # everything queued so far is on disk
+        return await asyncio.to_thread(recorded_volumes, run_dir, run, indices)
+
+    @property
+    def restart_reports(self) -> list[str]:
+        """One statement per worker restart during the current (or last) run."""
+        return list(self._catch_up.reports)
 
     def handle_log(self, level: str, text: str, source: str) -> None:
         self.events.publish(ev.LogMessage(level if level in ("info", "warning", "error") else "info", text, source))
@@ -519,7 +608,8 @@ class ConsoleController:
                 self.refresh_links()
             expected = s.expected_volumes
             if expected and self.model.volumes >= expected:
-                waiting = self.worker is not None and self.model.feedbacks < self.model.volumes
+                answered = max(self.model.feedbacks, len(self._catch_up.answered))  # live or catch-up
+                waiting = self.worker is not None and answered < self.model.volumes
                 if self._all_in_since is None:
                     self._all_in_since = now
                 if not waiting or now - self._all_in_since > 2 * s.tr + 5.0:

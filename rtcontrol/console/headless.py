@@ -222,6 +222,8 @@ class Printer:
         m = c.model
         expected = c.settings.run.expected_volumes
         lost = max(0, expected - m.volumes) if expected else 0
+        for report in getattr(c, "restart_reports", ()):  # a worker restarted mid-run: what was shown, what not
+            print(f"run {m.run}: {report}", file=self.out, flush=True)
         print(
             f"run {m.run}: {m.volumes} volumes, {m.feedbacks} feedback values, {m.delivered} delivered to a "
             f"stimulus program{f', {lost} of {expected} volumes missing' if lost else ''}; "

@@ -68,6 +68,8 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
         allowed_folders=[Path(f) for f in c.settings.files.allowed_folders],
         on_feedback=adapter.on_feedback, on_log=adapter.on_log, on_error=adapter.on_error,
         on_state=adapter.on_state, on_subject_message=adapter.on_subject_message, on_run_state=adapter.on_run_state,
+        replay_source=c.recorded_volumes,  # a worker restarted mid-run gets the run's volumes from the recording
+        backoff=(0.05, 0.25),  # a worker back after a restart is found within a quarter second
     )
     adapter.client, adapter.url = client, url
     c.connection("worker", "connecting", url=url)
@@ -150,6 +152,10 @@ class WorkerAdapter:
     def on_run_state(self, run: Any, state: str, info: Any) -> None:
         if state == "failed":
             self.c.project_failed(str(run), str((info or {}).get("message", "the project failed")))
+        elif state == "restarting":
+            self.c.worker_restarting(str(run), dict(info or {}))
+        elif state == "restarted":
+            self.c.worker_restarted(str(run), dict(info or {}))
 
 
 async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:

@@ -5,12 +5,20 @@ resent after reconnecting (exponential backoff with a cap), events (feedback, lo
 messages, run failures) are acknowledged and delivered once, in order. Pings estimate the clock
 offset so the worker's timeline stamps arrive in the console's clock.
 
+If it reconnects to a worker that no longer knows the session (the worker was killed and started
+again) while a run is going, the run is started again there with the same settings and every volume
+of the run so far is sent again, in order: those still unacknowledged from memory, the rest from
+``replay_source(run, indices) -> {index: Volume}`` (the console's recording). ``on_run_state`` says
+"restarting" when the new worker is found and "restarted" (with what was replayed and what could not
+be) once the replay is on its way; the console decides which feedback is catch-up
+(:mod:`rtcontrol.console.resume`).
+
 Callbacks may be plain functions or coroutines (scheduled as tasks)::
 
     on_feedback(FeedbackEvent)                on_metrics(run, index, metrics)
     on_log(run, level, message)               on_error(message, traceback)
     on_state(state)                           on_subject_message(run, message)
-    on_run_state(run, state, info)            # "ended" or "failed"
+    on_run_state(run, state, info)            # "ended", "failed", "restarting", "restarted"
 """
 
 from __future__ import annotations
@@ -80,6 +88,7 @@ class WorkerClient:
         on_state: Callable | None = None,
         on_subject_message: Callable | None = None,
         on_run_state: Callable | None = None,
+        replay_source: Callable | None = None,
         max_size: int = transport.DEFAULT_MAX_SIZE,
         backoff: tuple[float, float] = (0.05, 5.0),
         ping_interval: float = 1.0,
@@ -92,6 +101,7 @@ class WorkerClient:
         self.on_feedback, self.on_metrics, self.on_log = on_feedback, on_metrics, on_log
         self.on_error, self.on_state, self.on_subject_message = on_error, on_state, on_subject_message
         self.on_run_state = on_run_state
+        self.replay_source = replay_source
         self._max_size, self._backoff = max_size, backoff
         self._ping_interval, self._request_timeout = ping_interval, request_timeout
         self.session = uuid.uuid4().hex
@@ -108,6 +118,12 @@ class WorkerClient:
         self._last_event = 0
         self._had_session = False
         self._run: str | None = None
+        self._run_start: dict[str, Any] = {}  # the active run's start_run arguments, to start it again
+        self._run_sent: dict[int, int] = {}  # index -> seq of every volume queued in the active run, in order
+        self._run_data_dir = ""  # where the worker said it saves the active run
+        self._restarting = False  # the active run is to be started again on a restarted worker
+        self._restart_request: list[Any] | None = None  # its start_run: [future, text, gen sent, args]
+        self.run_restarts = 0
         self._run_done: dict[str, asyncio.Future] = {}
         self._acked_all = asyncio.Event()
         self._acked_all.set()
@@ -239,6 +255,8 @@ class WorkerClient:
         reader = asyncio.create_task(self._read(conn))
         pinger = asyncio.create_task(self._ping(conn))
         try:
+            if self._restarting and not await self._restart_run(conn, reader):
+                return  # the link dropped while the run was starting again: it is tried again on the next one
             await self._flush(conn)
             self._set_state("connected")  # no await since the last check: nothing is left behind
             self._ready.set()
@@ -258,21 +276,113 @@ class WorkerClient:
                 self._conn = None
 
     def _session_lost(self) -> None:
-        """The worker no longer knows our session (it restarted): its run and queued volumes are gone."""
+        """The worker no longer knows our session (it restarted): its run and queued volumes are gone.
+
+        A run still going is started again there (:meth:`_restart_run`); one that had already ended
+        or failed on the lost worker is only reported."""
         self._last_event = 0
-        run, lost = self._run, len(self._unacked)
+        run = self._run
+        done = self._run_done.get(run) if run is not None else None
+        stale, self._restart_request = self._restart_request, None  # killed again while restarting: a new request
+        self._requests = {k: v for k, v in self._requests.items() if v is not stale}
+        if run is not None and self._run_start and (done is None or not done.done()):
+            self._restarting = True
+            info = {"run": run, "volumes": len(self._run_sent), "previous_data_dir": self._run_data_dir}
+            self._emit(self.on_run_state, run, "restarting", info)
+            return
+        lost = len(self._unacked)
         self._unacked.clear()
         self._acked_all.set()
         self._run = None
         if run is not None:
             message = (f"the worker restarted and lost run {run!r}"
                        + (f" ({lost} volumes not delivered)" if lost else "") + "; start the run again")
-            self._emit(self.on_error, message, "")
-            info = {"run": run, "message": message}
-            self._emit(self.on_run_state, run, "failed", info)
-            done = self._run_done.get(run)
-            if done is not None and not done.done():
-                done.set_result(info)
+            self._fail_run(run, message)
+
+    def _fail_run(self, run: str, message: str) -> None:
+        self._emit(self.on_error, message, "")
+        info = {"run": run, "message": message}
+        self._emit(self.on_run_state, run, "failed", info)
+        done = self._run_done.get(run)
+        if done is not None and not done.done():
+            done.set_result(info)
+
+    async def _restart_run(self, conn: websockets.ClientConnection, reader: asyncio.Task) -> bool:
+        """Start the run again on a restarted worker with the same settings, then send it every volume of
+        the run so far, in order, at once: unacknowledged ones from memory, the rest from ``replay_source``.
+        Returns False if the link dropped before the worker answered; after a drop the next connection
+        does it again (the worker's reply cache starts the run once, and it acknowledges a volume it
+        already has without processing it again)."""
+        run = self._run
+        assert run is not None
+        request = self._restart_request
+        if request is None:
+            args = {**self._run_start, "restart": {"count": self.run_restarts + 1, "previous": self._run_data_dir}}
+            rid = next(self._ids)
+            fut: asyncio.Future = asyncio.get_running_loop().create_future()
+            request = self._restart_request = [fut, encode_message("request", id=rid, op="start_run", args=args), 0, args]
+            self._requests[rid] = request
+        if not request[0].done() and request[2] != self._gen:
+            request[2] = self._gen
+            await conn.send(request[1])
+        await asyncio.wait({request[0], reader}, timeout=self._request_timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not request[0].done():
+            if reader.done():
+                return False
+            request[0].set_result({"ok": False, "error": f"no answer within {self._request_timeout:.0f} s"})
+        self._requests = {k: v for k, v in self._requests.items() if v is not request}
+        reply = request[0].result()
+        if not reply.get("ok"):
+            self._restarting, self._restart_request = False, None
+            lost = len(self._unacked)
+            self._unacked.clear()
+            self._acked_all.set()
+            self._run = None
+            self._fail_run(run, f"the worker restarted and could not start run {run!r} again: {reply.get('error')}"
+                           + (f" ({lost} volumes not delivered)" if lost else "") + "; start the run again")
+            return True
+        restart = request[3]["restart"]
+        self.run_restarts = restart["count"]
+        self._run_data_dir = str((reply.get("result") or {}).get("data_dir") or "")
+        indices = list(self._run_sent)
+        missing = [i for i in indices if (run, i) not in self._unacked]
+        volumes: Any = {}  # index -> Volume; a mapping that may read each volume only when asked
+        why = ""
+        if missing and self.replay_source is None:
+            why = "this console keeps no record to replay them from"
+        elif missing:
+            try:
+                got = self.replay_source(run, missing)
+                volumes = await got if inspect.isawaitable(got) else got
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+        replayed, lost = [], []
+        for i in indices:
+            key = (run, i)
+            item = self._unacked.get(key)
+            if item is None:
+                try:
+                    volume = volumes.get(i)
+                except Exception as exc:  # a damaged record: that volume is named, the others still go
+                    volume, why = None, f"{type(exc).__name__}: {exc}"
+                if volume is None:
+                    lost.append(i)
+                    continue
+                item = self._unacked[key] = [encode_volume(volume, self._run_sent[i], run=run), 0]
+                self._acked_all.clear()
+            replayed.append(i)
+            if item[1] != self._gen:
+                self.resent_volumes += 1
+                item[1] = self._gen
+                await conn.send(item[0])  # waits while the link is busy: the replay holds little in memory
+                await asyncio.sleep(0)
+        self._restarting, self._restart_request = False, None
+        if lost and not why:
+            why = "they are not in the console's record"
+        info = {"run": run, "volumes": len(indices), "replayed": replayed, "lost": lost, "why": why,
+                "data_dir": self._run_data_dir, "previous_data_dir": restart["previous"]}
+        self._emit(self.on_run_state, run, "restarted", info)
+        return True
 
     async def _flush(self, conn: websockets.ClientConnection) -> None:
         """Send every unanswered request, then every unacknowledged volume, not yet sent on this
@@ -330,8 +440,10 @@ class WorkerClient:
 
     async def start_run(self, project: str, settings: dict | None, run: str, tr: float | None) -> dict:
         """Start ``project`` for ``run`` on the worker; returns the settings it resolved and where it saves."""
-        result = await self._request("start_run", project=project, settings=settings or {}, run=run, tr=tr)
-        self._run = run
+        args = {"project": project, "settings": settings or {}, "run": run, "tr": tr}
+        result = await self._request("start_run", **args)
+        self._run, self._run_start, self._run_sent = run, args, {}
+        self._run_data_dir = str((result or {}).get("data_dir") or "")
         self._seq = itertools.count(1)  # volumes are numbered per run
         self._run_done[run] = asyncio.get_running_loop().create_future()
         return result
@@ -341,7 +453,8 @@ class WorkerClient:
         if self._run is None:
             raise WorkerError("start a run on the worker before sending volumes")
         volume.timeline.stamp("sent")
-        frame = encode_volume(volume, next(self._seq), run=self._run)
+        seq = next(self._seq)
+        frame = encode_volume(volume, seq, run=self._run)
         if len(frame) > self._worker_max_size:
             raise VolumeTooLarge(
                 f"volume {volume.index} is {len(frame)} bytes, over the worker's limit of {self._worker_max_size}; "
@@ -350,6 +463,7 @@ class WorkerClient:
         key = (self._run, int(volume.index))
         if key in self._unacked:
             return
+        self._run_sent.setdefault(int(volume.index), seq)
         item = [frame, 0]
         self._unacked[key] = item
         self._acked_all.clear()
@@ -367,18 +481,24 @@ class WorkerClient:
         await conn.send(encode_message("response", response=response))
 
     async def stop_run(self, timeout: float = 60.0) -> dict:
-        """Wait until the worker has every volume, end the run and wait for its last events."""
+        """Wait until the worker has every volume, end the run and wait for its last events.
+
+        However it ends (even cancelled: the console gave up waiting), the run is over for this client:
+        a worker that restarts afterwards is not given it again."""
         run = self._run
         if run is None:
             raise WorkerError("no run is active")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._acked_all.wait(), timeout)
-        result = await self._request("stop_run")
-        done = self._run_done.get(run)
-        if done is not None:
+        try:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(done), timeout)
-        self._run = None
+                await asyncio.wait_for(self._acked_all.wait(), timeout)
+            result = await self._request("stop_run")
+            done = self._run_done.get(run)
+            if done is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(done), timeout)
+        finally:
+            if self._run == run:
+                self._run, self._run_start, self._run_sent, self._restarting = None, {}, {}, False
         return result
 
     async def status(self) -> dict:

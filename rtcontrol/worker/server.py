@@ -16,6 +16,10 @@ A session outlives its connection: after a drop the console reconnects with the 
 id, resends the volumes not acknowledged (duplicates are acknowledged, not processed again) and
 the worker resends every event the console has not acknowledged, in order. Requests are
 answered from a cache when resent, so ``start_run`` never starts a run twice.
+
+A worker that was restarted knows no session: its welcome says ``resumed: false``, and a console
+with a run going starts it again with ``start_run {..., restart: {count, previous}}`` and replays the
+run's volumes; the run is then saved in a folder of its own (see :mod:`rtcontrol.worker.store`).
 """
 
 from __future__ import annotations
@@ -345,8 +349,14 @@ class WorkerServer:
             raise ValueError(f"run {session.run.run!r} is still {session.run.state}; stop it first")
         folder = self.catalog.folder(project)
         tr = args.get("tr")
-        store = RunStore(self.data_dir, run_name)
+        restart = args.get("restart") if isinstance(args.get("restart"), dict) else {}
+        count = max(0, int(restart.get("count") or 0))
+        store = RunStore(self.data_dir, run_name, restart=count)
         store.log("INFO", f"project {project} ({folder}), run {run_name}, TR {tr}")
+        if count:  # the console starts the run again after this worker (re)started: a save of its own
+            store.note_restart(run_name, count, str(restart.get("previous") or ""))
+            store.log("INFO", f"restart {count} of run {run_name} after the worker restarted; the console replays "
+                      f"its volumes (the lost worker's partial save: {Path(str(restart.get('previous') or '?')).name})")
         # forget the volumes of an earlier run with the same name: it is a new run
         session.received = {k for k in session.received if k[0] != run_name}
         rp = RunProcess(
