@@ -22,6 +22,7 @@ from pathlib import Path
 from rtcontrol.link import transport
 from rtcontrol.link.certs import fingerprint_file, server_context
 from rtcontrol.link.tokens import TokenStore
+from rtcontrol.worker.cluster import SCHEDULER_ENV, DaskCluster, SchedulerUnreachable, check_reachable
 from rtcontrol.worker.malloc import keep_freed_memory
 from rtcontrol.worker.projects import ProjectCatalog
 from rtcontrol.worker.server import WorkerServer
@@ -46,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest message accepted, in MiB (default %(default).0f)")
     parser.add_argument("--volume-timeout", type=float, default=30.0,
                         help="seconds a project may take for one volume before its run is stopped (default 30)")
+    parser.add_argument("--dask-scheduler", default=os.environ.get(SCHEDULER_ENV) or None, metavar="tcp://HOST:PORT",
+                        help="a site's Dask scheduler for projects' parallel work (ctx.map/submit); default "
+                             f"${SCHEDULER_ENV}, else a local cluster started on first use")
+    parser.add_argument("--dask-processes", type=int, default=None, metavar="N",
+                        help="processes of that local cluster (default: one per core)")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when standard input closes (used by a console that starts its own worker)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
@@ -87,10 +93,17 @@ def run(args: argparse.Namespace) -> int:
         from rtcontrol.analysis.plugins import PLUGINS_ENV  # (the worker itself never imports plugin code)
 
         os.environ[PLUGINS_ENV] = os.pathsep.join(str(d) for d in plugin_dirs)
+    try:
+        dask = DaskCluster(args.dask_scheduler, args.dask_processes)
+        if args.dask_scheduler:
+            asyncio.run(check_reachable(args.dask_scheduler))
+    except (ValueError, SchedulerUnreachable) as exc:
+        print(f"worker: --dask-scheduler: {exc}", file=sys.stderr)
+        return 2
     server = WorkerServer(
         tokens=tokens, ssl_context=ssl_ctx, catalog=ProjectCatalog(args.projects), data_dir=args.data,
         insecure_loopback=args.insecure_loopback, max_size=int(args.max_size_mb * 2**20),
-        volume_timeout=args.volume_timeout, plugin_dirs=plugin_dirs,
+        volume_timeout=args.volume_timeout, plugin_dirs=plugin_dirs, dask=dask,
     )
     try:
         keep_freed_memory()  # no page faults per volume (see rtcontrol.worker.malloc)

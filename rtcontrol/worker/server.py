@@ -39,6 +39,7 @@ from rtcontrol.link.codec import FrameError, decode_message, decode_volume, enco
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import plugins_dir
 from rtcontrol.worker.projects import ProjectCatalog, ProjectError, discover_plugins
+from rtcontrol.worker.cluster import DaskCluster
 from rtcontrol.worker.runner import RunFailed, RunProcess
 from rtcontrol.worker.store import RunStore, default_data_dir
 
@@ -118,6 +119,7 @@ class WorkerServer:
         file_timeout: float = 30.0,
         session_linger: float = 600.0,
         plugin_dirs: list[Path] | None = None,
+        dask: DaskCluster | None = None,
     ) -> None:
         self.tokens, self.ssl_context = tokens, ssl_context
         self.catalog = catalog or ProjectCatalog()
@@ -132,6 +134,7 @@ class WorkerServer:
         #: where plugins are looked for: the install's plugins/ and the --plugins folders
         self.plugin_folders = [plugins_dir(), *(Path(d) for d in plugin_dirs or [])]
         self._plugins: asyncio.Task | None = None
+        self.dask = dask or DaskCluster()  # a LocalCluster only once a run asks for parallel work
 
     async def start(self, host: str, port: int) -> int:
         self.server = await transport.serve(
@@ -172,6 +175,7 @@ class WorkerServer:
         for rp in list(self._ending):
             await rp.kill()
         self.sessions.clear()
+        await self.dask.close()
 
     async def _reap(self) -> None:
         while True:
@@ -346,7 +350,7 @@ class WorkerServer:
             tr=float(tr) if tr is not None else None, store=store,
             on_event=lambda kind, fields: self._run_event(session, store, run_name, kind, fields),
             files=lambda op, path, data: self._console_file(session, op, path, data),
-            volume_timeout=self.volume_timeout, start_timeout=self.start_timeout,
+            volume_timeout=self.volume_timeout, start_timeout=self.start_timeout, dask_scheduler=self.dask.address,
         )
         session.run = rp
         settings = await rp.start()
