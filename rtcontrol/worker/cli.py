@@ -94,11 +94,13 @@ def run(args: argparse.Namespace) -> int:
 
         os.environ[PLUGINS_ENV] = os.pathsep.join(str(d) for d in plugin_dirs)
     try:
+        if args.dask_processes is not None and args.dask_processes < 1:
+            raise ValueError(f"--dask-processes must be at least 1, not {args.dask_processes}")
         dask = DaskCluster(args.dask_scheduler, args.dask_processes)
         if args.dask_scheduler:
             asyncio.run(check_reachable(args.dask_scheduler))
     except (ValueError, SchedulerUnreachable) as exc:
-        print(f"worker: --dask-scheduler: {exc}", file=sys.stderr)
+        print(f"worker: {exc} (--dask-scheduler / ${SCHEDULER_ENV})", file=sys.stderr)
         return 2
     server = WorkerServer(
         tokens=tokens, ssl_context=ssl_ctx, catalog=ProjectCatalog(args.projects), data_dir=args.data,

@@ -100,5 +100,5 @@ def _start_local(processes: int) -> Any:
 
     return LocalCluster(
         n_workers=processes, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, silence_logs=logging.ERROR,
+        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,  # (its HTTP server: loopback, any free port)
     )

@@ -23,6 +23,7 @@ from typing import AsyncIterator
 from rtcontrol.link.certs import make_certificate, server_context
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
+from rtcontrol.worker.cluster import DaskCluster
 from rtcontrol.worker.projects import ProjectCatalog
 from rtcontrol.worker.server import WorkerServer
 
@@ -47,6 +48,7 @@ async def local_worker(
     volume_timeout: float = 30.0,
     start_timeout: float = 30.0,
     max_size: int | None = None,
+    dask_processes: int | None = None,
 ) -> AsyncIterator[LocalWorker]:
     with tempfile.TemporaryDirectory(prefix="rtcontrol-worker-") as tmp:
         tmpdir = Path(tmp)
@@ -58,7 +60,7 @@ async def local_worker(
             server = WorkerServer(
                 tokens=tokens, ssl_context=server_context(cert.cert, cert.key),
                 catalog=ProjectCatalog(list(projects)), data_dir=data, volume_timeout=volume_timeout,
-                **({"max_size": max_size} if max_size else {}),
+                dask=DaskCluster(processes=dask_processes), **({"max_size": max_size} if max_size else {}),
             )
             port = await server.start("127.0.0.1", 0)
             try:
@@ -75,6 +77,8 @@ async def local_worker(
             cmd += ["--projects", str(p)]
         if max_size:
             cmd += ["--max-size-mb", str(max_size / 2**20)]
+        if dask_processes:
+            cmd += ["--dask-processes", str(dask_processes)]
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )

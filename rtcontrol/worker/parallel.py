@@ -18,6 +18,7 @@ value; what it imports from installed packages (numpy, rtcontrol...) must be ins
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -82,7 +83,8 @@ class DaskParallel:
         self._shared: list[Shared] = []
         self._volume_shared: list[Shared] | None = None  # shared during process(): freed after it
         self._tasks: list[Task] = []
-        self._by_value: set[str] = set()
+        self._seen_modules: set[str] = set()
+        self._by_value: set[str] = set()  # the project's own modules
 
     # ----------------------------------------------------------------- the API behind ctx
 
@@ -171,13 +173,13 @@ class DaskParallel:
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         client = self._connect()
-        self._send_project_code()
+        fn = self._portable(fn)
         return client.submit(fn, *map(self._resolve, args), pure=False,
                              **{k: self._resolve(v) for k, v in kwargs.items()})
 
     def _map(self, fn: Callable[..., Any], items: list[Any], args: tuple, kwargs: dict) -> list[Any]:
         client = self._connect()
-        self._send_project_code()
+        fn = self._portable(fn)
         # extra positional iterables of Client.map: the same (resolved) argument for every item
         columns = [[self._resolve(a)] * len(items) for a in args]
         return client.map(fn, items, *columns, pure=False, **{k: self._resolve(v) for k, v in kwargs.items()})
@@ -203,16 +205,32 @@ class DaskParallel:
             h.future = self._scatter(h.value)
         return len(lost)
 
-    def _send_project_code(self) -> None:
-        """Pickle the project's own modules by value: Dask workers cannot import them by name."""
-        if self.project_dir is None:
-            return
+    def _portable(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """A function of the project's own code, pickled by value: Dask workers cannot import it by name."""
         import cloudpickle
 
-        for name, module in list(sys.modules.items()):
-            if name in self._by_value:
-                continue
-            self._by_value.add(name)
-            file = getattr(module, "__file__", None)
-            if file and Path(file).resolve().is_relative_to(self.project_dir):
-                cloudpickle.register_pickle_by_value(module)
+        if self.project_dir is not None:
+            for name, module in list(sys.modules.items()):
+                if name in self._seen_modules:
+                    continue
+                self._seen_modules.add(name)
+                file = getattr(module, "__file__", None)
+                if file and Path(file).resolve().is_relative_to(self.project_dir):
+                    cloudpickle.register_pickle_by_value(module)  # values of its classes too
+                    self._by_value.add(name)
+        if getattr(fn, "__module__", None) not in self._by_value:
+            return fn
+        # Dask pickles a task with plain pickle first (functions by name): ship the function's bytes instead
+        return functools.partial(_call_by_value, cloudpickle.dumps(fn))
+
+
+@functools.lru_cache(maxsize=64)
+def _load_function(pickled: bytes) -> Callable[..., Any]:
+    import cloudpickle
+
+    return cloudpickle.loads(pickled)
+
+
+def _call_by_value(pickled: bytes, *args: Any, **kwargs: Any) -> Any:
+    """Runs on a Dask worker: the project's function, unpickled once per worker process."""
+    return _load_function(pickled)(*args, **kwargs)
