@@ -205,9 +205,6 @@ class InProcess:
             done.set_exception(exc)
         return done
 
-    def begin_volume(self) -> None:
-        pass
-
     def end_volume(self) -> int:
         return 0
 

@@ -8,8 +8,9 @@ those cross-validated predictions with the design: high where the pattern carrie
 
 Each volume: motion correction (optional), the window of brain voxels (drift removed, z-scored) is
 shared once with the cluster (``ctx.share``), the brain is cut into chunks of centres and
-``ctx.map`` scores them in parallel. The region is the connected cluster of voxels scoring above
-``score_threshold`` with the largest summed score; the feedback is the percent signal change of
+``ctx.map`` scores them in parallel. The region is the connected cluster around the best searchlight
+of the voxels scoring at least ``region_fraction`` of it (none unless the best is above
+``score_threshold``); the feedback is the percent signal change of
 this volume in that region against the window's "off" volumes, mapped from [psc_min, psc_max]
 to 0..1. Metrics: the best score, the region's size and centre (voxel i, j, k), the percent change,
 the time the searchlight took. The last score map is saved as ``searchlight_score.nii.gz``.
@@ -44,8 +45,10 @@ class Searchlight(Project):
         Setting("min_volumes", 20, "int", "no searchlight before this many volumes (needs off and on)", minimum=4),
         Setting("radius", 2, "int", "searchlight radius in voxels", minimum=1, maximum=4),
         Setting("ridge", 1.0, "float", "ridge penalty of the decoder", minimum=0.0),
-        Setting("score_threshold", 0.5, "float", "searchlight score a voxel needs to be in the region",
+        Setting("score_threshold", 0.5, "float", "no region unless the best searchlight scores above this",
                 minimum=-1.0, maximum=1.0),
+        Setting("region_fraction", 0.8, "float", "the region: voxels around the best one scoring at least this "
+                "fraction of it", minimum=0.0, maximum=1.0),
         Setting("psc_min", -1.0, "float", "percent change shown as 0"),
         Setting("psc_max", 3.0, "float", "percent change shown as 1"),
         Setting("chunks_per_thread", 3, "int", "pieces of work per cluster thread (balances the load)", minimum=1),
@@ -97,7 +100,7 @@ class Searchlight(Project):
         self.scores = scores
         metrics["searchlight_s"] = time.perf_counter() - t0
         metrics["score_max"] = float(scores.max())
-        region = find_region(scores, s["score_threshold"])
+        region = find_region(scores, s["score_threshold"], s["region_fraction"])
         metrics["region_voxels"] = float(region.sum())
         if not region.any():
             return Result(feedback=None, metrics=metrics)
@@ -176,10 +179,12 @@ def score_chunk(bounds: tuple[int, int], window: np.ndarray, neighbours: np.ndar
     return np.where(denominator > 0, p @ d / np.where(denominator > 0, denominator, 1.0), 0.0).astype(np.float32)
 
 
-def find_region(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """The connected cluster above ``threshold`` with the largest summed score (empty if none)."""
-    labels, count = ndimage.label(scores > threshold)
-    if count == 0:
+def find_region(scores: np.ndarray, threshold: float, fraction: float) -> np.ndarray:
+    """The connected voxels around the best score that reach ``fraction`` of it (empty if it is not above
+    ``threshold``): the centre of the effect, not everything the optimistic cross-validation lets through."""
+    peak = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    best = float(scores[peak])
+    if not best > threshold:
         return np.zeros(scores.shape, bool)
-    sums = ndimage.sum(scores, labels, index=np.arange(1, count + 1))
-    return labels == (int(np.argmax(sums)) + 1)
+    labels, _ = ndimage.label(scores >= max(threshold, fraction * best))
+    return labels == labels[peak]

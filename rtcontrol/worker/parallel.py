@@ -5,7 +5,8 @@ first time the project asks for parallel work; the address comes from the worker
 so the run never starts a cluster of its own. What this adds to Dask:
 
 * shared arrays (a mask, a model, the current volume) are scattered once to every Dask worker
-  (``ctx.share``) and passed to tasks as futures, never pickled into each task;
+  (``ctx.share``) and passed to tasks as futures, never pickled into each task; the cluster keeps a
+  value as long as the project keeps its handle (a handle in a local variable: until process() returns);
 * a Dask worker lost mid-volume: Dask itself re-runs its tasks elsewhere; if the lost worker held the
   only copy of shared data, it is scattered again from the run's own copy and the work re-sent, so
   the volume is not lost (``retries`` times at most, then the error ends the run as any other);
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -80,8 +82,7 @@ class DaskParallel:
         self.retries, self.connect_timeout = retries, connect_timeout
         self.client: Any = None
         self.address: str | None = None
-        self._shared: list[Shared] = []
-        self._volume_shared: list[Shared] | None = None  # shared during process(): freed after it
+        self._shared: weakref.WeakSet[Shared] = weakref.WeakSet()  # a handle dropped: Dask frees its data
         self._tasks: list[Task] = []
         self._seen_modules: set[str] = set()
         self._by_value: set[str] = set()  # the project's own modules
@@ -95,9 +96,7 @@ class DaskParallel:
 
     def share(self, value: Any) -> Shared:
         handle = Shared(value, self._scatter(value))
-        self._shared.append(handle)
-        if self._volume_shared is not None:
-            self._volume_shared.append(handle)
+        self._shared.add(handle)
         return handle
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
@@ -125,16 +124,8 @@ class DaskParallel:
         self._tasks.append(task)
         return task
 
-    def begin_volume(self) -> None:
-        """Before ``process()``: what it shares lives until it returns (shared earlier: the whole run)."""
-        self._volume_shared = []
-
     def end_volume(self) -> int:
-        """After ``process()``: free its shared values, cancel its tasks still running; how many were."""
-        shared, self._volume_shared = self._volume_shared or [], None
-        self._shared = [h for h in self._shared if h not in shared]
-        for h in shared:
-            h.future.release()
+        """After ``process()``: cancel the volume's submitted tasks still running; how many were."""
         tasks, self._tasks = self._tasks, []
         left = [t for t in tasks if not t.done()]
         for t in left:

@@ -178,7 +178,6 @@ class Runner:
                         finally:
                             view.release()
                     index = volume.index
-                    ctx.parallel.begin_volume()
                     result = Result.of(project.process(volume, ctx))
                     if left := ctx.parallel.end_volume():  # work belongs to its volume: nothing piles up
                         ctx.logger.warning(f"volume {index}: {left} ctx.submit task(s) unfinished when process() returned: cancelled")

@@ -97,18 +97,21 @@ def test_a_project_error_in_a_task_reaches_process(parallel: DaskParallel) -> No
 
 def test_work_left_running_when_process_returns_is_cancelled(parallel: DaskParallel) -> None:
     ctx = RunContext.local(parallel=parallel)
-    parallel.begin_volume()
     volume_data = ctx.share(np.zeros(10))
+    key = volume_data.future.key
     fast, stuck = ctx.submit(slow, 0.01), ctx.submit(slow, 60.0)
     assert fast.result(timeout=30) == 0.01
     assert parallel.end_volume() == 1  # the stuck one: cancelled, not left to pile up behind the run
     assert stuck.future.status == "cancelled"
-    assert volume_data not in parallel._shared  # this volume's shared data is freed with it
+    del volume_data  # a handle the project drops: the cluster frees the value
     client = parallel.client
     deadline = time.monotonic() + 20
     while any(client.processing().values()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(client.processing().values()), client.processing()
+    while key in client.who_has() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert key not in client.who_has()
     assert parallel.end_volume() == 0
 
 
