@@ -160,19 +160,24 @@ def standardise(history: np.ndarray) -> np.ndarray:
 
 
 def score_chunk(bounds: tuple[int, int], window: np.ndarray, neighbours: np.ndarray, design: np.ndarray,
-                ridge: float) -> np.ndarray:
+                ridge: float, block_size: int = 1024) -> np.ndarray:
     """Cross-validated ridge decoding score of the searchlights centred on brain voxels lo..hi-1."""
     lo, hi = bounds
-    X = np.moveaxis(window[:, neighbours[lo:hi]], 1, 0).astype(np.float64)  # (centres, volumes, k)
+    return np.concatenate([_scores(window, neighbours[a:min(a + block_size, hi)], design, ridge)
+                           for a in range(lo, hi, block_size)] or [np.zeros(0, np.float32)])
+
+
+def _scores(window: np.ndarray, spheres: np.ndarray, design: np.ndarray, ridge: float) -> np.ndarray:
+    X = np.moveaxis(window[:, spheres], 1, 0).astype(np.float64)  # (centres, volumes, k)
     n_vol, k = X.shape[1], X.shape[2]
     even = np.arange(n_vol) % 2 == 0
-    predicted = np.zeros((hi - lo, n_vol))
+    predicted = np.zeros((len(spheres), n_vol))
     eye = ridge * np.eye(k)
     for train, test in ((even, ~even), (~even, even)):
         Xtr, ytr = X[:, train], design[train] - design[train].mean()
-        gram = np.einsum("cvk,cvl->ckl", Xtr, Xtr) + eye
-        weights = np.linalg.solve(gram, np.einsum("cvk,v->ck", Xtr, ytr)[..., None])[..., 0]
-        predicted[:, test] = np.einsum("cvk,ck->cv", X[:, test], weights)
+        XtrT = Xtr.transpose(0, 2, 1)
+        weights = np.linalg.solve(XtrT @ Xtr + eye, (XtrT @ ytr)[..., None])[..., 0]  # (centres, k)
+        predicted[:, test] = (X[:, test] @ weights[..., None])[..., 0]
     p = predicted - predicted.mean(axis=1, keepdims=True)
     d = design - design.mean()
     denominator = np.sqrt((p * p).sum(axis=1) * (d * d).sum())

@@ -30,6 +30,7 @@ def in_box(point, box) -> bool:
     return all(lo - 0.5 <= p <= hi - 0.5 for p, (lo, hi) in zip(point, box))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_the_searchlight_finds_the_activated_box_on_a_worker(synth, tmp_path: Path) -> None:
     box = synth.truth["activation"]["box_voxels"]
