@@ -83,7 +83,11 @@ class DaskCluster:
             if self.local is None:
                 log.info("starting a Dask LocalCluster: %d process(es) on 127.0.0.1", self.processes)
                 # in a thread: the cluster runs its own event loop there, the worker's loop stays free
-                self.local = await asyncio.to_thread(_start_local, self.processes)
+                try:
+                    self.local = await asyncio.to_thread(_start_local, self.processes)
+                except Exception as exc:
+                    log.exception("the local Dask cluster did not start")
+                    raise RuntimeError(f"the worker's local Dask cluster did not start: {type(exc).__name__}: {exc}") from exc
                 log.info("Dask LocalCluster at %s", self.local.scheduler_address)
             return str(self.local.scheduler_address)
 
