@@ -46,15 +46,24 @@ PARALLEL = """
 """
 
 
+WHERE = """
+    import os
+
+    class Where(Project):
+        def process(self, volume, ctx):
+            return Result(feedback=None, metrics={"pid": ctx.submit(os.getpid).result()})
+"""
+
+
 @contextlib.asynccontextmanager
-async def worker(projects: Path, processes: int) -> AsyncIterator[tuple[WorkerServer, str, str, str]]:
+async def worker(projects: Path, processes: int = 1, scheduler: str | None = None) -> AsyncIterator[tuple[WorkerServer, str, str, str]]:
     with tempfile.TemporaryDirectory(prefix="rtcontrol-dask-") as tmp:
         cert = make_certificate(["127.0.0.1"], Path(tmp) / "certs", days=1)
         tokens = TokenStore(Path(tmp) / "tokens.json")
         token = tokens.create("test")
         server = WorkerServer(tokens=tokens, ssl_context=server_context(cert.cert, cert.key),
                               catalog=ProjectCatalog([projects]), data_dir=Path(tmp) / "runs",
-                              dask=DaskCluster(processes=processes))
+                              dask=DaskCluster(scheduler, processes=processes))
         port = await server.start("127.0.0.1", 0)
         try:
             yield server, f"wss://127.0.0.1:{port}", token, cert.fingerprint
@@ -65,6 +74,7 @@ async def worker(projects: Path, processes: int) -> AsyncIterator[tuple[WorkerSe
 @pytest.fixture
 def projects(tmp_path: Path) -> Path:
     write_project(tmp_path / "projects", "parallel", PARALLEL)
+    write_project(tmp_path / "projects", "where", WHERE)
     return tmp_path / "projects"
 
 
@@ -112,6 +122,29 @@ async def test_a_dask_worker_killed_mid_volume_does_not_lose_it(projects: Path, 
         assert e.metrics["total"] == pytest.approx(4 * mean + 6, rel=1e-5)
 
 
+async def test_a_site_scheduler_is_used_instead_of_a_local_cluster(projects: Path) -> None:
+    from distributed import Client
+
+    from rtcontrol.worker.cluster import _start_local
+
+    site = _start_local(1)  # stands for a site's scheduler and its Dask workers
+    try:
+        with Client(site.scheduler_address) as c:
+            site_pids = set(c.run(os.getpid).values())
+        rec = Recorder()
+        async with worker(projects, scheduler=site.scheduler_address) as (server, url, token, fp):
+            async with WorkerClient(url, token, expected_fingerprint=fp, **rec.kwargs()) as client:
+                await client.start_run("where", {}, run="site", tr=2.0)
+                await client.send_volume(make_volume(0, run="site"))
+                await wait_for(lambda: rec.feedback or rec.errors, 60, "the volume's result")
+                await client.stop_run()
+            assert server.dask.local is None  # no cluster of its own
+        assert rec.errors == []
+        assert int(rec.feedback[0].metrics["pid"]) in site_pids
+    finally:
+        site.close(10)
+
+
 def test_an_unreachable_site_scheduler_stops_the_worker_at_start(tmp_path: Path) -> None:
     store = TokenStore(tmp_path / "tokens.json")
     store.create("x")
@@ -127,3 +160,16 @@ def test_an_unreachable_site_scheduler_stops_the_worker_at_start(tmp_path: Path)
     assert proc.returncode == 2
     assert f"the Dask scheduler {address} cannot be reached" in proc.stderr
     assert "WORKER READY" not in proc.stdout
+
+
+def test_the_site_scheduler_can_be_set_in_the_workers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from rtcontrol.worker.cli import add_arguments
+    from rtcontrol.worker.cluster import SCHEDULER_ENV
+
+    monkeypatch.setenv(SCHEDULER_ENV, "tcp://10.1.2.3:8786")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).dask_scheduler == "tcp://10.1.2.3:8786"
+    assert parser.parse_args(["--dask-scheduler", "tcp://127.0.0.1:9"]).dask_scheduler == "tcp://127.0.0.1:9"
