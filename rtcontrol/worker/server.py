@@ -38,8 +38,8 @@ from rtcontrol.link import transport
 from rtcontrol.link.codec import FrameError, decode_message, decode_volume, encode_message, split_blob
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import plugins_dir
-from rtcontrol.worker.projects import ProjectCatalog, ProjectError, discover_plugins
 from rtcontrol.worker.cluster import DaskCluster
+from rtcontrol.worker.projects import ProjectCatalog, ProjectError, discover_plugins
 from rtcontrol.worker.runner import RunFailed, RunProcess
 from rtcontrol.worker.store import RunStore, default_data_dir
 
