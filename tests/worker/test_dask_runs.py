@@ -54,6 +54,15 @@ WHERE = """
             return Result(feedback=None, metrics={"pid": ctx.submit(os.getpid).result()})
 """
 
+LEAKY = """
+    import time
+
+    class Leaky(Project):
+        def process(self, volume, ctx):
+            ctx.submit(time.sleep, 60)  # never waited for: must not pile up behind the run
+            return 1.0
+"""
+
 
 @contextlib.asynccontextmanager
 async def worker(projects: Path, processes: int = 1, scheduler: str | None = None) -> AsyncIterator[tuple[WorkerServer, str, str, str]]:
@@ -75,6 +84,7 @@ async def worker(projects: Path, processes: int = 1, scheduler: str | None = Non
 def projects(tmp_path: Path) -> Path:
     write_project(tmp_path / "projects", "parallel", PARALLEL)
     write_project(tmp_path / "projects", "where", WHERE)
+    write_project(tmp_path / "projects", "leaky", LEAKY)
     return tmp_path / "projects"
 
 
@@ -143,6 +153,25 @@ async def test_a_site_scheduler_is_used_instead_of_a_local_cluster(projects: Pat
         assert int(rec.feedback[0].metrics["pid"]) in site_pids
     finally:
         site.close(10)
+
+
+async def test_work_left_behind_by_a_volume_is_cancelled_and_logged(projects: Path) -> None:
+    from distributed import Client
+
+    rec = Recorder()
+    async with worker(projects, processes=1) as (server, url, token, fp):
+        async with WorkerClient(url, token, expected_fingerprint=fp, **rec.kwargs()) as client:
+            await client.start_run("leaky", {}, run="leak", tr=2.0)
+            for i in range(3):
+                await client.send_volume(make_volume(i, run="leak"))
+            await wait_for(lambda: len(rec.feedback) == 3 or rec.errors, 60, "three results")
+            await client.stop_run()
+        async with Client(await server.dask.address(), asynchronous=True) as dask_client:
+            processing = await dask_client.processing()
+        assert not any(processing.values()), processing  # nothing left running on the cluster
+    assert rec.errors == [] and [e.feedback for e in rec.feedback] == [1.0, 1.0, 1.0]
+    cancelled = [m for m in rec.logs if "unfinished when process() returned: cancelled" in m]
+    assert [m.split(":")[0] for m in cancelled] == ["volume 0", "volume 1", "volume 2"], rec.logs
 
 
 def test_an_unreachable_site_scheduler_stops_the_worker_at_start(tmp_path: Path) -> None:
