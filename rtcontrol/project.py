@@ -15,6 +15,7 @@ without any server::
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -141,6 +142,8 @@ class RunContext:
     _to_subject: Callable[[dict[str, Any]], None] | None = None
     responses: list[dict[str, Any]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    #: where ctx.share/map/submit run: the worker's Dask cluster in a run, in this process otherwise
+    parallel: Any = field(default_factory=lambda: InProcess())
 
     def log(self, message: str) -> None:
         """A line for the project's log (saved on the worker, shown on the console)."""
@@ -159,9 +162,54 @@ class RunContext:
         out, self.responses = self.responses, []
         return out
 
+    # parallel work (Dask distributed on a worker; see projects/README.md)
+
+    def share(self, value: Any) -> Any:
+        """Send a large value (mask, model, this volume's data) to the cluster once; pass the handle to map/submit."""
+        return self.parallel.share(value)
+
+    def map(self, fn: Callable[..., Any], items: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        """``[fn(item, *args, **kwargs) for item in items]`` run in parallel; returns when all are done."""
+        return self.parallel.map(fn, items, *args, **kwargs)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` in parallel; ``.result()`` waits. Must finish within this volume's process()."""
+        return self.parallel.submit(fn, *args, **kwargs)
+
+    @property
+    def parallelism(self) -> int:
+        """How many tasks run at once (threads in the cluster): split work into at least this many items."""
+        return int(self.parallel.parallelism)
+
     @classmethod
     def local(cls, settings: dict[str, Any] | None = None, run: str = "local", **kw: Any) -> RunContext:
         return cls(run=run, settings=dict(settings or {}), **kw)
+
+
+class InProcess:
+    """``ctx.share/map/submit`` with no cluster (a project tested on its own): the same results, one at a time."""
+
+    parallelism = 1
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def map(self, fn: Callable[..., Any], items: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        return [fn(item, *args, **kwargs) for item in items]
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
+    def end_volume(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
 
 
 class Project:

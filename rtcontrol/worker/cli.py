@@ -22,6 +22,7 @@ from pathlib import Path
 from rtcontrol.link import transport
 from rtcontrol.link.certs import fingerprint_file, server_context
 from rtcontrol.link.tokens import TokenStore
+from rtcontrol.worker.cluster import SCHEDULER_ENV, DaskCluster, SchedulerUnreachable, check_reachable
 from rtcontrol.worker.malloc import keep_freed_memory
 from rtcontrol.worker.projects import ProjectCatalog
 from rtcontrol.worker.runner import default_memory_limit, format_mb, parse_memory
@@ -52,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory one run's process may hold before that run is stopped: megabytes (2048) or "
                              "with a unit (512MB, 4GB); 0 for no limit (default: half of this machine's memory"
                              + (f", {format_mb(auto)})" if auto else ")"))
+    parser.add_argument("--dask-scheduler", default=os.environ.get(SCHEDULER_ENV) or None, metavar="tcp://HOST:PORT",
+                        help="a site's Dask scheduler for projects' parallel work (ctx.map/submit); default "
+                             f"${SCHEDULER_ENV}, else a local cluster started on first use")
+    parser.add_argument("--dask-processes", type=int, default=None, metavar="N",
+                        help="processes of that local cluster (default: one per core)")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when standard input closes (used by a console that starts its own worker)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
@@ -98,10 +104,19 @@ def run(args: argparse.Namespace) -> int:
         from rtcontrol.analysis.plugins import PLUGINS_ENV  # (the worker itself never imports plugin code)
 
         os.environ[PLUGINS_ENV] = os.pathsep.join(str(d) for d in plugin_dirs)
+    try:
+        if args.dask_processes is not None and args.dask_processes < 1:
+            raise ValueError(f"--dask-processes must be at least 1, not {args.dask_processes}")
+        dask = DaskCluster(args.dask_scheduler, args.dask_processes)
+        if args.dask_scheduler:
+            asyncio.run(check_reachable(args.dask_scheduler))
+    except (ValueError, SchedulerUnreachable) as exc:
+        print(f"worker: {exc} (--dask-scheduler / ${SCHEDULER_ENV})", file=sys.stderr)
+        return 2
     server = WorkerServer(
         tokens=tokens, ssl_context=ssl_ctx, catalog=ProjectCatalog(args.projects), data_dir=args.data,
         insecure_loopback=args.insecure_loopback, max_size=int(args.max_size_mb * 2**20),
-        volume_timeout=args.volume_timeout, plugin_dirs=plugin_dirs, run_memory_limit=memory_limit,
+        volume_timeout=args.volume_timeout, plugin_dirs=plugin_dirs, run_memory_limit=memory_limit, dask=dask,
     )
     try:
         keep_freed_memory()  # no page faults per volume (see rtcontrol.worker.malloc)

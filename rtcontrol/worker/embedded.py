@@ -23,6 +23,7 @@ from typing import AsyncIterator
 from rtcontrol.link.certs import make_certificate, server_context
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
+from rtcontrol.worker.cluster import DaskCluster
 from rtcontrol.worker.projects import ProjectCatalog
 from rtcontrol.worker.runner import AUTO_MEMORY
 from rtcontrol.worker.server import WorkerServer
@@ -49,6 +50,7 @@ async def local_worker(
     start_timeout: float = 30.0,
     max_size: int | None = None,
     run_memory_limit: int | None = AUTO_MEMORY,
+    dask_processes: int | None = None,
 ) -> AsyncIterator[LocalWorker]:
     """``run_memory_limit`` in bytes per run process (None: no limit; default half the machine's memory)."""
     with tempfile.TemporaryDirectory(prefix="rtcontrol-worker-") as tmp:
@@ -61,7 +63,8 @@ async def local_worker(
             server = WorkerServer(
                 tokens=tokens, ssl_context=server_context(cert.cert, cert.key),
                 catalog=ProjectCatalog(list(projects)), data_dir=data, volume_timeout=volume_timeout,
-                run_memory_limit=run_memory_limit, **({"max_size": max_size} if max_size else {}),
+                run_memory_limit=run_memory_limit, dask=DaskCluster(processes=dask_processes),
+                **({"max_size": max_size} if max_size else {}),
             )
             port = await server.start("127.0.0.1", 0)
             try:
@@ -80,6 +83,8 @@ async def local_worker(
             cmd += ["--max-size-mb", str(max_size / 2**20)]
         if run_memory_limit != AUTO_MEMORY:
             cmd += ["--run-memory-limit", f"{run_memory_limit / 2**20:.3f}MB" if run_memory_limit else "0"]
+        if dask_processes:
+            cmd += ["--dask-processes", str(dask_processes)]
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )

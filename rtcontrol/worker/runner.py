@@ -139,6 +139,7 @@ class RunProcess:
         start_timeout: float = 60.0,
         shm_size: int = 64 * 1024 * 1024,
         memory_limit: int | None = AUTO_MEMORY,
+        dask_scheduler: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         """``memory_limit`` in bytes; None for no limit, :data:`AUTO_MEMORY` for :func:`default_memory_limit`."""
         self.project, self.project_dir, self.run = project, project_dir, run
@@ -160,6 +161,7 @@ class RunProcess:
         self._stderr_tail: deque[str] = deque(maxlen=30)
         self._tasks: list[asyncio.Task] = []
         self._error: dict[str, Any] | None = None
+        self.dask_scheduler = dask_scheduler  # the worker's cluster address, asked for by ctx.map/submit
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -348,7 +350,12 @@ class RunProcess:
     async def _file(self, body: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"k": "file_reply", "id": body.get("id")}
         try:
-            reply.update(ok=True, result=await self.files(body["op"], body["path"], body.get("data")))
+            if body.get("op") == "dask_scheduler":
+                if self.dask_scheduler is None:
+                    raise OSError("this worker offers no Dask cluster")
+                reply.update(ok=True, result=await self.dask_scheduler())
+            else:
+                reply.update(ok=True, result=await self.files(body["op"], body["path"], body.get("data")))
         except PermissionError as exc:
             reply.update(ok=False, code="permission", error=str(exc))
         except FileNotFoundError as exc:

@@ -28,6 +28,7 @@ from typing import Any
 
 from rtcontrol.link.codec import decode_volume
 from rtcontrol.project import Project, Result, RunContext, resolve_settings
+from rtcontrol.worker.parallel import DaskParallel
 from rtcontrol.worker.pipe import JSON, VOLUME, SharedFrame, SyncChannel
 from rtcontrol.worker.projects import describe_folder, load_project_class
 
@@ -109,6 +110,10 @@ class Runner:
                 raise exc_type(body.get("error", "console file request failed"))
             self.pending.append(frame)
 
+    def dask_scheduler(self) -> str:
+        """The worker's Dask scheduler address (the worker starts its LocalCluster on the first ask)."""
+        return str(self.file_call("dask_scheduler", ""))
+
     def fail(self, stage: str, exc: BaseException, index: int | None = None) -> None:
         self.chan.send({
             "k": "error", "stage": stage, "index": index,
@@ -137,6 +142,7 @@ class Runner:
                 files=ChildFiles(self), logger=logger,
                 _to_subject=lambda message: self.chan.send({"k": "subject", "message": _json_safe(message, "a subject message")}),
             )
+            ctx.parallel = DaskParallel(self.dask_scheduler, project_dir=Path(init["project_dir"]), logger=logger)
             self.project, self.ctx = project, ctx
         except BaseException as exc:
             self.fail("load", exc)
@@ -173,6 +179,8 @@ class Runner:
                             view.release()
                     index = volume.index
                     result = Result.of(project.process(volume, ctx))
+                    if left := ctx.parallel.end_volume():  # work belongs to its volume: nothing piles up
+                        ctx.logger.warning(f"volume {index}: {left} ctx.submit task(s) unfinished when process() returned: cancelled")
                     msg = {
                         "k": "result", "index": index,
                         "feedback": _json_safe(result.feedback, "feedback"),
@@ -221,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     chan = SyncChannel(os.fdopen(0, "rb", buffering=1 << 20), proto_out)
     runner = Runner(chan)
     runner.shm = shm
-    return runner.main()
+    try:
+        return runner.main()
+    finally:
+        if runner.ctx is not None:
+            runner.ctx.parallel.close()
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from rtcontrol.link.codec import (
 )
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import plugins_dir
+from rtcontrol.worker.cluster import DaskCluster
 from rtcontrol.worker.projects import ProjectCatalog, ProjectError, discover_plugins
 from rtcontrol.worker.runner import AUTO_MEMORY, RunFailed, RunProcess
 from rtcontrol.worker.store import RunStore, default_data_dir
@@ -129,6 +130,7 @@ class WorkerServer:
         session_linger: float = 600.0,
         plugin_dirs: list[Path] | None = None,
         run_memory_limit: int | None = AUTO_MEMORY,
+        dask: DaskCluster | None = None,
     ) -> None:
         self.tokens, self.ssl_context = tokens, ssl_context
         self.catalog = catalog or ProjectCatalog()
@@ -144,6 +146,7 @@ class WorkerServer:
         #: where plugins are looked for: the install's plugins/ and the --plugins folders
         self.plugin_folders = [plugins_dir(), *(Path(d) for d in plugin_dirs or [])]
         self._plugins: asyncio.Task | None = None
+        self.dask = dask or DaskCluster()  # a LocalCluster only once a run asks for parallel work
 
     async def start(self, host: str, port: int) -> int:
         self.server = await transport.serve(
@@ -184,6 +187,7 @@ class WorkerServer:
         for rp in list(self._ending):
             await rp.kill()
         self.sessions.clear()
+        await self.dask.close()
 
     async def _reap(self) -> None:
         while True:
@@ -366,6 +370,7 @@ class WorkerServer:
             files=lambda op, path, data: self._console_file(session, op, path, data),
             volume_timeout=self.volume_timeout, start_timeout=self.start_timeout,
             memory_limit=self.run_memory_limit,
+            volume_timeout=self.volume_timeout, start_timeout=self.start_timeout, dask_scheduler=self.dask.address,
         )
         session.run = rp
         settings = await rp.start()
