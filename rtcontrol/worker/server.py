@@ -369,8 +369,7 @@ class WorkerServer:
             on_event=lambda kind, fields: self._run_event(session, store, run_name, kind, fields),
             files=lambda op, path, data: self._console_file(session, op, path, data),
             volume_timeout=self.volume_timeout, start_timeout=self.start_timeout,
-            memory_limit=self.run_memory_limit,
-            volume_timeout=self.volume_timeout, start_timeout=self.start_timeout, dask_scheduler=self.dask.address,
+            memory_limit=self.run_memory_limit, dask_scheduler=self.dask.address,
         )
         session.run = rp
         settings = await rp.start()
