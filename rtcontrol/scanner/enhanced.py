@@ -125,11 +125,8 @@ def read_enhanced(df: DicomFile) -> Volume:
     step = (positions[order[-1]] - positions[order[0]]) / (n - 1) if n > 1 else series.normal * series.fallback_gap
     affine = affine_lps_to_ras(series.row, series.col, series.spacing, step, positions[order[0]])
     stack = df.pixels()[order]  # (k, row, col): one copy, k in spatial order
-    timing = None
-    stamps = frames.slice_times if frames.slice_times is not None else times
-    if not np.isnan(stamps).any():
-        t0 = float(stamps.min())
-        timing = tuple(round(float(stamps[o]) - t0, 6) for o in order)
+    rel = _slice_times(frames.slice_times, times)
+    timing = None if rel is None else tuple(round(float(rel[o]), 6) for o in order)
     acq = ds.get("AcquisitionNumber")
     if frames.temporal is not None:
         index = frames.temporal - 1
@@ -206,11 +203,27 @@ def _parse_groups(df: DicomFile, n: int) -> tuple[_Series, _Frames]:
         float(gap),
         float(slope) if slope not in (None, "") else 1.0,
         float(inter) if inter not in (None, "") else 0.0,
-        _facts(full, shared, first),
+        _facts(full, shared, first, df.raw[: df.groups[1]] if df.groups[1] else b""),
     )
     temporal_index = int(temporal) if temporal not in (None, "") else None
     stimes = None if np.isnan(slice_times).any() else slice_times
     return series, _Frames(positions, times, temporal_index, set(), stimes)
+
+
+#: Siemens' per-frame slice time is trusted when it agrees with FrameAcquisitionDateTime this closely (s).
+SLICE_TIME_AGREEMENT = 0.005
+
+
+def _slice_times(vendor: np.ndarray | None, stamps: np.ndarray) -> np.ndarray | None:
+    """Each frame's time from the volume's first (s): Siemens' per-frame slice time (0021,1104), exact,
+    when it agrees with the frames' FrameAcquisitionDateTime; else the FrameAcquisitionDateTime (on a
+    2.5 ms clock). Simultaneous (multiband) slices share a time in both. The first volume of an XA60
+    series holds slice times on another clock (0.205, 0, 0.2475...) while its frame times are right."""
+    frame_rel = None if np.isnan(stamps).any() else stamps - stamps.min()
+    vendor_rel = None if vendor is None or np.isnan(vendor).any() else vendor - vendor.min()
+    if vendor_rel is not None and (frame_rel is None or np.abs(vendor_rel - frame_rel).max() <= SLICE_TIME_AGREEMENT):
+        return vendor_rel
+    return frame_rel
 
 
 def _siemens_slice_time(frame: Dataset) -> float:
@@ -268,14 +281,35 @@ def _values(region: bytes, head: bytes) -> list[bytes]:
     return out
 
 
-def _facts(ds: Dataset, shared: Dataset | None, frame: Dataset) -> dict[str, Any]:
+_MULTIBAND = re.compile(rb"sSliceAcceleration\.lMultiBandFactor\s*=\s*(\d+)")
+
+
+def _multiband(ds: Dataset, shared: Dataset | None, frame: Dataset, protocol: bytes) -> int:
+    """The multiband factor: ParallelReductionFactorOutOfPlane (0018,9155) when above 1; else the
+    ASCCONV protocol text's sSliceAcceleration.lMultiBandFactor (XA60 writes 1 in the header for
+    SMS 2); else 'MBn' in ImageComments. 1 when none says more."""
+    for value in (
+        _attr(shared, frame, "MRModifierSequence", "ParallelReductionFactorOutOfPlane"),
+        (m.group(1) if (m := _MULTIBAND.search(protocol)) else None),
+        (m.group(1) if (m := re.search(r"MB(\d+)", str(ds.get("ImageComments", "") or ""))) else None),
+    ):
+        try:
+            mb = int(float(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if mb > 1:
+            return mb
+    return 1
+
+
+def _facts(ds: Dataset, shared: Dataset | None, frame: Dataset, protocol: bytes = b"") -> dict[str, Any]:
     tr = _attr(shared, frame, "MRTimingAndRelatedParametersSequence", "RepetitionTime")
     flip = _attr(shared, frame, "MRTimingAndRelatedParametersSequence", "FlipAngle")
     te = _attr(shared, frame, "MREchoSequence", "EffectiveEchoTime")
     thick = _attr(shared, frame, "PixelMeasuresSequence", "SliceThickness")
     gap = _attr(shared, frame, "PixelMeasuresSequence", "SpacingBetweenSlices") or ds.get("SpacingBetweenSlices")
     frame_type = _attr(shared, frame, "MRImageFrameTypeSequence", "FrameType")
-    mb = re.search(r"MB(\d+)", str(ds.get("ImageComments", "") or ""))
+    mb = _multiband(ds, shared, frame, protocol)
     acq_dt = str(ds.get("AcquisitionDateTime", "") or "")
     return header_facts(
         ds,
@@ -287,7 +321,7 @@ def _facts(ds: Dataset, shared: Dataset | None, frame: Dataset) -> dict[str, Any
         SpacingBetweenSlices=float(gap) if gap not in (None, "") else None,
         ImageType=[str(x) for x in (frame_type or ds.get("ImageType") or [])] or None,
         AcquisitionTime=acq_dt[8:] or None,
-        MultibandAccelerationFactor=int(mb.group(1)) if mb and int(mb.group(1)) > 1 else None,
+        MultibandAccelerationFactor=mb if mb > 1 else None,
         PhaseEncodingDirection=_pe_direction(shared, frame),
     )
 
