@@ -4,7 +4,8 @@ What each slice needs for assembly, and where vendors keep it:
 
 * position in space: ImagePositionPatient projected on the slice normal (IOP cross product);
 * position in time (0-based ``temporal_index``): TemporalPositionIdentifier (Philips; any vendor
-  that writes it); Siemens: AcquisitionNumber; GE writes neither for fMRI but numbers images
+  that writes it; an ASL run's control and label images share one, so each becomes two volumes,
+  control first, by MRImageLabelType (2005,1429) or ImageType, as dcm2niix orders them); Siemens: AcquisitionNumber; GE writes neither for fMRI but numbers images
   volume after volume, so ``(InstanceNumber - 1) // slices per volume`` with the slice count from
   GE's LocationsInAcquisition; the assembler checks that the slice positions of each volume are
   distinct, so a wrong count cannot silently mix volumes;
@@ -152,10 +153,29 @@ def _slices_per_volume(ds: Dataset, vendor: str) -> int | None:
     return None
 
 
+#: Arterial spin labelling image kinds, in the order their volumes take within one repetition (dcm2niix's).
+ASL_KINDS = ("CONTROL", "LABEL")
+
+
+def asl_kind(ds: Dataset, vendor: str) -> str | None:
+    """'CONTROL' or 'LABEL' for an ASL image: Philips' MRImageLabelType (2005,1429), else an ImageType value."""
+    if vendor == "Philips" and (0x2005, 0x1429) in ds:
+        raw = ds[0x2005, 0x1429].value or ""
+        value = (raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)).strip(" \x00").upper()
+        kind = {"CONTROL": "CONTROL", "CTL": "CONTROL", "LABEL": "LABEL", "LBL": "LABEL"}.get(value)
+        if kind:
+            return kind
+    for value in ds.get("ImageType") or []:
+        if str(value).strip().upper() in ASL_KINDS:
+            return str(value).strip().upper()
+    return None
+
+
 def _temporal_index(ds: Dataset, vendor: str, n_slices: int | None, instance: int | None) -> int | None:
     tpi = _int(ds.get("TemporalPositionIdentifier"))
     if tpi is not None and tpi >= 1:
-        return tpi - 1
+        kind = asl_kind(ds, vendor)  # label/control pairs share a temporal position: two volumes each
+        return (tpi - 1) * len(ASL_KINDS) + ASL_KINDS.index(kind) if kind else tpi - 1
     if vendor == "Siemens":
         acq = _int(ds.get("AcquisitionNumber"))
         if acq is not None and acq >= 1:
