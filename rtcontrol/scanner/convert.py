@@ -14,6 +14,7 @@ images, only foreign files).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for .nii.gz + .json (created)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also read files in sub-folders")
     parser.add_argument("--no-gzip", action="store_true", help="write .nii instead of .nii.gz")
+
+
+def _echo_suffix(run: str) -> str:
+    """'_e2' for the second echo of a multi-echo series (the reader names its runs so), else ''."""
+    m = re.search(r"_e\d+$", run)
+    return m.group(0) if m else ""
 
 
 def _err(msg: str) -> None:
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     used: set[str] = set()
     suffix = ".nii" if args.no_gzip else ".nii.gz"
     for uid, vols in sorted(scan.series.items(), key=lambda kv: (kv[1][0].header.get("SeriesNumber") or 0, kv[0])):
-        base = name = series_name(vols[0].header, fallback=vols[0].run)
+        base = name = series_name(vols[0].header, fallback=vols[0].run) + _echo_suffix(vols[0].run)
         n = 2
         while name in used:
             name, n = f"{base}_{n}", n + 1

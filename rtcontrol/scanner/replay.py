@@ -180,9 +180,10 @@ def _plan_folder(folder: Path) -> ReplayPlan:
                 key = part.series_uid or part.run
                 tr = tr or part.tr
                 series_order.setdefault(key, (part.header.get("SeriesNumber") or 0, part.acquisition_time or 0))
+                if any(path in v.files for v in volumes.values()):
+                    continue  # a file holding several volumes or echoes is written once, with the first
                 rv = volumes.setdefault((key, part.index), ReplayVolume(key, part.index))
-                if path not in rv.files:
-                    rv.files.append(path)
+                rv.files.append(path)
             elif isinstance(part, SliceImage):
                 tr = tr or part.tr
                 slices.setdefault(part.series_uid, []).append(part)

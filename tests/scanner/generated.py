@@ -39,3 +39,28 @@ def philips_asl(src: Path, dst: Path, seed: int = 11) -> list[Path]:
             copy.save_as(path)
             out.append(path)
     return out
+
+
+def pack_enhanced(files: list[Path], dst: Path, echoes: bool = False) -> Path:
+    """One enhanced multi-frame file holding the frames of several real one-volume XA files (as Philips
+    and some exports write whole 4-D series). ``echoes``: the files become echoes 1, 2 ... of one
+    temporal position (EchoNumbers, EffectiveEchoTime 20, 40 ... ms) instead of successive volumes."""
+    first = pydicom.dcmread(files[0])
+    frames, pixels = [], []
+    for e, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            if echoes:
+                item.MREchoSequence[0].EffectiveEchoTime = 20.0 * (e + 1)
+                item.MREchoSequence[0].EchoNumbers = e + 1
+                content = item.FrameContentSequence[0]
+                content.TemporalPositionIndex = 1
+                content.DimensionIndexValues = [1, int(content.InStackPositionNumber), 1]
+            frames.append(item)
+        pixels.append(ds.PixelData)
+    first.PerFrameFunctionalGroupsSequence = frames
+    first.NumberOfFrames = len(frames)
+    first.PixelData = b"".join(pixels)
+    first.SOPInstanceUID = first.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    first.save_as(dst)
+    return dst

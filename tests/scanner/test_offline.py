@@ -119,3 +119,50 @@ def test_exit_status_incomplete_per_slice_volume_is_1(dicom_root: Path, tmp_path
     assert "volume 0: 8 of 9 slices present" in capsys.readouterr().err
     (nii,) = (tmp_path / "out").glob("*.nii.gz")
     assert nib.load(nii).shape == (64, 64, 9, 2)
+
+
+def _xa60(dicom_root: Path) -> list[Path]:
+    return sorted(p for p in (dicom_root / "siemens_xa60_enhanced_sms2").iterdir() if p.name.isdigit())
+
+
+def test_enhanced_file_with_several_volumes_is_split(dicom_root: Path, reference_root: Path, tmp_path: Path) -> None:
+    """The three XA60 volumes packed into one 30-frame file: three volumes, as dcm2niix makes of it
+    (run now) and as the fixture's reference holds them."""
+    from tests.scanner.generated import pack_enhanced
+
+    src = tmp_path / "in"
+    src.mkdir()
+    pack_enhanced(_xa60(dicom_root), src / "packed.dcm")
+    ref = _dcm2niix_nii(src, tmp_path / "ref")
+    assert ref.shape == (64, 64, 10, 3)
+    assert main(["convert", str(src), "-o", str(tmp_path / "out")]) == 0
+    (nii,) = (tmp_path / "out").glob("*.nii.gz")
+    vols = _vols(nii)
+    assert_same_world(vols, ref)
+    assert_same_world(vols, _reference(reference_root, "siemens_xa60_enhanced_sms2")[0])
+    plan = plan_replay(src)
+    assert len(plan.volumes) == 1 and plan.volumes[0].files == [src / "packed.dcm"]  # the file is written once
+
+
+def test_enhanced_file_with_two_echoes_becomes_two_series(dicom_root: Path, reference_root: Path, tmp_path: Path) -> None:
+    """Two echoes in one file: series '<name>_e1' and '<name>_e2', each the stack its frames came from.
+    (dcm2niix itself writes this generated file as one 20-slice image, so the oracle is the reference
+    NIfTI of the real volumes the echoes were made from.)"""
+    from tests.scanner.generated import pack_enhanced
+
+    src = tmp_path / "in"
+    src.mkdir()
+    pack_enhanced(_xa60(dicom_root)[:2], src / "echoes.dcm", echoes=True)
+    assert main(["convert", str(src), "-o", str(tmp_path / "out")]) == 0
+    names = sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz"))
+    assert [n.replace("_e1.", "_eN.").replace("_e2.", "_eN.") for n in names] == ["4_PRODUCT__ep2d_bold__p3_sms2_eN.nii.gz"] * 2
+    assert names[0].endswith("_e1.nii.gz") and names[1].endswith("_e2.nii.gz")
+    ref_img = _reference(reference_root, "siemens_xa60_enhanced_sms2")[0]
+    ref = np.asarray(ref_img.dataobj)
+    for e, name in enumerate(names):
+        img = nib.load(tmp_path / "out" / name)
+        side = json.loads((tmp_path / "out" / name.replace(".nii.gz", ".json")).read_text())
+        assert img.shape == (64, 64, 10) and side["EchoTime"] == pytest.approx(0.02 * (e + 1))
+        (vol,) = _vols(tmp_path / "out" / name)
+        vol.index = 0  # read back alone (its name's trailing digit would make it volume 1)
+        assert_same_world([vol], nib.Nifti1Image(ref[..., e : e + 1], ref_img.affine))
