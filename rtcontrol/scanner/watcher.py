@@ -2,7 +2,7 @@
 
 How a file travels::
 
-    watchdog thread (inotify close-write) / polling thread: reader (parse)
+    watchdog thread (inotify close-write) / polling thread --submit--> pool thread: reader (parse)
         --call_soon_threadsafe--> event loop: order by run --> on_volume
     retries (incomplete files) and other events: event loop --executor thread: reader--> event loop
 
@@ -17,12 +17,14 @@ How a file travels::
 * Runs, ordering, gaps and duplicates: :mod:`rtcontrol.scanner.runs`. One-file-per-slice series are
   assembled into volumes by ``SliceAssembler``.
 
-Parsing never runs on the event loop; the loop only does bookkeeping.
+Parsing never runs on the event loop nor on the thread that receives file events (one slow or hostile
+file cannot delay the events of the next); the loop only does bookkeeping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -138,6 +140,8 @@ class ScanWatcher:
         self._gap_timer: asyncio.TimerHandle | None = None
         self._close_events = False
         self._inflight: set[asyncio.Future] = set()
+        self._fast_inflight: set[Any] = set()  # pool parses started from event/polling threads
+        self._fast_lock = threading.Lock()
         self.running = False
 
     # ---- life cycle ----------------------------------------------------------------------------
@@ -178,6 +182,11 @@ class ScanWatcher:
             if state.retry is not None:
                 state.retry.cancel()
         deadline = time.monotonic() + 5.0
+        with self._fast_lock:
+            fast = list(self._fast_inflight)
+        if fast:
+            await asyncio.to_thread(concurrent.futures.wait, fast, 5.0)
+            await asyncio.sleep(0)  # let the results they posted run
         while self._inflight and time.monotonic() < deadline:
             await asyncio.wait(list(self._inflight), timeout=max(0.01, deadline - time.monotonic()))
             await asyncio.sleep(0)  # let their done-callbacks run
@@ -223,9 +232,10 @@ class ScanWatcher:
                     path = event.dest_path
                 path = Path(os.fsdecode(path))
                 if kind in ("closed", "moved") and watcher._close_events and watcher._wanted(path):
-                    # the file is complete now: parse it right here, in this (watchdog) thread, and hand
-                    # the result to the loop; two thread hops fewer than going through the executor
-                    loop.call_soon_threadsafe(watcher._fast_result, path, t, watcher._read(path))
+                    # the file is complete now: parse it in the pool straight from this (watchdog) thread
+                    # and hand the result to the loop (one thread hop fewer than through the loop); never
+                    # here, so one slow file cannot hold back the events of the next
+                    watcher._read_async(path, t)
                 elif kind in ("created", "modified", "attrib", "moved", "closed"):  # attrib: touched
                     loop.call_soon_threadsafe(watcher._fs_event, kind, path, t)
 
@@ -275,9 +285,9 @@ class ScanWatcher:
                 if size == 0:  # created, nothing written yet
                     loop.call_soon_threadsafe(self._fs_event, "polled", path, t)
                     continue
-                # try it right here: complete files go straight to the loop; a file still being
+                # try it now, in the pool: complete files go straight to the loop; a file still being
                 # written fails cheaply as incomplete and is retried
-                loop.call_soon_threadsafe(self._fast_result, path, t, self._read(path))
+                self._read_async(path, t)
 
     def _entries(self) -> Iterator[os.DirEntry]:
         """Files in the folder (and its sub-folders when recursive), without hidden and temporary names."""
@@ -390,6 +400,29 @@ class ScanWatcher:
         except OSError:
             sig = None
         return result, error, parsed_at, sig
+
+    def _read_async(self, path: Path, t: float) -> None:
+        """From an event or polling thread: parse ``path`` in the pool, then hand the result to the loop."""
+        executor, loop = self._executor, self._loop
+        if executor is None or loop is None or self._stopping.is_set():
+            return
+        try:
+            fut = executor.submit(self._read, path)
+        except RuntimeError:  # the pool shut down: stopping
+            return
+        with self._fast_lock:
+            self._fast_inflight.add(fut)
+
+        def done(f: Any) -> None:
+            with self._fast_lock:
+                self._fast_inflight.discard(f)
+            if not f.cancelled() and not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(self._fast_result, path, t, f.result())
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
+
+        fut.add_done_callback(done)
 
     def _fast_result(self, path: Path, t: float, packed: tuple) -> None:
         """A close-write event whose file was already parsed in the watchdog thread."""
