@@ -2,9 +2,11 @@
 
 A writer thread writes 96x96x66 int16 Siemens mosaic files (made by the simulator's writer) into a
 temporary folder one at a time, stamping ``time.monotonic()`` right after ``close()``; the watcher
-stamps the same clock when it hands the Volume on. Event mode (inotify close-write) and polling mode.
+stamps the same clock when it hands the Volume on. Event mode (inotify close-write) and polling mode;
+``ingest_moved``: each file written in a sibling folder and renamed in (stamped before the rename), as
+export tools and DICOM receivers deliver (a creation with no close event).
 
-Figures: ``BENCH ingest_event`` and ``BENCH ingest_poll`` (median/p90/p99/max in ms).
+Figures: ``BENCH ingest_event``, ``BENCH ingest_poll``, ``BENCH ingest_moved`` (median/p90/p99/max in ms).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _mosaic_files(n: int) -> list[tuple[str, bytes]]:
     return [(writer.filename(i), writer.encode(run.volume(i % distinct), i)) for i in range(n)]
 
 
-async def _measure(polling: bool, files: list[tuple[str, bytes]]) -> list[float]:
+async def _measure(polling: bool, files: list[tuple[str, bytes]], moved: bool = False) -> list[float]:
     from rtcontrol.scanner.watcher import ScanWatcher
 
     closed: dict[int, float] = {}
@@ -48,7 +50,10 @@ async def _measure(polling: bool, files: list[tuple[str, bytes]]) -> list[float]
         got.set()
 
     with tempfile.TemporaryDirectory(prefix="rtcontrol-bench-") as tmp:
-        folder = Path(tmp)
+        folder = Path(tmp) / "watch"
+        outside = Path(tmp) / "export"
+        folder.mkdir()
+        outside.mkdir()
         watcher = ScanWatcher(folder, on_volume, polling=polling, poll_interval=0.01)
         await watcher.start()
         loop = asyncio.get_running_loop()
@@ -57,6 +62,12 @@ async def _measure(polling: bool, files: list[tuple[str, bytes]]) -> list[float]
                 got.clear()
 
                 def write(i: int = i, name: str = name, data: bytes = data) -> None:
+                    if moved:  # written in a sibling folder, then renamed in (stamped before the rename)
+                        tmp_path = outside / name
+                        tmp_path.write_bytes(data)
+                        closed[i] = time.monotonic()
+                        os.rename(tmp_path, folder / name)
+                        return
                     fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                     try:
                         os.write(fd, data)
@@ -80,8 +91,8 @@ async def _measure(polling: bool, files: list[tuple[str, bytes]]) -> list[float]
 def bench() -> Iterable[Figure]:
     files = _mosaic_files(VOLUMES + WARMUP)
     size_note = f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} int16 mosaic, {len(files[0][1]) / 1e6:.1f} MB, n={VOLUMES}"
-    for name, polling in (("ingest_event", False), ("ingest_poll", True)):
-        latencies = asyncio.run(_measure(polling, files))
+    for name, polling, moved in (("ingest_event", False, False), ("ingest_poll", True, False), ("ingest_moved", False, True)):
+        latencies = asyncio.run(_measure(polling, files, moved))
         missing = VOLUMES - len(latencies)
         note = size_note + (f", {missing} volumes lost" if missing else "")
         yield timing(name, latencies, note)

@@ -238,6 +238,11 @@ class ScanWatcher:
                     watcher._read_async(path, t)
                 elif kind in ("created", "modified", "attrib", "moved", "closed"):  # attrib: touched
                     loop.call_soon_threadsafe(watcher._fs_event, kind, path, t)
+                    if kind == "created" and watcher._close_events and watcher._wanted(path) and _has_bytes(path):
+                        # renamed in from another folder (how many exporters and DICOM receivers deliver):
+                        # inotify reports a creation with no close to follow; a file that appears with
+                        # bytes is read at once (a half-written one fails as incomplete and waits)
+                        watcher._read_async(path, t)
 
         self._observer = Observer()
         # inotify reports close-after-write: wait for it rather than parsing half-written files
@@ -587,6 +592,13 @@ class ScanWatcher:
         self._gap_timer = None
         self._deliver(self.runs.expire(time.monotonic()))
         self._arm_gap_timer()
+
+
+def _has_bytes(path: Path) -> bool:
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
 
 
 def kind_changed(path: Path, state: _FileState) -> bool:

@@ -402,3 +402,23 @@ async def test_a_slow_file_does_not_hold_back_the_next(tmp_path: Path, mosaic: l
         release.set()
         await sink.until(lambda: len(sink.volumes) == 3)
     assert [v.index for v in sink.volumes] == [0, 1, 2]
+
+
+async def test_file_renamed_in_from_another_folder_is_read_at_once(tmp_path, mosaic, monkeypatch):
+    """Written elsewhere, then renamed into the watch folder: inotify reports a creation and no close.
+    The file is read at once, not after the close fallback (made 60 s here so waiting for it fails)."""
+    from rtcontrol.scanner import watcher as watcher_module
+
+    monkeypatch.setattr(watcher_module, "CLOSE_WAIT", 60.0)
+    watch, outside = tmp_path / "watch", tmp_path / "outside"
+    watch.mkdir()
+    outside.mkdir()
+    sink = Sink()
+    async with make_watcher(watch, sink, "event") as w:
+        assert w._close_events, "needs inotify (Linux)"
+        for src in mosaic[:3]:
+            await write(outside / src.name, src.read_bytes())
+            os.rename(outside / src.name, watch / src.name)
+        await sink.until(lambda: len(sink.volumes) == 3, timeout=10)
+    assert [v.index for v in sink.volumes] == [0, 1, 2]
+    assert not sink.events or not sink.kinds("file_error")
