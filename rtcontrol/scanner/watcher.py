@@ -141,6 +141,7 @@ class ScanWatcher:
         self._close_events = False
         self._inflight: set[asyncio.Future] = set()
         self._fast_inflight: set[Any] = set()  # pool parses started from event/polling threads
+        self._fast_paths: dict[Path, bool] = {}  # files being parsed so -> another event came meanwhile
         self._fast_lock = threading.Lock()
         self.running = False
 
@@ -407,13 +408,23 @@ class ScanWatcher:
         return result, error, parsed_at, sig
 
     def _read_async(self, path: Path, t: float) -> None:
-        """From an event or polling thread: parse ``path`` in the pool, then hand the result to the loop."""
+        """From an event or polling thread: parse ``path`` in the pool, then hand the result to the loop.
+
+        One parse per file at a time (a creation and a close of the same file must not take both pool
+        threads); an event during a parse that found the file incomplete parses it again at once."""
         executor, loop = self._executor, self._loop
         if executor is None or loop is None or self._stopping.is_set():
             return
+        with self._fast_lock:
+            if path in self._fast_paths:
+                self._fast_paths[path] = True  # look again when this parse ends
+                return
+            self._fast_paths[path] = False
         try:
             fut = executor.submit(self._read, path)
         except RuntimeError:  # the pool shut down: stopping
+            with self._fast_lock:
+                self._fast_paths.pop(path, None)
             return
         with self._fast_lock:
             self._fast_inflight.add(fut)
@@ -421,11 +432,17 @@ class ScanWatcher:
         def done(f: Any) -> None:
             with self._fast_lock:
                 self._fast_inflight.discard(f)
-            if not f.cancelled() and not loop.is_closed():
-                try:
-                    loop.call_soon_threadsafe(self._fast_result, path, t, f.result())
-                except RuntimeError:  # the loop closed meanwhile
-                    pass
+                again = self._fast_paths.pop(path, False)
+            if f.cancelled() or loop.is_closed():
+                return
+            packed = f.result()
+            if again and isinstance(packed[1], IncompleteFile):
+                self._read_async(path, t)  # it changed while we read a part of it: read the rest now
+                return
+            try:
+                loop.call_soon_threadsafe(self._fast_result, path, t, packed)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
 
         fut.add_done_callback(done)
 
