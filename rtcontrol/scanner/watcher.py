@@ -514,7 +514,7 @@ class ScanWatcher:
         for item in items:
             if isinstance(item, Volume):
                 self._stamp(item, state.first_seen, complete, parsed)
-                released.extend(self.runs.add(item, now))
+                released.extend(self.runs.add(item, now, str(path)))
             elif isinstance(item, SliceImage):
                 released.extend(self._add_slice(item, state, complete, parsed, now))
             else:
@@ -577,6 +577,10 @@ class ScanWatcher:
                 log.exception("on_volume failed for %s volume %d", volume.run, volume.index)
 
     def _note(self, note: RunNote) -> None:
+        if note.kind == "refused":  # a volume that does not fit its run: an error about its file
+            path = Path(note.source) if note.source else None
+            self._report("file_error", note.message, path, note.run, note.index)
+            return
         if note.kind == "new_run":
             self.stats.series.append(note.run)
         if note.kind == "duplicate":

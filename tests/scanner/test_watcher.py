@@ -422,3 +422,27 @@ async def test_file_renamed_in_from_another_folder_is_read_at_once(tmp_path, mos
         await sink.until(lambda: len(sink.volumes) == 3, timeout=10)
     assert [v.index for v in sink.volumes] == [0, 1, 2]
     assert not sink.events or not sink.kinds("file_error")
+
+
+async def test_volume_of_another_matrix_in_the_run_is_refused_and_the_run_goes_on(tmp_path, mosaic, dicom_root):
+    """A real 64x64x35 mosaic re-tagged into the 64x64x36 run as its volume 2: refused with an error that
+    names the file and both matrices; the real volume 2 and the rest still arrive, nothing is missing."""
+    sink = Sink()
+    odd = pydicom.dcmread(series_files(dicom_root, "siemens_mosaic_ax_35sl")[0])
+    first = pydicom.dcmread(mosaic[0], stop_before_pixels=True)
+    odd.SeriesInstanceUID = first.SeriesInstanceUID
+    odd.SeriesNumber = first.SeriesNumber
+    odd.AcquisitionNumber = 3
+    async with make_watcher(tmp_path, sink, "event", gap_timeout=5.0):
+        for n, src in enumerate(mosaic):
+            if n == 2:
+                await asyncio.to_thread(odd.save_as, tmp_path / "odd.dcm")
+                await sink.until(lambda: sink.kinds("file_error"))
+            await write(tmp_path / src.name, src.read_bytes())
+        await sink.until(lambda: len(sink.volumes) == 6)
+    assert [v.index for v in sink.volumes] == list(range(6)) and all(v.shape == (64, 64, 36) for v in sink.volumes)
+    (error,) = sink.kinds("file_error")
+    assert error.path is not None and error.path.name == "odd.dcm"
+    assert "64x64x35" in error.message and "64x64x36" in error.message
+    (end,) = sink.kinds("run_end")
+    assert "missing" not in end.message
