@@ -611,8 +611,29 @@ class ScanWatcher:
 
     def _expire_gaps(self) -> None:
         self._gap_timer = None
-        self._deliver(self.runs.expire(time.monotonic()))
+        now = time.monotonic()
+        released = self.runs.expire(now)
+        self._deliver(released)
+        gaps = {n.run for n in released.notes if n.kind == "gap"}
+        if gaps:
+            waits = [self.runs.wait(r) for r in self.runs.runs.values() if r.run_id in gaps]
+            self._give_up_stalled(now, min(waits) if waits else self.runs.gap_timeout)
         self._arm_gap_timer()
+
+    def _give_up_stalled(self, now: float, stalled_for: float) -> None:
+        """A gap was just passed over: a file still incomplete and unchanged for about as long as the gap
+        was waited for (half of it: it was written before the volume that was held) is most likely the
+        missing volume, cut short. Say so now, naming it, rather than after
+        ``incomplete_timeout`` (if it grows again it is read again and still handed on, late)."""
+        for path, state in list(self._files.items()):
+            if state.done or state.busy or not state.error or now - state.changed_at < stalled_for / 2:
+                continue
+            if state.retry is not None:
+                state.retry.cancel()
+                state.retry = None
+            state.done = True
+            self._report("gave_up", f"{path.name}: still incomplete {now - state.changed_at:.1f} s after it last "
+                         f"changed while later volumes went on (the missing volume?): {state.error}", path)  # fmt: skip
 
 
 def _has_bytes(path: Path) -> bool:

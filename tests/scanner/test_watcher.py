@@ -446,3 +446,22 @@ async def test_volume_of_another_matrix_in_the_run_is_refused_and_the_run_goes_o
     assert "64x64x35" in error.message and "64x64x36" in error.message
     (end,) = sink.kinds("run_end")
     assert "missing" not in end.message
+
+
+async def test_cut_short_file_is_named_when_its_gap_is_passed_over(tmp_path, mosaic):
+    """Volume 2's file stops growing half-way: when later volumes go on past its gap, the file is named at
+    once (not after the incomplete timeout, made 60 s here), and the run's end names the missing index."""
+    sink = Sink()
+    async with make_watcher(tmp_path, sink, "event", gap_timeout=1.0, incomplete_timeout=60.0):
+        for n, src in enumerate(mosaic):
+            data = src.read_bytes()
+            await write(tmp_path / src.name, data[: len(data) // 2] if n == 2 else data)
+        await sink.until(lambda: sink.kinds("gave_up"), timeout=10)
+        await sink.until(lambda: len(sink.volumes) == 5)
+    (gave_up,) = sink.kinds("gave_up")
+    assert gave_up.path is not None and gave_up.path.name == mosaic[2].name
+    assert [v.index for v in sink.volumes] == [0, 1, 3, 4, 5]
+    (gap,) = sink.kinds("gap")
+    assert gap.time <= gave_up.time
+    (end,) = sink.kinds("run_end")
+    assert end.message.endswith("missing: volume 2")
