@@ -366,7 +366,7 @@ class ConsoleController:
         late = self._diag.check_analysis(index, timeline)
         if late is not None:
             self.events.publish(late)
-            self.warn(late.message, "worker")
+            self.warn(late.message, "scanner" if late.kind == "scanner" else "worker")
         if self.recorder is not None:
             self._record("record_feedback", self.model.run, index, value, metrics, timeline)
         if self.subject is not None and value is not None:
