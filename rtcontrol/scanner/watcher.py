@@ -51,6 +51,11 @@ CLOSE_WAIT = 0.5
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".lock", ".swp", ".crdownload", "~", ".json")
 
 
+def _warm_up() -> None:
+    """Import every reader now (in the pool, while nothing is waiting), not when volume 0 arrives."""
+    from rtcontrol.scanner import assemble, dicomfile, enhanced, mosaic, nifti_io, reader, slices  # noqa: F401
+
+
 def _default_reader(path: Path) -> Any:
     from rtcontrol.scanner.reader import read_file
 
@@ -153,6 +158,7 @@ class ScanWatcher:
             raise FileNotFoundError(f"watch folder {self.folder} does not exist or is not a folder")
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rtcontrol-ingest")
+        self._executor.submit(_warm_up)  # the run's first volume must not pay for the readers' imports
         self._stopping.clear()
         self.running = True
         now = time.monotonic()
