@@ -343,6 +343,8 @@ class ConsoleController:
                           "to record it as its own run", "scanner")
             self._series = self._series or run
         level = self.WATCH_LEVELS.get(kind, "info")
+        if kind == "run_end" and "missing:" in message:  # the end-of-run summary names volumes never received
+            level = "warning"
         text = message if path is None or str(path) in message else f"{message} ({path})"
         self.events.publish(ev.LogMessage(level, text, "scanner"))
         if self.recorder is not None:
