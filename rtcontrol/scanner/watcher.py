@@ -632,7 +632,7 @@ class ScanWatcher:
         missing volume, cut short. Say so now, naming it, rather than after
         ``incomplete_timeout`` (if it grows again it is read again and still handed on, late)."""
         for path, state in list(self._files.items()):
-            if state.done or state.busy or not state.error or now - state.changed_at < stalled_for / 2:
+            if state.done or not state.error or now - state.changed_at < stalled_for / 2:
                 continue
             if state.retry is not None:
                 state.retry.cancel()
