@@ -166,3 +166,23 @@ def test_enhanced_file_with_two_echoes_becomes_two_series(dicom_root: Path, refe
         (vol,) = _vols(tmp_path / "out" / name)
         vol.index = 0  # read back alone (its name's trailing digit would make it volume 1)
         assert_same_world([vol], nib.Nifti1Image(ref[..., e : e + 1], ref_img.affine))
+
+
+def test_exit_status_identical_duplicate_volume_file_is_a_warning(dicom_root: Path, tmp_path: Path, capsys) -> None:
+    """A mosaic volume file present twice under two names: exit 0, a warning; a different file claiming the
+    same volume is a problem (exit 1)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    files = sorted((dicom_root / "siemens_mosaic_ep2d_int_6vol").glob("*.dcm"))
+    for f in files:
+        (src / f.name).symlink_to(f)
+    (src / "copy.dcm").write_bytes(files[0].read_bytes())
+    assert main(["convert", str(src), "-o", str(tmp_path / "out")]) == 0
+    assert "volume 0 given twice (identical)" in capsys.readouterr().err
+    import pydicom
+
+    other = pydicom.dcmread(files[1])
+    other.AcquisitionNumber = 1  # volume 1's pixels claiming to be volume 0
+    other.save_as(src / "copy.dcm")
+    assert main(["convert", str(src), "-o", str(tmp_path / "out2")]) == 1
+    assert "two different volumes with index 0" in capsys.readouterr().err
