@@ -17,6 +17,8 @@ SERIES = (
     "siemens_mosaic_ep2d_int_6vol",
     "siemens_mosaic_ep2d_int_HF_6vol",
     "siemens_xa30_enhanced_bold_20vol",
+    "ge_hyperband_hb3_48sl",
+    "siemens_xa60_enhanced_sms2",
 )
 
 

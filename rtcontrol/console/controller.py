@@ -359,6 +359,8 @@ class ConsoleController:
                           "to record it as its own run", "scanner")
             self._series = self._series or run
         level = self.WATCH_LEVELS.get(kind, "info")
+        if kind == "run_end" and "missing:" in message:  # the end-of-run summary names volumes never received
+            level = "warning"
         text = message if path is None or str(path) in message else f"{message} ({path})"
         self.events.publish(ev.LogMessage(level, text, "scanner"))
         if self.recorder is not None:
@@ -396,7 +398,7 @@ class ConsoleController:
         late = self._diag.check_analysis(index, timeline)
         if late is not None:
             self.events.publish(late)
-            self.warn(late.message, "worker")
+            self.warn(late.message, "scanner" if late.kind == "scanner" else "worker")
         if self.recorder is not None:
             self._record("record_feedback", self.model.run, index, value, metrics, timeline)
         if self.subject is not None and value is not None:

@@ -1,5 +1,9 @@
 """Assemble one-file-per-slice series into volumes: by slice position and temporal index.
 
+Live (:class:`SliceAssembler`) volumes are handed on as they complete; offline
+(:func:`assemble_offline`, for convert and replay of a complete folder) every slice is gathered
+first and grouped by the files' own temporal tags, so the listing order does not matter.
+
 A volume is complete when it holds ``slices_per_volume`` distinct slice positions (the count the
 header gives, or the one learnt from the first volume when it does not). Volumes leave in
 acquisition order (temporal index), whatever order the files arrived in; a volume that stays
@@ -131,6 +135,65 @@ class SliceAssembler:
     def _report(self, message: str) -> None:
         log.warning(message)
         self.problems.append(message)
+
+
+def group_offline(slices: list[SliceImage]) -> tuple[dict[int, list[SliceImage]], int, list[str], list[str]]:
+    """A complete folder's slices of ONE series grouped into volumes, whatever order the files were listed in.
+
+    Unlike a live stream nothing is handed on early: all slices are grouped by their own temporal
+    index (TemporalPositionIdentifier, label/control, AcquisitionNumber, GE instance numbers); slices
+    without one are counted per position in InstanceNumber order (then acquisition time, then name).
+    Returns ({index: slices}, slices per volume, problems, warnings): problems are slices lost (the
+    output misses something), warnings cost nothing (an identical file given twice).
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    if not slices:
+        return {}, 0, problems, warnings
+    keys = [s.geometry_key for s in slices]
+    geometry = max(set(keys), key=keys.count)
+    kept = []
+    for s in slices:
+        if s.geometry_key != geometry:
+            problems.append(f"{s.path}: slice orientation/matrix/spacing differs from the rest of its series; skipped")
+        else:
+            kept.append(s)
+    kept.sort(key=lambda s: (s.instance_number if s.instance_number is not None else 1 << 30,
+                             s.acquisition_time if s.acquisition_time is not None else 0.0, s.path.name))  # fmt: skip
+    groups: dict[int, dict[int, SliceImage]] = {}
+    counts: dict[int, int] = {}
+    for s in kept:
+        pos = int(round(s.slice_position / POSITION_TOLERANCE_MM))
+        t = s.temporal_index
+        if t is None:
+            t = counts.get(pos, 0)
+            counts[pos] = t + 1
+        group = groups.setdefault(t, {})
+        first = group.get(pos)
+        if first is None:
+            group[pos] = s
+        elif first.path != s.path and np.array_equal(first.pixels, s.pixels):
+            warnings.append(f"{s.path.name}: the same slice as {first.path.name} (volume {t}, {s.slice_position:.2f} mm); one kept")
+        elif first.path != s.path:
+            problems.append(f"{s.path.name}: a second, different slice at {s.slice_position:.2f} mm in volume {t} "
+                            f"(first: {first.path.name}); kept the first")  # fmt: skip
+    expected = next((s.slices_per_volume for s in kept if s.slices_per_volume), None)
+    expected = expected or max(len(g) for g in groups.values())
+    out: dict[int, list[SliceImage]] = {}
+    for t in sorted(groups):
+        group = groups[t]
+        if len(group) == expected:
+            out[t] = list(group.values())
+        else:
+            problems.append(f"volume {t}: {len(group)} of {expected} slices present; not written "
+                            f"(first file: {min(s.path.name for s in group.values())})")  # fmt: skip
+    return out, expected, problems, warnings
+
+
+def assemble_offline(slices: list[SliceImage]) -> tuple[list[Volume], list[str], list[str]]:
+    """:func:`group_offline`, then each complete group built into a Volume (by index)."""
+    groups, _, problems, warnings = group_offline(slices)
+    return [build_volume(t, group) for t, group in groups.items()], problems, warnings
 
 
 def build_volume(index: int, slices: list[SliceImage]) -> Volume:

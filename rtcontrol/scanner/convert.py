@@ -1,14 +1,20 @@
 """``main.py convert DICOM_DIR -o OUT_DIR``: every series in a folder to NIfTI + BIDS JSON sidecar.
 
-One ``<SeriesNumber>_<SeriesDescription>.nii.gz`` and ``.json`` per series. Voxels keep the
-scanner's storage order (like dcm2niix); the affine says where they are. Exit status: 0 when
-every series was written, 1 when some input could not be used (each reason printed), 2 when
-nothing could be converted (missing folder, no images, only foreign files).
+One ``<SeriesNumber>_<SeriesDescription>.nii.gz`` and ``.json`` per series (``_e1``, ``_e2`` ...
+per echo). Voxels keep the scanner's storage order (like dcm2niix); the affine says where they
+are. The folder is read whole first and volumes are assembled by the files' own temporal tags,
+whatever order the files are listed in; gzipped DICOM (``*.dcm.gz``) is read too.
+
+Exit status: 0 when every series was written and agrees with the files (warnings such as an
+identical duplicate file cost nothing); 1 when files were unusable or volumes are missing (each
+reason printed; the rest is written); 2 when nothing could be converted (missing folder, no
+images, only foreign files).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for .nii.gz + .json (created)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also read files in sub-folders")
     parser.add_argument("--no-gzip", action="store_true", help="write .nii instead of .nii.gz")
+
+
+def _echo_suffix(run: str) -> str:
+    """'_e2' for the second echo of a multi-echo series (the reader names its runs so), else ''."""
+    m = re.search(r"_e\d+$", run)
+    return m.group(0) if m else ""
 
 
 def _err(msg: str) -> None:
@@ -55,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     used: set[str] = set()
     suffix = ".nii" if args.no_gzip else ".nii.gz"
     for uid, vols in sorted(scan.series.items(), key=lambda kv: (kv[1][0].header.get("SeriesNumber") or 0, kv[0])):
-        base = name = series_name(vols[0].header, fallback=vols[0].run)
+        base = name = series_name(vols[0].header, fallback=vols[0].run) + _echo_suffix(vols[0].run)
         n = 2
         while name in used:
             name, n = f"{base}_{n}", n + 1
@@ -70,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
         write_sidecar(args.output / f"{name}.json", sidecar(vols))
         shape = "x".join(str(x) for x in vols[0].shape)
         print(f"{nii}  {shape}x{len(vols)}  {vols[0].header.get('SourceFormat', '?')}")
-    for line in scan.problems:
+    for line in scan.warnings:
         _err(f"warning: {line}")
+    for line in scan.problems:
+        _err(f"problem: {line}")
     if scan.foreign:
         _err(f"skipped {len(scan.foreign)} file(s) that are not scanner images")
     return 1 if failed or scan.problems else 0

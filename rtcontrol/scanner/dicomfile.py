@@ -160,6 +160,22 @@ def open_dicom(path: Path | str, raw: bytes | None = None) -> DicomFile:
     return DicomFile(path, ds, raw, start, length, groups)
 
 
+def declared_size(head: bytes) -> int | None:
+    """Bytes a DICOM file should hold (header + pixel data) from its first bytes; None if they do not tell."""
+    fp = BytesIO(head)
+    try:
+        ds = read_partial(fp, _before_groups_or_pixels, force=True)
+    except Exception:
+        return None
+    if "Rows" not in ds or "Columns" not in ds:
+        return None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    pixel_at = head.rfind(PIXEL_TAG)
+    start = pixel_at if pixel_at > 0 else fp.tell()
+    return start + 12 + int(ds.Rows) * int(ds.Columns) * frames * max(bits, 8) // 8
+
+
 def _before_groups_or_pixels(tag: int, vr: object, length: int) -> bool:
     """Stop the header parse at the functional groups (5200,xxxx) or the pixel data: the enhanced
     reader scans the groups itself (pydicom would build ~3000 elements a file), mosaics have none."""

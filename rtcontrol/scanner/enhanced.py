@@ -101,7 +101,7 @@ class _Frames:
         )
 
 
-def read_enhanced(df: DicomFile) -> Volume:
+def read_enhanced(df: DicomFile) -> Volume | list[Volume]:
     ds, path = df.ds, df.path
     n = int(ds.get("NumberOfFrames", 1) or 1)
     key = (str(ds.get("SeriesInstanceUID", "")), int(ds.Rows), int(ds.Columns), n)
@@ -117,19 +117,9 @@ def read_enhanced(df: DicomFile) -> Volume:
             _SERIES[key] = series
             while len(_SERIES) > 16:
                 _SERIES.popitem(last=False)
-    positions, times = frames.positions, frames.times
-    proj = positions @ series.normal
-    order = np.argsort(proj, kind="stable")
-    if n > 1 and np.min(np.diff(proj[order])) < 1e-3:
-        raise CorruptFile(path, "frames share a slice position (several stacks or echoes in one file are not supported)")
-    step = (positions[order[-1]] - positions[order[0]]) / (n - 1) if n > 1 else series.normal * series.fallback_gap
-    affine = affine_lps_to_ras(series.row, series.col, series.spacing, step, positions[order[0]])
-    stack = df.pixels()[order]  # (k, row, col): one copy, k in spatial order
-    timing = None
-    stamps = frames.slice_times if frames.slice_times is not None else times
-    if not np.isnan(stamps).any():
-        t0 = float(stamps.min())
-        timing = tuple(round(float(stamps[o]) - t0, 6) for o in order)
+    proj = frames.positions @ series.normal
+    if n > 1 and len(np.unique(np.round(proj, 3))) < n:  # several volumes or echoes in one file
+        return _read_multi(df, n, series, frames)
     acq = ds.get("AcquisitionNumber")
     if frames.temporal is not None:
         index = frames.temporal - 1
@@ -137,14 +127,40 @@ def read_enhanced(df: DicomFile) -> Volume:
         index = int(acq) - 1
     else:
         index = 0
+    return _volume(df, series, frames, np.arange(n), df.pixels(), index)
+
+
+def _volume(df: DicomFile, series: _Series, frames: _Frames, idx: np.ndarray, pixels: np.ndarray, index: int,
+            echo: tuple[int, float | None] | None = None) -> Volume:  # fmt: skip
+    """The frames ``idx`` of the file (one stack: distinct positions) as a Volume. ``echo``: (number,
+    echo time in ms) when the file holds several echoes: the run is named ``<series>_e<number>``."""
+    ds, path = df.ds, df.path
+    positions, times = frames.positions[idx], frames.times[idx]
+    proj = positions @ series.normal
+    order = np.argsort(proj, kind="stable")
+    n = len(idx)
+    if n > 1 and np.min(np.diff(proj[order])) < 1e-3:
+        raise CorruptFile(path, f"frames share a slice position in volume {index}: not one stack per volume and echo")
+    step = (positions[order[-1]] - positions[order[0]]) / (n - 1) if n > 1 else series.normal * series.fallback_gap
+    affine = affine_lps_to_ras(series.row, series.col, series.spacing, step, positions[order[0]])
+    stack = pixels[idx[order]]  # (k, row, col): one copy, k in spatial order
+    vendor = frames.slice_times[idx] if frames.slice_times is not None else None
+    rel = _slice_times(vendor, times)
+    timing = None if rel is None else tuple(round(float(rel[o]), 6) for o in order)
+    acq = ds.get("AcquisitionNumber")
     header = dict(series.facts)
     acq_dt = str(ds.get("AcquisitionDateTime", "") or "")
     header["AcquisitionTime"] = acq_dt[8:] or None
     header["AcquisitionNumber"] = int(acq) if acq not in (None, "") else None
+    run, uid = series_name(series.facts), str(ds.get("SeriesInstanceUID", ""))
+    if echo is not None:
+        run, uid = f"{run}_e{echo[0]}", f"{uid}_e{echo[0]}"
+        if echo[1] is not None:
+            header["EchoTime"] = ms_to_s(echo[1])
     return Volume(
         data=stack.transpose(2, 1, 0),
         affine=affine,
-        run=series_name(series.facts),
+        run=run,
         index=max(index, 0),
         tr=series.facts.get("RepetitionTime"),
         slice_timing=timing,
@@ -152,8 +168,50 @@ def read_enhanced(df: DicomFile) -> Volume:
         scl_inter=series.inter,
         acquisition_time=float(np.nanmin(times)) if not np.isnan(times).all() else dt_seconds(acq_dt),
         header=header,
-        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        series_uid=uid,
     )
+
+
+def _read_multi(df: DicomFile, n: int, series: _Series, frames: _Frames) -> list[Volume]:
+    """An enhanced file holding several volumes (temporal positions) and/or echoes: one Volume per
+    (echo, temporal position), each echo a series of its own (``_e1``, ``_e2`` ... as dcm2niix names them)."""
+    full = pydicom.dcmread(BytesIO(df.raw), stop_before_pixels=True, force=True)
+    per_frame = full.get("PerFrameFunctionalGroupsSequence") or []
+    shared_seq = full.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    if len(per_frame) != n:
+        raise CorruptFile(df.path, f"enhanced MR with {len(per_frame)} per-frame groups for {n} frames")
+    echo_times, temporals = [], []
+    for frame in per_frame:
+        te = _attr(shared, frame, "MREchoSequence", "EffectiveEchoTime")
+        number = _attr(shared, frame, "MREchoSequence", "EchoNumbers")
+        echo_times.append(round(float(te), 4) if te not in (None, "") else None)
+        tpi = _attr(None, frame, "FrameContentSequence", "TemporalPositionIndex")
+        temporals.append(int(tpi) if tpi not in (None, "") else None)
+        if te in (None, "") and number not in (None, ""):
+            echo_times[-1] = -float(number)  # no echo time: order by echo number
+    echo_keys = sorted({e for e in echo_times if e is not None})
+    proj = np.round(frames.positions @ series.normal, 3)
+    groups: dict[tuple[int, int], list[int]] = {}
+    seen: dict[tuple[int, float], int] = {}
+    for f in range(n):
+        e = echo_keys.index(echo_times[f]) if echo_times[f] is not None else 0
+        t = temporals[f]
+        if t is None:  # no temporal index: the n-th frame at a position (per echo) is volume n
+            t = seen.get((e, proj[f]), 0) + 1
+            seen[(e, proj[f])] = t
+        groups.setdefault((e, t), []).append(f)
+    sizes = {len(v) for v in groups.values()}
+    if len(sizes) != 1:
+        raise CorruptFile(df.path, f"{n} frames do not split into equal volumes by echo and temporal position "
+                                   f"(volume sizes {sorted(sizes)})")  # fmt: skip
+    pixels = df.pixels()
+    several = len(echo_keys) > 1
+    out = []
+    for (e, t), idx in sorted(groups.items()):
+        echo = (e + 1, echo_keys[e] if echo_keys[e] >= 0 else None) if several else None
+        out.append(_volume(df, series, frames, np.asarray(idx), pixels, t - 1, echo))
+    return out
 
 
 def _parse_groups(df: DicomFile, n: int) -> tuple[_Series, _Frames]:
@@ -206,11 +264,27 @@ def _parse_groups(df: DicomFile, n: int) -> tuple[_Series, _Frames]:
         float(gap),
         float(slope) if slope not in (None, "") else 1.0,
         float(inter) if inter not in (None, "") else 0.0,
-        _facts(full, shared, first),
+        _facts(full, shared, first, df.raw[: df.groups[1]] if df.groups[1] else b""),
     )
     temporal_index = int(temporal) if temporal not in (None, "") else None
     stimes = None if np.isnan(slice_times).any() else slice_times
     return series, _Frames(positions, times, temporal_index, set(), stimes)
+
+
+#: Siemens' per-frame slice time is trusted when it agrees with FrameAcquisitionDateTime this closely (s).
+SLICE_TIME_AGREEMENT = 0.005
+
+
+def _slice_times(vendor: np.ndarray | None, stamps: np.ndarray) -> np.ndarray | None:
+    """Each frame's time from the volume's first (s): Siemens' per-frame slice time (0021,1104), exact,
+    when it agrees with the frames' FrameAcquisitionDateTime; else the FrameAcquisitionDateTime (on a
+    2.5 ms clock). Simultaneous (multiband) slices share a time in both. The first volume of an XA60
+    series holds slice times on another clock (0.205, 0, 0.2475...) while its frame times are right."""
+    frame_rel = None if np.isnan(stamps).any() else stamps - stamps.min()
+    vendor_rel = None if vendor is None or np.isnan(vendor).any() else vendor - vendor.min()
+    if vendor_rel is not None and (frame_rel is None or np.abs(vendor_rel - frame_rel).max() <= SLICE_TIME_AGREEMENT):
+        return vendor_rel
+    return frame_rel
 
 
 def _siemens_slice_time(frame: Dataset) -> float:
@@ -268,14 +342,35 @@ def _values(region: bytes, head: bytes) -> list[bytes]:
     return out
 
 
-def _facts(ds: Dataset, shared: Dataset | None, frame: Dataset) -> dict[str, Any]:
+_MULTIBAND = re.compile(rb"sSliceAcceleration\.lMultiBandFactor\s*=\s*(\d+)")
+
+
+def _multiband(ds: Dataset, shared: Dataset | None, frame: Dataset, protocol: bytes) -> int:
+    """The multiband factor: ParallelReductionFactorOutOfPlane (0018,9155) when above 1; else the
+    ASCCONV protocol text's sSliceAcceleration.lMultiBandFactor (XA60 writes 1 in the header for
+    SMS 2); else 'MBn' in ImageComments. 1 when none says more."""
+    for value in (
+        _attr(shared, frame, "MRModifierSequence", "ParallelReductionFactorOutOfPlane"),
+        (m.group(1) if (m := _MULTIBAND.search(protocol)) else None),
+        (m.group(1) if (m := re.search(r"MB(\d+)", str(ds.get("ImageComments", "") or ""))) else None),
+    ):
+        try:
+            mb = int(float(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if mb > 1:
+            return mb
+    return 1
+
+
+def _facts(ds: Dataset, shared: Dataset | None, frame: Dataset, protocol: bytes = b"") -> dict[str, Any]:
     tr = _attr(shared, frame, "MRTimingAndRelatedParametersSequence", "RepetitionTime")
     flip = _attr(shared, frame, "MRTimingAndRelatedParametersSequence", "FlipAngle")
     te = _attr(shared, frame, "MREchoSequence", "EffectiveEchoTime")
     thick = _attr(shared, frame, "PixelMeasuresSequence", "SliceThickness")
     gap = _attr(shared, frame, "PixelMeasuresSequence", "SpacingBetweenSlices") or ds.get("SpacingBetweenSlices")
     frame_type = _attr(shared, frame, "MRImageFrameTypeSequence", "FrameType")
-    mb = re.search(r"MB(\d+)", str(ds.get("ImageComments", "") or ""))
+    mb = _multiband(ds, shared, frame, protocol)
     acq_dt = str(ds.get("AcquisitionDateTime", "") or "")
     return header_facts(
         ds,
@@ -287,7 +382,7 @@ def _facts(ds: Dataset, shared: Dataset | None, frame: Dataset) -> dict[str, Any
         SpacingBetweenSlices=float(gap) if gap not in (None, "") else None,
         ImageType=[str(x) for x in (frame_type or ds.get("ImageType") or [])] or None,
         AcquisitionTime=acq_dt[8:] or None,
-        MultibandAccelerationFactor=int(mb.group(1)) if mb and int(mb.group(1)) > 1 else None,
+        MultibandAccelerationFactor=mb if mb > 1 else None,
         PhaseEncodingDirection=_pe_direction(shared, frame),
     )
 

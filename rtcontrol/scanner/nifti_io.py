@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import struct
 import zlib
 from io import BytesIO
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from rtcontrol.scanner.errors import CorruptFile, ForeignFile, IncompleteFile
 from rtcontrol.scanner.volume import Volume
 
 _MAGICS = (b"n+1\x00", b"ni1\x00", b"n+2\x00")
+#: Most bytes a gzipped scanner file may expand to (a DICOM says nothing of its size up front).
+MAX_GUNZIP = 2 << 30
 
 
 def looks_like_nifti(raw: bytes) -> bool:
@@ -49,10 +52,7 @@ def read_nifti_bytes(path: Path, raw: bytes) -> Volume | list[Volume]:
     """3-D -> one Volume; 4-D -> a list (one per time point)."""
     data = raw
     if raw[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(raw)
-        except (EOFError, zlib.error, OSError) as exc:
-            raise IncompleteFile(path, f"gzip stream cut short or damaged ({exc})") from exc
+        data = _gunzip_nifti(path, raw)
     if len(data) < 348:
         raise IncompleteFile(path, f"NIfTI header needs 348 bytes, file has {len(data)}")
     if not looks_like_nifti(data):
@@ -111,6 +111,81 @@ def read_nifti_bytes(path: Path, raw: bytes) -> Volume | list[Volume]:
     if arr.ndim == 4:
         return [volume(arr[..., t], t) for t in range(arr.shape[3])]
     raise ForeignFile(path, f"NIfTI with {arr.ndim} dimensions: not an fMRI volume or run")
+
+
+def gunzip_bounded(path: Path, raw: bytes, limit: int) -> bytes:
+    """Decompress a gzip stream, refusing it once it grows past ``limit`` bytes (a file that inflates
+    without bound must not take the machine's memory); a stream cut short is incomplete."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise IncompleteFile(path, f"gzip stream cut short or damaged ({exc})") from exc
+    if len(out) > limit:
+        raise CorruptFile(path, f"gzip data expands beyond {limit / 2**20:.1f} MiB, more than its image can hold; skipped")
+    if not d.eof:
+        raise IncompleteFile(path, f"gzip stream cut short ({len(raw)} bytes so far)")
+    return out
+
+
+def _gunzip_nifti(path: Path, raw: bytes) -> bytes:
+    """A gzipped NIfTI file, decompressed no further than its header says the image holds."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        head = d.decompress(raw, 544)
+    except zlib.error as exc:
+        raise IncompleteFile(path, f"gzip stream cut short or damaged ({exc})") from exc
+    need = _declared_nifti_size(head)
+    if need is None:
+        if len(head) < 348:
+            raise IncompleteFile(path, f"NIfTI header needs 348 bytes, the gzip stream holds {len(head)} so far")
+        raise ForeignFile(path, "named like NIfTI but has no NIfTI magic ('n+1')")
+    if need > MAX_GUNZIP:
+        raise CorruptFile(path, f"NIfTI header declares {need / 2**30:.1f} GiB of image; more than a scan's file holds, skipped")
+    return head + gunzip_bounded_rest(path, d, need - len(head))
+
+
+def gunzip_bounded_rest(path: Path, d: Any, limit: int) -> bytes:
+    try:
+        rest = d.decompress(d.unconsumed_tail, limit + 1) if d.unconsumed_tail else b""
+    except zlib.error as exc:
+        raise IncompleteFile(path, f"gzip stream cut short or damaged ({exc})") from exc
+    if len(rest) > limit:
+        raise CorruptFile(path, f"gzip data expands beyond the {limit / 2**20:.1f} MiB its NIfTI header declares; skipped")
+    if not d.eof:
+        raise IncompleteFile(path, "gzip stream cut short (no end marker yet)")
+    return rest
+
+
+def _declared_nifti_size(head: bytes) -> int | None:
+    """vox_offset + voxels * bytes per voxel from a NIfTI-1/2 header; None if it is not one."""
+    try:
+        if head[344:348] in _MAGICS[:2]:
+            for order in "<>":
+                (sizeof,) = struct.unpack_from(order + "i", head, 0)
+                if sizeof == 348:
+                    dims = struct.unpack_from(order + "8h", head, 40)
+                    bitpix = struct.unpack_from(order + "h", head, 72)[0]
+                    offset = int(struct.unpack_from(order + "f", head, 108)[0])
+                    break
+            else:
+                return None
+        elif head[4:8] == _MAGICS[2]:
+            for order in "<>":
+                (sizeof,) = struct.unpack_from(order + "i", head, 0)
+                if sizeof == 540:
+                    bitpix = struct.unpack_from(order + "h", head, 14)[0]
+                    dims = struct.unpack_from(order + "8q", head, 16)
+                    offset = int(struct.unpack_from(order + "q", head, 168)[0])
+                    break
+            else:
+                return None
+        else:
+            return None
+    except struct.error:
+        return None
+    n = int(np.prod([max(int(x), 1) for x in dims[1 : 1 + max(min(int(dims[0]), 7), 1)]], dtype=np.int64))
+    return max(offset, 348) + n * max(int(bitpix), 8) // 8
 
 
 def _stem(path: Path) -> str:

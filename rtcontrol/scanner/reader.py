@@ -60,10 +60,20 @@ class SliceImage:
         )
 
 
-def read_file(path: Path | str) -> Volume | SliceImage | list[Volume]:
-    """Parse one file; raise IncompleteFile / ForeignFile / CorruptFile with a reason."""
+#: Files above this size are sized up from their header before being read whole (bytes).
+LARGE_FILE = 256 << 20
+
+
+def read_file(path: Path | str, gzipped: bool = False) -> Volume | SliceImage | list[Volume]:
+    """Parse one file; raise IncompleteFile / ForeignFile / CorruptFile with a reason.
+
+    ``gzipped``: also read gzipped DICOM (``*.dcm.gz``; convert and replay do, the live watcher does
+    not). A very large file is read whole only when its header says it holds that much image."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > LARGE_FILE:
+            _check_large(path, size)
         raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise IncompleteFile(path, "file vanished before it could be read") from exc
@@ -71,7 +81,30 @@ def read_file(path: Path | str) -> Volume | SliceImage | list[Volume]:
         raise ForeignFile(path, "a directory, not a file") from exc
     except OSError as exc:
         raise IncompleteFile(path, f"cannot read yet ({exc.strerror or exc})") from exc
+    if gzipped and raw[:2] == b"\x1f\x8b" and not path.name.lower().endswith(NIFTI_SUFFIXES):
+        from rtcontrol.scanner.nifti_io import MAX_GUNZIP, gunzip_bounded, looks_like_nifti
+
+        if not looks_like_nifti(raw):
+            raw = gunzip_bounded(path, raw, MAX_GUNZIP)
     return read_bytes(path, raw)
+
+
+def _check_large(path: Path, size: int) -> None:
+    """Refuse a huge file whose header does not account for its size, reading only its start."""
+    from rtcontrol.scanner import dicomfile
+
+    with open(path, "rb") as f:
+        head = f.read(4 << 20)
+    if dicomfile.looks_like_dicom(head):
+        need = dicomfile.declared_size(head)
+        if need is None:
+            raise ForeignFile(path, f"{size / 2**30:.1f} GiB file whose first 4 MiB hold no DICOM image header; skipped unread")
+        if size > need + (need >> 3) + (16 << 20):
+            raise CorruptFile(path, f"{size / 2**30:.1f} GiB file whose header describes an image of {need / 2**20:.1f} MiB; skipped unread")
+    elif head[:2] == b"\x1f\x8b" or head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return  # NIfTI: decompression is bounded by its own header
+    else:
+        raise ForeignFile(path, f"{size / 2**30:.1f} GiB file that is neither DICOM nor NIfTI; skipped unread")
 
 
 def read_bytes(path: Path, raw: bytes) -> Volume | SliceImage | list[Volume]:

@@ -152,6 +152,7 @@ def _nifti_volume_bytes(path: Path, t: int) -> bytes:
 
 
 def _plan_folder(folder: Path) -> ReplayPlan:
+    from rtcontrol.scanner.assemble import group_offline
     from rtcontrol.scanner.reader import SliceImage, read_file
     from rtcontrol.scanner.volume import Volume
 
@@ -163,7 +164,7 @@ def _plan_folder(folder: Path) -> ReplayPlan:
     skipped = []
     for path in files:
         try:
-            item = read_file(path)
+            item = read_file(path, gzipped=True)
         except IngestError as exc:
             skipped.append(f"{path.name}: {exc.reason}")
             continue
@@ -179,24 +180,18 @@ def _plan_folder(folder: Path) -> ReplayPlan:
                 key = part.series_uid or part.run
                 tr = tr or part.tr
                 series_order.setdefault(key, (part.header.get("SeriesNumber") or 0, part.acquisition_time or 0))
+                if any(path in v.files for v in volumes.values()):
+                    continue  # a file holding several volumes or echoes is written once, with the first
                 rv = volumes.setdefault((key, part.index), ReplayVolume(key, part.index))
-                if path not in rv.files:
-                    rv.files.append(path)
+                rv.files.append(path)
             elif isinstance(part, SliceImage):
                 tr = tr or part.tr
                 slices.setdefault(part.series_uid, []).append(part)
                 series_order.setdefault(part.series_uid, (part.header.get("SeriesNumber") or 0, 0))
     for uid, items in slices.items():
-        by_time: dict[int, list[SliceImage]] = {}
-        counts: dict[float, int] = {}
-        for s in items:
-            t = s.temporal_index
-            if t is None:  # the n-th slice at a position belongs to volume n
-                pos = round(s.slice_position, 2)
-                t = counts.get(pos, 0)
-                counts[pos] = t + 1
-            by_time.setdefault(t, []).append(s)
-        for t, group in by_time.items():
+        groups, _, problems, _warnings = group_offline(items)
+        skipped.extend(problems)
+        for t, group in groups.items():
             group.sort(key=lambda s: (s.slice_time if s.slice_time is not None else 0.0, s.slice_position))
             volumes[(uid, t)] = ReplayVolume(uid, t, files=[s.path for s in group])
     if not volumes:
@@ -204,6 +199,16 @@ def _plan_folder(folder: Path) -> ReplayPlan:
         raise ValueError(f"{folder}: no scanner images to replay ({why})")
     ordered = sorted(volumes.values(), key=lambda v: (series_order.get(v.series, (0, 0)), v.series, v.index))
     return ReplayPlan(ordered, tr, skipped)
+
+
+def _source_item(watch_dir: Path, src: Path) -> tuple[Path, Callable[[], bytes]]:
+    """Where a source file goes and how to get its bytes: a gzipped DICOM (``x.dcm.gz``) is written
+    decompressed (``x.dcm``), as a scanner writes it."""
+    if src.name.lower().endswith(".gz") and not _is_nifti(src):
+        from rtcontrol.scanner.nifti_io import MAX_GUNZIP, gunzip_bounded
+
+        return watch_dir / src.name[:-3], lambda: gunzip_bounded(src, src.read_bytes(), MAX_GUNZIP)
+    return watch_dir / src.name, src.read_bytes
 
 
 def _write_sidecar(dst: Path, facts: dict[str, Any]) -> None:
@@ -265,7 +270,7 @@ async def replay(
             src_4d, name = vol.nifti
             items = [(watch_dir / name, lambda s=src_4d, t=vol.index: _nifti_volume_bytes(s, t))]
         else:
-            items = [(watch_dir / p.name, p.read_bytes) for p in vol.files]
+            items = [_source_item(watch_dir, p) for p in vol.files]
         for j, (dst, content) in enumerate(items):
             when = start + j * pace / len(items)  # slices of one volume spread over the TR
             if await _wait_until(loop, when, stop):

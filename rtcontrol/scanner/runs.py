@@ -8,13 +8,20 @@ Pure bookkeeping, no I/O and no clock of its own (the caller passes ``now``), so
   ``gap_timeout`` seconds the gap is reported and the held volumes are released. A volume that turns up
   after its gap was given up on is still handed on (reported as late): data are never dropped silently.
 * A second delivery of an index already seen is reported and dropped.
+* A volume whose matrix or geometry differs from the run's first is refused and reported; its index
+  stays open (the right volume may still come) and the run goes on.
+* A gap is waited for about one TR (at most ``gap_timeout``); the end-of-run note names every index that
+  never arrived.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rtcontrol.scanner.volume import Volume
 
@@ -27,6 +34,7 @@ class RunNote:
     run: str
     message: str
     index: int | None = None
+    source: str | None = None  # the file a refused volume came from, when known
 
 
 @dataclass
@@ -43,6 +51,10 @@ class Run:
     emitted: int = 0
     waiting_since: float | None = None  # when the first volume was held back behind a gap
     source_format: str | None = None
+    shape: tuple[int, ...] | None = None  # the run's first volume's matrix and affine: later ones must match
+    affine: Any = None
+    tr: float | None = None  # the scanner's TR (s): how long a gap is waited for
+    missing: set[int] = field(default_factory=set)  # indices passed over and never received
 
 
 @dataclass
@@ -101,16 +113,27 @@ class RunTracker:
         return self.runs.get(self.key_of(volume))
 
     # -- volumes ---------------------------------------------------------------------------------
-    def add(self, volume: Volume, now: float) -> Released:
-        """Take one parsed volume; return what can be handed on now."""
+    def add(self, volume: Volume, now: float, source: str | None = None) -> Released:
+        """Take one parsed volume; return what can be handed on now. A volume whose matrix or geometry
+        differs from the run's first is refused (reported, never handed on, its index still open)."""
         out = Released()
         run = self.runs.get(self.key_of(volume))
         if run is None:
             run = self._new_run(volume)
             what = f"{run.description!r} " if run.description else ""
             out.notes.append(RunNote("new_run", run.run_id, f"new run {run.run_id}: series {what}started"))
-        volume.run = run.run_id
         index = volume.index
+        if run.shape is None:
+            run.shape, run.affine, run.tr = volume.shape, volume.affine, volume.tr
+        elif volume.shape != run.shape or not np.allclose(volume.affine, run.affine, atol=1e-3):
+            what = (f"matrix {'x'.join(map(str, volume.shape))} where the run's first volume has "
+                    f"{'x'.join(map(str, run.shape))}" if volume.shape != run.shape else
+                    "a different position or orientation (affine) than the run's first volume")  # fmt: skip
+            where = f" ({Path(source).name})" if source else ""
+            out.notes.append(RunNote("refused", run.run_id, f"{run.run_id} volume {index}{where}: {what}; refused, "
+                                     "the run goes on without it", index, source))  # fmt: skip
+            return out
+        volume.run = run.run_id
         if index in run.seen:
             out.notes.append(
                 RunNote("duplicate", run.run_id, f"{run.run_id} volume {index} delivered again: ignored", index)
@@ -118,6 +141,7 @@ class RunTracker:
             return out
         run.seen.add(index)
         if index < run.next_index:  # its gap was given up on: hand it on anyway, out of order
+            run.missing.discard(index)
             out.notes.append(RunNote("late", run.run_id, f"{run.run_id} volume {index} arrived after its gap was "
                                      "reported: passed on out of order", index))  # fmt: skip
             out.volumes.append(volume)
@@ -144,25 +168,31 @@ class RunTracker:
         first_held = min(run.held)
         missing = (f"volume {run.next_index}" if first_held == run.next_index + 1
                    else f"volumes {run.next_index}-{first_held - 1}")  # fmt: skip
-        note = RunNote("gap", run.run_id, f"{run.run_id}: {missing} did not arrive within {self.gap_timeout:g} s; "
+        note = RunNote("gap", run.run_id, f"{run.run_id}: {missing} did not arrive within {self.wait(run):g} s; "
                        f"passing on volume {first_held} and later", run.next_index)  # fmt: skip
+        run.missing.update(i for i in range(run.next_index, first_held) if i not in run.seen)
         run.next_index = first_held
         run.waiting_since = None
         out = self._drain(run, now)
         out.notes.insert(0, note)
         return out
 
+    def wait(self, run: Run) -> float:
+        """How long a gap is waited for: about one TR (a volume more than a TR behind its successor is
+        late for real time), at most ``gap_timeout``."""
+        return min(self.gap_timeout, run.tr) if run.tr and run.tr > 0 else self.gap_timeout
+
     def expire(self, now: float) -> Released:
         """Release volumes held longer than ``gap_timeout`` behind a gap (call this on a timer)."""
         out = Released()
         for run in self.runs.values():
-            if run.held and run.waiting_since is not None and now - run.waiting_since >= self.gap_timeout:
+            if run.held and run.waiting_since is not None and now - run.waiting_since >= self.wait(run):
                 out.extend(self._skip_gap(run, now))
         return out
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` next has something to do (monotonic seconds), or None."""
-        times = [r.waiting_since + self.gap_timeout for r in self.runs.values() if r.waiting_since is not None]
+        times = [r.waiting_since + self.wait(r) for r in self.runs.values() if r.waiting_since is not None]
         return min(times) if times else None
 
     def flush(self, now: float) -> Released:
@@ -171,5 +201,7 @@ class RunTracker:
         for run in self.runs.values():
             while run.held:
                 out.extend(self._skip_gap(run, now))
-            out.notes.append(RunNote("run_end", run.run_id, f"{run.run_id}: {run.emitted} volumes received"))
+            gone = sorted(run.missing)
+            lost = f"; missing: volume{'s' if len(gone) > 1 else ''} {', '.join(map(str, gone))}" if gone else ""
+            out.notes.append(RunNote("run_end", run.run_id, f"{run.run_id}: {run.emitted} volumes received{lost}"))
         return out

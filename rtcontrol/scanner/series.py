@@ -11,7 +11,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rtcontrol.scanner.assemble import SliceAssembler
+import numpy as np
+
+from rtcontrol.scanner.assemble import assemble_offline
 from rtcontrol.scanner.errors import ForeignFile, IngestError
 from rtcontrol.scanner.reader import SliceImage, read_file
 from rtcontrol.scanner.volume import Volume
@@ -23,7 +25,8 @@ SKIP_NAMES = {"LICENSE", "README", ".DS_Store", "Thumbs.db"}
 class FolderScan:
     series: dict[str, list[Volume]] = field(default_factory=dict)
     foreign: list[str] = field(default_factory=list)  # "path: reason"
-    problems: list[str] = field(default_factory=list)  # incomplete/corrupt files, dropped volumes
+    problems: list[str] = field(default_factory=list)  # incomplete/corrupt files, dropped or missing volumes
+    warnings: list[str] = field(default_factory=list)  # nothing lost (an identical file given twice)
     files: int = 0
 
 
@@ -34,46 +37,62 @@ def scan_folder(folder: Path | str, recursive: bool = False) -> FolderScan:
         raise NotADirectoryError(f"{folder}: no such folder")
     scan = FolderScan()
     volumes: dict[str, list[Volume]] = defaultdict(list)
-    assemblers: dict[str, SliceAssembler] = {}
+    slices: dict[str, list[SliceImage]] = defaultdict(list)
     paths = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file())
     for path in paths:
         if path.name.startswith(".") or path.stem.split(".")[0] in SKIP_NAMES or path.suffix.lower() in (".json", ".txt", ".md"):
             continue
         scan.files += 1
         try:
-            item = read_file(path)
+            item = read_file(path, gzipped=True)
         except ForeignFile as exc:
             scan.foreign.append(str(exc))
             continue
         except IngestError as exc:
             scan.problems.append(f"{type(exc).__name__}: {exc}")
             continue
-        if isinstance(item, SliceImage):
-            assembler = assemblers.setdefault(item.series_uid, SliceAssembler(max_wait=None))
-            volumes[item.series_uid].extend(assembler.add(item))
+        if isinstance(item, SliceImage):  # gathered first: assembled below by the files' own tags
+            slices[item.series_uid].append(item)
         elif isinstance(item, list):
             for v in item:
                 volumes[v.series_uid].append(v)
         else:
             volumes[item.series_uid].append(item)
-    for uid, assembler in assemblers.items():
-        volumes[uid].extend(assembler.flush())
-        scan.problems.extend(assembler.problems)
+    for uid, items in slices.items():
+        built, problems, warnings = assemble_offline(items)
+        volumes[uid].extend(built)
+        scan.problems.extend(problems)
+        scan.warnings.extend(warnings)
     for uid, vols in volumes.items():
         if vols:
             vols.sort(key=lambda v: v.index)
-            scan.series[uid] = _dedupe(vols, scan.problems)
+            scan.series[uid] = _dedupe(vols, scan)
+            _missing(scan.series[uid], scan.problems)
     return scan
 
 
-def _dedupe(vols: list[Volume], problems: list[str]) -> list[Volume]:
+def _dedupe(vols: list[Volume], scan: FolderScan) -> list[Volume]:
     out: list[Volume] = []
     for v in vols:
         if out and out[-1].index == v.index:
-            problems.append(f"series {v.run}: volume {v.index} delivered twice; kept the first")
+            same = out[-1].shape == v.shape and np.array_equal(out[-1].data, v.data)
+            if same:
+                scan.warnings.append(f"series {v.run}: volume {v.index} given twice (identical); one kept")
+            else:
+                scan.problems.append(f"series {v.run}: two different volumes with index {v.index}; kept the first")
             continue
         out.append(v)
     return out
+
+
+def _missing(vols: list[Volume], problems: list[str]) -> None:
+    """Name the volumes missing between the series' first and last (the NIfTI would close the gap)."""
+    have = {v.index for v in vols}
+    gone = [i for i in range(min(have), max(have)) if i not in have]
+    if gone:
+        shown = ", ".join(str(i) for i in gone[:20]) + (" ..." if len(gone) > 20 else "")
+        problems.append(f"series {vols[0].run}: {len(gone)} volume(s) missing (index {shown}); "
+                        "the written file has no gap for them")  # fmt: skip
 
 
 def read_series(folder: Path) -> dict[str, list[Volume]]:

@@ -49,8 +49,9 @@ def sidecar(volumes: Sequence[Volume]) -> dict[str, Any]:
             out[key] = value
     if first.tr is not None:
         out["RepetitionTime"] = first.tr
-    if first.slice_timing is not None:
-        out["SliceTiming"] = [round(t, 6) for t in first.slice_timing]
+    timing = series_slice_timing(volumes)
+    if timing is not None:
+        out["SliceTiming"] = [round(t, 6) for t in timing]
     if first.acquisition_time is not None and "AcquisitionTime" not in out:
         out["AcquisitionTime"] = _clock(first.acquisition_time)
     elif "AcquisitionTime" in out:
@@ -62,6 +63,18 @@ def sidecar(volumes: Sequence[Volume]) -> dict[str, Any]:
     out["ConversionSoftware"] = "rtcontrol"
     out["ConversionSoftwareVersion"] = __version__
     return out
+
+
+def series_slice_timing(volumes: Sequence[Volume], agree: float = 0.001) -> tuple[float, ...] | None:
+    """The series' SliceTiming: the first volume's that its successor confirms (within ``agree`` s),
+    else the first volume's. A run's first volume can carry times off by a clock tick or more (XA60's
+    per-frame slice times; mosaic times when the first volume is short, dcm2niix's issue 870)."""
+    first = volumes[0].slice_timing
+    for a, b in zip(volumes[:3], volumes[1:4]):
+        ta, tb = a.slice_timing, b.slice_timing
+        if ta is not None and tb is not None and len(ta) == len(tb) and max(abs(x - y) for x, y in zip(ta, tb)) <= agree:
+            return ta
+    return first
 
 
 def _clock(seconds: float) -> str:

@@ -2,7 +2,7 @@
 
 How a file travels::
 
-    watchdog thread (inotify close-write) / polling thread: reader (parse)
+    watchdog thread (inotify close-write) / polling thread --submit--> pool thread: reader (parse)
         --call_soon_threadsafe--> event loop: order by run --> on_volume
     retries (incomplete files) and other events: event loop --executor thread: reader--> event loop
 
@@ -17,12 +17,14 @@ How a file travels::
 * Runs, ordering, gaps and duplicates: :mod:`rtcontrol.scanner.runs`. One-file-per-slice series are
   assembled into volumes by ``SliceAssembler``.
 
-Parsing never runs on the event loop; the loop only does bookkeeping.
+Parsing never runs on the event loop nor on the thread that receives file events (one slow or hostile
+file cannot delay the events of the next); the loop only does bookkeeping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -47,6 +49,11 @@ CLOSE_WAIT = 0.5
 #: Names the watcher never reads: scanner/converter temporaries, and JSON sidecars (a scanner-side
 #: converter's or the replay's: read with their NIfTI file, never as a file of their own).
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".lock", ".swp", ".crdownload", "~", ".json")
+
+
+def _warm_up() -> None:
+    """Import every reader now (in the pool, while nothing is waiting), not when volume 0 arrives."""
+    from rtcontrol.scanner import assemble, dicomfile, enhanced, mosaic, nifti_io, reader, slices  # noqa: F401
 
 
 def _default_reader(path: Path) -> Any:
@@ -138,6 +145,9 @@ class ScanWatcher:
         self._gap_timer: asyncio.TimerHandle | None = None
         self._close_events = False
         self._inflight: set[asyncio.Future] = set()
+        self._fast_inflight: set[Any] = set()  # pool parses started from event/polling threads
+        self._fast_paths: dict[Path, bool] = {}  # files being parsed so -> another event came meanwhile
+        self._fast_lock = threading.Lock()
         self.running = False
 
     # ---- life cycle ----------------------------------------------------------------------------
@@ -148,6 +158,7 @@ class ScanWatcher:
             raise FileNotFoundError(f"watch folder {self.folder} does not exist or is not a folder")
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rtcontrol-ingest")
+        self._executor.submit(_warm_up)  # the run's first volume must not pay for the readers' imports
         self._stopping.clear()
         self.running = True
         now = time.monotonic()
@@ -178,6 +189,11 @@ class ScanWatcher:
             if state.retry is not None:
                 state.retry.cancel()
         deadline = time.monotonic() + 5.0
+        with self._fast_lock:
+            fast = list(self._fast_inflight)
+        if fast:
+            await asyncio.to_thread(concurrent.futures.wait, fast, 5.0)
+            await asyncio.sleep(0)  # let the results they posted run
         while self._inflight and time.monotonic() < deadline:
             await asyncio.wait(list(self._inflight), timeout=max(0.01, deadline - time.monotonic()))
             await asyncio.sleep(0)  # let their done-callbacks run
@@ -223,11 +239,17 @@ class ScanWatcher:
                     path = event.dest_path
                 path = Path(os.fsdecode(path))
                 if kind in ("closed", "moved") and watcher._close_events and watcher._wanted(path):
-                    # the file is complete now: parse it right here, in this (watchdog) thread, and hand
-                    # the result to the loop; two thread hops fewer than going through the executor
-                    loop.call_soon_threadsafe(watcher._fast_result, path, t, watcher._read(path))
+                    # the file is complete now: parse it in the pool straight from this (watchdog) thread
+                    # and hand the result to the loop (one thread hop fewer than through the loop); never
+                    # here, so one slow file cannot hold back the events of the next
+                    watcher._read_async(path, t)
                 elif kind in ("created", "modified", "attrib", "moved", "closed"):  # attrib: touched
                     loop.call_soon_threadsafe(watcher._fs_event, kind, path, t)
+                    if kind == "created" and watcher._close_events and watcher._wanted(path) and _has_bytes(path):
+                        # renamed in from another folder (how many exporters and DICOM receivers deliver):
+                        # inotify reports a creation with no close to follow; a file that appears with
+                        # bytes is read at once (a half-written one fails as incomplete and waits)
+                        watcher._read_async(path, t)
 
         self._observer = Observer()
         # inotify reports close-after-write: wait for it rather than parsing half-written files
@@ -275,9 +297,9 @@ class ScanWatcher:
                 if size == 0:  # created, nothing written yet
                     loop.call_soon_threadsafe(self._fs_event, "polled", path, t)
                     continue
-                # try it right here: complete files go straight to the loop; a file still being
+                # try it now, in the pool: complete files go straight to the loop; a file still being
                 # written fails cheaply as incomplete and is retried
-                loop.call_soon_threadsafe(self._fast_result, path, t, self._read(path))
+                self._read_async(path, t)
 
     def _entries(self) -> Iterator[os.DirEntry]:
         """Files in the folder (and its sub-folders when recursive), without hidden and temporary names."""
@@ -391,6 +413,45 @@ class ScanWatcher:
             sig = None
         return result, error, parsed_at, sig
 
+    def _read_async(self, path: Path, t: float) -> None:
+        """From an event or polling thread: parse ``path`` in the pool, then hand the result to the loop.
+
+        One parse per file at a time (a creation and a close of the same file must not take both pool
+        threads); an event during a parse that found the file incomplete parses it again at once."""
+        executor, loop = self._executor, self._loop
+        if executor is None or loop is None or self._stopping.is_set():
+            return
+        with self._fast_lock:
+            if path in self._fast_paths:
+                self._fast_paths[path] = True  # look again when this parse ends
+                return
+            self._fast_paths[path] = False
+        try:
+            fut = executor.submit(self._read, path)
+        except RuntimeError:  # the pool shut down: stopping
+            with self._fast_lock:
+                self._fast_paths.pop(path, None)
+            return
+        with self._fast_lock:
+            self._fast_inflight.add(fut)
+
+        def done(f: Any) -> None:
+            with self._fast_lock:
+                self._fast_inflight.discard(f)
+                again = self._fast_paths.pop(path, False)
+            if f.cancelled() or loop.is_closed():
+                return
+            packed = f.result()
+            if again and isinstance(packed[1], IncompleteFile):
+                self._read_async(path, t)  # it changed while we read a part of it: read the rest now
+                return
+            try:
+                loop.call_soon_threadsafe(self._fast_result, path, t, packed)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+        fut.add_done_callback(done)
+
     def _fast_result(self, path: Path, t: float, packed: tuple) -> None:
         """A close-write event whose file was already parsed in the watchdog thread."""
         self._handle(path, self._seen(path, t), t, packed)
@@ -459,7 +520,7 @@ class ScanWatcher:
         for item in items:
             if isinstance(item, Volume):
                 self._stamp(item, state.first_seen, complete, parsed)
-                released.extend(self.runs.add(item, now))
+                released.extend(self.runs.add(item, now, str(path)))
             elif isinstance(item, SliceImage):
                 released.extend(self._add_slice(item, state, complete, parsed, now))
             else:
@@ -522,6 +583,10 @@ class ScanWatcher:
                 log.exception("on_volume failed for %s volume %d", volume.run, volume.index)
 
     def _note(self, note: RunNote) -> None:
+        if note.kind == "refused":  # a volume that does not fit its run: an error about its file
+            path = Path(note.source) if note.source else None
+            self._report("file_error", note.message, path, note.run, note.index)
+            return
         if note.kind == "new_run":
             self.stats.series.append(note.run)
         if note.kind == "duplicate":
@@ -552,8 +617,36 @@ class ScanWatcher:
 
     def _expire_gaps(self) -> None:
         self._gap_timer = None
-        self._deliver(self.runs.expire(time.monotonic()))
+        now = time.monotonic()
+        released = self.runs.expire(now)
+        self._deliver(released)
+        gaps = {n.run for n in released.notes if n.kind == "gap"}
+        if gaps:
+            waits = [self.runs.wait(r) for r in self.runs.runs.values() if r.run_id in gaps]
+            self._give_up_stalled(now, min(waits) if waits else self.runs.gap_timeout)
         self._arm_gap_timer()
+
+    def _give_up_stalled(self, now: float, stalled_for: float) -> None:
+        """A gap was just passed over: a file still incomplete and unchanged for about as long as the gap
+        was waited for (half of it: it was written before the volume that was held) is most likely the
+        missing volume, cut short. Say so now, naming it, rather than after
+        ``incomplete_timeout`` (if it grows again it is read again and still handed on, late)."""
+        for path, state in list(self._files.items()):
+            if state.done or not state.error or now - state.changed_at < stalled_for / 2:
+                continue
+            if state.retry is not None:
+                state.retry.cancel()
+                state.retry = None
+            state.done = True
+            self._report("gave_up", f"{path.name}: still incomplete {now - state.changed_at:.1f} s after it last "
+                         f"changed while later volumes went on (the missing volume?): {state.error}", path)  # fmt: skip
+
+
+def _has_bytes(path: Path) -> bool:
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
 
 
 def kind_changed(path: Path, state: _FileState) -> bool:

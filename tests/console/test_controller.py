@@ -270,3 +270,24 @@ async def test_a_run_stopped_before_any_volume_leaves_nothing_to_finish(tmp_path
     ended = await c.wait_ended(timeout=30)
     assert ended is not None and ended.volumes == VOLUMES
     assert (tmp_path / "runs" / "bids").is_dir() and c.interrupted_runs() == []
+
+
+async def test_end_of_run_summary_names_every_missing_volume(tmp_path: Path, synth_series: Path) -> None:
+    """Volumes 4 and 7 never reach the watch folder: the run's end warns, naming both indices."""
+    from .conftest import series_files
+
+    watch, source = tmp_path / "watch", tmp_path / "source"
+    watch.mkdir()
+    source.mkdir()
+    for n, f in enumerate(series_files(synth_series)):
+        if n not in (4, 7):
+            (source / f.name).symlink_to(f)
+    c = ConsoleController(_settings(watch, tr=0.2, end_after_trs=3.0), runs_dir=tmp_path / "runs")
+    logged: list[ev.LogMessage] = []
+    c.events.subscribe(lambda e: logged.append(e) if isinstance(e, ev.LogMessage) else None)
+    await c.start_run()
+    await scan_into(source, watch, interval=0.05)
+    ended = await c.wait_ended(timeout=20)
+    assert ended is not None and ended.volumes == VOLUMES - 2
+    ends = [m for m in logged if "volumes received" in m.text]
+    assert len(ends) == 1 and ends[0].level == "warning" and ends[0].text.endswith("missing: volumes 4, 7"), ends

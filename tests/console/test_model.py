@@ -104,3 +104,16 @@ def test_analysis_late_when_feedback_takes_longer_than_tr() -> None:
     assert d.check_analysis(3, Timeline({"file_seen": 1.0, "feedback_received": 1.2})) is None
     late = d.check_analysis(4, Timeline({"file_seen": 1.0, "feedback_received": 1.8}))
     assert late is not None and late.index == 4 and "0.80 s" in late.message
+
+
+def test_late_feedback_blames_a_slow_file_on_the_scanner_not_the_analysis() -> None:
+    """The file took 1 s to be written (a slow export or copy); the analysis took 40 ms."""
+    d = Diagnostics(tr=1.0)
+    stamps = {"file_seen": 0.0, "file_complete": 1.0, "parsed": 1.01, "sent": 1.011, "worker_received": 1.02,
+              "result_ready": 1.06, "feedback_received": 1.07}
+    late = d.check_analysis(5, Timeline(stamps))
+    assert late is not None and late.kind == "scanner" and "written or copied" in late.message
+    assert "analysis was not slow" in late.message and d.analysis_late_count == 0
+    slow_worker = dict(stamps, file_complete=0.01, parsed=0.02, sent=0.021, worker_received=0.03)
+    late = d.check_analysis(6, Timeline(slow_worker))
+    assert late is not None and late.kind == "analysis" and d.analysis_late_count == 1

@@ -78,3 +78,38 @@ def test_flush_releases_everything_and_ends_runs():
     kinds = [n.kind for n in out.notes]
     assert kinds == ["gap", "gap", "run_end"]
     assert "3 volumes received" in out.notes[-1].message
+
+
+def test_gap_wait_follows_the_tr_and_the_end_names_every_missing_index():
+    """At TR 1 s a missing volume holds the next ones back about one TR, not the 2 s gap timeout; the
+    end-of-run note names each index that never came (a late one is not missing)."""
+    tr = RunTracker(gap_timeout=2.0)
+
+    def v(i: int) -> Volume:
+        out = vol(i)
+        out.tr = 1.0
+        return out
+
+    tr.add(v(0), 0.0)
+    assert tr.add(v(2), 0.1).volumes == []
+    assert tr.next_deadline() == 1.1
+    out = tr.expire(1.1)
+    assert [x.index for x in out.volumes] == [2] and "volume 1 did not arrive within 1 s" in out.notes[0].message
+    tr.add(v(5), 2.0)
+    out = tr.expire(3.0)
+    assert [x.index for x in out.volumes] == [5] and "volumes 3-4" in out.notes[0].message
+    assert tr.add(v(4), 3.5).notes[0].kind == "late"
+    (end,) = tr.flush(4.0).notes
+    assert end.kind == "run_end" and end.message.endswith("missing: volumes 1, 3")
+
+
+def test_volume_with_another_matrix_is_refused_and_its_index_stays_open():
+    tr = RunTracker()
+    tr.add(vol(0), 0.0)
+    odd = Volume(np.zeros((3, 2, 2), np.int16), np.eye(4), index=1, header={"SeriesNumber": 7}, series_uid="1.2.3")
+    out = tr.add(odd, 0.1, "/scan/IM_0002.dcm")
+    assert out.volumes == [] and [n.kind for n in out.notes] == ["refused"]
+    assert "IM_0002.dcm" in out.notes[0].message and "3x2x2" in out.notes[0].message and "2x2x2" in out.notes[0].message
+    moved = Volume(np.zeros((2, 2, 2), np.int16), np.diag([2.0, 1, 1, 1]), index=1, header={"SeriesNumber": 7}, series_uid="1.2.3")
+    assert [n.kind for n in tr.add(moved, 0.2).notes] == ["refused"]
+    assert [x.index for x in tr.add(vol(1), 0.3).volumes] == [1]  # the right volume 1 still takes its place

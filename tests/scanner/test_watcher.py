@@ -346,8 +346,10 @@ async def test_recursive_watch_finds_series_in_new_sub_folders(tmp_path, mosaic,
         await write(tmp_path / ".hidden" / mosaic[2].name, mosaic[2].read_bytes())  # never read
         await sink.until(lambda: len(sink.volumes) == 4)
         await asyncio.sleep(0.1)
-    assert [(v.run, v.index) for v in sink.volumes] == [("series-004", 0), ("series-004", 1),
-                                                        ("series-006", 0), ("series-006", 1)]  # fmt: skip
+    # in order within each run (files of two series parse in parallel, so runs may interleave)
+    for run in ("series-004", "series-006"):
+        assert [v.index for v in sink.volumes if v.run == run] == [0, 1]
+    assert len(sink.volumes) == 4
     assert not sink.kinds("file_error") and not sink.kinds("duplicate")
 
 
@@ -372,3 +374,94 @@ async def test_file_complete_but_never_closed_is_still_read(tmp_path, mosaic):
             await sink.until(lambda: len(sink.volumes) == 1, timeout=5)
         await asyncio.sleep(0.2)  # now it is closed: the same bytes are not handed on twice
     assert not sink.kinds("duplicate") and len(sink.volumes) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_slow_file_does_not_hold_back_the_next(tmp_path: Path, mosaic: list[Path], mode: str):
+    """Parsing runs in the pool, not on the thread that receives file events: while one file takes
+    up to 3 s to read, the next file is read (and held for order), then both are handed on."""
+    release = threading.Event()
+    parsed: dict[str, float] = {}
+
+    def reader(path: Path):
+        if path.name == mosaic[1].name:
+            release.wait(3.0)  # a slow share, a hostile file
+        out = read_file(path)
+        parsed.setdefault(path.name, time.monotonic())
+        return out
+
+    sink = Sink()
+    async with make_watcher(tmp_path, sink, mode, reader=reader, gap_timeout=10.0):
+        await write(tmp_path / mosaic[0].name, mosaic[0].read_bytes())
+        await sink.until(lambda: len(sink.volumes) == 1)
+        await write(tmp_path / mosaic[1].name, mosaic[1].read_bytes())
+        await asyncio.sleep(0.05)
+        await write(tmp_path / mosaic[2].name, mosaic[2].read_bytes())
+        await sink.until(lambda: mosaic[2].name in parsed, timeout=2.0)
+        assert not release.is_set() and mosaic[1].name not in parsed  # read while the slow one still reads
+        release.set()
+        await sink.until(lambda: len(sink.volumes) == 3)
+    assert [v.index for v in sink.volumes] == [0, 1, 2]
+
+
+async def test_file_renamed_in_from_another_folder_is_read_at_once(tmp_path, mosaic, monkeypatch):
+    """Written elsewhere, then renamed into the watch folder: inotify reports a creation and no close.
+    The file is read at once, not after the close fallback (made 60 s here so waiting for it fails)."""
+    from rtcontrol.scanner import watcher as watcher_module
+
+    monkeypatch.setattr(watcher_module, "CLOSE_WAIT", 60.0)
+    watch, outside = tmp_path / "watch", tmp_path / "outside"
+    watch.mkdir()
+    outside.mkdir()
+    sink = Sink()
+    async with make_watcher(watch, sink, "event") as w:
+        assert w._close_events, "needs inotify (Linux)"
+        for src in mosaic[:3]:
+            await write(outside / src.name, src.read_bytes())
+            os.rename(outside / src.name, watch / src.name)
+        await sink.until(lambda: len(sink.volumes) == 3, timeout=10)
+    assert [v.index for v in sink.volumes] == [0, 1, 2]
+    assert not sink.events or not sink.kinds("file_error")
+
+
+async def test_volume_of_another_matrix_in_the_run_is_refused_and_the_run_goes_on(tmp_path, mosaic, dicom_root):
+    """A real 64x64x35 mosaic re-tagged into the 64x64x36 run as its volume 2: refused with an error that
+    names the file and both matrices; the real volume 2 and the rest still arrive, nothing is missing."""
+    sink = Sink()
+    odd = pydicom.dcmread(series_files(dicom_root, "siemens_mosaic_ax_35sl")[0])
+    first = pydicom.dcmread(mosaic[0], stop_before_pixels=True)
+    odd.SeriesInstanceUID = first.SeriesInstanceUID
+    odd.SeriesNumber = first.SeriesNumber
+    odd.AcquisitionNumber = 3
+    async with make_watcher(tmp_path, sink, "event", gap_timeout=5.0):
+        for n, src in enumerate(mosaic):
+            if n == 2:
+                await asyncio.to_thread(odd.save_as, tmp_path / "odd.dcm")
+                await sink.until(lambda: sink.kinds("file_error"))
+            await write(tmp_path / src.name, src.read_bytes())
+        await sink.until(lambda: len(sink.volumes) == 6)
+    assert [v.index for v in sink.volumes] == list(range(6)) and all(v.shape == (64, 64, 36) for v in sink.volumes)
+    (error,) = sink.kinds("file_error")
+    assert error.path is not None and error.path.name == "odd.dcm"
+    assert "64x64x35" in error.message and "64x64x36" in error.message
+    (end,) = sink.kinds("run_end")
+    assert "missing" not in end.message
+
+
+async def test_cut_short_file_is_named_when_its_gap_is_passed_over(tmp_path, mosaic):
+    """Volume 2's file stops growing half-way: when later volumes go on past its gap, the file is named at
+    once (not after the incomplete timeout, made 60 s here), and the run's end names the missing index."""
+    sink = Sink()
+    async with make_watcher(tmp_path, sink, "event", gap_timeout=1.0, incomplete_timeout=60.0):
+        for n, src in enumerate(mosaic):
+            data = src.read_bytes()
+            await write(tmp_path / src.name, data[: len(data) // 2] if n == 2 else data)
+        await sink.until(lambda: sink.kinds("gave_up"), timeout=10)
+        await sink.until(lambda: len(sink.volumes) == 5)
+    (gave_up,) = sink.kinds("gave_up")
+    assert gave_up.path is not None and gave_up.path.name == mosaic[2].name
+    assert [v.index for v in sink.volumes] == [0, 1, 3, 4, 5]
+    (gap,) = sink.kinds("gap")
+    assert gap.time <= gave_up.time
+    (end,) = sink.kinds("run_end")
+    assert end.message.endswith("missing: volume 2")
