@@ -99,8 +99,9 @@ async def run_scenario(setup: Setup, series: Path, *, tr: float, volumes: int, r
     for url in (worker_url, agent_url):
         ports.append(int(url.rsplit(":", 1)[1]))
     rig.pin(*ports)
-    settings = write_settings(rig.tmp / f"run-{run}.toml", tr=tr, volumes=volumes, run=run)
-    watch = rig.tmp / f"watch-{run}"
+    n = len(list(rig.tmp.glob("watch-*"))) + 1  # a fresh scanner folder and settings file per console
+    settings = write_settings(rig.tmp / f"run-{n}.toml", tr=tr, volumes=volumes, run=run)
+    watch = rig.tmp / f"watch-{n}"
     runs = runs_dir or rig.tmp / "runs"
     before = set(L.worker_runs(setup.worker.data, run_id(run)))
     began = time.monotonic()

@@ -1,0 +1,111 @@
+"""What a hostile or careless program on the network or on the presentation PC does; every loop bounded.
+
+* :func:`bad_tokens`: clients that say hello with a wrong token (from the console's own address).
+* :func:`flood`: many connections that never authenticate and send one large frame each.
+* :func:`inject_ndjson`, :func:`inject_websocket`: a local program without the consumer secret that says
+  hello as a display and sends responses and "displayed" stamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from rtcontrol.link.codec import encode_message
+
+from .procs import HOST
+
+
+def _no_verify() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def bad_tokens(url: str, count: int, timeout: float = 5.0) -> list[str]:
+    """``count`` clients in turn, each saying hello with a wrong token; what the server answered each."""
+    answers = []
+    for n in range(count):
+        try:
+            async with asyncio.timeout(timeout):
+                async with connect(url, ssl=_no_verify(), open_timeout=timeout, compression=None) as ws:
+                    await ws.send(encode_message("hello", token=f"rtc_wrong_{n}"))
+                    answers.append(str(await ws.recv()))
+        except Exception as exc:  # refused at the handshake (locked out) or closed: that is an answer too
+            answers.append(f"{type(exc).__name__}: {exc}")
+    return answers
+
+
+async def flood(url: str, connections: int, frame_bytes: int, hold: float = 3.0, timeout: float = 20.0) -> dict[str, int]:
+    """``connections`` clients at once, each sending one ``frame_bytes`` binary frame before any hello and
+    holding on for ``hold`` s; counts of how they ended."""
+    outcome: dict[str, int] = {}
+    frame = bytes(frame_bytes)
+
+    async def one() -> str:
+        try:
+            async with asyncio.timeout(timeout):
+                async with connect(url, ssl=_no_verify(), open_timeout=timeout, compression=None,
+                                   max_size=None, ping_interval=None) as ws:
+                    await ws.send(frame)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(ws.recv(), hold)
+                    return "held"
+        except Exception as exc:
+            return type(exc).__name__
+
+    for result in await asyncio.gather(*(one() for _ in range(connections))):
+        outcome[result] = outcome.get(result, 0) + 1
+    return outcome
+
+
+async def inject_ndjson(port: int, messages: list[dict[str, Any]], wait: float = 1.0) -> list[str]:
+    """A local program with no secret: hello as a display, then ``messages``; the lines it got back."""
+    got: list[str] = []
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return [f"refused: {exc}"]
+    try:
+        for msg in [{"type": "hello", "name": "display"}, *messages]:
+            writer.write(json.dumps(msg).encode() + b"\n")
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.drain()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait
+        while (left := end - loop.time()) > 0:
+            try:
+                line = await asyncio.wait_for(reader.readline(), left)
+            except (asyncio.TimeoutError, ConnectionError, OSError):
+                break
+            if not line:
+                got.append("closed")
+                break
+            got.append(line.decode(errors="replace").strip())
+    finally:
+        writer.transport.abort()
+    return got
+
+
+async def inject_websocket(port: int, messages: list[dict[str, Any]], origin: str | None,
+                           wait: float = 1.0) -> list[str]:
+    """The same over the page's websocket ``/ws``, as a web page from ``origin`` (None: no Origin header)."""
+    got: list[str] = []
+    try:
+        async with asyncio.timeout(wait + 5):
+            async with connect(f"ws://{HOST}:{port}/ws", origin=origin, open_timeout=5,  # type: ignore[arg-type]
+                               compression=None) as ws:
+                for msg in [{"type": "hello", "name": "display"}, *messages]:
+                    await ws.send(json.dumps(msg))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    while True:
+                        got.append(str(await asyncio.wait_for(ws.recv(), wait)))
+    except Exception as exc:
+        got.append(f"{type(exc).__name__}: {exc}")
+    return got

@@ -1,0 +1,129 @@
+"""Hostile traffic during a real run: bad tokens while the console reconnects, floods of unauthenticated
+connections with large frames, and a local program injecting responses without the consumer secret.
+
+Expected (issue 12, items 2, 5 and 6): the console keeps retrying through a lockout and recovers; the
+servers' memory stays bounded under the flood and the real console is unaffected; nothing a program
+without the secret sends reaches the console or the project.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from . import attacks
+from . import scenario as S
+from .ledger import assert_balanced
+from .procs import peak_rss_mb
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+async def test_bad_tokens_from_the_same_address_during_a_reconnect_do_not_end_it(rig, series: Path) -> None:
+    tr, volumes = 0.3, 30
+    setup = await S.start(rig, worker_proxy=True)
+    answers: list[str] = []
+
+    async def bad_tokens_while_down(s: S.Setup) -> None:
+        await s.stimulus.wait_feedback(5, timeout=30)
+        s.worker_proxy.cut(stay_down=True)
+        s.note("worker link cut")
+        answers.extend(await attacks.bad_tokens(s.worker.url, 6))
+        s.note(f"6 bad tokens from 127.0.0.1 straight to the worker: {answers[-1][:100]}")
+        s.worker_proxy.restore()
+        s.note("worker link restored")
+
+    try:
+        out = await S.run_scenario(setup, series, tr=tr, volumes=volumes, fault=bad_tokens_while_down,
+                                   timeout=volumes * tr + 120)
+    finally:
+        await S.close(setup)
+    context = out.context() + "\nanswers to the bad tokens:\n" + "\n".join(answers)
+    assert any("refused the token" in a for a in answers), context  # the bad tokens really were refused
+    assert_balanced(out.ledger, context)
+    assert out.ledger.received == list(range(volumes)), context
+    assert out.status == 0, context
+
+
+@pytest.mark.parametrize("target, connections, frame", [
+    ("worker", 40, 12 * 2**20),  # 480 MiB in all, under the worker's 64 MiB frame limit
+    ("agent", 150, 2**20 - 4096),  # 150 MiB in all, under the agent's 1 MiB console-link frame limit
+])
+async def test_a_flood_of_unauthenticated_large_frames_keeps_memory_bounded(rig, series: Path, target: str,
+                                                                            connections: int, frame: int) -> None:
+    """Many connections at once, each sending one large frame before any hello, mid-run."""
+    tr, volumes = 0.3, 24
+    setup = await S.start(rig)
+    measured: dict[str, float] = {}
+
+    async def flood(s: S.Setup) -> None:
+        await s.stimulus.wait_feedback(4, timeout=30)
+        proc, url = (s.worker.proc, s.worker.url) if target == "worker" else (s.agent.proc, s.agent.url)
+        measured["before"] = peak_rss_mb(proc.pid)
+        outcome = await attacks.flood(url, connections, frame)
+        measured["after"] = peak_rss_mb(proc.pid)
+        s.note(f"flooded the {target} with {connections} x {frame >> 10} KiB frames before hello: {outcome}; "
+               f"peak memory {measured['before']:.0f} -> {measured['after']:.0f} MB")
+
+    try:
+        out = await S.run_scenario(setup, series, tr=tr, volumes=volumes, fault=flood)
+    finally:
+        await S.close(setup)
+    context = out.context()
+    grew = measured["after"] - measured["before"]
+    print(f"{target} peak memory grew {grew:.0f} MB under the flood")
+    assert grew < 100, f"the {target}'s peak memory grew by {grew:.0f} MB under an unauthenticated flood\n{context}"
+    assert_balanced(out.ledger, context)
+    assert out.ledger.received == list(range(volumes)), context
+    assert out.status == 0, context
+
+
+def _journal(rig_tmp: Path) -> list[dict]:
+    path = rig_tmp / "runs" / S.run_id() / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def test_a_local_program_without_the_secret_cannot_inject(rig, series: Path) -> None:
+    """NDJSON and the page's websocket (with a foreign Origin and with none): responses and 'displayed'
+    stamps from a program without the consumer secret never reach the console; the real stimulus
+    program's response does."""
+    tr, volumes = 0.3, 40
+    setup = await S.start(rig)
+    answers: dict[str, list[str]] = {}
+
+    async def inject(s: S.Setup) -> None:
+        await s.stimulus.wait_feedback(3, timeout=30)
+        run = S.run_id()
+        forged = [{"type": "response", "key": "INJECTED_{via}"}, {"type": "displayed", "run": run, "index": 3}]
+
+        def msgs(via: str) -> list[dict]:
+            return [json.loads(json.dumps(m).replace("{via}", via)) for m in forged]
+
+        s.stimulus.send({"type": "response", "key": "LEGIT"})  # the real program, with the secret
+        answers["ndjson"] = await attacks.inject_ndjson(s.agent.tcp_port, msgs("NDJSON"), wait=0.5)
+        answers["web page"] = await attacks.inject_websocket(s.agent.local_port, msgs("PAGE"),
+                                                             origin="http://evil.example", wait=0.5)
+        answers["no origin"] = await attacks.inject_websocket(s.agent.local_port, msgs("LOCAL"), origin=None,
+                                                              wait=0.5)
+        s.note("injected responses and a 'displayed' stamp for volume 3 without the secret (NDJSON, "
+               "websocket from http://evil.example, websocket without Origin); the real program answered LEGIT")
+
+    try:
+        out = await S.run_scenario(setup, series, tr=tr, volumes=volumes, fault=inject)
+    finally:
+        await S.close(setup)
+    context = out.context() + "\n" + "\n".join(f"{k}: {v}" for k, v in answers.items())
+    journal = _journal(rig.tmp)
+    responses = [r for r in journal if r.get("type") == "response"]
+    assert any("LEGIT" in json.dumps(r) for r in responses), f"the real program's response was not recorded\n{context}"
+    injected = [r for r in responses if "INJECTED" in json.dumps(r)]
+    assert not injected, f"responses injected without the secret reached the console: {injected}\n{context}"
+    assert "INJECTED" not in out.text, context
+    shown = [r for r in journal if r.get("type") == "timeline" and r.get("index") == 3
+             and "displayed" in json.dumps(r)]
+    assert not shown, f"a 'displayed' stamp injected without the secret was recorded: {shown}\n{context}"
+    assert_balanced(out.ledger, context)
+    assert out.ledger.received == list(range(volumes)), context
