@@ -18,6 +18,7 @@ from .stimulus import Received
 #: Console lines that account for feedback the subject did not get.
 _LOSS_WORDS = re.compile(r"lost|missing|not shown|not delivered|catch.?up|never|gave up|no feedback", re.I)
 _VOLUME_LIST = re.compile(r"volumes?\s+((?:\d+(?:\s*(?:-|–|\.\.|to)\s*\d+)?(?:\s*,\s*|\s+and\s+|\s+)?)+)", re.I)
+_NUMBER_OR_RANGE = re.compile(r"(\d+)(?:\s*(?:-|–|\.\.|to)\s*(\d+))?")
 _SUMMARY = re.compile(r"^run (\S+): (\d+) volumes, (\d+) feedback values, (\d+) delivered to the subject", re.M)
 
 
@@ -42,14 +43,13 @@ def named_as_lost(console_text: str) -> set[int]:
         if not _LOSS_WORDS.search(line):
             continue
         for m in _VOLUME_LIST.finditer(line):
-            for part in re.split(r"\s*,\s*|\s+and\s+|\s+(?=\d)", m.group(1).strip()):
-                rng = re.fullmatch(r"(\d+)\s*(?:-|–|\.\.|to)\s*(\d+)", part.strip())
-                if rng:
-                    lo, hi = int(rng.group(1)), int(rng.group(2))
-                    if hi - lo < 100_000:
+            for part in _NUMBER_OR_RANGE.finditer(m.group(1)):
+                if part.group(2) is not None:
+                    lo, hi = int(part.group(1)), int(part.group(2))
+                    if 0 <= hi - lo < 100_000:
                         named.update(range(lo, hi + 1))
-                elif part.strip().isdigit():
-                    named.add(int(part))
+                else:
+                    named.add(int(part.group(1)))
     return named
 
 
