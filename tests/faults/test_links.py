@@ -15,7 +15,7 @@ import pytest
 from . import scenario as S
 from .ledger import assert_balanced
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240 * (1 + S.SOAK))]
 
 
 async def test_random_cuts_of_both_links_lose_nothing(rig, series: Path) -> None:
