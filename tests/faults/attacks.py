@@ -28,17 +28,22 @@ def _no_verify() -> ssl.SSLContext:
     return ctx
 
 
-async def bad_tokens(url: str, count: int, timeout: float = 5.0) -> list[str]:
-    """``count`` clients in turn, each saying hello with a wrong token; what the server answered each."""
-    answers = []
-    for n in range(count):
+async def bad_tokens(url: str, refusals: int, limit: float = 20.0, timeout: float = 5.0) -> list[str]:
+    """Clients in turn, each saying hello with the same wrong token (a program with a stale token behind the
+    console's NAT), until the server has refused ``refusals`` of them (a locked-out attempt, HTTP 429, is
+    retried 0.25 s later and not counted) or ``limit`` s passed; what the server answered each."""
+    answers: list[str] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while sum("refused the token" in a for a in answers) < refusals and loop.time() < end and len(answers) < 200:
         try:
             async with asyncio.timeout(timeout):
                 async with connect(url, ssl=_no_verify(), open_timeout=timeout, compression=None) as ws:
-                    await ws.send(encode_message("hello", token=f"rtc_wrong_{n}"))
+                    await ws.send(encode_message("hello", token="rtc_stale_token_of_another_program"))
                     answers.append(str(await ws.recv()))
         except Exception as exc:  # refused at the handshake (locked out) or closed: that is an answer too
             answers.append(f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.25)
     return answers
 
 
