@@ -37,12 +37,13 @@ def worker_indices(run_dir: Path) -> list[int]:
 
 
 def named_as_lost(console_text: str) -> set[int]:
-    """Volume numbers the console names on lines that say feedback was lost, missing or held back."""
+    """Volume numbers the console names in clauses that say feedback was lost, missing or held back."""
     named: set[int] = set()
-    for line in console_text.splitlines():
-        if not _LOSS_WORDS.search(line):
+    clauses = (c for line in console_text.splitlines() for c in line.split(";"))  # "...; live again from 10"
+    for clause in clauses:
+        if not _LOSS_WORDS.search(clause):
             continue
-        for m in _VOLUME_LIST.finditer(line):
+        for m in _VOLUME_LIST.finditer(clause):
             for part in _NUMBER_OR_RANGE.finditer(m.group(1)):
                 if part.group(2) is not None:
                     lo, hi = int(part.group(1)), int(part.group(2))

@@ -61,4 +61,6 @@ def test_named_volumes_are_read_from_lists_and_ranges() -> None:
     assert named_as_lost("error: volumes 3, 4 and 7 were lost") == {3, 4, 7}
     assert named_as_lost("feedback for volumes 10 to 12 not shown (catch-up)") == {10, 11, 12}
     assert named_as_lost("volume 5 is missing") == {5}
+    assert named_as_lost("restarted; volumes 6-9 arrived during the catch-up (not shown); live again from volume 10"
+                         ) == {6, 7, 8, 9}
     assert named_as_lost("volume 5  feedback 5.0  12 ms file→feedback") == set()  # a progress line names nothing
