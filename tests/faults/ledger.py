@@ -19,7 +19,7 @@ from .stimulus import Received
 _LOSS_WORDS = re.compile(r"lost|missing|not shown|not delivered|catch.?up|never|gave up|no feedback", re.I)
 _VOLUME_LIST = re.compile(r"volumes?\s+((?:\d+(?:\s*(?:-|–|\.\.|to)\s*\d+)?(?:\s*,\s*|\s+and\s+|\s+)?)+)", re.I)
 _NUMBER_OR_RANGE = re.compile(r"(\d+)(?:\s*(?:-|–|\.\.|to)\s*(\d+))?")
-_SUMMARY = re.compile(r"^run (\S+): (\d+) volumes, (\d+) feedback values, (\d+) delivered to the subject", re.M)
+_SUMMARY = re.compile(r"^run (\S+): (\d+) volumes, (\d+) feedback values, (\d+) delivered\b", re.M)
 
 
 def worker_runs(data: Path, run: str) -> list[Path]:
