@@ -114,3 +114,37 @@ async def inject_websocket(port: int, messages: list[dict[str, Any]], origin: st
     except Exception as exc:
         got.append(f"{type(exc).__name__}: {exc}")
     return got
+
+
+async def deep_json_websocket(url: str, depth: int, timeout: float = 5.0) -> str:
+    """A first frame of ``depth`` nested JSON lists instead of a hello; how the server answered."""
+    try:
+        async with asyncio.timeout(timeout):
+            async with connect(url, ssl=_no_verify() if url.startswith("wss") else None, open_timeout=timeout,
+                               compression=None) as ws:
+                await ws.send("[" * depth + "]" * depth)
+                return str(await ws.recv())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+async def deep_json_ndjson(port: int, depth: int, secret: str | None, timeout: float = 5.0) -> str:
+    """One NDJSON line of ``depth`` nested lists after a hello (with the secret: a real but buggy stimulus
+    program); every line that came back, up to the first error."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(HOST, port)
+            try:
+                hello = {"type": "hello", "name": "nested", **({"secret": secret} if secret is not None else {})}
+                writer.write(json.dumps(hello).encode() + b"\n" + b"[" * depth + b"]" * depth + b"\n")
+                await writer.drain()
+                lines = []
+                while line := await reader.readline():
+                    lines.append(line.decode(errors="replace").strip())
+                    if '"error"' in lines[-1]:
+                        break
+                return "\n".join(lines) or "closed without a word"
+            finally:
+                writer.transport.abort()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"

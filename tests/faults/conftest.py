@@ -12,7 +12,7 @@ import pytest
 from .procs import MAIN, Rig
 
 #: Volumes in the shared series (a scenario replays the first N).
-SERIES_VOLUMES = 200
+SERIES_VOLUMES = 150
 
 
 @pytest.fixture(scope="session")

@@ -129,3 +129,33 @@ async def test_a_local_program_without_the_secret_cannot_inject(rig, series: Pat
     assert not shown, f"a 'displayed' stamp injected without the secret was recorded: {shown}\n{context}"
     assert_balanced(out.ledger, context)
     assert out.ledger.received == list(range(volumes)), context
+
+
+async def test_deeply_nested_json_is_refused_as_a_bad_frame(rig, series: Path) -> None:
+    """Issue 12 item 7: 3,000 nested lists (over Python's recursion limit, under any small-frame limit) to
+    the worker, the agent's console link and its NDJSON port: a clear refusal, no traceback in the logs, and
+    the run beside it goes on."""
+    tr, volumes = 0.3, 20
+    setup = await S.start(rig)
+    answers: dict[str, str] = {}
+
+    async def nest(s: S.Setup) -> None:
+        await s.stimulus.wait_feedback(3, timeout=30)
+        answers["worker"] = await attacks.deep_json_websocket(s.worker.url, 3000)
+        answers["agent"] = await attacks.deep_json_websocket(s.agent.url, 3000)
+        answers["ndjson"] = await attacks.deep_json_ndjson(s.agent.tcp_port, 3000, s.agent.secret())
+        s.note("3,000 nested JSON lists sent to the worker, the agent's console link and its NDJSON port")
+
+    try:
+        out = await S.run_scenario(setup, series, tr=tr, volumes=volumes, fault=nest)
+    finally:
+        await S.close(setup)
+    context = out.context() + "\n" + "\n".join(f"{k}: {v[:300]}" for k, v in answers.items())
+    for name, proc in (("worker", setup.worker.proc), ("agent", setup.agent.proc)):
+        assert "RecursionError" not in proc.text and "Traceback" not in proc.text, \
+            f"the {name} logged a traceback:\n{proc.text[-3000:]}\n{context}"
+    for name, answer in answers.items():
+        assert "nest" in answer.lower() or "deep" in answer.lower(), \
+            f"{name}: the refusal does not say the JSON is nested too deeply: {answer[:300]}\n{context}"
+    assert_balanced(out.ledger, context)
+    assert out.ledger.received == list(range(volumes)), context
