@@ -31,6 +31,11 @@ class FaultyProxy(CuttableProxy):
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.stalls = 0
+        self.port = 0
+
+    async def start(self) -> int:
+        self.port = await super().start()
+        return self.port
 
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, down: bool) -> None:
         await super()._pump(_GatedReader(src, self.flowing), dst, down)  # type: ignore[arg-type]

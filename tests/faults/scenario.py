@@ -85,19 +85,12 @@ async def run_scenario(setup: Setup, series: Path, *, tr: float, volumes: int, r
                        timeout: float | None = None, worker_restarted: bool = False) -> Outcome:
     """One run of ``volumes`` volumes at ``tr`` with ``fault(setup)`` running beside it; the ledger."""
     rig = setup.rig
-    ports = []
     worker_url, agent_url = setup.worker.url, setup.agent.url
-    for proxy in (setup.worker_proxy, setup.agent_proxy):
-        if proxy is not None and proxy._server is None:
-            await proxy.start()
     if setup.worker_proxy is not None:
-        port = setup.worker_proxy._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        worker_url = _url(port)
+        worker_url = _url(setup.worker_proxy.port or await setup.worker_proxy.start())
     if setup.agent_proxy is not None:
-        port = setup.agent_proxy._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        agent_url = _url(port)
-    for url in (worker_url, agent_url):
-        ports.append(int(url.rsplit(":", 1)[1]))
+        agent_url = _url(setup.agent_proxy.port or await setup.agent_proxy.start())
+    ports = [int(url.rsplit(":", 1)[1]) for url in (worker_url, agent_url)]
     rig.pin(*ports)
     n = len(list(rig.tmp.glob("watch-*"))) + 1  # a fresh scanner folder and settings file per console
     settings = write_settings(rig.tmp / f"run-{n}.toml", tr=tr, volumes=volumes, run=run)
