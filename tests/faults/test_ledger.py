@@ -63,4 +63,6 @@ def test_named_volumes_are_read_from_lists_and_ranges() -> None:
     assert named_as_lost("volume 5 is missing") == {5}
     assert named_as_lost("restarted; volumes 6-9 arrived during the catch-up (not shown); live again from volume 10"
                          ) == {6, 7, 8, 9}
+    assert named_as_lost("feedback: 14 of 16 feedback values reached a stimulus program; 2 not confirmed by the "
+                         "subject agent as taken by a stimulus program (volumes 14, 15)") == {14, 15}
     assert named_as_lost("volume 5  feedback 5.0  12 ms file→feedback") == set()  # a progress line names nothing
