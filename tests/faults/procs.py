@@ -9,6 +9,7 @@ copied to ``<tmp>/<name>.log`` for a failing test's post-mortem.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import re
@@ -37,6 +38,18 @@ class Ledger(Project):
 '''
 
 
+#: Process groups started and not yet reaped: killed at exit even if a test's own clean-up never ran.
+_GROUPS: set[int] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for pgid in list(_GROUPS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGCONT)
+            os.killpg(pgid, signal.SIGKILL)
+
+
 class Proc:
     """One program: its output lines (with arrival time) and the signals a test sends it."""
 
@@ -45,6 +58,7 @@ class Proc:
         self.lines: list[tuple[float, str]] = []
         self._log = open(log, "a", encoding="utf-8")
         self._reader = asyncio.create_task(self._read())
+        _GROUPS.add(proc.pid)
 
     @property
     def pid(self) -> int:
@@ -107,6 +121,7 @@ class Proc:
 
     async def close(self) -> None:
         self.kill_group()
+        _GROUPS.discard(self.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.proc.wait(), 5.0)
         with contextlib.suppress(Exception):
