@@ -62,18 +62,6 @@ class Stimulus:
         """Feedback lines received (for ``run`` only, if given), in arrival order."""
         return [r for r in self.got if r.msg.get("type") == "feedback" and (run is None or r.msg.get("run") == run)]
 
-    def feedback_by_session(self) -> list[list[Received]]:
-        """Feedback grouped by the ``run_start`` that preceded it (one group per run session)."""
-        groups: list[list[Received]] = []
-        for r in self.got:
-            if r.msg.get("type") == "run_start":
-                groups.append([])
-            elif r.msg.get("type") == "feedback":
-                if not groups:
-                    groups.append([])
-                groups[-1].append(r)
-        return groups
-
     async def wait_feedback(self, index: int, timeout: float) -> float:
         """When feedback for volume ``index`` (or a later one) arrived; bounded by ``timeout``."""
         deadline = time.monotonic() + timeout

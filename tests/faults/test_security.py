@@ -8,7 +8,6 @@ without the secret sends reaches the console or the project.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
