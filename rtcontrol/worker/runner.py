@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -46,6 +47,8 @@ MEMORY_FLAG = "--run-memory-limit"
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _UNITS = {"": 2**20, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
           "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+#: The shared-memory slot a run process gets for its volumes (larger ones go through the pipe).
+SHM_SIZE = 64 * 1024 * 1024
 #: ``memory_limit`` meaning "half the machine's memory" (:func:`default_memory_limit`).
 AUTO_MEMORY = -1
 _warned_no_proc = False
@@ -137,7 +140,7 @@ class RunProcess:
         files: FilesHandler,
         volume_timeout: float = 30.0,
         start_timeout: float = 60.0,
-        shm_size: int = 64 * 1024 * 1024,
+        shm_size: int = SHM_SIZE,
         memory_limit: int | None = AUTO_MEMORY,
         dask_scheduler: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
@@ -149,7 +152,7 @@ class RunProcess:
         self.memory_limit = default_memory_limit() if memory_limit == AUTO_MEMORY else memory_limit
         self.peak_memory = 0
         self._killed = False
-        self.shm_size = shm_size if SharedFrame.available() else 0
+        self.shm_size = usable_shm_size(shm_size)
         self._shm: SharedFrame | None = None
         self.state = "starting"  # starting, running, stopping, ended, failed
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -165,17 +168,11 @@ class RunProcess:
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> dict[str, Any]:
-        """Spawn the process, wait until the project is loaded; returns the resolved settings."""
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self._shm = SharedFrame.create(self.shm_size) if self.shm_size else None
-        args = ["--shm-fd", str(self._shm.fd), "--shm-size", str(self._shm.size)] if self._shm else []
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rtcontrol.worker.runproc", *args,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=env, limit=PIPE_SIZE, pass_fds=(self._shm.fd,) if self._shm else (),
-        )
-        _grow_pipe(self.proc.stdin)
+    async def start(self, spare: SpareProcess | None = None) -> dict[str, Any]:
+        """Spawn the process (or take ``spare``'s), wait until the project is loaded; returns the resolved
+        settings."""
+        spawned = await spare.take(self.shm_size) if spare is not None else await spawn(self.shm_size)
+        self.proc, self._shm = spawned.proc, spawned.shm
         self._tasks = [
             asyncio.create_task(self._read_stdout(), name=f"run {self.run} stdout"),
             asyncio.create_task(self._read_stderr(), name=f"run {self.run} stderr"),
@@ -400,6 +397,88 @@ class RunProcess:
     @property
     def error(self) -> dict[str, Any] | None:
         return self._error
+
+
+@dataclass
+class Spawned:
+    """A run process started and importing, not yet told which project to run (it waits for ``init``)."""
+
+    proc: asyncio.subprocess.Process
+    shm: SharedFrame | None
+    env: dict[str, str]
+
+    def discard(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        if self.shm is not None:
+            self.shm.close()
+
+
+def usable_shm_size(size: int = SHM_SIZE) -> int:
+    """``size``, or 0 where this system has no shared memory for run processes."""
+    return size if SharedFrame.available() else 0
+
+
+async def spawn(shm_size: int) -> Spawned:
+    """Start ``python -m rtcontrol.worker.runproc`` with a shared-memory slot of ``shm_size`` (0: none)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    shm = SharedFrame.create(shm_size) if shm_size else None
+    args = ["--shm-fd", str(shm.fd), "--shm-size", str(shm.size)] if shm else []
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rtcontrol.worker.runproc", *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=env, limit=PIPE_SIZE, pass_fds=(shm.fd,) if shm else (),
+    )
+    _grow_pipe(proc.stdin)
+    return Spawned(proc, shm, env)
+
+
+class SpareProcess:
+    """One run process started ahead of the next run.
+
+    Python's start-up and the run process's imports (numpy, the codec) take about half a second, more on a
+    busy machine; a run that starts in a process already waiting pays only for loading its project. That is
+    what a console waits for at a run's start and after a restarted worker (feedback must resume within
+    2 TRs). Each run still gets a fresh process of its own: a spare is handed out once, and refilled only
+    when the worker asks (after the run has started, so the two do not compete for the CPU). A spare whose
+    environment is no longer the worker's (a variable set since) is not used. A spare that waits is idle
+    on its stdin and exits by itself if the worker dies (end of file).
+    """
+
+    def __init__(self) -> None:
+        self._next: asyncio.Task[Spawned] | None = None
+
+    def fill(self, shm_size: int) -> None:
+        if self._next is None:
+            self._next = asyncio.create_task(spawn(shm_size), name="spare run process")
+
+    async def waiting(self) -> Spawned | None:
+        """The spare once it has started, without taking it (None if there is none)."""
+        return await asyncio.shield(self._next) if self._next is not None else None
+
+    async def take(self, shm_size: int) -> Spawned:
+        task, self._next = self._next, None
+        if task is not None:
+            try:
+                spawned = await task
+            except Exception as exc:  # the spare could not start: say so, start one the usual way
+                log.warning("the spare run process did not start (%s); starting one now", exc)
+            else:
+                shm_ok = (spawned.shm.size if spawned.shm else 0) == shm_size
+                if spawned.proc.returncode is None and shm_ok and spawned.env == dict(os.environ, PYTHONUNBUFFERED="1"):
+                    return spawned
+                spawned.discard()
+        return await spawn(shm_size)
+
+    async def close(self) -> None:
+        task, self._next = self._next, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            spawned = await task
+            spawned.discard()
+            await spawned.proc.wait()
 
 
 def _grow_pipe(writer: asyncio.StreamWriter | None) -> None:

@@ -46,7 +46,7 @@ from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import plugins_dir
 from rtcontrol.worker.cluster import DaskCluster
 from rtcontrol.worker.projects import ProjectCatalog, ProjectError, discover_plugins
-from rtcontrol.worker.runner import AUTO_MEMORY, RunFailed, RunProcess
+from rtcontrol.worker.runner import AUTO_MEMORY, RunFailed, RunProcess, SpareProcess, usable_shm_size
 from rtcontrol.worker.store import RunStore, default_data_dir
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ class WorkerServer:
         self.plugin_folders = [plugins_dir(), *(Path(d) for d in plugin_dirs or [])]
         self._plugins: asyncio.Task | None = None
         self.dask = dask or DaskCluster()  # a LocalCluster only once a run asks for parallel work
+        self.spare = SpareProcess()  # a run process waiting for the next run (see SpareProcess)
 
     async def start(self, host: str, port: int) -> int:
         self.server = await transport.serve(
@@ -155,6 +156,7 @@ class WorkerServer:
         )
         self._reaper = asyncio.create_task(self._reap())
         self._plugins = asyncio.create_task(self._scan_plugins())  # in the background: start-up is not delayed
+        self.spare.fill(usable_shm_size())
         return transport.bound_port(self.server)
 
     async def plugins(self) -> dict[str, Any]:
@@ -187,6 +189,7 @@ class WorkerServer:
         for rp in list(self._ending):
             await rp.kill()
         self.sessions.clear()
+        await self.spare.close()
         await self.dask.close()
 
     async def _reap(self) -> None:
@@ -372,7 +375,8 @@ class WorkerServer:
             memory_limit=self.run_memory_limit, dask_scheduler=self.dask.address,
         )
         session.run = rp
-        settings = await rp.start()
+        settings = await rp.start(self.spare)
+        self.spare.fill(rp.shm_size)  # for the next run, now that this one is going
         return {"run": run_name, "project": project, "settings": settings, "data_dir": str(store.dir)}
 
     def _run_event(self, session: Session, store: RunStore, run: str, kind: str, fields: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 async def test_a_killed_worker_is_restarted_and_the_run_goes_on(rig, series: Path) -> None:
-    tr, volumes = 0.8, 20
+    tr, volumes = 1.0, 20
     setup = await S.start(rig)
     back: dict[str, float] = {}
 
