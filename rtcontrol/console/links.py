@@ -12,7 +12,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rtcontrol.link.delivery import LinkState
+from rtcontrol.link.events import (
+    Delivery, FeedbackEvent, LinkEvent, LogLine, Problem, Response, RunChange, RunChanged, StateChanged,
+    SubjectMessage,
+)
 from rtcontrol.scanner.volume import Timeline
+from rtcontrol.subject.protocol import OnsetMode
 
 if TYPE_CHECKING:
     from rtcontrol.console.session import ConsoleSession
@@ -66,8 +72,7 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
     client = WorkerClient(
         url, token, pins=pins, expected_fingerprint=expected,
         allowed_folders=[Path(f) for f in c.settings.files.allowed_folders],
-        on_feedback=adapter.on_feedback, on_log=adapter.on_log, on_error=adapter.on_error,
-        on_state=adapter.on_state, on_subject_message=adapter.on_subject_message, on_run_state=adapter.on_run_state,
+        on_event=adapter.on_event,
         replay_source=c.recorded_volumes,  # a worker restarted mid-run gets the run's volumes from the recording
         backoff=(0.05, 0.25),  # a worker back after a restart is found within a quarter second
     )
@@ -80,7 +85,7 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
         c.error(f"cannot reach the worker at {url}: {exc}", "worker")
         return
     stack.push_async_callback(client.close)
-    adapter.on_state(client.state)
+    adapter.show_state(client.state)
     c.attach_worker(adapter)
 
 
@@ -126,36 +131,36 @@ class WorkerAdapter:
     def refresh_status(self) -> None:
         """Re-publish the link state with the latest round-trip time."""
         if self.client is not None:
-            self.on_state(self.client.state)
+            self.show_state(self.client.state)
 
-    # callbacks from the client
-    def on_feedback(self, event: Any) -> None:
-        self.c.handle_feedback(event.run, event.index, event.feedback, event.metrics, event.timeline)
+    def on_event(self, event: LinkEvent) -> None:
+        """Everything the worker link says, passed on to the controller."""
+        match event:
+            case FeedbackEvent():
+                self.c.handle_feedback(event.run, event.index, event.feedback, event.metrics, event.timeline)
+            case LogLine():
+                self.c.handle_log(str(event.level).lower().replace("critical", "error"), str(event.message),
+                                  "project")
+            case Problem(message=message, traceback=traceback):
+                last = traceback.strip().splitlines()[-1] if traceback and traceback.strip() else ""
+                self.c.error(f"{message}" + (f" ({last})" if last and last not in message else ""), "worker")
+            case StateChanged():
+                self.show_state(event.state)
+            case SubjectMessage(message=message):
+                self.c.forward_subject_message(message if isinstance(message, dict) else {"text": str(message)})
+            case RunChanged(run=run, state=RunChange.FAILED, info=info):
+                self.c.project_failed(str(run), str(info.get("message", "the project failed")))
+            case RunChanged(run=run, state=RunChange.RESTARTING, info=info):
+                self.c.worker_restarting(str(run), dict(info))
+            case RunChanged(run=run, state=RunChange.RESTARTED, info=info):
+                self.c.worker_restarted(str(run), dict(info))
 
-    def on_log(self, run: Any, level: str, message: str) -> None:
-        self.c.handle_log(str(level).lower().replace("critical", "error"), str(message), "project")
-
-    def on_error(self, message: str, traceback: str = "") -> None:
-        last = traceback.strip().splitlines()[-1] if traceback and traceback.strip() else ""
-        self.c.error(f"{message}" + (f" ({last})" if last and last not in message else ""), "worker")
-
-    def on_state(self, state: str) -> None:
-        mapped = {"disconnected": "closed", "reconnecting": "connecting", "resyncing": "connecting"}.get(state, state)
+    def show_state(self, state: LinkState) -> None:
+        shown = state.shown
         rtt = self.client.rtt if self.client is not None else None
-        self.c.connection("worker", mapped, url=self.url, fingerprint=str(self.client.fingerprint or ""),
+        self.c.connection("worker", shown, url=self.url, fingerprint=str(self.client.fingerprint or ""),
                           rtt_ms=None if rtt is None else rtt * 1e3,
-                          detail="" if mapped != "connecting" or state == "connecting" else f"{state} after a drop")
-
-    def on_subject_message(self, run: Any, message: Any) -> None:
-        self.c.forward_subject_message(message if isinstance(message, dict) else {"text": str(message)})
-
-    def on_run_state(self, run: Any, state: str, info: Any) -> None:
-        if state == "failed":
-            self.c.project_failed(str(run), str((info or {}).get("message", "the project failed")))
-        elif state == "restarting":
-            self.c.worker_restarting(str(run), dict(info or {}))
-        elif state == "restarted":
-            self.c.worker_restarted(str(run), dict(info or {}))
+                          detail="" if shown == state else f"{state} after a drop")
 
 
 async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
@@ -179,11 +184,7 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
         url, token, expected, pins = info.url, info.token, info.fingerprint, None
         c.info(f"subject agent started on this machine at {info.url}"
                + (f"; stimulus page at {info.page_url}" if info.page_url else ""), "subject")
-    client = SubjectClient(
-        url, token=token, pins=pins, expected_fingerprint=expected,
-        on_delivery=adapter.on_delivery, on_response=adapter.on_response,
-        on_state=adapter.on_state, on_error=adapter.on_error,
-    )
+    client = SubjectClient(url, token=token, pins=pins, expected_fingerprint=expected, on_event=adapter.on_event)
     adapter.client = client
     adapter.url = url
     c.connection("subject", "connecting", url=url)
@@ -202,8 +203,6 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
 class SubjectAdapter:
     """:class:`rtcontrol.subject.link.SubjectClient` seen as the controller's ``SubjectLink``."""
 
-    ONSET = {"immediate": "immediate", "next_tr": "tr", "delay": "delay"}
-
     def __init__(self, controller: Any) -> None:
         self.c = controller
         self.client: Any = None
@@ -213,7 +212,7 @@ class SubjectAdapter:
     async def start_run(self, run: str, tr: float, onset: str, delay: float) -> None:
         self.run = run
         await self.client.start_run(
-            {"run": run, "tr": tr, "onset": {"mode": self.ONSET.get(onset, onset), "delay": delay, "tr": tr}}
+            {"run": run, "tr": tr, "onset": {"mode": OnsetMode(onset), "delay": delay, "tr": tr}}
         )
 
     async def send_feedback(self, run: str, index: int, value: Any, timeline: Timeline) -> None:
@@ -231,31 +230,34 @@ class SubjectAdapter:
 
     def refresh_status(self) -> None:
         if self.client is not None:
-            self.on_state({**self.client.agent_state, "link": "connected" if self.client.connected else "connecting"})
+            state = LinkState.CONNECTED if self.client.connected else LinkState.CONNECTING
+            self.show_state(StateChanged(state, fingerprint=self.client.fingerprint or "",
+                                         agent=dict(self.client.agent_state)))
 
-    # callbacks from the client
-    def on_delivery(self, run: str, index: int, stamps: dict[str, Any]) -> None:
-        timeline = Timeline.from_dict({k: v for k, v in stamps.items() if isinstance(v, (int, float))})
-        self.c.handle_delivery(run, index, timeline, late=bool(stamps.get("late")),
-                               onset_missed=bool(stamps.get("onset_missed")), outcome=str(stamps.get("outcome") or ""),
-                               taken_by=tuple(str(n) for n in stamps.get("taken_by") or ()))
+    def on_event(self, event: LinkEvent) -> None:
+        """Everything the subject link says, passed on to the controller."""
+        match event:
+            case Delivery(run=run, index=index, stamps=stamps):
+                timeline = Timeline.from_dict({k: v for k, v in stamps.items() if isinstance(v, (int, float))})
+                self.c.handle_delivery(run, index, timeline, late=bool(stamps.get("late")),
+                                       onset_missed=bool(stamps.get("onset_missed")),
+                                       outcome=str(stamps.get("outcome") or ""),
+                                       taken_by=tuple(str(n) for n in stamps.get("taken_by") or ()))
+            case Response(response=response):
+                self.c.handle_response(response)
+            case StateChanged():
+                self.show_state(event)
+            case Problem(message=message):
+                self.c.error(f"the subject agent refused: {message}", "subject")
 
-    def on_response(self, response: dict[str, Any]) -> None:
-        self.c.handle_response(response)
-
-    def on_state(self, state: dict[str, Any]) -> None:
-        link = str(state.get("link", ""))
-        mapped = {"disconnected": "closed", "refused": "failed"}.get(link, link)
+    def show_state(self, event: StateChanged) -> None:
         rtt = self.client.clock.rtt if self.client is not None else None
-        consumers = state.get("consumers")
-        detail = (str(state.get("error") or "").removeprefix(f"{self.url}: ")  # the address is said beside it
+        consumers = event.agent.get("consumers")
+        detail = (event.error.removeprefix(f"{self.url}: ")  # the address is said beside it
                   or (f"{len(consumers)} stimulus program(s) attached" if consumers else ""))
-        self.c.connection("subject", mapped, url=self.url, detail=str(detail or ""),
-                          fingerprint=str(state.get("fingerprint") or getattr(self.client, "fingerprint", "") or ""),
+        self.c.connection("subject", event.state.shown, url=self.url, detail=detail,
+                          fingerprint=event.fingerprint or str(getattr(self.client, "fingerprint", "") or ""),
                           rtt_ms=None if rtt is None else rtt * 1e3)
-
-    def on_error(self, message: str) -> None:
-        self.c.error(f"the subject agent refused: {message}", "subject")
 
 
 def _known_hosts(session: ConsoleSession) -> Any:

@@ -40,6 +40,15 @@ class LinkState(enum.StrEnum):
     CLOSED = "closed"  # closed on purpose
     FAILED = "failed"  # it stopped trying: a refused certificate or token, or it could not start
 
+    @property
+    def shown(self) -> LinkState:
+        """The operator's word for it: every attempt to (re)connect is "connecting", a link down "closed"."""
+        return _SHOWN.get(self, self)
+
+
+_SHOWN = {LinkState.RESYNCING: LinkState.CONNECTING, LinkState.RECONNECTING: LinkState.CONNECTING,
+          LinkState.DISCONNECTED: LinkState.CLOSED}
+
 
 class Kind(enum.StrEnum):
     """What an outgoing frame is, so a client can mark it (the subject link marks resent feedback late)."""

@@ -4,21 +4,25 @@ It dials out (``wss://`` with a pinned certificate and a token, via :mod:`rtcont
 measures the clock offset (:class:`rtcontrol.link.clock.ClockSync`) so the agent reports stamps in the
 console's clock, reconnects with backoff, and resends every feedback value the agent has not
 acknowledged (marked ``late``; the agent drops duplicates by run and volume index). Nothing here
-blocks: ``send_feedback`` and ``send_message`` only queue.
+blocks: ``send_feedback`` and ``send_message`` only queue. What to send and resend is decided by the
+shared delivery core (:class:`rtcontrol.link.delivery.Outbox`), reconnecting by
+:func:`rtcontrol.link.reconnect.redial`.
 
-Callbacks (plain functions, called on the event loop):
+Everything the link has to say goes to one callback, ``on_event(event)`` (a plain function, called on
+the event loop) with an event of :mod:`rtcontrol.link.events`:
 
-* ``on_delivery(run, index, stamps)``: ``stamps`` has ``subject_delivered``, then ``consumer_taken`` and
+* :class:`Delivery` ``(run, index, stamps)``: ``stamps`` has ``subject_delivered``, then ``consumer_taken`` and
   ``displayed`` (earliest over consumers), all in the console's ``time.monotonic()`` clock, plus
   ``consumers`` (per consumer: ``taken``/``displayed``), ``late``, ``onset_missed`` and ``cancelled``, and
   the agent's word on the value: ``outcome`` ("delivered" with ``taken_by`` naming the consumers that took
   it, "no_consumer", "dropped" with ``dropped`` saying who and why, "cancelled", or while undecided
   "scheduled"/"pending"). Only "delivered" means a stimulus program got it; an ack alone does not.
-* ``on_response(response)``: ``{"consumer", "consumer_kind", "run", "t", "data"}`` from a stimulus program;
+* :class:`Response`: ``{"consumer", "consumer_kind", "run", "t", "data"}`` from a stimulus program;
   ``consumer`` is the agent's name for the authenticated connection, never taken from the message.
-* ``on_state(state)``: ``{"link": "connecting"|"connected"|"disconnected"|"refused", ...}`` plus the
-  agent's ``run`` and ``consumers`` when it reports them.
-* ``on_error(message)``: the agent refused something the console sent.
+* :class:`StateChanged`: ``state`` (a :class:`LinkState`: connecting, connected, disconnected, or failed
+  when the certificate or token was refused), ``error``, and in ``agent`` the agent's ``run`` and
+  ``consumers`` when it reports them.
+* :class:`Problem`: the agent refused something the console sent.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import websockets
 
 from rtcontrol.link import transport
 from rtcontrol.link.clock import ClockSync
-from rtcontrol.link.delivery import Kind, Outbox, Redial, Wait
+from rtcontrol.link.delivery import Kind, LinkState, Outbox, Redial, Wait
+from rtcontrol.link.events import Delivery, LinkEvent, Problem, Response, StateChanged
 from rtcontrol.link.reconnect import redial
 from rtcontrol.link.pinning import KnownHosts, PinError
 from rtcontrol.subject import protocol as P
@@ -52,10 +57,6 @@ class SubjectError(RuntimeError):
     """The agent (or the run settings check) refused a request; the message says why."""
 
 
-def _nop(*_: Any) -> None:
-    return None
-
-
 class SubjectClient:
     def __init__(
         self,
@@ -65,10 +66,7 @@ class SubjectClient:
         pins: KnownHosts | None = None,
         expected_fingerprint: str | None = None,
         allow_plain_loopback: bool = False,
-        on_delivery: Callable[[str, int, dict[str, Any]], None] | None = None,
-        on_response: Callable[[dict[str, Any]], None] | None = None,
-        on_state: Callable[[dict[str, Any]], None] | None = None,
-        on_error: Callable[[str], None] | None = None,
+        on_event: Callable[[LinkEvent], None] | None = None,
         backoff: tuple[float, float] = (0.1, 5.0),
         reply_timeout: float = 5.0,
     ) -> None:
@@ -76,10 +74,7 @@ class SubjectClient:
         self._connect_kw = dict(token=token, pins=pins, expected_fingerprint=expected_fingerprint,
                                 allow_plain_loopback=allow_plain_loopback, max_size=1024 * 1024,
                                 hello={"role": "console", "protocol": P.PROTOCOL})
-        self.on_delivery = on_delivery or _nop
-        self.on_response = on_response or _nop
-        self.on_state = on_state or _nop
-        self.on_error = on_error or _nop
+        self.on_event = on_event
         self.backoff = backoff
         self.reply_timeout = reply_timeout
         self.clock = ClockSync()
@@ -249,15 +244,15 @@ class SubjectClient:
             log.debug("subject link stopped with the event loop")
 
     async def _dial(self) -> transport.Connected:
-        self._state({"link": "connecting"})
+        self._state(LinkState.CONNECTING)
         return await transport.connect(self.url, **self._connect_kw)
 
     def _waiting(self, wait: Wait) -> None:
         if wait.notice:  # a busy agent, said once per episode
             log.warning("%s", wait.notice)
-            self._state({"link": "disconnected", "error": wait.notice})
+            self._state(LinkState.DISCONNECTED, wait.notice)
         elif not wait.throttled:
-            self._state({"link": "disconnected", "error": wait.error})
+            self._state(LinkState.DISCONNECTED, wait.error)
 
     async def _link(self) -> None:
         while True:
@@ -265,7 +260,7 @@ class SubjectClient:
                 connected = await redial(self._dial, self._redial, self._waiting)
             except (PinError, transport.AuthError) as exc:
                 self._fatal = exc
-                self._state({"link": "refused", "error": str(exc)})
+                self._state(LinkState.FAILED, str(exc))
                 self._first.set()
                 log.error("subject link refused: %s", exc)
                 return
@@ -278,7 +273,7 @@ class SubjectClient:
                 await self._sync_clock(CLOCK_SAMPLES)
                 self._flush()
                 self._first.set()
-                self._state({"link": "connected", "fingerprint": self.fingerprint})
+                self._state(LinkState.CONNECTED)
                 while not reader.done():
                     done, _ = await asyncio.wait({reader}, timeout=CLOCK_REFRESH_S)
                     if not done:
@@ -294,7 +289,7 @@ class SubjectClient:
                 for fut in self._replies.values():
                     if not fut.done():
                         fut.set_result({"type": "error", "message": "the link to the subject agent dropped"})
-            self._state({"link": "disconnected"})
+            self._state(LinkState.DISCONNECTED)
 
     async def _sync_clock(self, samples: int) -> None:
         conn = self._conn
@@ -332,14 +327,14 @@ class SubjectClient:
                 self._pong.set_result(msg)
         elif kind == "ack":
             self._box.ack((msg["run"], msg["index"]))
-            self.on_delivery(msg["run"], msg["index"], msg.get("stamps") or {})
+            self._emit(Delivery(msg["run"], msg["index"], msg.get("stamps") or {}))
         elif kind == "delivery":
-            self.on_delivery(msg["run"], msg["index"], msg.get("stamps") or {})
+            self._emit(Delivery(msg["run"], msg["index"], msg.get("stamps") or {}))
         elif kind == "response":
-            self.on_response({k: v for k, v in msg.items() if k not in ("type", "v")})
+            self._emit(Response({k: v for k, v in msg.items() if k not in ("type", "v")}))
         elif kind == "state":
             self.agent_state = {k: v for k, v in msg.items() if k not in ("type", "v")}
-            self._state({"link": "connected" if self._box.ready else "connecting"})
+            self._state(LinkState.CONNECTED if self._box.ready else LinkState.CONNECTING)
         elif kind in ("run_started", "run_stopped"):
             want = {"run_started": "run_start", "run_stopped": "run_stop"}[kind]
             for (sent, run), fut in list(self._replies.items()):
@@ -351,10 +346,14 @@ class SubjectClient:
             if fut is not None and not fut.done():
                 fut.set_result(msg)
             else:
-                self.on_error(str(msg.get("message")))
+                self._emit(Problem(str(msg.get("message"))))
 
-    def _state(self, state: dict[str, Any]) -> None:
+    def _emit(self, event: LinkEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _state(self, state: LinkState, error: str = "") -> None:
         try:
-            self.on_state({**self.agent_state, **state})
+            self._emit(StateChanged(state, error, self.fingerprint or "", dict(self.agent_state)))
         except Exception:
-            log.exception("on_state callback failed")
+            log.exception("subject link state callback failed")

@@ -8,17 +8,16 @@ offset so the worker's timeline stamps arrive in the console's clock.
 If it reconnects to a worker that no longer knows the session (the worker was killed and started
 again) while a run is going, the run is started again there with the same settings and every volume
 of the run so far is sent again, in order: those still unacknowledged from memory, the rest from
-``replay_source(run, indices) -> {index: Volume}`` (the console's recording). ``on_run_state`` says
-"restarting" when the new worker is found and "restarted" (with what was replayed and what could not
-be) once the replay is on its way; the console decides which feedback is catch-up
+``replay_source(run, indices) -> {index: Volume}`` (the console's recording). A :class:`RunChanged`
+says ``RESTARTING`` when the new worker is found and ``RESTARTED`` (with what was replayed and what
+could not be) once the replay is on its way; the console decides which feedback is catch-up
 (:mod:`rtcontrol.console.resume`).
 
-Callbacks may be plain functions or coroutines (scheduled as tasks)::
-
-    on_feedback(FeedbackEvent)                on_metrics(run, index, metrics)
-    on_log(run, level, message)               on_error(message, traceback)
-    on_state(state)                           on_subject_message(run, message)
-    on_run_state(run, state, info)            # "ended", "failed", "restarting", "restarted"
+What to send and resend is decided by the shared delivery core (:class:`rtcontrol.link.delivery.Outbox`),
+reconnecting by :func:`rtcontrol.link.reconnect.redial`. Everything the link has to say goes to one
+callback, ``on_event(event)`` (:mod:`rtcontrol.link.events`: :class:`StateChanged`, :class:`Problem`,
+:class:`FeedbackEvent`, :class:`LogLine`, :class:`SubjectMessage`, :class:`RunChanged`); it may be a plain
+function or a coroutine function (scheduled as a task).
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +36,10 @@ import websockets
 
 from rtcontrol.link import transport
 from rtcontrol.link.clock import ClockSync
-from rtcontrol.link.delivery import Outbox, Redial
+from rtcontrol.link.delivery import LinkState, Outbox, Redial, Wait
+from rtcontrol.link.events import (
+    FeedbackEvent, LinkEvent, LogLine, Problem, RunChange, RunChanged, StateChanged, SubjectMessage,
+)
 from rtcontrol.link.reconnect import redial
 from rtcontrol.link.codec import FrameError, decode_message, encode_message, encode_volume
 from rtcontrol.link.pinning import KnownHosts, PinError
@@ -47,7 +48,7 @@ from rtcontrol.worker.console_files import ConsoleFiles
 
 log = logging.getLogger(__name__)
 
-STATES = ("disconnected", "connecting", "resyncing", "connected", "reconnecting", "closed", "failed")
+__all__ = ["FeedbackEvent", "VolumeTooLarge", "WorkerClient", "WorkerError"]
 
 
 class WorkerError(Exception):
@@ -62,16 +63,6 @@ class VolumeTooLarge(ValueError):
     pass
 
 
-@dataclass
-class FeedbackEvent:
-    run: str
-    index: int
-    feedback: Any
-    metrics: dict[str, float | None]
-    timeline: Timeline  # every stamp in the console's clock
-    worker_timeline: dict[str, float] = field(default_factory=dict)  # raw, worker's clock
-
-
 class WorkerClient:
     def __init__(
         self,
@@ -82,13 +73,7 @@ class WorkerClient:
         expected_fingerprint: str | None = None,
         allow_plain_loopback: bool = False,
         allowed_folders: list[Path] | tuple[Path, ...] = (),
-        on_feedback: Callable | None = None,
-        on_metrics: Callable | None = None,
-        on_log: Callable | None = None,
-        on_error: Callable | None = None,
-        on_state: Callable | None = None,
-        on_subject_message: Callable | None = None,
-        on_run_state: Callable | None = None,
+        on_event: Callable[[LinkEvent], Any] | None = None,
         replay_source: Callable | None = None,
         max_size: int = transport.DEFAULT_MAX_SIZE,
         backoff: tuple[float, float] = (0.05, 5.0),
@@ -99,15 +84,13 @@ class WorkerClient:
         self._pins, self._expected = pins, expected_fingerprint
         self._allow_plain = allow_plain_loopback
         self.files = ConsoleFiles(list(allowed_folders))
-        self.on_feedback, self.on_metrics, self.on_log = on_feedback, on_metrics, on_log
-        self.on_error, self.on_state, self.on_subject_message = on_error, on_state, on_subject_message
-        self.on_run_state = on_run_state
+        self.on_event = on_event
         self.replay_source = replay_source
         self._max_size, self._backoff = max_size, backoff
         self._ping_interval, self._request_timeout = ping_interval, request_timeout
         self.session = uuid.uuid4().hex
         self.clock = ClockSync()
-        self._state = "disconnected"
+        self._state = LinkState.DISCONNECTED
         self._conn: websockets.ClientConnection | None = None
         self._worker_max_size = max_size
         self._fingerprint: str | None = None
@@ -142,7 +125,7 @@ class WorkerClient:
     # ----------------------------------------------------------------- properties
 
     @property
-    def state(self) -> str:
+    def state(self) -> LinkState:
         return self._state
 
     @property
@@ -172,17 +155,17 @@ class WorkerClient:
     async def connect(self) -> None:
         """Connect once (raises LinkError/PinError/AuthError); afterwards reconnection is automatic."""
         self._closing = False
-        self._set_state("connecting")
+        self._set_state(LinkState.CONNECTING)
         try:
             link = await transport.connect_waiting(self._dial, self._redial.throttle, self._notice)
         except BaseException:
-            self._set_state("failed")
+            self._set_state(LinkState.FAILED)
             raise
         self._fingerprint = link.fingerprint
         self._ready = asyncio.Event()
         self._supervisor = asyncio.create_task(self._supervise(link), name="worker link")
         await self._ready.wait()  # resync done: state is "connected"
-        if self._state == "failed":
+        if self._state is LinkState.FAILED:
             raise transport.LinkError(f"the link to {self.url} failed while starting")
 
     async def close(self) -> None:
@@ -201,7 +184,7 @@ class WorkerClient:
         for fut in self._replies.values():
             if not fut.done():
                 fut.set_exception(WorkerError("the worker link was closed"))
-        self._set_state("closed")
+        self._set_state(LinkState.CLOSED)
 
     async def __aenter__(self) -> WorkerClient:
         await self.connect()
@@ -222,18 +205,18 @@ class WorkerClient:
             await self._serve_connection(link)
             if self._closing:
                 return
-            self._set_state("reconnecting")
+            self._set_state(LinkState.RECONNECTING)
             await asyncio.sleep(self._backoff[0])
             try:
                 link = await redial(self._dial, self._redial, self._waiting)
             except (PinError, transport.AuthError) as exc:
-                self._set_state("failed")
-                self._emit(self.on_error, f"worker link: {exc}", "")
+                self._set_state(LinkState.FAILED)
+                self._emit(Problem(f"worker link: {exc}"))
                 self._ready.set()
                 return
             self.reconnects += 1
 
-    def _waiting(self, wait: Any) -> None:
+    def _waiting(self, wait: Wait) -> None:
         if wait.notice:
             self._notice(wait.notice)
         else:
@@ -244,7 +227,7 @@ class WorkerClient:
         self._box.connected()
         self._fingerprint = link.fingerprint
         self._worker_max_size = int(link.welcome.get("max_size") or self._max_size)
-        self._set_state("resyncing")
+        self._set_state(LinkState.RESYNCING)
         if self._had_session and not link.welcome.get("resumed"):
             self._session_lost()
         self._had_session = True
@@ -254,14 +237,14 @@ class WorkerClient:
             if self._restarting and not await self._restart_run(conn, reader):
                 return  # the link dropped while the run was starting again: it is tried again on the next one
             await self._flush(conn)
-            self._set_state("connected")  # no await since the last check: nothing is left behind
+            self._set_state(LinkState.CONNECTED)  # no await since the last check: nothing is left behind
             self._ready.set()
             await reader
         except websockets.ConnectionClosed:
             pass
         except Exception as exc:  # a bug must not end reconnection silently: report, drop, reconnect
             log.exception("worker link failed")
-            self._emit(self.on_error, f"worker link: {type(exc).__name__}: {exc}", "")
+            self._emit(Problem(f"worker link: {type(exc).__name__}: {exc}"))
             with contextlib.suppress(Exception):
                 await conn.close(1011, "console-side error")
         finally:
@@ -287,7 +270,7 @@ class WorkerClient:
         if run is not None and self._run_start and (done is None or not done.done()):
             self._restarting = True
             info = {"run": run, "volumes": len(self._run_sent), "previous_data_dir": self._run_data_dir}
-            self._emit(self.on_run_state, run, "restarting", info)
+            self._emit(RunChanged(run, RunChange.RESTARTING, info))
             return
         lost = len(self._box.session_lost())
         self._acked_all.set()
@@ -298,9 +281,9 @@ class WorkerClient:
             self._fail_run(run, message)
 
     def _fail_run(self, run: str, message: str) -> None:
-        self._emit(self.on_error, message, "")
+        self._emit(Problem(message))
         info = {"run": run, "message": message}
-        self._emit(self.on_run_state, run, "failed", info)
+        self._emit(RunChanged(run, RunChange.FAILED, info))
         done = self._run_done.get(run)
         if done is not None and not done.done():
             done.set_result(info)
@@ -378,7 +361,7 @@ class WorkerClient:
             why = "they are not in the console's record"
         info = {"run": run, "volumes": len(indices), "replayed": replayed, "lost": lost, "why": why,
                 "data_dir": self._run_data_dir, "previous_data_dir": restart["previous"]}
-        self._emit(self.on_run_state, run, "restarted", info)
+        self._emit(RunChanged(run, RunChange.RESTARTED, info))
         return True
 
     async def _flush(self, conn: websockets.ClientConnection) -> None:
@@ -497,7 +480,7 @@ class WorkerClient:
             try:
                 msg = decode_message(raw)
             except FrameError as exc:
-                self._emit(self.on_error, f"worker link: {exc}", "")
+                self._emit(Problem(f"worker link: {exc}"))
                 continue
             kind = msg["type"]
             if kind == "ack":
@@ -516,14 +499,14 @@ class WorkerClient:
             elif kind == "file_request":
                 self._spawn(self._answer_file(conn, msg))
             elif kind == "error":
-                self._emit(self.on_error, f"worker: {msg.get('message')}", "")
+                self._emit(Problem(f"worker: {msg.get('message')}"))
 
     def _on_ack(self, msg: dict[str, Any]) -> None:
         self._box.ack((msg.get("run"), msg.get("index")))  # type: ignore[arg-type]
         if not len(self._box):
             self._acked_all.set()
         if msg.get("error"):
-            self._emit(self.on_error, f"worker: {msg['error']}", "")
+            self._emit(Problem(f"worker: {msg['error']}"))
 
     async def _on_event(self, conn: websockets.ClientConnection, msg: dict[str, Any]) -> None:
         seq = int(msg.get("seq", 0))
@@ -542,17 +525,16 @@ class WorkerClient:
                 tl.stamp(stage, self.clock.to_local(float(t)))
             tl.stamp("feedback_received")
             ev = FeedbackEvent(run, int(msg["index"]), msg.get("feedback"), msg.get("metrics") or {}, tl, worker_tl)
-            self._emit(self.on_feedback, ev)
-            self._emit(self.on_metrics, run, ev.index, ev.metrics)
+            self._emit(ev)
         elif event == "log":
-            self._emit(self.on_log, run, msg.get("level", "INFO"), msg.get("message", ""))
+            self._emit(LogLine(run, msg.get("level", "INFO"), msg.get("message", "")))
         elif event == "subject_message":
-            self._emit(self.on_subject_message, run, msg.get("message"))
+            self._emit(SubjectMessage(run, msg.get("message")))
         elif event in ("run_failed", "run_ended"):
-            state = "failed" if event == "run_failed" else "ended"
-            if state == "failed":
-                self._emit(self.on_error, f"run {run}: {msg.get('message')}", msg.get("traceback", ""))
-            self._emit(self.on_run_state, run, state, msg)
+            state = RunChange.FAILED if event == "run_failed" else RunChange.ENDED
+            if state is RunChange.FAILED:
+                self._emit(Problem(f"run {run}: {msg.get('message')}", msg.get("traceback", "")))
+            self._emit(RunChanged(str(run), state, msg))
             done = self._run_done.get(run)
             if done is not None and not done.done():
                 done.set_result(msg)
@@ -569,7 +551,7 @@ class WorkerClient:
         except Exception as exc:
             reply.update(ok=False, code="error", error=f"{type(exc).__name__}: {exc}")
         if not reply["ok"]:
-            self._emit(self.on_log, self._run, "WARNING", f"console file request refused: {reply['error']}")
+            self._emit(LogLine(self._run, "WARNING", f"console file request refused: {reply['error']}"))
         with contextlib.suppress(websockets.ConnectionClosed):
             await conn.send(encode_message("file_reply", **reply))
 
@@ -585,22 +567,22 @@ class WorkerClient:
 
     def _notice(self, message: str) -> None:
         log.warning("%s", message)
-        self._emit(self.on_log, self._run, "WARNING", message)
+        self._emit(LogLine(self._run, "WARNING", message))
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: LinkState) -> None:
         if state != self._state:
             self._state = state
-            self._emit(self.on_state, state)
+            self._emit(StateChanged(state, fingerprint=self._fingerprint or ""))
 
-    def _emit(self, callback: Callable | None, *args: Any) -> None:
-        if callback is None:
+    def _emit(self, event: LinkEvent) -> None:
+        if self.on_event is None:
             return
         try:
-            result = callback(*args)
+            result = self.on_event(event)
             if inspect.isawaitable(result):
                 self._spawn(result)
         except Exception:
-            log.exception("worker client callback %r failed", callback)
+            log.exception("worker client callback failed on %s", type(event).__name__)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
