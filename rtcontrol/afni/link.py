@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from rtcontrol.afni import protocol
 from rtcontrol.afni.channel import ChannelSettings
 from rtcontrol.afni.motion import DEFAULT_PORT, MotionBye, MotionHello, MotionReceiver, MotionRecord
 from rtcontrol.afni.sender import AfniSender, SenderEvent, SenderSettings, SenderStatus
+from rtcontrol.console.events import EventBus, RunEnded
+from rtcontrol.link.delivery import LinkState
 from rtcontrol.scanner.volume import Volume
 
 
@@ -213,48 +215,53 @@ class AfniLink:
         self._emit(MotionUpdate("error", message=message))
 
 
-def attach_to_console(controller: Any) -> AfniLink:
+class ConsoleSide(Protocol):
+    """What :func:`attach_to_console` needs of the console controller."""
+
+    afni: Any  # its VolumeSink: an AfniLink once attached
+    settings: Any  # RunSettings: ``settings.afni`` has host, control_port, data_port, enabled
+    events: EventBus
+
+    def connection(self, name: str, state: LinkState, **kw: Any) -> None: ...
+
+    def warn(self, text: str, source: str = ...) -> None: ...
+
+    def error(self, text: str, source: str = ...) -> None: ...
+
+    def attach_afni(self, sink: Any) -> None: ...
+
+
+def attach_to_console(controller: ConsoleSide) -> AfniLink:
     """The console controller's AFNI link: reuse ``controller.afni`` or make one from ``[afni]``.
 
     Sender states go to ``controller.connection("afni", ...)``, problems to its log, and the
     AFNI run ends when the console's run ends. Switched on when the settings say ``enabled``.
     """
-    existing = getattr(controller, "afni", None)
-    if isinstance(existing, AfniLink):
-        return existing
-    section = getattr(getattr(controller, "settings", None), "afni", None)
-    settings = AfniLinkSettings()
-    if section is not None:
-        settings.host = getattr(section, "host", settings.host)
-        settings.control_port = getattr(section, "control_port", settings.control_port)
-        settings.data_port = getattr(section, "data_port", settings.data_port)
+    if isinstance(controller.afni, AfniLink):
+        return controller.afni
+    section = controller.settings.afni
+    settings = AfniLinkSettings(host=section.host, control_port=section.control_port, data_port=section.data_port)
     link = AfniLink(settings)
 
     def forward(event: Any) -> None:
         if isinstance(event, SenderEvent):
-            if event.kind == "state" and hasattr(controller, "connection"):
-                state = {"sending": "connected", "idle": "connected", "off": "off"}.get(link.status.state, "connecting")
-                if link.status.state == "waiting":
-                    state = "failed"
-                controller.connection("afni", state, detail=event.message)
-            elif event.kind in ("not_sent", "warning") and hasattr(controller, "warn"):
+            if event.kind == "state":
+                controller.connection("afni", link.status.state.link_state, detail=event.message)
+            elif event.kind in ("not_sent", "warning"):
                 if event.kind == "warning" or event.index in (0, None) or link.status.volumes_not_sent % 10 == 1:
                     controller.warn(f"AFNI: {event.message}", "afni")
-            elif event.kind == "error" and hasattr(controller, "error"):
+            elif event.kind == "error":
                 controller.error(f"AFNI: {event.message}", "afni")
 
     link.add_listener(forward)
-    events = getattr(controller, "events", None)
-    if events is not None and hasattr(events, "subscribe"):
 
-        def on_console_event(event: Any) -> None:
-            if type(event).__name__ == "RunEnded":
-                link.end_run()
+    def on_console_event(event: Any) -> None:
+        if isinstance(event, RunEnded):
+            link.end_run()
 
-        events.subscribe(on_console_event)
-    if hasattr(controller, "attach_afni"):
-        controller.attach_afni(link)
-    if section is not None and getattr(section, "enabled", False):
+    controller.events.subscribe(on_console_event)
+    controller.attach_afni(link)
+    if section.enabled:
         with contextlib.suppress(RuntimeError):
             link.set_enabled(True)
     return link

@@ -21,7 +21,10 @@ from rtcontrol.scanner.volume import Timeline
 from rtcontrol.subject.protocol import OnsetMode
 
 if TYPE_CHECKING:
+    from rtcontrol.console.controller import ConsoleController
     from rtcontrol.console.session import ConsoleSession
+    from rtcontrol.subject.link import SubjectClient
+    from rtcontrol.worker.client import WorkerClient
 
 log = logging.getLogger("rtcontrol.console")
 
@@ -36,7 +39,7 @@ async def connect_all(session: ConsoleSession, stack: contextlib.AsyncExitStack)
             from rtcontrol.afni.link import attach_to_console
         except ImportError as exc:
             c.warn(f"AFNI sending is on in the settings, but the AFNI sender is not in this build ({exc.name})", "afni")
-            c.connection("afni", "off", detail="not available in this build")
+            c.connection("afni", LinkState.OFF, detail="not available in this build")
             return
         attach_to_console(c)  # reuses the GUI panel's link; switched on when [afni] enabled = true
         c.info(f"AFNI realtime sender {'on' if c.settings.afni.enabled else 'ready (off)'}: "
@@ -50,7 +53,7 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
         from rtcontrol.worker.client import WorkerClient
     except ImportError as exc:
         c.warn(f"no worker in this build ({exc.name} missing): volumes are shown but not analysed", "worker")
-        c.connection("worker", "off", detail="not available in this build")
+        c.connection("worker", LinkState.OFF, detail="not available in this build")
         return
     adapter = WorkerAdapter(c)
     if s.url:
@@ -58,12 +61,12 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
     else:
         from rtcontrol.worker.embedded import local_worker
 
-        c.connection("worker", "connecting", detail="starting a worker on this machine")
+        c.connection("worker", LinkState.CONNECTING, detail="starting a worker on this machine")
         c.info("starting a worker on this machine…", "worker")
         try:
             info = await stack.enter_async_context(local_worker(**session.worker_options))
         except Exception as exc:
-            c.connection("worker", "failed", detail=str(exc))
+            c.connection("worker", LinkState.FAILED, detail=str(exc))
             c.error(f"the local worker did not start: {exc}", "worker")
             return
         session.embedded["worker"] = info
@@ -77,11 +80,11 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
         backoff=(0.05, 0.25),  # a worker back after a restart is found within a quarter second
     )
     adapter.client, adapter.url = client, url
-    c.connection("worker", "connecting", url=url)
+    c.connection("worker", LinkState.CONNECTING, url=url)
     try:
         await client.connect()
     except Exception as exc:
-        c.connection("worker", "failed", url=url, detail=str(exc))
+        c.connection("worker", LinkState.FAILED, url=url, detail=str(exc))
         c.error(f"cannot reach the worker at {url}: {exc}", "worker")
         return
     stack.push_async_callback(client.close)
@@ -92,9 +95,9 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
 class WorkerAdapter:
     """:class:`rtcontrol.worker.client.WorkerClient` seen as the controller's ``WorkerLink``."""
 
-    def __init__(self, controller: Any) -> None:
+    def __init__(self, controller: ConsoleController) -> None:
         self.c = controller
-        self.client: Any = None
+        self.client: WorkerClient | None = None
         self.url = ""
 
     async def list_projects(self) -> list[dict[str, Any]]:
@@ -103,7 +106,7 @@ class WorkerAdapter:
     @property
     def plugins(self) -> dict[str, Any] | None:
         """The worker's plugins as its last project list carried them (None from an older worker)."""
-        return getattr(self.client, "plugins", None)
+        return self.client.plugins
 
     async def project_settings(self, project: str) -> list[dict[str, Any]]:
         return list(await self.client.project_settings(project))
@@ -170,7 +173,7 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
         from rtcontrol.subject.link import SubjectClient
     except ImportError as exc:
         c.warn(f"no subject agent link in this build ({exc.name} missing): feedback stays on the console", "subject")
-        c.connection("subject", "off", detail="not available in this build")
+        c.connection("subject", LinkState.OFF, detail="not available in this build")
         return
     adapter = SubjectAdapter(c)
     if s.url:
@@ -178,7 +181,7 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
     else:
         from rtcontrol.subject.embedded import local_subject_agent
 
-        c.connection("subject", "connecting", detail="starting a subject agent on this machine")
+        c.connection("subject", LinkState.CONNECTING, detail="starting a subject agent on this machine")
         info = await stack.enter_async_context(local_subject_agent(display=session.subject_display))
         session.embedded["subject"] = info
         url, token, expected, pins = info.url, info.token, info.fingerprint, None
@@ -187,12 +190,12 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
     client = SubjectClient(url, token=token, pins=pins, expected_fingerprint=expected, on_event=adapter.on_event)
     adapter.client = client
     adapter.url = url
-    c.connection("subject", "connecting", url=url)
+    c.connection("subject", LinkState.CONNECTING, url=url)
     try:
         await client.connect()
     except Exception as exc:
         reason = str(exc).removeprefix(f"{url}: ")  # the link's errors name the address; say it once
-        c.connection("subject", "failed", url=url, detail=reason)
+        c.connection("subject", LinkState.FAILED, url=url, detail=reason)
         c.error(f"cannot reach the subject agent at {url}: {reason}", "subject")
         await client.close()
         return
@@ -203,9 +206,9 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
 class SubjectAdapter:
     """:class:`rtcontrol.subject.link.SubjectClient` seen as the controller's ``SubjectLink``."""
 
-    def __init__(self, controller: Any) -> None:
+    def __init__(self, controller: ConsoleController) -> None:
         self.c = controller
-        self.client: Any = None
+        self.client: SubjectClient | None = None
         self.url = ""
         self.run = ""
 
@@ -256,7 +259,7 @@ class SubjectAdapter:
         detail = (event.error.removeprefix(f"{self.url}: ")  # the address is said beside it
                   or (f"{len(consumers)} stimulus program(s) attached" if consumers else ""))
         self.c.connection("subject", event.state.shown, url=self.url, detail=detail,
-                          fingerprint=event.fingerprint or str(getattr(self.client, "fingerprint", "") or ""),
+                          fingerprint=event.fingerprint or str(self.client.fingerprint or ""),
                           rtt_ms=None if rtt is None else rtt * 1e3)
 
 
