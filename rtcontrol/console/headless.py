@@ -31,6 +31,7 @@ from rtcontrol.console import events as ev
 from rtcontrol.console import options
 from rtcontrol.console.session import ConsoleSession
 from rtcontrol.console.settings import SettingsError
+from rtcontrol.link.delivery import LinkState
 from rtcontrol.link.pinning import PinRejected
 from rtcontrol.paths import user_data_dir
 
@@ -97,7 +98,7 @@ async def run_session(session: ConsoleSession, *, quiet: bool = False, out: Text
 
     def note_failed_link(event: Any) -> None:
         if isinstance(event, ev.ConnectionChanged) and event.name in ("worker", "subject"):
-            if event.state == "failed":
+            if event.state is LinkState.FAILED:
                 detail = str(getattr(event, "detail", "") or "")
                 url = str(getattr(event, "url", "") or "")
                 failed[event.name] = detail if not url or url in detail else f"{url}: {detail}"

@@ -39,8 +39,8 @@ from rtcontrol.link import transport
 from rtcontrol.link.clock import ClockSync
 from rtcontrol.link.delivery import Kind, LinkState, Outbox, Redial, Wait
 from rtcontrol.link.events import Delivery, LinkEvent, Problem, Response, StateChanged
-from rtcontrol.link.reconnect import redial
 from rtcontrol.link.pinning import KnownHosts, PinError
+from rtcontrol.link.reconnect import redial
 from rtcontrol.subject import protocol as P
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ class SubjectClient:
     def __init__(
         self,
         url: str,
-        *,
         token: str,
+        *,
         pins: KnownHosts | None = None,
         expected_fingerprint: str | None = None,
         allow_plain_loopback: bool = False,

@@ -36,13 +36,13 @@ import websockets
 
 from rtcontrol.link import transport
 from rtcontrol.link.clock import ClockSync
+from rtcontrol.link.codec import FrameError, decode_message, encode_message, encode_volume
 from rtcontrol.link.delivery import LinkState, Outbox, Redial, Wait
 from rtcontrol.link.events import (
     FeedbackEvent, LinkEvent, LogLine, Problem, RunChange, RunChanged, StateChanged, SubjectMessage,
 )
-from rtcontrol.link.reconnect import redial
-from rtcontrol.link.codec import FrameError, decode_message, encode_message, encode_volume
 from rtcontrol.link.pinning import KnownHosts, PinError
+from rtcontrol.link.reconnect import redial
 from rtcontrol.scanner.volume import Timeline, Volume
 from rtcontrol.worker.console_files import ConsoleFiles
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rtcontrol.link.events import FeedbackEvent, route
 from rtcontrol.link.certs import make_certificate
+from rtcontrol.link.events import FeedbackEvent, route
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
 from rtcontrol.worker.client import WorkerClient

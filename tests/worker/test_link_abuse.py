@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 import websockets
 
-from rtcontrol.link.events import LogLine, Problem, StateChanged, route
 from rtcontrol.link import transport
 from rtcontrol.link.codec import decode_message, encode_message
+from rtcontrol.link.events import LogLine, Problem, StateChanged, route
 from rtcontrol.worker.client import FeedbackEvent, WorkerClient
 from rtcontrol.worker.embedded import local_worker
 from tests.link.abuse import bad_tokens, flood_one, insecure_context, rss
