@@ -239,15 +239,21 @@ class Redial:
     ``failed(exc)`` re-raises a refused certificate (:class:`PinError`) or token (:class:`AuthError`): a
     link never retries those. A busy peer (:class:`Throttled`, HTTP 429/503) is waited for as long as it
     asks, said once per episode; any other link or network error doubles the wait up to ``cap``.
-    ``succeeded()`` after a connection starts over."""
+    ``succeeded()`` after a connection starts over.
+
+    A first connection (the operator is waiting for it) is dialled with ``retry_errors=False``: an
+    unreachable peer is said at once, and a busy one is waited for up to ``budget`` seconds in all."""
 
     FATAL = (PinError, AuthError)
 
-    def __init__(self, who: str, first: float, cap: float) -> None:
+    def __init__(self, who: str, first: float, cap: float, *, retry_errors: bool = True,
+                 budget: float | None = None) -> None:
         self.first, self.cap = first, cap
+        self.retry_errors, self.budget = retry_errors, budget
         self.delay = first
         self.throttle = ThrottleNotice(who)
         self.attempts = 0
+        self.waited = 0.0  # seconds of Throttled waits since the last connection
 
     def failed(self, exc: BaseException) -> Wait:
         self.attempts += 1
@@ -255,12 +261,16 @@ class Redial:
             raise exc
         if isinstance(exc, Throttled):
             delay, notice = self.throttle.wait(exc)
+            if self.budget is not None and self.waited + delay > self.budget:
+                raise exc
+            self.waited += delay
             return Wait(delay, notice, str(exc), throttled=True)
-        if isinstance(exc, (LinkError, OSError)):
+        if isinstance(exc, (LinkError, OSError)) and self.retry_errors:
             delay, self.delay = self.delay, min(self.delay * 2, self.cap)
             return Wait(delay, None, str(exc))
         raise exc
 
     def succeeded(self) -> None:
         self.delay = self.first
+        self.waited = 0.0
         self.throttle.clear()

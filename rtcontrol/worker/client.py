@@ -157,7 +157,8 @@ class WorkerClient:
         self._closing = False
         self._set_state(LinkState.CONNECTING)
         try:
-            link = await transport.connect_waiting(self._dial, self._redial.throttle, self._notice)
+            first = Redial("worker link", *self._backoff, retry_errors=False, budget=60.0)
+            link = await redial(self._dial, first, self._waiting)
         except BaseException:
             self._set_state(LinkState.FAILED)
             raise

@@ -153,6 +153,15 @@ def test_other_failures_back_off_up_to_the_cap_and_start_over_after_a_connection
     assert policy.failed(LinkError("down")).delay == 0.1
 
 
+def test_a_first_connection_says_an_unreachable_peer_at_once_and_waits_for_a_busy_one_within_its_budget() -> None:
+    policy = Redial("worker link", 0.05, 1.0, retry_errors=False, budget=60.0)
+    with pytest.raises(LinkError, match="no worker"):
+        policy.failed(LinkError("no worker at wss://127.0.0.1:1"))
+    assert [policy.failed(Throttled("busy", 25.0)).delay for _ in range(2)] == [25.0, 25.0]
+    with pytest.raises(Throttled):  # a third 25 s wait would go over the 60 s budget
+        policy.failed(Throttled("busy", 25.0))
+
+
 @pytest.mark.parametrize("refusal", [AuthError("the worker refused the token"), PinError("certificate changed")])
 def test_a_refused_token_or_certificate_is_fatal(refusal: Exception) -> None:
     policy = Redial("worker link", 0.05, 1.0)
