@@ -2,8 +2,9 @@
 
 The GUI's AFNI panel (``rtcontrol.gui.afni_panel``) is a view of an :class:`AfniLink`; the
 console controller uses it as its AFNI ``VolumeSink`` (``send_volume`` only queues: AFNI's
-trouble never reaches the scanner path). :func:`attach_to_console` wires one to a console
-controller (settings ``[afni]``, connection state and warnings, end of run).
+trouble never reaches the scanner path). The console wires one to its controller
+(:func:`rtcontrol.console.links.attach_to_console`: settings ``[afni]``, connection state and warnings,
+end of run).
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from rtcontrol.afni import protocol
 from rtcontrol.afni.channel import ChannelSettings
 from rtcontrol.afni.motion import DEFAULT_PORT, MotionBye, MotionHello, MotionReceiver, MotionRecord
 from rtcontrol.afni.sender import AfniSender, SenderEvent, SenderSettings, SenderStatus
-from rtcontrol.console.events import EventBus, RunEnded
-from rtcontrol.link.delivery import LinkState
 from rtcontrol.scanner.volume import Volume
 
 
@@ -213,55 +212,3 @@ class AfniLink:
     def _motion_error(self, message: str) -> None:
         self.motion.last_error = message
         self._emit(MotionUpdate("error", message=message))
-
-
-class ConsoleSide(Protocol):
-    """What :func:`attach_to_console` needs of the console controller."""
-
-    afni: Any  # its VolumeSink: an AfniLink once attached
-    settings: Any  # RunSettings: ``settings.afni`` has host, control_port, data_port, enabled
-    events: EventBus
-
-    def connection(self, name: str, state: LinkState, **kw: Any) -> None: ...
-
-    def warn(self, text: str, source: str = ...) -> None: ...
-
-    def error(self, text: str, source: str = ...) -> None: ...
-
-    def attach_afni(self, sink: Any) -> None: ...
-
-
-def attach_to_console(controller: ConsoleSide) -> AfniLink:
-    """The console controller's AFNI link: reuse ``controller.afni`` or make one from ``[afni]``.
-
-    Sender states go to ``controller.connection("afni", ...)``, problems to its log, and the
-    AFNI run ends when the console's run ends. Switched on when the settings say ``enabled``.
-    """
-    if isinstance(controller.afni, AfniLink):
-        return controller.afni
-    section = controller.settings.afni
-    settings = AfniLinkSettings(host=section.host, control_port=section.control_port, data_port=section.data_port)
-    link = AfniLink(settings)
-
-    def forward(event: Any) -> None:
-        if isinstance(event, SenderEvent):
-            if event.kind == "state":
-                controller.connection("afni", link.status.state.link_state, detail=event.message)
-            elif event.kind in ("not_sent", "warning"):
-                if event.kind == "warning" or event.index in (0, None) or link.status.volumes_not_sent % 10 == 1:
-                    controller.warn(f"AFNI: {event.message}", "afni")
-            elif event.kind == "error":
-                controller.error(f"AFNI: {event.message}", "afni")
-
-    link.add_listener(forward)
-
-    def on_console_event(event: Any) -> None:
-        if isinstance(event, RunEnded):
-            link.end_run()
-
-    controller.events.subscribe(on_console_event)
-    controller.attach_afni(link)
-    if section.enabled:
-        with contextlib.suppress(RuntimeError):
-            link.set_enabled(True)
-    return link

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rtcontrol.console import events as ev
 from rtcontrol.link.delivery import LinkState
 from rtcontrol.link.events import (
     Delivery, FeedbackEvent, LinkEvent, LogLine, Problem, Response, RunChange, RunChanged, StateChanged,
@@ -21,6 +23,7 @@ from rtcontrol.scanner.volume import Timeline
 from rtcontrol.subject.protocol import OnsetMode
 
 if TYPE_CHECKING:
+    from rtcontrol.afni.link import AfniLink
     from rtcontrol.console.controller import ConsoleController
     from rtcontrol.console.session import ConsoleSession
     from rtcontrol.subject.link import SubjectClient
@@ -36,7 +39,7 @@ async def connect_all(session: ConsoleSession, stack: contextlib.AsyncExitStack)
     await asyncio.gather(_connect_worker(session, stack), _connect_subject(session, stack))
     if c.settings.afni.enabled or c.afni is not None:
         try:
-            from rtcontrol.afni.link import attach_to_console
+            importlib.import_module("rtcontrol.afni.link")  # a build without the AFNI sender still opens
         except ImportError as exc:
             c.warn(f"AFNI sending is on in the settings, but the AFNI sender is not in this build ({exc.name})", "afni")
             c.connection("afni", LinkState.OFF, detail="not available in this build")
@@ -44,6 +47,45 @@ async def connect_all(session: ConsoleSession, stack: contextlib.AsyncExitStack)
         attach_to_console(c)  # reuses the GUI panel's link; switched on when [afni] enabled = true
         c.info(f"AFNI realtime sender {'on' if c.settings.afni.enabled else 'ready (off)'}: "
                f"{c.settings.afni.host}:{c.settings.afni.control_port}", "afni")
+
+
+def attach_to_console(controller: ConsoleController) -> AfniLink:
+    """The console controller's AFNI link: reuse ``controller.afni`` or make one from ``[afni]``.
+
+    Sender states go to ``controller.connection("afni", ...)``, problems to its log, and the
+    AFNI run ends when the console's run ends. Switched on when the settings say ``enabled``.
+    """
+    from rtcontrol.afni.link import AfniLink, AfniLinkSettings
+    from rtcontrol.afni.sender import SenderEvent
+
+    if isinstance(controller.afni, AfniLink):
+        return controller.afni
+    section = controller.settings.afni
+    link = AfniLink(AfniLinkSettings(host=section.host, control_port=section.control_port,
+                                     data_port=section.data_port))
+
+    def forward(event: Any) -> None:
+        if isinstance(event, SenderEvent):
+            if event.kind == "state":
+                controller.connection("afni", link.status.state.link_state, detail=event.message)
+            elif event.kind in ("not_sent", "warning"):
+                if event.kind == "warning" or event.index in (0, None) or link.status.volumes_not_sent % 10 == 1:
+                    controller.warn(f"AFNI: {event.message}", "afni")
+            elif event.kind == "error":
+                controller.error(f"AFNI: {event.message}", "afni")
+
+    link.add_listener(forward)
+
+    def on_console_event(event: Any) -> None:
+        if isinstance(event, ev.RunEnded):
+            link.end_run()
+
+    controller.events.subscribe(on_console_event)
+    controller.attach_afni(link)
+    if section.enabled:
+        with contextlib.suppress(RuntimeError):
+            link.set_enabled(True)
+    return link
 
 
 async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
