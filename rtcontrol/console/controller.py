@@ -6,7 +6,9 @@ and the lateness diagnostics, resumes a run on a worker that restarted mid-run (
 old volumes is catch-up: recorded, not passed on; see :mod:`rtcontrol.console.resume`), and
 publishes everything on :attr:`events` for the GUI, the headless printer or a test. Links are
 attached from outside (see :mod:`rtcontrol.console.links`), so the controller runs the same
-against embedded loopback services or remote ones.
+against embedded loopback services or remote ones. It knows its collaborators only by the protocols
+of :mod:`rtcontrol.console.ports` and calls their methods directly; ``tests/console/fakes.py``
+implements them in memory.
 """
 
 from __future__ import annotations

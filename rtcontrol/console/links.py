@@ -1,7 +1,9 @@
 """Connect the controller to the parts of rtcontrol that do the real work.
 
 Each part is imported only here, so the controller stays testable on its own and a build
-without one part still opens: the operator is told plainly what is missing.
+without one part still opens: the operator is told plainly what is missing. The adapters turn each
+link's events (:mod:`rtcontrol.link.events`, one ``on_event`` callback) into controller calls, and
+:func:`attach_to_console` wires the AFNI sender (the AFNI part does not know the console).
 """
 
 from __future__ import annotations
