@@ -2,8 +2,9 @@
 
 The GUI's AFNI panel (``rtcontrol.gui.afni_panel``) is a view of an :class:`AfniLink`; the
 console controller uses it as its AFNI ``VolumeSink`` (``send_volume`` only queues: AFNI's
-trouble never reaches the scanner path). :func:`attach_to_console` wires one to a console
-controller (settings ``[afni]``, connection state and warnings, end of run).
+trouble never reaches the scanner path). The console wires one to its controller
+(:func:`rtcontrol.console.links.attach_to_console`: settings ``[afni]``, connection state and warnings,
+end of run).
 """
 
 from __future__ import annotations
@@ -211,50 +212,3 @@ class AfniLink:
     def _motion_error(self, message: str) -> None:
         self.motion.last_error = message
         self._emit(MotionUpdate("error", message=message))
-
-
-def attach_to_console(controller: Any) -> AfniLink:
-    """The console controller's AFNI link: reuse ``controller.afni`` or make one from ``[afni]``.
-
-    Sender states go to ``controller.connection("afni", ...)``, problems to its log, and the
-    AFNI run ends when the console's run ends. Switched on when the settings say ``enabled``.
-    """
-    existing = getattr(controller, "afni", None)
-    if isinstance(existing, AfniLink):
-        return existing
-    section = getattr(getattr(controller, "settings", None), "afni", None)
-    settings = AfniLinkSettings()
-    if section is not None:
-        settings.host = getattr(section, "host", settings.host)
-        settings.control_port = getattr(section, "control_port", settings.control_port)
-        settings.data_port = getattr(section, "data_port", settings.data_port)
-    link = AfniLink(settings)
-
-    def forward(event: Any) -> None:
-        if isinstance(event, SenderEvent):
-            if event.kind == "state" and hasattr(controller, "connection"):
-                state = {"sending": "connected", "idle": "connected", "off": "off"}.get(link.status.state, "connecting")
-                if link.status.state == "waiting":
-                    state = "failed"
-                controller.connection("afni", state, detail=event.message)
-            elif event.kind in ("not_sent", "warning") and hasattr(controller, "warn"):
-                if event.kind == "warning" or event.index in (0, None) or link.status.volumes_not_sent % 10 == 1:
-                    controller.warn(f"AFNI: {event.message}", "afni")
-            elif event.kind == "error" and hasattr(controller, "error"):
-                controller.error(f"AFNI: {event.message}", "afni")
-
-    link.add_listener(forward)
-    events = getattr(controller, "events", None)
-    if events is not None and hasattr(events, "subscribe"):
-
-        def on_console_event(event: Any) -> None:
-            if type(event).__name__ == "RunEnded":
-                link.end_run()
-
-        events.subscribe(on_console_event)
-    if hasattr(controller, "attach_afni"):
-        controller.attach_afni(link)
-    if section is not None and getattr(section, "enabled", False):
-        with contextlib.suppress(RuntimeError):
-            link.set_enabled(True)
-    return link

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -21,6 +22,7 @@ import numpy as np
 
 from rtcontrol.afni import protocol
 from rtcontrol.afni.channel import AfniUnavailable, ChannelSettings, DataChannel, open_data_channel
+from rtcontrol.link.delivery import LinkState
 from rtcontrol.scanner.volume import Volume
 
 #: A volume whose affine differs more than this (mm) from the run's first starts a new AFNI run.
@@ -28,7 +30,26 @@ GEOMETRY_TOLERANCE_MM = 1e-3
 #: Volumes larger than this are converted to AFNI's byte order in a thread (a copy of a few ms).
 ENCODE_IN_THREAD_BYTES = 4 * 1024 * 1024
 #: Sender states shown to the operator.
-STATES = ("off", "idle", "connecting", "sending", "waiting", "error")
+class SenderState(enum.StrEnum):
+    """The AFNI sender's state; :attr:`link_state` is how the console's connections list shows it."""
+
+    OFF = "off"
+    IDLE = "idle"  # on, between runs
+    CONNECTING = "connecting"
+    SENDING = "sending"
+    WAITING = "waiting"  # AFNI is not there (or dropped us): volumes are not sent until it is back
+    ERROR = "error"
+
+    @property
+    def link_state(self) -> LinkState:
+        if self in (SenderState.SENDING, SenderState.IDLE):
+            return LinkState.CONNECTED
+        if self is SenderState.OFF:
+            return LinkState.OFF
+        return LinkState.FAILED if self is SenderState.WAITING else LinkState.CONNECTING
+
+
+STATES = tuple(SenderState)
 
 
 @dataclass(frozen=True)
@@ -57,7 +78,7 @@ class SenderEvent:
 
 @dataclass
 class SenderStatus:
-    state: str = "off"
+    state: SenderState = SenderState.OFF
     detail: str = ""
     volumes_sent: int = 0
     volumes_not_sent: int = 0
@@ -133,7 +154,7 @@ class AfniSender:
         self._next_attempt = 0.0
         self._grace_until = 0.0
         self._task = asyncio.get_running_loop().create_task(self._main(), name="afni-sender")
-        self._set_state("idle", f"ready for {self.settings.channel.describe()}")
+        self._set_state(SenderState.IDLE, f"ready for {self.settings.channel.describe()}")
 
     def submit(self, volume: Volume) -> bool:
         """Queue a volume for AFNI; never blocks. False (and a not_sent event) if it cannot go.
@@ -173,7 +194,7 @@ class AfniSender:
             await self._task
         await self._drop_channel()
         self._task = None
-        self._set_state("off", "stopped")
+        self._set_state(SenderState.OFF, "stopped")
 
     # ------------------------------------------------------------------ sender task
 
@@ -231,7 +252,7 @@ class AfniSender:
             reason = str(exc) or type(exc).__name__
             await self._drop_channel()
             self._next_attempt = time.monotonic() + self.settings.retry_interval
-            self._set_state("waiting", f"lost AFNI: {reason}")
+            self._set_state(SenderState.WAITING, f"lost AFNI: {reason}")
             self._not_sent(volume, f"AFNI connection lost: {reason}")
             return
         latency = time.perf_counter() - t_submit
@@ -255,7 +276,7 @@ class AfniSender:
         except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
             await self._drop_channel()
             self._next_attempt = time.monotonic() + self.settings.retry_interval
-            self._set_state("waiting", f"AFNI dropped the connection at the header: {exc}")
+            self._set_state(SenderState.WAITING, f"AFNI dropped the connection at the header: {exc}")
             self._not_sent(volume, f"AFNI dropped the connection: {exc}")
             return False
         self._run = _Run(volume.run, header, volume)
@@ -265,7 +286,7 @@ class AfniSender:
         self._emit(SenderEvent("header", run=volume.run, header=header.text, message=self._channel.description))
         for warning in header.warnings:
             self._warn(warning)
-        self._set_state("sending", f"run {volume.run!r} to AFNI ({self._channel.description})")
+        self._set_state(SenderState.SENDING, f"run {volume.run!r} to AFNI ({self._channel.description})")
         if self.settings.header_pause > 0:
             await asyncio.sleep(self.settings.header_pause)
         return True
@@ -282,14 +303,14 @@ class AfniSender:
                     return None
                 await asyncio.sleep(min(self._next_attempt, give_up) - now)
                 continue
-            self._set_state("connecting", f"connecting to AFNI at {cs.describe()}")
+            self._set_state(SenderState.CONNECTING, f"connecting to AFNI at {cs.describe()}")
             try:
                 return await open_data_channel(cs)
             except AfniUnavailable as exc:
                 now = time.monotonic()
                 interval = self.settings.retry_interval
                 self._next_attempt = now + (min(0.05, interval) if now < self._grace_until else interval)
-                self._set_state("waiting", str(exc))
+                self._set_state(SenderState.WAITING, str(exc))
                 if now >= give_up:
                     self._not_sent(volume, f"AFNI unreachable: {exc}")
                     return None
@@ -314,7 +335,7 @@ class AfniSender:
             message += " (data channel closed: AFNI saves the dataset)"
         self._emit(SenderEvent("run_end", message, run=run.name))
         if not closing:
-            self._set_state("idle", message)
+            self._set_state(SenderState.IDLE, message)
 
     async def _drop_channel(self) -> None:
         channel, self._channel = self._channel, None
@@ -332,7 +353,7 @@ class AfniSender:
             except Exception:  # a broken view must not stop the sender
                 pass
 
-    def _set_state(self, state: str, detail: str = "") -> None:
+    def _set_state(self, state: SenderState, detail: str = "") -> None:
         changed = (state, detail) != (self.status.state, self.status.detail)
         self.status.state, self.status.detail = state, detail
         if changed:

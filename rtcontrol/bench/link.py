@@ -35,6 +35,7 @@ WARMUP = 20
 
 
 async def _measure(n: int) -> dict[str, list[float]]:
+    from rtcontrol.link.events import route
     from rtcontrol.worker.client import FeedbackEvent, WorkerClient
     from rtcontrol.worker.embedded import local_worker
 
@@ -44,7 +45,7 @@ async def _measure(n: int) -> dict[str, list[float]]:
     got: asyncio.Queue[FeedbackEvent] = asyncio.Queue()
     out: dict[str, list[float]] = {"roundtrip": [], "to_worker": [], "in_worker": [], "to_console": []}
     async with local_worker() as w:
-        async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_feedback=got.put_nowait) as c:
+        async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_event=route({FeedbackEvent: got.put_nowait})) as c:
             await c.start_run("template", {"baseline": 5}, run="bench", tr=2.0)
             loop = asyncio.get_running_loop()
             for i in range(n + WARMUP):

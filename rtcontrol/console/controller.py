@@ -6,14 +6,15 @@ and the lateness diagnostics, resumes a run on a worker that restarted mid-run (
 old volumes is catch-up: recorded, not passed on; see :mod:`rtcontrol.console.resume`), and
 publishes everything on :attr:`events` for the GUI, the headless printer or a test. Links are
 attached from outside (see :mod:`rtcontrol.console.links`), so the controller runs the same
-against embedded loopback services or remote ones.
+against embedded loopback services or remote ones. It knows its collaborators only by the protocols
+of :mod:`rtcontrol.console.ports` and calls their methods directly; ``tests/console/fakes.py``
+implements them in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import shutil
 import time
@@ -24,15 +25,16 @@ from rtcontrol.console import events as ev
 from rtcontrol.console import settings as settings_io
 from rtcontrol.console.diagnostics import Diagnostics
 from rtcontrol.console.model import RunModel
-from rtcontrol.console.ports import Recorder, SubjectLink, VolumeSink, Watcher, WorkerLink
+from rtcontrol.console.ports import Recorder, SubjectLink, VolumeSink, Watcher, WatchEvent, WorkerLink
 from rtcontrol.console.resume import CatchUp, recorded_volumes, spans
 from rtcontrol.console.settings import RunSettings
+from rtcontrol.link.delivery import LinkState
 from rtcontrol.scanner.volume import Timeline, Volume
 
 log = logging.getLogger("rtcontrol.console")
 
 #: Called to build the watcher for a run: (folder, on_volume, on_event) -> Watcher.
-WatcherFactory = Callable[[Path, Callable[[Volume], Any], Callable[[Any], Any]], Watcher]
+WatcherFactory = Callable[[Path, Callable[[Volume], Any], Callable[[WatchEvent], Any]], Watcher]
 #: Called to build the recorder for a run: (settings, run_dir, on_error) -> Recorder.
 RecorderFactory = Callable[[RunSettings, Path, Callable[[str], None]], Recorder]
 
@@ -54,7 +56,7 @@ class ConsoleController:
         self.runs_dir = Path(runs_dir) if runs_dir else Path.cwd() / "runs"
         self.events = ev.EventBus()
         self.model = RunModel()
-        self.state = ev.IDLE
+        self.state: ev.RunState = ev.IDLE
         self.worker: WorkerLink | None = None
         self.subject: SubjectLink | None = None
         self.afni: VolumeSink | None = None
@@ -109,11 +111,11 @@ class ConsoleController:
         log.error("%s: %s", source, text)
         self.events.publish(ev.LogMessage("error", text, source))
 
-    def _set_state(self, state: str, detail: str = "") -> None:
+    def _set_state(self, state: ev.RunState, detail: str = "") -> None:
         self.state = state
         self.events.publish(ev.StateChanged(state, detail))
 
-    def connection(self, name: str, state: str, **kw: Any) -> None:
+    def connection(self, name: str, state: LinkState, **kw: Any) -> None:
         """Links report their state through here so every observer sees it."""
         self.events.publish(ev.ConnectionChanged(name, state, **kw))
 
@@ -123,7 +125,7 @@ class ConsoleController:
             return []
         projects = await self.worker.list_projects()
         self.events.publish(ev.ProjectsListed(projects))
-        self._report_plugins(getattr(self.worker, "plugins", None))
+        self._report_plugins(self.worker.plugins)
         return projects
 
     def _report_plugins(self, found: Any) -> None:
@@ -279,7 +281,7 @@ class ConsoleController:
         self._drop_held("the end of the run")
         if unfinished:
             self.warn(f"run {self.model.run}: {unfinished}", "worker")
-            self._record("record_event", "worker_restarted", unfinished)
+            self._record(lambda r: r.record_event("worker_restarted", unfinished))
         await self._close_recorder(reason)
         ended = ev.RunEnded(self.model.run, reason, self.model.volumes, self.model.feedbacks)
         self.last_ended = ended
@@ -328,7 +330,7 @@ class ConsoleController:
         # the data path first: the pump's send is scheduled before the views' work below
         self._to_worker.put_nowait(volume)
         if self.recorder is not None:
-            self._record("record_volume", volume)
+            self._record(lambda r: r.record_volume(volume))
         try:
             asyncio.get_running_loop().call_soon(self._show_volume, volume, now)
         except RuntimeError:  # called outside a loop (a test feeding volumes by hand)
@@ -347,13 +349,11 @@ class ConsoleController:
     WATCH_LEVELS = {"file_error": "warning", "gave_up": "error", "gap": "warning", "late": "warning",
                     "duplicate": "info", "new_run": "info", "run_end": "info"}
 
-    def handle_watch_event(self, event: Any) -> None:
+    def handle_watch_event(self, event: WatchEvent) -> None:
         """From the watcher: new series, skipped files, gaps; turned into plain log lines."""
-        kind = str(getattr(event, "kind", "") or type(event).__name__)
-        message = str(getattr(event, "message", "") or event)
-        path = getattr(event, "path", None)
+        kind, message, path = event.kind, event.message or str(event), event.path
         if kind == "new_run":
-            run = str(getattr(event, "run", "") or "")
+            run = str(event.run or "")
             if self._series and run and run != self._series:
                 self.warn(f"a new series started in the watch folder ({run}); stop this run and press Next run "
                           "to record it as its own run", "scanner")
@@ -364,7 +364,7 @@ class ConsoleController:
         text = message if path is None or str(path) in message else f"{message} ({path})"
         self.events.publish(ev.LogMessage(level, text, "scanner"))
         if self.recorder is not None:
-            self._record("record_event", kind, message, path=str(path) if path else None)
+            self._record(lambda r: r.record_event(kind, message, path=str(path) if path else None))
 
     def count_file(self) -> None:
         self._files_seen += 1
@@ -380,15 +380,16 @@ class ConsoleController:
         timeline.stamp("feedback_received", self._clock())
         live_again = self._catch_up.active
         if self._catch_up.is_catch_up(index):  # after a worker restart: recorded, never passed on
-            self._record("record_event", "catch_up_feedback",
-                         f"feedback for volume {index} computed again after the worker restarted: catch-up, not shown",
-                         index=int(index), feedback=value, metrics=dict(metrics or {}), timeline=timeline.to_dict())
+            self._record(lambda r: r.record_event(
+                "catch_up_feedback",
+                f"feedback for volume {index} computed again after the worker restarted: catch-up, not shown",
+                index=int(index), feedback=value, metrics=dict(metrics or {}), timeline=timeline.to_dict()))
             self._drop_held(f"volume {index}")
             return
         if live_again:
             report = self._catch_up.reports[-1]
             self.warn(f"run {self.model.run}: {report}", "worker")
-            self._record("record_event", "worker_restarted", report)
+            self._record(lambda r: r.record_event("worker_restarted", report))
             held, self._held = self._held, []
             for message in held:  # they came with this volume
                 self.forward_subject_message(message)
@@ -400,7 +401,7 @@ class ConsoleController:
             self.events.publish(late)
             self.warn(late.message, "scanner" if late.kind == "scanner" else "worker")
         if self.recorder is not None:
-            self._record("record_feedback", self.model.run, index, value, metrics, timeline)
+            self._record(lambda r: r.record_feedback(self.model.run, index, value, metrics, timeline))
         if self.subject is not None and value is not None:
             self._to_subject.put_nowait((self.model.run, index, value, timeline))
 
@@ -413,7 +414,7 @@ class ConsoleController:
         Only a value a stimulus program took counts as delivered (``outcome``, see ev.Delivered)."""
         self.model.add_delivery(index, timeline, outcome)
         if self.recorder is not None:
-            self._record("record_timeline", run, index, timeline)
+            self._record(lambda r: r.record_timeline(run, index, timeline))
         self.events.publish(ev.Delivered(run, index, timeline, late, outcome, taken_by))
         if outcome == "no_consumer" and (run, -1, outcome) not in self._warned:
             self._warned.add((run, -1, outcome))
@@ -436,16 +437,16 @@ class ConsoleController:
         self.events.publish(ev.LogMessage("info", f"response from {response.get('consumer', 'the subject')}: "
                                           f"{response.get('data')}", "subject"))
         if self.recorder is not None:
-            self._record("record_response", response.get("data"), response.get("t"),
-                         consumer=str(response.get("consumer", "")))
-        forward = getattr(self.worker, "send_response", None)
-        if forward is not None and self.state == ev.RUNNING:
-            try:
-                result = forward(response)
-                if inspect.isawaitable(result):
-                    asyncio.ensure_future(result)
-            except Exception as exc:
-                self.warn(f"a response could not be passed to the worker: {exc}", "worker")
+            self._record(lambda r: r.record_response(response.get("data"), response.get("t"),
+                                                     consumer=str(response.get("consumer", ""))))
+        if self.worker is not None and self.state == ev.RUNNING:
+            asyncio.ensure_future(self._forward_response(self.worker, response))
+
+    async def _forward_response(self, worker: WorkerLink, response: dict[str, Any]) -> None:
+        try:
+            await worker.send_response(response)
+        except Exception as exc:
+            self.warn(f"a response could not be passed to the worker: {exc}", "worker")
 
     def forward_subject_message(self, message: dict[str, Any]) -> None:
         """The project's message to the subject display (an instruction, "rest", "run over").
@@ -471,7 +472,7 @@ class ConsoleController:
         self.error(f"the project stopped with an error in run {run}: {message}. "
                    "Volumes are still recorded; fix the project and start a new run.", "worker")
         if self.recorder is not None:
-            self._record("record_event", "project_failed", message)
+            self._record(lambda r: r.record_event("project_failed", message))
 
     def _drop_held(self, what: str) -> None:
         """The project's messages that came with a catch-up volume: recorded and logged, not shown."""
@@ -479,7 +480,7 @@ class ConsoleController:
         for message in held:
             text = str(message.get("text") or message)
             log.info("project: not shown to the subject (catch-up, %s): %s", what, text)  # one per volume: journal only
-            self._record("record_event", "catch_up_message", text, content=message)
+            self._record(lambda r: r.record_event("catch_up_message", text, content=message))
 
     def worker_restarting(self, run: str, info: dict[str, Any]) -> None:
         """The worker link found a worker that does not know the run (it restarted): catch up from now."""
@@ -487,7 +488,7 @@ class ConsoleController:
         n = self._catch_up.restart()
         for report in self._catch_up.reports[said:]:  # it restarted again before it had caught up
             self.warn(f"run {run}: {report}", "worker")
-            self._record("record_event", "worker_restarted", report)
+            self._record(lambda r: r.record_event("worker_restarted", report))
         self.warn(f"the worker restarted during run {run} (at volume {n}): starting the run again there with the "
                   f"same settings and replaying volumes 0..{n - 1} to it; their feedback is catch-up "
                   "(recorded, not shown to the subject)" if n else
@@ -508,7 +509,7 @@ class ConsoleController:
                        f"({info.get('why') or 'no record'}): the project never saw them, so its state misses "
                        f"{len(lost)} volume(s)")
             self.error(message, "worker")
-            self._record("record_event", "replay_lost", message, volumes=lost)
+            self._record(lambda r: r.record_event("replay_lost", message, volumes=lost))
 
     async def recorded_volumes(self, run: str, indices: list[int]) -> Mapping[int, Volume]:
         """Volumes of the run being recorded, read back from its recording (to replay them to a restarted
@@ -516,9 +517,7 @@ class ConsoleController:
         recorder, run_dir = self.recorder, self.run_dir
         if run != self.model.run or recorder is None or run_dir is None:
             raise LookupError(f"run {run} is not being recorded on this console")
-        drain = getattr(recorder, "drain", None)
-        if drain is not None:
-            await asyncio.to_thread(drain)  # everything queued so far is on disk
+        await asyncio.to_thread(recorder.drain)  # everything queued so far is on disk
         return await asyncio.to_thread(recorded_volumes, run_dir, run, indices)
 
     @property
@@ -633,18 +632,17 @@ class ConsoleController:
     def refresh_links(self) -> None:
         """Ask each link to report its state again (round-trip times change)."""
         for link in (self.worker, self.subject):
-            refresh = getattr(link, "refresh_status", None)
-            if refresh is not None:
+            if link is not None:
                 try:
-                    refresh()
+                    link.refresh_status()
                 except Exception as exc:
                     log.debug("refresh_status failed: %s", exc)
 
     def _publish_status(self, now: float) -> None:
-        stats = getattr(self._watcher, "stats", None)
-        if stats is not None:
-            self._files_seen = int(getattr(stats, "files_seen", self._files_seen))
-            self._format = str(getattr(stats, "detected_format", None) or self._format)
+        if self._watcher is not None:
+            stats = self._watcher.stats
+            self._files_seen = stats.files_seen
+            self._format = stats.detected_format or self._format
         self.events.publish(
             ev.ScannerStatus(
                 str(self.watch_folder or ""),
@@ -731,24 +729,22 @@ class ConsoleController:
             self.error(f"recording is off for this run: {exc}", "recording")
             return None
 
-    def _record(self, method: str, *args: Any, **kwargs: Any) -> None:
+    def _record(self, write: Callable[[Recorder], Any]) -> None:
+        """``write(recorder)``; a recorder that fails is reported and switched off for the rest of the run."""
         recorder = self.recorder
-        fn = getattr(recorder, method, None)
-        if fn is None:
+        if recorder is None:
             return
         try:
-            result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
-                asyncio.ensure_future(result)
+            write(recorder)
         except Exception as exc:
-            self.error(f"recording failed ({method}): {exc}; recording is off for the rest of the run", "recording")
+            self.error(f"recording failed: {exc}; recording is off for the rest of the run", "recording")
             self.recorder = None
 
     async def _close_recorder(self, reason: str) -> None:
         recorder, self.recorder = self.recorder, None
         if recorder is None:
             return
-        if self.model.volumes == 0 and not getattr(recorder, "written_volumes", 0):
+        if self.model.volumes == 0 and not recorder.written_volumes:
             await self._discard_empty_run(recorder)
             return
         try:
@@ -765,9 +761,7 @@ class ConsoleController:
         journal) is removed, so it is not offered as an interrupted run and its number stays free."""
         run_dir = self.run_dir
         try:
-            close = getattr(recorder, "close", None)
-            if close is not None:
-                await asyncio.to_thread(close)
+            await asyncio.to_thread(recorder.close)
             if run_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, run_dir)
         except Exception as exc:

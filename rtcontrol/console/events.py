@@ -7,22 +7,35 @@ timer); one that raises is reported and skipped so it can never break a run.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from rtcontrol.link.delivery import LinkState
 from rtcontrol.scanner.volume import Timeline, Volume
 
 log = logging.getLogger("rtcontrol.console")
 
-# Run states, in the order a run goes through them.
-IDLE, CONNECTING, READY, RUNNING, STOPPING, ENDED = "idle", "connecting", "ready", "running", "stopping", "ended"
+class RunState(enum.StrEnum):
+    """The console's run states, in the order a run goes through them."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    READY = "ready"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    ENDED = "ended"
+
+
+IDLE, CONNECTING, READY, RUNNING = RunState.IDLE, RunState.CONNECTING, RunState.READY, RunState.RUNNING
+STOPPING, ENDED = RunState.STOPPING, RunState.ENDED
 
 
 @dataclass(frozen=True)
 class StateChanged:
-    state: str
+    state: RunState
     detail: str = ""
 
 
@@ -73,7 +86,7 @@ class ConnectionChanged:
     """State of a link: ``name`` is "worker", "subject" or "afni"."""
 
     name: str
-    state: str  # "off", "connecting", "connected", "failed", "closed"
+    state: LinkState  # as the operator sees it: off, connecting, connected, failed, closed
     url: str = ""
     detail: str = ""
     fingerprint: str = ""

@@ -31,6 +31,7 @@ from rtcontrol.console import events as ev
 from rtcontrol.console import options
 from rtcontrol.console.session import ConsoleSession
 from rtcontrol.console.settings import SettingsError
+from rtcontrol.link.delivery import LinkState
 from rtcontrol.link.pinning import PinRejected
 from rtcontrol.paths import user_data_dir
 
@@ -97,9 +98,8 @@ async def run_session(session: ConsoleSession, *, quiet: bool = False, out: Text
 
     def note_failed_link(event: Any) -> None:
         if isinstance(event, ev.ConnectionChanged) and event.name in ("worker", "subject"):
-            if event.state == "failed":
-                detail = str(getattr(event, "detail", "") or "")
-                url = str(getattr(event, "url", "") or "")
+            if event.state is LinkState.FAILED:
+                detail, url = event.detail, event.url
                 failed[event.name] = detail if not url or url in detail else f"{url}: {detail}"
             else:
                 failed.pop(event.name, None)
@@ -222,7 +222,7 @@ class Printer:
         m = c.model
         expected = c.settings.run.expected_volumes
         lost = max(0, expected - m.volumes) if expected else 0
-        for report in getattr(c, "restart_reports", ()):  # a worker restarted mid-run: what was shown, what not
+        for report in c.restart_reports:  # a worker restarted mid-run: what was shown, what not
             print(f"run {m.run}: {report}", file=self.out, flush=True)
         print(
             f"run {m.run}: {m.volumes} volumes, {m.feedbacks} feedback values, {m.delivered} delivered to a "

@@ -1,21 +1,35 @@
 """Connect the controller to the parts of rtcontrol that do the real work.
 
 Each part is imported only here, so the controller stays testable on its own and a build
-without one part still opens: the operator is told plainly what is missing.
+without one part still opens: the operator is told plainly what is missing. The adapters turn each
+link's events (:mod:`rtcontrol.link.events`, one ``on_event`` callback) into controller calls, and
+:func:`attach_to_console` wires the AFNI sender (the AFNI part does not know the console).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rtcontrol.console import events as ev
+from rtcontrol.link.delivery import LinkState
+from rtcontrol.link.events import (
+    Delivery, FeedbackEvent, LinkEvent, LogLine, Problem, Response, RunChange, RunChanged, StateChanged,
+    SubjectMessage,
+)
 from rtcontrol.scanner.volume import Timeline
+from rtcontrol.subject.protocol import OnsetMode
 
 if TYPE_CHECKING:
+    from rtcontrol.afni.link import AfniLink
+    from rtcontrol.console.controller import ConsoleController
     from rtcontrol.console.session import ConsoleSession
+    from rtcontrol.subject.link import SubjectClient
+    from rtcontrol.worker.client import WorkerClient
 
 log = logging.getLogger("rtcontrol.console")
 
@@ -27,14 +41,53 @@ async def connect_all(session: ConsoleSession, stack: contextlib.AsyncExitStack)
     await asyncio.gather(_connect_worker(session, stack), _connect_subject(session, stack))
     if c.settings.afni.enabled or c.afni is not None:
         try:
-            from rtcontrol.afni.link import attach_to_console
+            importlib.import_module("rtcontrol.afni.link")  # a build without the AFNI sender still opens
         except ImportError as exc:
             c.warn(f"AFNI sending is on in the settings, but the AFNI sender is not in this build ({exc.name})", "afni")
-            c.connection("afni", "off", detail="not available in this build")
+            c.connection("afni", LinkState.OFF, detail="not available in this build")
             return
         attach_to_console(c)  # reuses the GUI panel's link; switched on when [afni] enabled = true
         c.info(f"AFNI realtime sender {'on' if c.settings.afni.enabled else 'ready (off)'}: "
                f"{c.settings.afni.host}:{c.settings.afni.control_port}", "afni")
+
+
+def attach_to_console(controller: ConsoleController) -> AfniLink:
+    """The console controller's AFNI link: reuse ``controller.afni`` or make one from ``[afni]``.
+
+    Sender states go to ``controller.connection("afni", ...)``, problems to its log, and the
+    AFNI run ends when the console's run ends. Switched on when the settings say ``enabled``.
+    """
+    from rtcontrol.afni.link import AfniLink, AfniLinkSettings
+    from rtcontrol.afni.sender import SenderEvent
+
+    if isinstance(controller.afni, AfniLink):
+        return controller.afni
+    section = controller.settings.afni
+    link = AfniLink(AfniLinkSettings(host=section.host, control_port=section.control_port,
+                                     data_port=section.data_port))
+
+    def forward(event: Any) -> None:
+        if isinstance(event, SenderEvent):
+            if event.kind == "state":
+                controller.connection("afni", link.status.state.link_state, detail=event.message)
+            elif event.kind in ("not_sent", "warning"):
+                if event.kind == "warning" or event.index in (0, None) or link.status.volumes_not_sent % 10 == 1:
+                    controller.warn(f"AFNI: {event.message}", "afni")
+            elif event.kind == "error":
+                controller.error(f"AFNI: {event.message}", "afni")
+
+    link.add_listener(forward)
+
+    def on_console_event(event: Any) -> None:
+        if isinstance(event, ev.RunEnded):
+            link.end_run()
+
+    controller.events.subscribe(on_console_event)
+    controller.attach_afni(link)
+    if section.enabled:
+        with contextlib.suppress(RuntimeError):
+            link.set_enabled(True)
+    return link
 
 
 async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
@@ -44,7 +97,7 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
         from rtcontrol.worker.client import WorkerClient
     except ImportError as exc:
         c.warn(f"no worker in this build ({exc.name} missing): volumes are shown but not analysed", "worker")
-        c.connection("worker", "off", detail="not available in this build")
+        c.connection("worker", LinkState.OFF, detail="not available in this build")
         return
     adapter = WorkerAdapter(c)
     if s.url:
@@ -52,12 +105,12 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
     else:
         from rtcontrol.worker.embedded import local_worker
 
-        c.connection("worker", "connecting", detail="starting a worker on this machine")
+        c.connection("worker", LinkState.CONNECTING, detail="starting a worker on this machine")
         c.info("starting a worker on this machine…", "worker")
         try:
             info = await stack.enter_async_context(local_worker(**session.worker_options))
         except Exception as exc:
-            c.connection("worker", "failed", detail=str(exc))
+            c.connection("worker", LinkState.FAILED, detail=str(exc))
             c.error(f"the local worker did not start: {exc}", "worker")
             return
         session.embedded["worker"] = info
@@ -66,30 +119,29 @@ async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitSt
     client = WorkerClient(
         url, token, pins=pins, expected_fingerprint=expected,
         allowed_folders=[Path(f) for f in c.settings.files.allowed_folders],
-        on_feedback=adapter.on_feedback, on_log=adapter.on_log, on_error=adapter.on_error,
-        on_state=adapter.on_state, on_subject_message=adapter.on_subject_message, on_run_state=adapter.on_run_state,
+        on_event=adapter.on_event,
         replay_source=c.recorded_volumes,  # a worker restarted mid-run gets the run's volumes from the recording
         backoff=(0.05, 0.25),  # a worker back after a restart is found within a quarter second
     )
     adapter.client, adapter.url = client, url
-    c.connection("worker", "connecting", url=url)
+    c.connection("worker", LinkState.CONNECTING, url=url)
     try:
         await client.connect()
     except Exception as exc:
-        c.connection("worker", "failed", url=url, detail=str(exc))
+        c.connection("worker", LinkState.FAILED, url=url, detail=str(exc))
         c.error(f"cannot reach the worker at {url}: {exc}", "worker")
         return
     stack.push_async_callback(client.close)
-    adapter.on_state(client.state)
+    adapter.show_state(client.state)
     c.attach_worker(adapter)
 
 
 class WorkerAdapter:
     """:class:`rtcontrol.worker.client.WorkerClient` seen as the controller's ``WorkerLink``."""
 
-    def __init__(self, controller: Any) -> None:
+    def __init__(self, controller: ConsoleController) -> None:
         self.c = controller
-        self.client: Any = None
+        self.client: WorkerClient | None = None
         self.url = ""
 
     async def list_projects(self) -> list[dict[str, Any]]:
@@ -98,7 +150,7 @@ class WorkerAdapter:
     @property
     def plugins(self) -> dict[str, Any] | None:
         """The worker's plugins as its last project list carried them (None from an older worker)."""
-        return getattr(self.client, "plugins", None)
+        return self.client.plugins
 
     async def project_settings(self, project: str) -> list[dict[str, Any]]:
         return list(await self.client.project_settings(project))
@@ -126,36 +178,36 @@ class WorkerAdapter:
     def refresh_status(self) -> None:
         """Re-publish the link state with the latest round-trip time."""
         if self.client is not None:
-            self.on_state(self.client.state)
+            self.show_state(self.client.state)
 
-    # callbacks from the client
-    def on_feedback(self, event: Any) -> None:
-        self.c.handle_feedback(event.run, event.index, event.feedback, event.metrics, event.timeline)
+    def on_event(self, event: LinkEvent) -> None:
+        """Everything the worker link says, passed on to the controller."""
+        match event:
+            case FeedbackEvent():
+                self.c.handle_feedback(event.run, event.index, event.feedback, event.metrics, event.timeline)
+            case LogLine():
+                self.c.handle_log(str(event.level).lower().replace("critical", "error"), str(event.message),
+                                  "project")
+            case Problem(message=message, traceback=traceback):
+                last = traceback.strip().splitlines()[-1] if traceback and traceback.strip() else ""
+                self.c.error(f"{message}" + (f" ({last})" if last and last not in message else ""), "worker")
+            case StateChanged():
+                self.show_state(event.state)
+            case SubjectMessage(message=message):
+                self.c.forward_subject_message(message if isinstance(message, dict) else {"text": str(message)})
+            case RunChanged(run=run, state=RunChange.FAILED, info=info):
+                self.c.project_failed(str(run), str(info.get("message", "the project failed")))
+            case RunChanged(run=run, state=RunChange.RESTARTING, info=info):
+                self.c.worker_restarting(str(run), dict(info))
+            case RunChanged(run=run, state=RunChange.RESTARTED, info=info):
+                self.c.worker_restarted(str(run), dict(info))
 
-    def on_log(self, run: Any, level: str, message: str) -> None:
-        self.c.handle_log(str(level).lower().replace("critical", "error"), str(message), "project")
-
-    def on_error(self, message: str, traceback: str = "") -> None:
-        last = traceback.strip().splitlines()[-1] if traceback and traceback.strip() else ""
-        self.c.error(f"{message}" + (f" ({last})" if last and last not in message else ""), "worker")
-
-    def on_state(self, state: str) -> None:
-        mapped = {"disconnected": "closed", "reconnecting": "connecting", "resyncing": "connecting"}.get(state, state)
+    def show_state(self, state: LinkState) -> None:
+        shown = state.shown
         rtt = self.client.rtt if self.client is not None else None
-        self.c.connection("worker", mapped, url=self.url, fingerprint=str(self.client.fingerprint or ""),
+        self.c.connection("worker", shown, url=self.url, fingerprint=str(self.client.fingerprint or ""),
                           rtt_ms=None if rtt is None else rtt * 1e3,
-                          detail="" if mapped != "connecting" or state == "connecting" else f"{state} after a drop")
-
-    def on_subject_message(self, run: Any, message: Any) -> None:
-        self.c.forward_subject_message(message if isinstance(message, dict) else {"text": str(message)})
-
-    def on_run_state(self, run: Any, state: str, info: Any) -> None:
-        if state == "failed":
-            self.c.project_failed(str(run), str((info or {}).get("message", "the project failed")))
-        elif state == "restarting":
-            self.c.worker_restarting(str(run), dict(info or {}))
-        elif state == "restarted":
-            self.c.worker_restarted(str(run), dict(info or {}))
+                          detail="" if shown == state else f"{state} after a drop")
 
 
 async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
@@ -165,7 +217,7 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
         from rtcontrol.subject.link import SubjectClient
     except ImportError as exc:
         c.warn(f"no subject agent link in this build ({exc.name} missing): feedback stays on the console", "subject")
-        c.connection("subject", "off", detail="not available in this build")
+        c.connection("subject", LinkState.OFF, detail="not available in this build")
         return
     adapter = SubjectAdapter(c)
     if s.url:
@@ -173,25 +225,21 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
     else:
         from rtcontrol.subject.embedded import local_subject_agent
 
-        c.connection("subject", "connecting", detail="starting a subject agent on this machine")
+        c.connection("subject", LinkState.CONNECTING, detail="starting a subject agent on this machine")
         info = await stack.enter_async_context(local_subject_agent(display=session.subject_display))
         session.embedded["subject"] = info
         url, token, expected, pins = info.url, info.token, info.fingerprint, None
         c.info(f"subject agent started on this machine at {info.url}"
                + (f"; stimulus page at {info.page_url}" if info.page_url else ""), "subject")
-    client = SubjectClient(
-        url, token=token, pins=pins, expected_fingerprint=expected,
-        on_delivery=adapter.on_delivery, on_response=adapter.on_response,
-        on_state=adapter.on_state, on_error=adapter.on_error,
-    )
+    client = SubjectClient(url, token=token, pins=pins, expected_fingerprint=expected, on_event=adapter.on_event)
     adapter.client = client
     adapter.url = url
-    c.connection("subject", "connecting", url=url)
+    c.connection("subject", LinkState.CONNECTING, url=url)
     try:
         await client.connect()
     except Exception as exc:
         reason = str(exc).removeprefix(f"{url}: ")  # the link's errors name the address; say it once
-        c.connection("subject", "failed", url=url, detail=reason)
+        c.connection("subject", LinkState.FAILED, url=url, detail=reason)
         c.error(f"cannot reach the subject agent at {url}: {reason}", "subject")
         await client.close()
         return
@@ -202,18 +250,16 @@ async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitS
 class SubjectAdapter:
     """:class:`rtcontrol.subject.link.SubjectClient` seen as the controller's ``SubjectLink``."""
 
-    ONSET = {"immediate": "immediate", "next_tr": "tr", "delay": "delay"}
-
-    def __init__(self, controller: Any) -> None:
+    def __init__(self, controller: ConsoleController) -> None:
         self.c = controller
-        self.client: Any = None
+        self.client: SubjectClient | None = None
         self.url = ""
         self.run = ""
 
     async def start_run(self, run: str, tr: float, onset: str, delay: float) -> None:
         self.run = run
         await self.client.start_run(
-            {"run": run, "tr": tr, "onset": {"mode": self.ONSET.get(onset, onset), "delay": delay, "tr": tr}}
+            {"run": run, "tr": tr, "onset": {"mode": OnsetMode(onset), "delay": delay, "tr": tr}}
         )
 
     async def send_feedback(self, run: str, index: int, value: Any, timeline: Timeline) -> None:
@@ -231,31 +277,34 @@ class SubjectAdapter:
 
     def refresh_status(self) -> None:
         if self.client is not None:
-            self.on_state({**self.client.agent_state, "link": "connected" if self.client.connected else "connecting"})
+            state = LinkState.CONNECTED if self.client.connected else LinkState.CONNECTING
+            self.show_state(StateChanged(state, fingerprint=self.client.fingerprint or "",
+                                         agent=dict(self.client.agent_state)))
 
-    # callbacks from the client
-    def on_delivery(self, run: str, index: int, stamps: dict[str, Any]) -> None:
-        timeline = Timeline.from_dict({k: v for k, v in stamps.items() if isinstance(v, (int, float))})
-        self.c.handle_delivery(run, index, timeline, late=bool(stamps.get("late")),
-                               onset_missed=bool(stamps.get("onset_missed")), outcome=str(stamps.get("outcome") or ""),
-                               taken_by=tuple(str(n) for n in stamps.get("taken_by") or ()))
+    def on_event(self, event: LinkEvent) -> None:
+        """Everything the subject link says, passed on to the controller."""
+        match event:
+            case Delivery(run=run, index=index, stamps=stamps):
+                timeline = Timeline.from_dict({k: v for k, v in stamps.items() if isinstance(v, (int, float))})
+                self.c.handle_delivery(run, index, timeline, late=bool(stamps.get("late")),
+                                       onset_missed=bool(stamps.get("onset_missed")),
+                                       outcome=str(stamps.get("outcome") or ""),
+                                       taken_by=tuple(str(n) for n in stamps.get("taken_by") or ()))
+            case Response(response=response):
+                self.c.handle_response(response)
+            case StateChanged():
+                self.show_state(event)
+            case Problem(message=message):
+                self.c.error(f"the subject agent refused: {message}", "subject")
 
-    def on_response(self, response: dict[str, Any]) -> None:
-        self.c.handle_response(response)
-
-    def on_state(self, state: dict[str, Any]) -> None:
-        link = str(state.get("link", ""))
-        mapped = {"disconnected": "closed", "refused": "failed"}.get(link, link)
+    def show_state(self, event: StateChanged) -> None:
         rtt = self.client.clock.rtt if self.client is not None else None
-        consumers = state.get("consumers")
-        detail = (str(state.get("error") or "").removeprefix(f"{self.url}: ")  # the address is said beside it
+        consumers = event.agent.get("consumers")
+        detail = (event.error.removeprefix(f"{self.url}: ")  # the address is said beside it
                   or (f"{len(consumers)} stimulus program(s) attached" if consumers else ""))
-        self.c.connection("subject", mapped, url=self.url, detail=str(detail or ""),
-                          fingerprint=str(state.get("fingerprint") or getattr(self.client, "fingerprint", "") or ""),
+        self.c.connection("subject", event.state.shown, url=self.url, detail=detail,
+                          fingerprint=event.fingerprint or str(self.client.fingerprint or ""),
                           rtt_ms=None if rtt is None else rtt * 1e3)
-
-    def on_error(self, message: str) -> None:
-        self.c.error(f"the subject agent refused: {message}", "subject")
 
 
 def _known_hosts(session: ConsoleSession) -> Any:

@@ -18,6 +18,8 @@ import tomli_w
 from rtcontrol.link.certs import normalize_fingerprint
 from rtcontrol.paths import resources_dir
 
+#: The words of ``[feedback] onset``; each names a :class:`rtcontrol.subject.protocol.OnsetMode` (``next_tr``
+#: is ``NEXT_TR``), which the subject link sends as it is.
 ONSET_MODES = ("immediate", "next_tr", "delay")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 

@@ -11,9 +11,10 @@ from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from rtcontrol.afni.link import AfniLink, MotionUpdate, attach_to_console
+from rtcontrol.afni.link import AfniLink, MotionUpdate
 from rtcontrol.afni.motion import MOTION_LABELS
 from rtcontrol.afni.sender import SenderEvent
+from rtcontrol.console.links import attach_to_console
 from rtcontrol.gui.panel import Panel, caption, set_role
 
 REPAINT_MS = 200

@@ -24,6 +24,7 @@ from rtcontrol.gui.setup_panel import SetupPanel
 from rtcontrol.gui.slices_panel import SlicesPanel
 from rtcontrol.gui.theme import icon
 from rtcontrol.gui.timecourse_panel import TimecoursePanel
+from rtcontrol.recording.recorder import RecordingError
 
 log = logging.getLogger("rtcontrol.gui")
 
@@ -272,7 +273,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if task.cancelled() or task.exception() is None:
             return
         exc = task.exception()
-        if type(exc).__name__ != "RecordingError":
+        if not isinstance(exc, RecordingError):
             self._report(task)
             return
         self.setup.show_error(str(exc))

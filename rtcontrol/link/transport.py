@@ -465,24 +465,3 @@ class ThrottleNotice:
 
     def clear(self) -> None:
         self.active = False
-
-
-async def connect_waiting(
-    dial: Callable[[], Awaitable[Connected]], notice: ThrottleNotice, say: Callable[[str], Any],
-    budget: float = 60.0,
-) -> Connected:
-    """``dial()``, waiting out :class:`Throttled` refusals for up to ``budget`` seconds in all."""
-    deadline = time.monotonic() + budget
-    while True:
-        try:
-            link = await dial()
-        except Throttled as exc:
-            delay, message = notice.wait(exc)
-            if time.monotonic() + delay > deadline:
-                raise
-            if message:
-                say(message)
-            await asyncio.sleep(delay)
-            continue
-        notice.clear()
-        return link

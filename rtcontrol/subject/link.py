@@ -4,21 +4,25 @@ It dials out (``wss://`` with a pinned certificate and a token, via :mod:`rtcont
 measures the clock offset (:class:`rtcontrol.link.clock.ClockSync`) so the agent reports stamps in the
 console's clock, reconnects with backoff, and resends every feedback value the agent has not
 acknowledged (marked ``late``; the agent drops duplicates by run and volume index). Nothing here
-blocks: ``send_feedback`` and ``send_message`` only queue.
+blocks: ``send_feedback`` and ``send_message`` only queue. What to send and resend is decided by the
+shared delivery core (:class:`rtcontrol.link.delivery.Outbox`), reconnecting by
+:func:`rtcontrol.link.reconnect.redial`.
 
-Callbacks (plain functions, called on the event loop):
+Everything the link has to say goes to one callback, ``on_event(event)`` (a plain function, called on
+the event loop) with an event of :mod:`rtcontrol.link.events`:
 
-* ``on_delivery(run, index, stamps)``: ``stamps`` has ``subject_delivered``, then ``consumer_taken`` and
+* :class:`Delivery` ``(run, index, stamps)``: ``stamps`` has ``subject_delivered``, then ``consumer_taken`` and
   ``displayed`` (earliest over consumers), all in the console's ``time.monotonic()`` clock, plus
   ``consumers`` (per consumer: ``taken``/``displayed``), ``late``, ``onset_missed`` and ``cancelled``, and
   the agent's word on the value: ``outcome`` ("delivered" with ``taken_by`` naming the consumers that took
   it, "no_consumer", "dropped" with ``dropped`` saying who and why, "cancelled", or while undecided
   "scheduled"/"pending"). Only "delivered" means a stimulus program got it; an ack alone does not.
-* ``on_response(response)``: ``{"consumer", "consumer_kind", "run", "t", "data"}`` from a stimulus program;
+* :class:`Response`: ``{"consumer", "consumer_kind", "run", "t", "data"}`` from a stimulus program;
   ``consumer`` is the agent's name for the authenticated connection, never taken from the message.
-* ``on_state(state)``: ``{"link": "connecting"|"connected"|"disconnected"|"refused", ...}`` plus the
-  agent's ``run`` and ``consumers`` when it reports them.
-* ``on_error(message)``: the agent refused something the console sent.
+* :class:`StateChanged`: ``state`` (a :class:`LinkState`: connecting, connected, disconnected, or failed
+  when the certificate or token was refused), ``error``, and in ``agent`` the agent's ``run`` and
+  ``consumers`` when it reports them.
+* :class:`Problem`: the agent refused something the console sent.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -34,7 +37,10 @@ import websockets
 
 from rtcontrol.link import transport
 from rtcontrol.link.clock import ClockSync
+from rtcontrol.link.delivery import Kind, LinkState, Outbox, Redial, Wait
+from rtcontrol.link.events import Delivery, LinkEvent, Problem, Response, StateChanged
 from rtcontrol.link.pinning import KnownHosts, PinError
+from rtcontrol.link.reconnect import redial
 from rtcontrol.subject import protocol as P
 
 log = logging.getLogger(__name__)
@@ -51,23 +57,16 @@ class SubjectError(RuntimeError):
     """The agent (or the run settings check) refused a request; the message says why."""
 
 
-def _nop(*_: Any) -> None:
-    return None
-
-
 class SubjectClient:
     def __init__(
         self,
         url: str,
-        *,
         token: str,
+        *,
         pins: KnownHosts | None = None,
         expected_fingerprint: str | None = None,
         allow_plain_loopback: bool = False,
-        on_delivery: Callable[[str, int, dict[str, Any]], None] | None = None,
-        on_response: Callable[[dict[str, Any]], None] | None = None,
-        on_state: Callable[[dict[str, Any]], None] | None = None,
-        on_error: Callable[[str], None] | None = None,
+        on_event: Callable[[LinkEvent], None] | None = None,
         backoff: tuple[float, float] = (0.1, 5.0),
         reply_timeout: float = 5.0,
     ) -> None:
@@ -75,19 +74,14 @@ class SubjectClient:
         self._connect_kw = dict(token=token, pins=pins, expected_fingerprint=expected_fingerprint,
                                 allow_plain_loopback=allow_plain_loopback, max_size=1024 * 1024,
                                 hello={"role": "console", "protocol": P.PROTOCOL})
-        self.on_delivery = on_delivery or _nop
-        self.on_response = on_response or _nop
-        self.on_state = on_state or _nop
-        self.on_error = on_error or _nop
+        self.on_event = on_event
         self.backoff = backoff
         self.reply_timeout = reply_timeout
         self.clock = ClockSync()
-        self.unacked: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
-        self.dropped_unacked = 0
+        #: feedback awaiting the agent's ack by (run, index); control messages kept while the link is down
+        self._box: Outbox[tuple[str, int]] = Outbox(limit=MAX_UNACKED, backlog=MAX_BACKLOG)
         self._sending: set[asyncio.Task[None]] = set()
-        self._backlog: deque[dict[str, Any]] = deque(maxlen=MAX_BACKLOG)
         self._conn: Any = None
-        self._ready = False
         self._task: asyncio.Task[None] | None = None
         self._first = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -95,14 +89,24 @@ class SubjectClient:
         self._replies: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self.fingerprint: str | None = None
         self.connections = 0
-        self._throttled = transport.ThrottleNotice("subject link")  # a busy agent: wait and retry
+        self._redial = Redial("subject link", *backoff)  # a busy agent: wait and retry; a refusal is fatal
         self.agent_state: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------- lifecycle
 
     @property
     def connected(self) -> bool:
-        return self._ready
+        return self._box.ready
+
+    @property
+    def unacked(self) -> dict[tuple[str, int], dict[str, Any]]:
+        """Feedback the agent has not acknowledged yet, oldest first (resent after a reconnect)."""
+        return self._box.unacked
+
+    @property
+    def dropped_unacked(self) -> int:
+        """Feedback values dropped unacknowledged over :data:`MAX_UNACKED` (the agent was away for hours)."""
+        return self._box.dropped
 
     async def connect(self, timeout: float | None = 10.0) -> None:
         """Start the link and wait for the first connection.
@@ -133,7 +137,7 @@ class SubjectClient:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
-        self._ready = False
+        self._box.disconnected()
 
     async def __aenter__(self) -> SubjectClient:
         await self.connect()
@@ -152,12 +156,7 @@ class SubjectClient:
         if acquired is not None:
             msg["acquired"] = float(acquired)
         P.parse_feedback(msg, "send_feedback")  # refuse bad values here, where the caller can see it
-        key = (run, int(index))
-        self.unacked[key] = msg
-        if len(self.unacked) > MAX_UNACKED:  # the agent has been away for hours: keep the newest
-            self.unacked.popitem(last=False)
-            self.dropped_unacked += 1
-        if self._ready:
+        if self._box.queue((run, int(index)), msg, replace=True) is not None:  # over MAX_UNACKED: the oldest go
             self._send_now(msg)
 
     def send_message(self, text: str = "", kind: str = "text", run: str | None = None,
@@ -187,8 +186,8 @@ class SubjectClient:
 
     async def _request(self, msg: dict[str, Any], run: str) -> None:
         """Send a run_start/run_stop and wait for the agent's answer (queued instead while the link is down)."""
-        if not self._ready:
-            self._backlog.append(msg)  # goes out first when the link returns
+        if not self._box.ready:
+            self._box.post(msg)  # goes out first when the link returns
             return
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[(msg["type"], run)] = fut
@@ -205,10 +204,8 @@ class SubjectClient:
             raise SubjectError(str(answer.get("message")))
 
     def _send_control(self, msg: dict[str, Any]) -> None:
-        if self._ready:
+        if self._box.post(msg) is not None:
             self._send_now(msg)
-        else:
-            self._backlog.append(msg)
 
     def _send_now(self, msg: dict[str, Any]) -> None:
         conn = self._conn
@@ -220,7 +217,7 @@ class SubjectClient:
             # outside the running loop: qasync's last event pass at shutdown. Nothing can be sent now;
             # feedback stays in ``unacked`` (resent on the next connection), control messages wait.
             if msg.get("type") != "feedback":
-                self._backlog.append(msg)
+                self._box.keep(msg)
             log.debug("subject link: %s kept, the event loop is not running", msg.get("type"))
             return
         frame = P.encode({**msg, "v": P.VERSION})
@@ -243,45 +240,40 @@ class SubjectClient:
         except RuntimeError as exc:  # a step taken in qasync's last event pass, after the loop stopped
             if "no running event loop" not in str(exc):
                 raise
-            self._ready = False
+            self._box.disconnected()
             log.debug("subject link stopped with the event loop")
 
+    async def _dial(self) -> transport.Connected:
+        self._state(LinkState.CONNECTING)
+        return await transport.connect(self.url, **self._connect_kw)
+
+    def _waiting(self, wait: Wait) -> None:
+        if wait.notice:  # a busy agent, said once per episode
+            log.warning("%s", wait.notice)
+            self._state(LinkState.DISCONNECTED, wait.notice)
+        elif not wait.throttled:
+            self._state(LinkState.DISCONNECTED, wait.error)
+
     async def _link(self) -> None:
-        delay = self.backoff[0]
         while True:
-            self._state({"link": "connecting"})
             try:
-                connected = await transport.connect(self.url, **self._connect_kw)
+                connected = await redial(self._dial, self._redial, self._waiting)
             except (PinError, transport.AuthError) as exc:
                 self._fatal = exc
-                self._state({"link": "refused", "error": str(exc)})
+                self._state(LinkState.FAILED, str(exc))
                 self._first.set()
                 log.error("subject link refused: %s", exc)
                 return
-            except transport.Throttled as exc:  # not fatal: wait as long as the agent asks, then retry
-                wait, message = self._throttled.wait(exc)
-                if message:
-                    log.warning("%s", message)
-                    self._state({"link": "disconnected", "error": message})
-                await asyncio.sleep(wait)
-                continue
-            except transport.LinkError as exc:
-                self._state({"link": "disconnected", "error": str(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff[1])
-                continue
-            delay = self.backoff[0]
-            self._throttled.clear()
+            self._box.connected()
             self._conn = connected.conn
             self.fingerprint = connected.fingerprint
             self.connections += 1
             reader = asyncio.create_task(self._read(connected.conn))
             try:
                 await self._sync_clock(CLOCK_SAMPLES)
-                self._ready = True
                 self._flush()
                 self._first.set()
-                self._state({"link": "connected", "fingerprint": self.fingerprint})
+                self._state(LinkState.CONNECTED)
                 while not reader.done():
                     done, _ = await asyncio.wait({reader}, timeout=CLOCK_REFRESH_S)
                     if not done:
@@ -289,7 +281,7 @@ class SubjectClient:
             except (websockets.ConnectionClosed, asyncio.TimeoutError, ConnectionError):
                 pass
             finally:
-                self._ready = False
+                self._box.disconnected()
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
                 await connected.conn.close()
@@ -297,7 +289,7 @@ class SubjectClient:
                 for fut in self._replies.values():
                     if not fut.done():
                         fut.set_result({"type": "error", "message": "the link to the subject agent dropped"})
-            self._state({"link": "disconnected"})
+            self._state(LinkState.DISCONNECTED)
 
     async def _sync_clock(self, samples: int) -> None:
         conn = self._conn
@@ -311,10 +303,10 @@ class SubjectClient:
         await conn.send(P.encode({"type": "clock", "offset": -self.clock.offset, "v": P.VERSION}))
 
     def _flush(self) -> None:
-        while self._backlog:
-            self._send_now(self._backlog.popleft())
-        for msg in self.unacked.values():
-            self._send_now({**msg, "late": True})
+        """Queued control messages first, then every unacknowledged feedback value (marked late)."""
+        while sends := self._box.flush():  # sending only queues tasks: the second pass finds nothing
+            for send in sends:
+                self._send_now({**send.frame, "late": True} if send.kind is Kind.ITEM else send.frame)
 
     async def _read(self, conn: Any) -> None:
         async for raw in conn:
@@ -334,16 +326,15 @@ class SubjectClient:
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(msg)
         elif kind == "ack":
-            key = (msg["run"], msg["index"])
-            self.unacked.pop(key, None)
-            self.on_delivery(msg["run"], msg["index"], msg.get("stamps") or {})
+            self._box.ack((msg["run"], msg["index"]))
+            self._emit(Delivery(msg["run"], msg["index"], msg.get("stamps") or {}))
         elif kind == "delivery":
-            self.on_delivery(msg["run"], msg["index"], msg.get("stamps") or {})
+            self._emit(Delivery(msg["run"], msg["index"], msg.get("stamps") or {}))
         elif kind == "response":
-            self.on_response({k: v for k, v in msg.items() if k not in ("type", "v")})
+            self._emit(Response({k: v for k, v in msg.items() if k not in ("type", "v")}))
         elif kind == "state":
             self.agent_state = {k: v for k, v in msg.items() if k not in ("type", "v")}
-            self._state({"link": "connected" if self._ready else "connecting"})
+            self._state(LinkState.CONNECTED if self._box.ready else LinkState.CONNECTING)
         elif kind in ("run_started", "run_stopped"):
             want = {"run_started": "run_start", "run_stopped": "run_stop"}[kind]
             for (sent, run), fut in list(self._replies.items()):
@@ -355,10 +346,14 @@ class SubjectClient:
             if fut is not None and not fut.done():
                 fut.set_result(msg)
             else:
-                self.on_error(str(msg.get("message")))
+                self._emit(Problem(str(msg.get("message"))))
 
-    def _state(self, state: dict[str, Any]) -> None:
+    def _emit(self, event: LinkEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _state(self, state: LinkState, error: str = "") -> None:
         try:
-            self.on_state({**self.agent_state, **state})
+            self._emit(StateChanged(state, error, self.fingerprint or "", dict(self.agent_state)))
         except Exception:
-            log.exception("on_state callback failed")
+            log.exception("subject link state callback failed")

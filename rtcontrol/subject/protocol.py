@@ -14,6 +14,7 @@ Every function here is pure so the rules are tested byte for byte, apart from so
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from dataclasses import dataclass, field
@@ -33,7 +34,22 @@ MAX_ONSET_DELAY_S = 30.0
 #: Longest TR accepted for TR-boundary onsets.
 MAX_TR_S = 30.0
 
-ONSET_MODES = ("immediate", "tr", "delay")
+class OnsetMode(enum.StrEnum):
+    """When the agent hands a feedback value on (see :class:`Onset`); the value is the wire word.
+
+    The console's settings say ``next_tr`` for the TR boundary (the word users write); it names the
+    same member, so neither end translates by hand."""
+
+    IMMEDIATE = "immediate"
+    NEXT_TR = "tr"
+    DELAY = "delay"
+
+    @classmethod
+    def _missing_(cls, value: object) -> OnsetMode | None:
+        return cls.NEXT_TR if value == "next_tr" else None
+
+
+ONSET_MODES = tuple(m.value for m in OnsetMode)
 
 CONSOLE_TO_AGENT = ("run_start", "run_stop", "feedback", "message", "clock", "ping")
 CONSUMER_TO_AGENT = ("response", "displayed", "hello", "ping")
@@ -178,9 +194,12 @@ class Onset:
     passed the value goes out at once and its stamps say ``onset_missed``.
     """
 
-    mode: str = "immediate"
+    mode: OnsetMode = OnsetMode.IMMEDIATE
     tr: float | None = None
     delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", OnsetMode(self.mode))  # a plain word from a test or an older caller
 
 
 @dataclass(frozen=True)
@@ -242,9 +261,11 @@ def _parse_onset(run: str, onset: Any, run_tr: Any) -> Onset:
         onset = {"mode": onset}
     if not isinstance(onset, dict):
         raise ProtocolError(f"run {run}: 'onset' must be an object like {{'mode': 'delay', 'delay': 1.0}}")
-    mode = onset.get("mode", "immediate")
-    if mode not in ONSET_MODES:
-        raise ProtocolError(f"run {run}: onset mode {mode!r} is not one of {', '.join(ONSET_MODES)}")
+    try:
+        mode = OnsetMode(onset.get("mode", "immediate"))
+    except (ValueError, TypeError):
+        raise ProtocolError(f"run {run}: onset mode {onset.get('mode')!r} is not one of "
+                            f"{', '.join(ONSET_MODES)}") from None
     tr = onset.get("tr", run_tr)
     if tr is not None:
         if not _is_number(tr) or tr <= 0:
@@ -253,7 +274,7 @@ def _parse_onset(run: str, onset: Any, run_tr: Any) -> Onset:
             raise ProtocolError(f"run {run}: TR of {tr} s is over the {MAX_TR_S:g} s limit")
         tr = float(tr)
     delay = onset.get("delay", 0.0)
-    if mode == "tr" and tr is None:
+    if mode is OnsetMode.NEXT_TR and tr is None:
         raise ProtocolError(f"run {run}: onset at the next TR boundary needs the TR (settings 'tr' or onset 'tr')")
     if mode == "delay":
         if not _is_number(delay):

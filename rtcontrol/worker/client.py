@@ -8,17 +8,16 @@ offset so the worker's timeline stamps arrive in the console's clock.
 If it reconnects to a worker that no longer knows the session (the worker was killed and started
 again) while a run is going, the run is started again there with the same settings and every volume
 of the run so far is sent again, in order: those still unacknowledged from memory, the rest from
-``replay_source(run, indices) -> {index: Volume}`` (the console's recording). ``on_run_state`` says
-"restarting" when the new worker is found and "restarted" (with what was replayed and what could not
-be) once the replay is on its way; the console decides which feedback is catch-up
+``replay_source(run, indices) -> {index: Volume}`` (the console's recording). A :class:`RunChanged`
+says ``RESTARTING`` when the new worker is found and ``RESTARTED`` (with what was replayed and what
+could not be) once the replay is on its way; the console decides which feedback is catch-up
 (:mod:`rtcontrol.console.resume`).
 
-Callbacks may be plain functions or coroutines (scheduled as tasks)::
-
-    on_feedback(FeedbackEvent)                on_metrics(run, index, metrics)
-    on_log(run, level, message)               on_error(message, traceback)
-    on_state(state)                           on_subject_message(run, message)
-    on_run_state(run, state, info)            # "ended", "failed", "restarting", "restarted"
+What to send and resend is decided by the shared delivery core (:class:`rtcontrol.link.delivery.Outbox`),
+reconnecting by :func:`rtcontrol.link.reconnect.redial`. Everything the link has to say goes to one
+callback, ``on_event(event)`` (:mod:`rtcontrol.link.events`: :class:`StateChanged`, :class:`Problem`,
+:class:`FeedbackEvent`, :class:`LogLine`, :class:`SubjectMessage`, :class:`RunChanged`); it may be a plain
+function or a coroutine function (scheduled as a task).
 """
 
 from __future__ import annotations
@@ -30,8 +29,6 @@ import itertools
 import logging
 import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,13 +37,18 @@ import websockets
 from rtcontrol.link import transport
 from rtcontrol.link.clock import ClockSync
 from rtcontrol.link.codec import FrameError, decode_message, encode_message, encode_volume
+from rtcontrol.link.delivery import LinkState, Outbox, Redial, Wait
+from rtcontrol.link.events import (
+    FeedbackEvent, LinkEvent, LogLine, Problem, RunChange, RunChanged, StateChanged, SubjectMessage,
+)
 from rtcontrol.link.pinning import KnownHosts, PinError
+from rtcontrol.link.reconnect import redial
 from rtcontrol.scanner.volume import Timeline, Volume
 from rtcontrol.worker.console_files import ConsoleFiles
 
 log = logging.getLogger(__name__)
 
-STATES = ("disconnected", "connecting", "resyncing", "connected", "reconnecting", "closed", "failed")
+__all__ = ["FeedbackEvent", "VolumeTooLarge", "WorkerClient", "WorkerError"]
 
 
 class WorkerError(Exception):
@@ -61,16 +63,6 @@ class VolumeTooLarge(ValueError):
     pass
 
 
-@dataclass
-class FeedbackEvent:
-    run: str
-    index: int
-    feedback: Any
-    metrics: dict[str, float | None]
-    timeline: Timeline  # every stamp in the console's clock
-    worker_timeline: dict[str, float] = field(default_factory=dict)  # raw, worker's clock
-
-
 class WorkerClient:
     def __init__(
         self,
@@ -81,13 +73,7 @@ class WorkerClient:
         expected_fingerprint: str | None = None,
         allow_plain_loopback: bool = False,
         allowed_folders: list[Path] | tuple[Path, ...] = (),
-        on_feedback: Callable | None = None,
-        on_metrics: Callable | None = None,
-        on_log: Callable | None = None,
-        on_error: Callable | None = None,
-        on_state: Callable | None = None,
-        on_subject_message: Callable | None = None,
-        on_run_state: Callable | None = None,
+        on_event: Callable[[LinkEvent], Any] | None = None,
         replay_source: Callable | None = None,
         max_size: int = transport.DEFAULT_MAX_SIZE,
         backoff: tuple[float, float] = (0.05, 5.0),
@@ -98,21 +84,19 @@ class WorkerClient:
         self._pins, self._expected = pins, expected_fingerprint
         self._allow_plain = allow_plain_loopback
         self.files = ConsoleFiles(list(allowed_folders))
-        self.on_feedback, self.on_metrics, self.on_log = on_feedback, on_metrics, on_log
-        self.on_error, self.on_state, self.on_subject_message = on_error, on_state, on_subject_message
-        self.on_run_state = on_run_state
+        self.on_event = on_event
         self.replay_source = replay_source
         self._max_size, self._backoff = max_size, backoff
         self._ping_interval, self._request_timeout = ping_interval, request_timeout
         self.session = uuid.uuid4().hex
         self.clock = ClockSync()
-        self._state = "disconnected"
+        self._state = LinkState.DISCONNECTED
         self._conn: websockets.ClientConnection | None = None
-        self._gen = 0
         self._worker_max_size = max_size
         self._fingerprint: str | None = None
-        self._unacked: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()  # key -> [frame, gen sent]
-        self._requests: dict[int, list[Any]] = {}  # id -> [future, text, gen sent]
+        #: volumes awaiting the worker's ack by (run, index), and requests awaiting its reply by id
+        self._box: Outbox[tuple[str, int]] = Outbox()
+        self._replies: dict[int, asyncio.Future] = {}  # request id -> its reply
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._last_event = 0
@@ -122,7 +106,7 @@ class WorkerClient:
         self._run_sent: dict[int, int] = {}  # index -> seq of every volume queued in the active run, in order
         self._run_data_dir = ""  # where the worker said it saves the active run
         self._restarting = False  # the active run is to be started again on a restarted worker
-        self._restart_request: list[Any] | None = None  # its start_run: [future, text, gen sent, args]
+        self._restart_request: tuple[int, dict[str, Any]] | None = None  # its start_run: (id, args)
         self.run_restarts = 0
         self._run_done: dict[str, asyncio.Future] = {}
         self._acked_all = asyncio.Event()
@@ -133,7 +117,7 @@ class WorkerClient:
         self._closing = False
         self.reconnects = 0
         self.resent_volumes = 0
-        self._throttled = transport.ThrottleNotice("worker link")  # a busy worker: wait and retry
+        self._redial = Redial("worker link", *backoff)  # a busy worker: wait and retry; a refusal is fatal
         #: the worker's plugins, as the last list_projects reply carried them:
         #: {"plugins": [{name, kind, source, description}], "errors": [{source, error, traceback}]}
         self.plugins: dict[str, Any] | None = None
@@ -141,7 +125,7 @@ class WorkerClient:
     # ----------------------------------------------------------------- properties
 
     @property
-    def state(self) -> str:
+    def state(self) -> LinkState:
         return self._state
 
     @property
@@ -164,24 +148,25 @@ class WorkerClient:
 
     @property
     def pending_volumes(self) -> int:
-        return len(self._unacked)
+        return len(self._box)
 
     # ----------------------------------------------------------------- lifecycle
 
     async def connect(self) -> None:
         """Connect once (raises LinkError/PinError/AuthError); afterwards reconnection is automatic."""
         self._closing = False
-        self._set_state("connecting")
+        self._set_state(LinkState.CONNECTING)
         try:
-            link = await transport.connect_waiting(self._dial, self._throttled, self._notice)
+            first = Redial("worker link", *self._backoff, retry_errors=False, budget=60.0)
+            link = await redial(self._dial, first, self._waiting)
         except BaseException:
-            self._set_state("failed")
+            self._set_state(LinkState.FAILED)
             raise
         self._fingerprint = link.fingerprint
         self._ready = asyncio.Event()
         self._supervisor = asyncio.create_task(self._supervise(link), name="worker link")
         await self._ready.wait()  # resync done: state is "connected"
-        if self._state == "failed":
+        if self._state is LinkState.FAILED:
             raise transport.LinkError(f"the link to {self.url} failed while starting")
 
     async def close(self) -> None:
@@ -197,10 +182,10 @@ class WorkerClient:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for fut, *_ in self._requests.values():
+        for fut in self._replies.values():
             if not fut.done():
                 fut.set_exception(WorkerError("the worker link was closed"))
-        self._set_state("closed")
+        self._set_state(LinkState.CLOSED)
 
     async def __aenter__(self) -> WorkerClient:
         await self.connect()
@@ -221,34 +206,29 @@ class WorkerClient:
             await self._serve_connection(link)
             if self._closing:
                 return
-            self._set_state("reconnecting")
-            delay = self._backoff[0]
-            while True:
-                await asyncio.sleep(delay)
-                try:
-                    link = await self._dial()
-                    self.reconnects += 1
-                    self._throttled.clear()
-                    break
-                except transport.Throttled as exc:  # not fatal: wait as long as the worker asks, then retry
-                    delay, message = self._throttled.wait(exc)
-                    if message:
-                        self._notice(message)
-                except (PinError, transport.AuthError) as exc:
-                    self._set_state("failed")
-                    self._emit(self.on_error, f"worker link: {exc}", "")
-                    self._ready.set()
-                    return
-                except (transport.LinkError, OSError) as exc:
-                    log.info("reconnect to %s failed: %s (next try in %.2f s)", self.url, exc, delay)
-                    delay = min(delay * 2, self._backoff[1])
+            self._set_state(LinkState.RECONNECTING)
+            await asyncio.sleep(self._backoff[0])
+            try:
+                link = await redial(self._dial, self._redial, self._waiting)
+            except (PinError, transport.AuthError) as exc:
+                self._set_state(LinkState.FAILED)
+                self._emit(Problem(f"worker link: {exc}"))
+                self._ready.set()
+                return
+            self.reconnects += 1
+
+    def _waiting(self, wait: Wait) -> None:
+        if wait.notice:
+            self._notice(wait.notice)
+        else:
+            log.info("reconnect to %s failed: %s (next try in %.2f s)", self.url, wait.error, wait.delay)
 
     async def _serve_connection(self, link: transport.Connected) -> None:
         conn = self._conn = link.conn
-        self._gen += 1
+        self._box.connected()
         self._fingerprint = link.fingerprint
         self._worker_max_size = int(link.welcome.get("max_size") or self._max_size)
-        self._set_state("resyncing")
+        self._set_state(LinkState.RESYNCING)
         if self._had_session and not link.welcome.get("resumed"):
             self._session_lost()
         self._had_session = True
@@ -258,17 +238,18 @@ class WorkerClient:
             if self._restarting and not await self._restart_run(conn, reader):
                 return  # the link dropped while the run was starting again: it is tried again on the next one
             await self._flush(conn)
-            self._set_state("connected")  # no await since the last check: nothing is left behind
+            self._set_state(LinkState.CONNECTED)  # no await since the last check: nothing is left behind
             self._ready.set()
             await reader
         except websockets.ConnectionClosed:
             pass
         except Exception as exc:  # a bug must not end reconnection silently: report, drop, reconnect
             log.exception("worker link failed")
-            self._emit(self.on_error, f"worker link: {type(exc).__name__}: {exc}", "")
+            self._emit(Problem(f"worker link: {type(exc).__name__}: {exc}"))
             with contextlib.suppress(Exception):
                 await conn.close(1011, "console-side error")
         finally:
+            self._box.disconnected()
             reader.cancel()
             pinger.cancel()
             await asyncio.gather(reader, pinger, return_exceptions=True)
@@ -284,14 +265,15 @@ class WorkerClient:
         run = self._run
         done = self._run_done.get(run) if run is not None else None
         stale, self._restart_request = self._restart_request, None  # killed again while restarting: a new request
-        self._requests = {k: v for k, v in self._requests.items() if v is not stale}
+        if stale is not None:
+            self._box.replied(stale[0])
+            self._replies.pop(stale[0], None)
         if run is not None and self._run_start and (done is None or not done.done()):
             self._restarting = True
             info = {"run": run, "volumes": len(self._run_sent), "previous_data_dir": self._run_data_dir}
-            self._emit(self.on_run_state, run, "restarting", info)
+            self._emit(RunChanged(run, RunChange.RESTARTING, info))
             return
-        lost = len(self._unacked)
-        self._unacked.clear()
+        lost = len(self._box.session_lost())
         self._acked_all.set()
         self._run = None
         if run is not None:
@@ -300,9 +282,9 @@ class WorkerClient:
             self._fail_run(run, message)
 
     def _fail_run(self, run: str, message: str) -> None:
-        self._emit(self.on_error, message, "")
+        self._emit(Problem(message))
         info = {"run": run, "message": message}
-        self._emit(self.on_run_state, run, "failed", info)
+        self._emit(RunChanged(run, RunChange.FAILED, info))
         done = self._run_done.get(run)
         if done is not None and not done.done():
             done.set_result(info)
@@ -315,37 +297,37 @@ class WorkerClient:
         already has without processing it again)."""
         run = self._run
         assert run is not None
-        request = self._restart_request
-        if request is None:
+        if self._restart_request is None:
             args = {**self._run_start, "restart": {"count": self.run_restarts + 1, "previous": self._run_data_dir}}
             rid = next(self._ids)
-            fut: asyncio.Future = asyncio.get_running_loop().create_future()
-            request = self._restart_request = [fut, encode_message("request", id=rid, op="start_run", args=args), 0, args]
-            self._requests[rid] = request
-        if not request[0].done() and request[2] != self._gen:
-            request[2] = self._gen
-            await conn.send(request[1])
-        await asyncio.wait({request[0], reader}, timeout=self._request_timeout, return_when=asyncio.FIRST_COMPLETED)
-        if not request[0].done():
+            self._replies[rid] = asyncio.get_running_loop().create_future()
+            self._box.request(rid, encode_message("request", id=rid, op="start_run", args=args))
+            self._restart_request = (rid, args)
+        rid, args = self._restart_request
+        fut = self._replies[rid]
+        if not fut.done() and not self._box.sent_here(rid):
+            await conn.send(self._box.mark_sent(rid))
+        await asyncio.wait({fut, reader}, timeout=self._request_timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not fut.done():
             if reader.done():
                 return False
-            request[0].set_result({"ok": False, "error": f"no answer within {self._request_timeout:.0f} s"})
-        self._requests = {k: v for k, v in self._requests.items() if v is not request}
-        reply = request[0].result()
+            fut.set_result({"ok": False, "error": f"no answer within {self._request_timeout:.0f} s"})
+        self._box.replied(rid)
+        self._replies.pop(rid, None)
+        reply = fut.result()
         if not reply.get("ok"):
             self._restarting, self._restart_request = False, None
-            lost = len(self._unacked)
-            self._unacked.clear()
+            lost = len(self._box.session_lost())
             self._acked_all.set()
             self._run = None
             self._fail_run(run, f"the worker restarted and could not start run {run!r} again: {reply.get('error')}"
                            + (f" ({lost} volumes not delivered)" if lost else "") + "; start the run again")
             return True
-        restart = request[3]["restart"]
+        restart = args["restart"]
         self.run_restarts = restart["count"]
         self._run_data_dir = str((reply.get("result") or {}).get("data_dir") or "")
         indices = list(self._run_sent)
-        missing = [i for i in indices if (run, i) not in self._unacked]
+        missing = [i for i in indices if (run, i) not in self._box]
         volumes: Any = {}  # index -> Volume; a mapping that may read each volume only when asked
         why = ""
         if missing and self.replay_source is None:
@@ -359,8 +341,7 @@ class WorkerClient:
         replayed, lost = [], []
         for i in indices:
             key = (run, i)
-            item = self._unacked.get(key)
-            if item is None:
+            if key not in self._box:
                 try:
                     volume = volumes.get(i)
                 except Exception as exc:  # a damaged record: that volume is named, the others still go
@@ -368,39 +349,30 @@ class WorkerClient:
                 if volume is None:
                     lost.append(i)
                     continue
-                item = self._unacked[key] = [encode_volume(volume, self._run_sent[i], run=run), 0]
+                self._box.queue(key, encode_volume(volume, self._run_sent[i], run=run))
                 self._acked_all.clear()
             replayed.append(i)
-            if item[1] != self._gen:
+            send = self._box.send_item(key)
+            if send is not None:
                 self.resent_volumes += 1
-                item[1] = self._gen
-                await conn.send(item[0])  # waits while the link is busy: the replay holds little in memory
+                await conn.send(send.frame)  # waits while the link is busy: the replay holds little in memory
                 await asyncio.sleep(0)
         self._restarting, self._restart_request = False, None
         if lost and not why:
             why = "they are not in the console's record"
         info = {"run": run, "volumes": len(indices), "replayed": replayed, "lost": lost, "why": why,
                 "data_dir": self._run_data_dir, "previous_data_dir": restart["previous"]}
-        self._emit(self.on_run_state, run, "restarted", info)
+        self._emit(RunChanged(run, RunChange.RESTARTED, info))
         return True
 
     async def _flush(self, conn: websockets.ClientConnection) -> None:
         """Send every unanswered request, then every unacknowledged volume, not yet sent on this
         connection, in order; repeat until nothing new arrived meanwhile."""
-        while True:
-            requests = [entry for entry in self._requests.values() if entry[2] != self._gen and not entry[0].done()]
-            todo = [key for key, item in self._unacked.items() if item[1] != self._gen]
-            if not requests and not todo:
-                return
-            for entry in requests:
-                entry[2] = self._gen
-                await conn.send(entry[1])
-            for key in todo:
-                item = self._unacked.get(key)
-                if item is not None and item[1] != self._gen:
-                    self.resent_volumes += item[1] != 0
-                    item[1] = self._gen
-                    await conn.send(item[0])
+        while sends := self._box.flush():
+            for send in sends:
+                if send.key in self._box or send.kind != "item":  # an ack may have come in meanwhile
+                    self.resent_volumes += send.resend
+                    await conn.send(send.frame)
 
     # ----------------------------------------------------------------- requests
 
@@ -412,18 +384,18 @@ class WorkerClient:
         rid = next(self._ids)
         text = encode_message("request", id=rid, op=op, args=args)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        entry: list[Any] = [fut, text, 0]  # future, message, connection it was sent on
-        self._requests[rid] = entry
-        if self._state == "connected" and self._conn is not None:
-            entry[2] = self._gen
+        self._replies[rid] = fut
+        send, conn = self._box.request(rid, text), self._conn
+        if send is not None and conn is not None:
             with contextlib.suppress(websockets.ConnectionClosed):
-                await self._conn.send(text)
+                await conn.send(send.frame)
         try:
             reply = await asyncio.wait_for(fut, self._request_timeout)
         except asyncio.TimeoutError:
             raise WorkerError(f"the worker did not answer {op!r} within {self._request_timeout:.0f} s") from None
         finally:
-            self._requests.pop(rid, None)
+            self._replies.pop(rid, None)
+            self._box.replied(rid)
         if not reply.get("ok"):
             raise WorkerError(reply.get("error", f"{op} failed"), reply.get("traceback", ""))
         return reply
@@ -461,15 +433,13 @@ class WorkerClient:
                 "start the worker with a larger --max-size"
             )
         key = (self._run, int(volume.index))
-        if key in self._unacked:
+        if key in self._box:
             return
         self._run_sent.setdefault(int(volume.index), seq)
-        item = [frame, 0]
-        self._unacked[key] = item
+        send = self._box.queue(key, frame)
         self._acked_all.clear()
         conn = self._conn
-        if self._state == "connected" and conn is not None:
-            item[1] = self._gen
+        if send is not None and conn is not None:
             with contextlib.suppress(websockets.ConnectionClosed):
                 await conn.send(frame)
 
@@ -511,7 +481,7 @@ class WorkerClient:
             try:
                 msg = decode_message(raw)
             except FrameError as exc:
-                self._emit(self.on_error, f"worker link: {exc}", "")
+                self._emit(Problem(f"worker link: {exc}"))
                 continue
             kind = msg["type"]
             if kind == "ack":
@@ -519,24 +489,25 @@ class WorkerClient:
             elif kind == "event":
                 await self._on_event(conn, msg)
             elif kind == "reply":
-                pending = self._requests.get(msg.get("id"))
-                if pending and not pending[0].done():
-                    pending[0].set_result(msg)
+                rid = msg.get("id")
+                fut = self._replies.get(rid) if isinstance(rid, int) else None
+                if fut is not None and not fut.done():
+                    self._box.replied(rid)
+                    fut.set_result(msg)
             elif kind == "pong":
                 if isinstance(msg.get("t0"), (int, float)):
                     self.clock.add(msg["t0"], msg["t1"], msg["t2"], time.monotonic())
             elif kind == "file_request":
                 self._spawn(self._answer_file(conn, msg))
             elif kind == "error":
-                self._emit(self.on_error, f"worker: {msg.get('message')}", "")
+                self._emit(Problem(f"worker: {msg.get('message')}"))
 
     def _on_ack(self, msg: dict[str, Any]) -> None:
-        key = (msg.get("run"), msg.get("index"))
-        self._unacked.pop(key, None)  # type: ignore[arg-type]
-        if not self._unacked:
+        self._box.ack((msg.get("run"), msg.get("index")))  # type: ignore[arg-type]
+        if not len(self._box):
             self._acked_all.set()
         if msg.get("error"):
-            self._emit(self.on_error, f"worker: {msg['error']}", "")
+            self._emit(Problem(f"worker: {msg['error']}"))
 
     async def _on_event(self, conn: websockets.ClientConnection, msg: dict[str, Any]) -> None:
         seq = int(msg.get("seq", 0))
@@ -555,17 +526,16 @@ class WorkerClient:
                 tl.stamp(stage, self.clock.to_local(float(t)))
             tl.stamp("feedback_received")
             ev = FeedbackEvent(run, int(msg["index"]), msg.get("feedback"), msg.get("metrics") or {}, tl, worker_tl)
-            self._emit(self.on_feedback, ev)
-            self._emit(self.on_metrics, run, ev.index, ev.metrics)
+            self._emit(ev)
         elif event == "log":
-            self._emit(self.on_log, run, msg.get("level", "INFO"), msg.get("message", ""))
+            self._emit(LogLine(run, msg.get("level", "INFO"), msg.get("message", "")))
         elif event == "subject_message":
-            self._emit(self.on_subject_message, run, msg.get("message"))
+            self._emit(SubjectMessage(run, msg.get("message")))
         elif event in ("run_failed", "run_ended"):
-            state = "failed" if event == "run_failed" else "ended"
-            if state == "failed":
-                self._emit(self.on_error, f"run {run}: {msg.get('message')}", msg.get("traceback", ""))
-            self._emit(self.on_run_state, run, state, msg)
+            state = RunChange.FAILED if event == "run_failed" else RunChange.ENDED
+            if state is RunChange.FAILED:
+                self._emit(Problem(f"run {run}: {msg.get('message')}", msg.get("traceback", "")))
+            self._emit(RunChanged(str(run), state, msg))
             done = self._run_done.get(run)
             if done is not None and not done.done():
                 done.set_result(msg)
@@ -582,7 +552,7 @@ class WorkerClient:
         except Exception as exc:
             reply.update(ok=False, code="error", error=f"{type(exc).__name__}: {exc}")
         if not reply["ok"]:
-            self._emit(self.on_log, self._run, "WARNING", f"console file request refused: {reply['error']}")
+            self._emit(LogLine(self._run, "WARNING", f"console file request refused: {reply['error']}"))
         with contextlib.suppress(websockets.ConnectionClosed):
             await conn.send(encode_message("file_reply", **reply))
 
@@ -598,22 +568,22 @@ class WorkerClient:
 
     def _notice(self, message: str) -> None:
         log.warning("%s", message)
-        self._emit(self.on_log, self._run, "WARNING", message)
+        self._emit(LogLine(self._run, "WARNING", message))
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: LinkState) -> None:
         if state != self._state:
             self._state = state
-            self._emit(self.on_state, state)
+            self._emit(StateChanged(state, fingerprint=self._fingerprint or ""))
 
-    def _emit(self, callback: Callable | None, *args: Any) -> None:
-        if callback is None:
+    def _emit(self, event: LinkEvent) -> None:
+        if self.on_event is None:
             return
         try:
-            result = callback(*args)
+            result = self.on_event(event)
             if inspect.isawaitable(result):
                 self._spawn(result)
         except Exception:
-            log.exception("worker client callback %r failed", callback)
+            log.exception("worker client callback failed on %s", type(event).__name__)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

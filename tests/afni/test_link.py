@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rtcontrol.afni.link import AfniLink, AfniLinkSettings, attach_to_console
+from rtcontrol.afni.link import AfniLink, AfniLinkSettings
 from rtcontrol.afni.source import load_nifti
 from rtcontrol.console import events as ev
 from rtcontrol.console.controller import ConsoleController
+from rtcontrol.console.links import attach_to_console
 from rtcontrol.console.settings import default_settings
 from tests.afni.plug_realtime import FakeAfni, free_port
 from tests.afni.test_sender import wait_for

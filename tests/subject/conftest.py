@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
+from rtcontrol.link.events import Delivery, Problem, Response, StateChanged
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.subject.embedded import local_subject_agent
 from rtcontrol.subject.link import SubjectClient
@@ -69,12 +70,19 @@ class Recorder:
         self.states: list[dict[str, Any]] = []
         self.errors: list[str] = []
 
-    def on_delivery(self, run: str, index: int, stamps: dict[str, Any]) -> None:
-        self.deliveries.setdefault((run, index), {}).update(stamps)
+    def on_event(self, event: Any) -> None:
+        match event:
+            case Delivery(run=run, index=index, stamps=stamps):
+                self.deliveries.setdefault((run, index), {}).update(stamps)
+            case Response(response=response):
+                self.responses.append(response)
+            case StateChanged():
+                self.states.append({**event.agent, "link": event.state, **({"error": event.error} if event.error else {})})
+            case Problem(message=message):
+                self.errors.append(message)
 
     def kw(self) -> dict[str, Any]:
-        return dict(on_delivery=self.on_delivery, on_response=self.responses.append,
-                    on_state=self.states.append, on_error=self.errors.append)
+        return dict(on_event=self.on_event)
 
 
 async def wait_until(pred, timeout: float = 5.0, what: str = "condition") -> None:

@@ -97,3 +97,11 @@ def test_onset_times() -> None:
     assert P.onset_time(tr, 10.3, 9.0, None, 4) == pytest.approx(11.0)  # next boundary after acquisition
     assert P.onset_time(tr, 10.3, None, 0.0, 4) == pytest.approx(12.0)  # boundaries from run start (t0+8 ref)
     assert P.onset_time(tr, 11.0, 9.0, None, 4) == pytest.approx(11.0)  # exactly on a boundary
+
+
+def test_the_consoles_next_tr_and_the_wire_word_tr_are_one_onset_mode() -> None:
+    """The console's setting word and the protocol's word name the same member: no table between them."""
+    assert P.OnsetMode("next_tr") is P.OnsetMode.NEXT_TR is P.OnsetMode("tr")
+    assert json.dumps({"mode": P.OnsetMode("next_tr")}) == '{"mode": "tr"}'  # what goes on the wire
+    assert _settings(tr=2.0, onset="next_tr").onset == _settings(tr=2.0, onset="tr").onset
+    assert _settings(tr=2.0, onset="next_tr").to_consumer()["onset"]["mode"] == "tr"  # stimulus programs see "tr"

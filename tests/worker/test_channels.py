@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rtcontrol.link.events import FeedbackEvent, SubjectMessage, route
 from rtcontrol.worker.client import WorkerClient
 from rtcontrol.worker.embedded import local_worker
 
@@ -44,7 +45,8 @@ async def test_files_subject_messages_and_responses(tmp_path: Path) -> None:
     async with local_worker(projects=[tmp_path / "projects"], in_process=True) as w:
         async with WorkerClient(
             w.url, w.token, expected_fingerprint=w.fingerprint, allowed_folders=[allowed],
-            on_feedback=feedback.append, on_subject_message=lambda run, msg: subject.append((run, msg)),
+            on_event=route({FeedbackEvent: feedback.append,
+                            SubjectMessage: lambda e: subject.append((e.run, e.message))}),
         ) as client:
             await client.start_run("files_user", {}, run="f1", tr=1.0)
             await client.send_volume(make_volume(0, run="f1"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rtcontrol.link.certs import make_certificate
+from rtcontrol.link.events import FeedbackEvent, route
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
 from rtcontrol.worker.client import WorkerClient
@@ -22,7 +23,7 @@ async def test_subprocess_worker_serves_a_run(tmp_path: Path) -> None:
     async with local_worker(data_dir=tmp_path / "runs") as w:
         assert w.pid is not None and w.url.startswith("wss://127.0.0.1:")
         async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint,
-                                on_feedback=feedback.append) as client:
+                                on_event=route({FeedbackEvent: feedback.append})) as client:
             assert client.fingerprint == w.fingerprint
             await client.start_run("template", {"baseline": 1}, run="sub", tr=2.0)
             for i in range(3):

@@ -13,6 +13,7 @@ import websockets
 
 from rtcontrol.link import transport
 from rtcontrol.link.codec import decode_message, encode_message
+from rtcontrol.link.events import LogLine, Problem, StateChanged, route
 from rtcontrol.worker.client import FeedbackEvent, WorkerClient
 from rtcontrol.worker.embedded import local_worker
 from tests.link.abuse import bad_tokens, flood_one, insecure_context, rss
@@ -37,8 +38,9 @@ async def test_bad_tokens_from_the_same_address_during_an_outage_do_not_end_reco
         proxy = CuttableProxy(urlsplit(w.url).port)
         port = await proxy.start()
         client = WorkerClient(f"wss://127.0.0.1:{port}", w.token, expected_fingerprint=w.fingerprint,
-                              backoff=(0.05, 0.3), on_feedback=feedback.append, on_state=states.append,
-                              on_error=lambda message, tb: errors.append(message))
+                              backoff=(0.05, 0.3), on_event=route({FeedbackEvent: feedback.append,
+                                                StateChanged: lambda e: states.append(e.state),
+                                                Problem: lambda e: errors.append(e.message)}))
         await client.connect()
         try:
             await client.start_run("echo", {}, run="lockout", tr=0.05)
@@ -73,7 +75,7 @@ async def test_a_busy_worker_answers_429_with_retry_after_and_the_console_waits_
         idle = [await websockets.connect(f"wss://127.0.0.1:{port}", ssl=insecure_context(), proxy=None, open_timeout=5)
                 for _ in range(transport.PreAuthLimits().per_address)]
         client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint,
-                              on_log=lambda *args: logs.append(args))
+                              on_event=route({LogLine: lambda e: logs.append((e.run, e.level, e.message))}))
 
         async def free_slots_later() -> None:
             await asyncio.sleep(2.5)  # a little over one Retry-After: the console is refused at least twice
@@ -102,7 +104,8 @@ async def test_a_flood_of_unauthenticated_large_frames_is_closed_early_and_memor
     async with local_worker(projects=[tmp_path / "projects"], data_dir=tmp_path / "runs") as w:
         assert w.pid is not None  # a real worker process: its RSS is what we measure
         port = urlsplit(w.url).port
-        client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_feedback=feedback.append)
+        client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint,
+                              on_event=route({FeedbackEvent: feedback.append}))
         await client.connect()
         try:
             await client.start_run("echo", {}, run="flood", tr=0.05)
@@ -157,7 +160,7 @@ async def test_a_wrong_token_of_the_console_itself_stays_fatal_during_a_lockout(
     async with local_worker(in_process=True, data_dir=tmp_path / "runs") as w:
         await bad_tokens(w.url, w.fingerprint, 5)  # the address is locked out now
         client = WorkerClient(w.url, "rtc_a-revoked-token", expected_fingerprint=w.fingerprint,
-                              on_error=lambda message, tb: errors.append(message))
+                              on_event=route({Problem: lambda e: errors.append(e.message)}))
         try:
             with pytest.raises(transport.AuthError, match="refused the token"):
                 await asyncio.wait_for(client.connect(), 30)
@@ -184,8 +187,8 @@ async def test_feedback_nested_too_deep_is_dropped_with_a_message_and_later_feed
     feedback: list[FeedbackEvent] = []
     logs: list[tuple] = []
     async with local_worker(projects=[tmp_path / "projects"], in_process=True, data_dir=tmp_path / "runs") as w:
-        client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_feedback=feedback.append,
-                              on_log=lambda *args: logs.append(args))
+        client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_event=route({FeedbackEvent: feedback.append,
+                                              LogLine: lambda e: logs.append((e.run, e.level, e.message))}))
         await client.connect()
         try:
             await client.start_run("deep", {}, run="deep", tr=0.05)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rtcontrol.link.events import Problem, RunChanged, StateChanged, SubjectMessage, route
 from rtcontrol.scanner.volume import Volume
 from rtcontrol.worker.client import FeedbackEvent, WorkerClient
 from rtcontrol.worker.embedded import local_worker
@@ -35,8 +36,8 @@ async def test_link_cut_mid_run_loses_nothing(tmp_path: Path) -> None:
         port = await proxy.start()
         client = WorkerClient(
             f"wss://127.0.0.1:{port}", w.token, expected_fingerprint=w.fingerprint, backoff=(0.05, 0.4),
-            on_feedback=feedback.append, on_state=states.append,
-            on_subject_message=lambda run, msg: subject.append(msg["text"]),
+            on_event=route({FeedbackEvent: feedback.append, StateChanged: lambda e: states.append(e.state),
+                            SubjectMessage: lambda e: subject.append(e.message["text"])}),
         )
         await client.connect()
         try:
@@ -143,8 +144,9 @@ async def test_a_restarted_worker_gets_the_run_again_with_every_volume_once_in_o
     feedback: list[FeedbackEvent] = []
     runs: list[tuple[str, str, dict]] = []
     client = WorkerClient(await workers.start(), workers.token, expected_fingerprint=workers.cert.fingerprint,
-                          backoff=(0.05, 0.2), on_feedback=feedback.append, replay_source=replay,
-                          on_run_state=lambda r, s, i: runs.append((r, s, i)))
+                          backoff=(0.05, 0.2), replay_source=replay,
+                          on_event=route({FeedbackEvent: feedback.append,
+                                          RunChanged: lambda e: runs.append((e.run, e.state, e.info))}))
     try:
         await client.connect()
         first = await client.start_run("counting", {}, run="a", tr=2.0)
@@ -182,8 +184,9 @@ async def test_without_a_record_the_volumes_the_lost_worker_had_are_named(tmp_pa
     feedback: list[FeedbackEvent] = []
     runs: list[tuple[str, str, dict]] = []
     client = WorkerClient(await workers.start(), workers.token, expected_fingerprint=workers.cert.fingerprint,
-                          backoff=(0.05, 0.2), on_feedback=feedback.append,
-                          on_run_state=lambda r, s, i: runs.append((r, s, i)))
+                          backoff=(0.05, 0.2),
+                          on_event=route({FeedbackEvent: feedback.append,
+                                          RunChanged: lambda e: runs.append((e.run, e.state, e.info))}))
     try:
         await client.connect()
         await client.start_run("counting", {}, run="a", tr=2.0)
@@ -209,8 +212,9 @@ async def test_a_run_the_restarted_worker_cannot_start_is_reported_failed(tmp_pa
     runs: list[tuple[str, str]] = []
     feedback: list[FeedbackEvent] = []
     client = WorkerClient(await workers.start(), workers.token, expected_fingerprint=workers.cert.fingerprint,
-                          backoff=(0.05, 0.2), on_error=lambda m, tb: errors.append(m), on_feedback=feedback.append,
-                          on_run_state=lambda r, s, i: runs.append((r, s)))
+                          backoff=(0.05, 0.2),
+                          on_event=route({Problem: lambda e: errors.append(e.message), FeedbackEvent: feedback.append,
+                                          RunChanged: lambda e: runs.append((e.run, e.state))}))
     try:
         await client.connect()
         await client.start_run("counting", {}, run="a", tr=2.0)
@@ -238,7 +242,8 @@ async def test_a_drop_while_the_run_starts_again_starts_it_once(tmp_path: Path) 
     feedback: list[FeedbackEvent] = []
     runs: list[str] = []
     client = WorkerClient(await workers.start(), workers.token, expected_fingerprint=workers.cert.fingerprint,
-                          backoff=(0.05, 0.2), on_feedback=feedback.append, on_run_state=lambda r, s, i: runs.append(s),
+                          backoff=(0.05, 0.2),
+                          on_event=route({FeedbackEvent: feedback.append, RunChanged: lambda e: runs.append(e.state)}),
                           replay_source=lambda run, indices: {i: kept[i] for i in indices})
     try:
         await client.connect()
@@ -267,7 +272,7 @@ async def test_requests_made_while_the_link_is_down_complete_after_it_returns(tm
     async with local_worker(in_process=True, data_dir=tmp_path / "runs") as w:
         proxy = CuttableProxy(urlsplit(w.url).port)
         client = WorkerClient(f"wss://127.0.0.1:{await proxy.start()}", w.token, expected_fingerprint=w.fingerprint,
-                              backoff=(0.05, 0.2), on_feedback=feedback.append)
+                              backoff=(0.05, 0.2), on_event=route({FeedbackEvent: feedback.append}))
         try:
             await client.connect()
             proxy.cut(stay_down=True)

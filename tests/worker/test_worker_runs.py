@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rtcontrol.link.events import LogLine, Problem, RunChanged, route
 from rtcontrol.worker.client import FeedbackEvent, WorkerClient, WorkerError
 from rtcontrol.worker.embedded import local_worker
 
@@ -61,12 +62,12 @@ class Recorder:
         self.runs: list[tuple[str, str]] = []
 
     def kwargs(self) -> dict:
-        return dict(
-            on_feedback=self.feedback.append,
-            on_error=lambda m, tb: self.errors.append((m, tb)),
-            on_log=lambda run, level, msg: self.logs.append(msg),
-            on_run_state=lambda run, state, info: self.runs.append((run, state)),
-        )
+        return dict(on_event=route({
+            FeedbackEvent: self.feedback.append,
+            Problem: lambda e: self.errors.append((e.message, e.traceback)),
+            LogLine: lambda e: self.logs.append(e.message),
+            RunChanged: lambda e: self.runs.append((e.run, e.state)),
+        }))
 
 
 async def test_template_run_saves_settings_feedback_and_log(tmp_path: Path, projects: Path) -> None:
