@@ -218,7 +218,7 @@ class RunProcess:
     async def kill(self) -> None:
         self._killed = True
         if self.proc and self.proc.returncode is None:
-            self.proc.kill()
+            _kill(self.proc)
             await self.proc.wait()
         for t in self._tasks:
             t.cancel()
@@ -378,11 +378,11 @@ class RunProcess:
     async def _finish(self, kill: bool = False) -> None:
         if self.proc and self.proc.returncode is None:
             if kill:
-                self.proc.kill()
+                _kill(self.proc)
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
             except asyncio.TimeoutError:
-                self.proc.kill()
+                _kill(self.proc)
                 await self.proc.wait()
         current = asyncio.current_task()
         for t in self._tasks:
@@ -409,7 +409,7 @@ class Spawned:
 
     def discard(self) -> None:
         if self.proc.returncode is None:
-            self.proc.kill()
+            _kill(self.proc)
         if self.shm is not None:
             self.shm.close()
 
@@ -479,6 +479,12 @@ class SpareProcess:
             spawned = await task
             spawned.discard()
             await spawned.proc.wait()
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL ``proc``; one that has just exited (asyncio has let go of it: ProcessLookupError) is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
 
 
 def _grow_pipe(writer: asyncio.StreamWriter | None) -> None:
