@@ -35,20 +35,8 @@ MODES: dict[str, tuple[str, str]] = {
 GUI_MODULE = ("rtcontrol.gui.app", "the control-room console")
 
 
-def _load(module_name: str):
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return None
-        raise
-
-
 def _run_module(module_name: str, description: str, prog: str, argv: list[str]) -> int:
-    module = _load(module_name)
-    if module is None:
-        print(f"{prog}: not built yet ({module_name} is missing)", file=sys.stderr)
-        return 2
+    module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=prog, description=description)
     module.add_arguments(parser)
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Connect the controller to the parts of rtcontrol that do the real work.
 
-Each part is imported only here, so the controller stays testable on its own and a build
-without one part still opens: the operator is told plainly what is missing.
+The links are made here, not in the controller, so the controller stays testable on its own
+with fake links (see :mod:`rtcontrol.console.ports`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rtcontrol.afni.link import attach_to_console
 from rtcontrol.scanner.volume import Timeline
+from rtcontrol.subject.link import SubjectClient
+from rtcontrol.worker.client import WorkerClient
 
 if TYPE_CHECKING:
     from rtcontrol.console.session import ConsoleSession
@@ -26,12 +29,6 @@ async def connect_all(session: ConsoleSession, stack: contextlib.AsyncExitStack)
     # both at once: starting a local worker process takes a moment the subject agent need not wait for
     await asyncio.gather(_connect_worker(session, stack), _connect_subject(session, stack))
     if c.settings.afni.enabled or c.afni is not None:
-        try:
-            from rtcontrol.afni.link import attach_to_console
-        except ImportError as exc:
-            c.warn(f"AFNI sending is on in the settings, but the AFNI sender is not in this build ({exc.name})", "afni")
-            c.connection("afni", "off", detail="not available in this build")
-            return
         attach_to_console(c)  # reuses the GUI panel's link; switched on when [afni] enabled = true
         c.info(f"AFNI realtime sender {'on' if c.settings.afni.enabled else 'ready (off)'}: "
                f"{c.settings.afni.host}:{c.settings.afni.control_port}", "afni")
@@ -40,12 +37,6 @@ async def connect_all(session: ConsoleSession, stack: contextlib.AsyncExitStack)
 async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
     c = session.controller
     s = c.settings.worker
-    try:
-        from rtcontrol.worker.client import WorkerClient
-    except ImportError as exc:
-        c.warn(f"no worker in this build ({exc.name} missing): volumes are shown but not analysed", "worker")
-        c.connection("worker", "off", detail="not available in this build")
-        return
     adapter = WorkerAdapter(c)
     if s.url:
         url, token, expected, pins = s.url, s.token, s.fingerprint or None, _known_hosts(session)
@@ -161,12 +152,6 @@ class WorkerAdapter:
 async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
     c = session.controller
     s = c.settings.subject
-    try:
-        from rtcontrol.subject.link import SubjectClient
-    except ImportError as exc:
-        c.warn(f"no subject agent link in this build ({exc.name} missing): feedback stays on the console", "subject")
-        c.connection("subject", "off", detail="not available in this build")
-        return
     adapter = SubjectAdapter(c)
     if s.url:
         url, token, expected, pins = s.url, s.token, s.fingerprint or None, _known_hosts(session)

@@ -34,7 +34,8 @@ from rtcontrol import __version__
 from rtcontrol.recording.journal import JournalContents, append_record, read_journal
 from rtcontrol.recording.recorder import RecordingError, load_run_info, public_settings
 from rtcontrol.rigid import framewise_displacement
-from rtcontrol.scanner.volume import STAGES
+from rtcontrol.scanner.sidecar import sidecar as scanner_sidecar
+from rtcontrol.scanner.volume import STAGES, Volume
 
 BIDS_VERSION = "1.8.0"
 GZIP_LEVEL = 1  # as nibabel: fast, and EPI compresses little better at higher levels
@@ -275,19 +276,12 @@ def bold_sidecar(task: str, tr: float, slice_timing: list[float] | None, header:
                  volumes: int | None = None) -> dict[str, Any]:
     """The ``_bold.json`` fields: BIDS-required ones plus the allowlisted acquisition facts in BIDS units.
 
-    The facts come through the converter's sidecar writer (``rtcontrol.scanner.sidecar``) when it is
-    there, so ``convert`` and the recorder agree; each known field is then checked for the JSON type
+    The facts come through the converter's sidecar writer (``rtcontrol.scanner.sidecar``), so ``convert`` and the recorder agree; each known field is then checked for the JSON type
     BIDS expects (a value that does not fit is left out rather than failing validation).
     """
     facts: dict[str, Any] = dict(header)
-    try:
-        from rtcontrol.scanner.sidecar import sidecar as scanner_sidecar
-        from rtcontrol.scanner.volume import Volume
-
-        probe = Volume(data=np.zeros((1, 1, 1), np.uint8), affine=np.eye(4), tr=tr, header=header)
-        facts.update(scanner_sidecar([probe]))
-    except ImportError:
-        pass
+    probe = Volume(data=np.zeros((1, 1, 1), np.uint8), affine=np.eye(4), tr=tr, header=header)
+    facts.update(scanner_sidecar([probe]))
     out: dict[str, Any] = {"TaskName": task, "RepetitionTime": float(tr)}
     if slice_timing and all(0 <= t < tr for t in slice_timing):
         out["SliceTiming"] = [round(float(t), 6) for t in slice_timing]

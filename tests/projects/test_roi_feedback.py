@@ -172,7 +172,7 @@ def test_runs_on_every_real_series(dicom_root: Path, series: str) -> None:
     """Every scanner's geometry (9 to 36 slices, oblique, head-first/feet-first): feedback in 0..1."""
     from rtcontrol.rigid import grid_centre
 
-    read_series = pytest.importorskip("rtcontrol.scanner.series").read_series
+    from rtcontrol.scanner.series import read_series
     vols = next(iter(read_series(dicom_root / series).values()))
     c = grid_centre(vols[0].affine, vols[0].shape)
     cls = load_project_class(FOLDER)
@@ -204,7 +204,7 @@ def test_dummy_scans_are_skipped_on_the_real_mosaic(dicom_root: Path) -> None:
     volume 2 is the motion reference and the baseline, and motion stays small."""
     from rtcontrol.rigid import grid_centre
 
-    read_series = pytest.importorskip("rtcontrol.scanner.series").read_series
+    from rtcontrol.scanner.series import read_series
     vols = next(iter(read_series(dicom_root / "siemens_mosaic_ep2d_int_6vol").values()))
     c = grid_centre(vols[0].affine, vols[0].shape)
     cls = load_project_class(FOLDER)
