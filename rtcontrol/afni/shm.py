@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from rtcontrol.errors import RtcontrolError
+
 IPC_CREAT = 0o1000
 IPC_EXCL = 0o2000
 IPC_RMID = 0
@@ -32,7 +34,7 @@ _OFF_SEGSZ, _OFF_CPID, _OFF_NATTCH = 48, 80, 88
 _HDR = 8  # int bstart; int bend
 
 
-class ShmError(OSError):
+class ShmError(RtcontrolError, OSError):
     """A shared-memory operation failed; the message says which and why."""
 
 

@@ -10,15 +10,25 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rtcontrol.afni.link import attach_to_console
+from rtcontrol.console.controller import ConsoleController
 from rtcontrol.scanner.volume import Timeline
 from rtcontrol.subject.link import SubjectClient
 from rtcontrol.worker.client import WorkerClient
 
-if TYPE_CHECKING:
-    from rtcontrol.console.session import ConsoleSession
+
+class ConsoleSession(Protocol):
+    """What the links need of :class:`rtcontrol.console.session.ConsoleSession` (which imports this module)."""
+
+    controller: ConsoleController
+    worker_options: dict[str, Any]
+    subject_display: bool
+    embedded: dict[str, Any]
+    known_hosts: Path | None
+    on_unknown_host: Any
+
 
 log = logging.getLogger("rtcontrol.console")
 
@@ -247,35 +257,3 @@ def _known_hosts(session: ConsoleSession) -> Any:
     from rtcontrol.link.pinning import KnownHosts
 
     return KnownHosts(session.known_hosts, on_unknown=session.on_unknown_host)
-
-
-# --- the simulated scanner ----------------------------------------------------------------
-def synthesize(out_dir: Path, volumes: int, tr: float) -> Path:
-    """A synthetic run (Siemens mosaic DICOM) for the demo, written by the scanner simulator."""
-    from rtcontrol.scanner import synth
-
-    spec = synth.SynthSpec(volumes=volumes, tr=tr)
-    synth.write_run(spec, out_dir)
-    return out_dir
-
-
-def series_folder(out_dir: Path) -> Path:
-    """The folder holding the DICOM files ``synthesize`` wrote (it may nest them)."""
-    for path in sorted(Path(out_dir).rglob("*")):
-        if path.is_file() and path.suffix.lower() in (".dcm", ".ima", ""):
-            return path.parent
-    return Path(out_dir)
-
-
-async def replay(source: Path, watch_dir: Path, tr: float) -> None:
-    from rtcontrol.scanner.replay import replay as scanner_replay
-
-    await scanner_replay(source, watch_dir, tr=tr)
-
-
-def feedback_timeline(value: Any) -> Timeline:
-    if isinstance(value, Timeline):
-        return value
-    if isinstance(value, dict):
-        return Timeline.from_dict(value)
-    return Timeline()

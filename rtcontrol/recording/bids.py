@@ -21,7 +21,6 @@ import gzip
 import io
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,9 @@ import nibabel as nib
 import numpy as np
 
 from rtcontrol import __version__
+from rtcontrol.files import atomic_file, atomic_write
 from rtcontrol.recording.journal import JournalContents, append_record, read_journal
-from rtcontrol.recording.recorder import RecordingError, load_run_info, public_settings
+from rtcontrol.recording.runinfo import RecordingError, describe_os_error, load_run_info, public_settings
 from rtcontrol.rigid import framewise_displacement
 from rtcontrol.scanner.sidecar import sidecar as scanner_sidecar
 from rtcontrol.scanner.volume import STAGES, Volume
@@ -165,8 +165,6 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
             runlog["note"] = f"run-{labels.run:02d} already existed in {func}; this run was written as run-{run_number:02d}"
         _write_json(deriv / f"{stem}_desc-runlog.json", runlog)
     except OSError as exc:
-        from rtcontrol.recording.recorder import describe_os_error
-
         raise RecordingError(
             f"{describe_os_error(exc, bids_root)}; the run is kept in {run_dir} and can be written again later"
         ) from exc
@@ -256,8 +254,7 @@ def _write_nifti(path: Path, series: RecordedSeries, affine: np.ndarray, tr: flo
     total = np.zeros(series.shape, dtype=np.float64)
     present = 0
     zeros = np.zeros(series.shape, dtype=series.dtype)
-    tmp = path.with_name(f".partial-{path.name}")
-    with gzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as fh:
+    with atomic_file(path) as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL) as fh:
         head = io.BytesIO()
         hdr.write_to(head)  # 348 header bytes + the 4-byte "no extensions" flag
         fh.write(head.getvalue().ljust(352, b"\x00"))
@@ -268,7 +265,6 @@ def _write_nifti(path: Path, series: RecordedSeries, affine: np.ndarray, tr: flo
                 total += vol
                 present += 1
             fh.write(vol.tobytes(order="F"))
-    os.replace(tmp, path)
     return total / max(present, 1)
 
 
@@ -549,7 +545,7 @@ def _write_root_files(root: Path, labels: Labels) -> None:
     lines = participants.read_text(encoding="utf-8").splitlines() if participants.exists() else ["participant_id"]
     if pid not in (line.split("\t")[0] for line in lines[1:]):
         lines.append(pid)
-        _atomic_text(participants, "\n".join(lines) + "\n")
+        atomic_write(participants, "\n".join(lines) + "\n")
 
 
 def _write_derivative_description(root: Path) -> None:
@@ -579,11 +575,11 @@ def _fmt_cell(value: Any) -> str:
 
 def _write_tsv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     lines = ["\t".join(columns)] + ["\t".join(_fmt_cell(row.get(c)) for c in columns) for row in rows]
-    _atomic_text(path, "\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")
 
 
 def _write_json(path: Path, data: Any) -> None:
-    _atomic_text(path, json.dumps(_finite(data), indent=2) + "\n")
+    atomic_write(path, json.dumps(_finite(data), indent=2) + "\n")
 
 
 def _finite(value: Any) -> Any:
@@ -594,12 +590,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".partial-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --- reading back -----------------------------------------------------------------------------------

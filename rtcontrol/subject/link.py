@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import websockets
 
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.link import transport
 from rtcontrol.link.clock import ClockSync
 from rtcontrol.link.pinning import KnownHosts, PinError
@@ -47,7 +48,7 @@ CLOCK_SAMPLES = 5
 CLOCK_REFRESH_S = 10.0
 
 
-class SubjectError(RuntimeError):
+class SubjectError(RtcontrolError, RuntimeError):
     """The agent (or the run settings check) refused a request; the message says why."""
 
 

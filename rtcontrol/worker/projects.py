@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.paths import projects_dir
 from rtcontrol.project import Project
 
@@ -57,7 +58,7 @@ def _scan_failed(folders: list[Path], message: str, detail: str = "") -> dict[st
     return {"plugins": [], "errors": [{"source": where, "error": message, "traceback": detail}]}
 
 
-class ProjectError(Exception):
+class ProjectError(RtcontrolError):
     """A project cannot be found or loaded; the message says which and why."""
 
 
