@@ -106,16 +106,6 @@ def remove(shmid: int) -> bool:
     return libc().shmctl(shmid, IPC_RMID, None) == 0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # The reaper waits for EOF on its stdin (our end of the pipe closes when we exit or are
 # killed), then removes the segment if it still carries our key (AFNI never attached).
 _REAPER = r"""

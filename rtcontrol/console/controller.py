@@ -370,9 +370,6 @@ class ConsoleController:
         if self.recorder is not None:
             self._record("record_event", kind, message, path=str(path) if path else None)
 
-    def count_file(self) -> None:
-        self._files_seen += 1
-
     # --- inbound: worker and subject -----------------------------------------------------
     def handle_feedback(
         self, run: str, index: int, value: Any, metrics: dict[str, float] | None, timeline: Timeline
@@ -532,12 +529,6 @@ class ConsoleController:
 
     def handle_log(self, level: str, text: str, source: str) -> None:
         self.events.publish(ev.LogMessage(level if level in ("info", "warning", "error") else "info", text, source))
-
-    def handle_roi(self, mask: Any) -> None:
-        """The project reported its region of interest (a 3-D mask on the run's grid)."""
-        import numpy as np
-
-        self.model.roi_mask = None if mask is None else np.asarray(mask, dtype=bool)
 
     def recorded(self, settings: RunSettings) -> bool:
         """Whether a run with these settings' id was already recorded here."""

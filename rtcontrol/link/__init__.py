@@ -6,3 +6,6 @@
 * :mod:`~rtcontrol.link.transport`: websockets over TLS: ``serve`` and ``connect``.
 * :mod:`~rtcontrol.link.clock`: NTP-style clock offset from pings.
 """
+
+#: The modules this package offers (each is imported on its own: importing the package loads none of them).
+__all__ = ["codec", "certs", "pinning", "tokens", "transport", "clock"]

@@ -29,7 +29,6 @@ from rtcontrol.recording.runinfo import (
     RecordingError,
     describe_os_error,
     load_run_info,
-    public_settings,
     run_info,
 )
 from rtcontrol.scanner.volume import Timeline, Volume, clean_header

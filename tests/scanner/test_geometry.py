@@ -155,7 +155,7 @@ def test_live_dcm2niix_oracle(series: str, dicom_root: Path, tmp_path: Path) -> 
 
 def test_big_mosaic_any_grid_vs_live_dcm2niix(tmp_path: Path, fixtures_root: Path) -> None:
     """96x96x66 int16 in a 9x9 grid (15 empty tiles), built on a real Prisma header: dcm2niix agrees."""
-    from rtcontrol.bench.decode import make_mosaics
+    from benchmarks.decode import make_mosaics
     from rtcontrol.scanner.reader import read_file
 
     src = tmp_path / "dicom"

@@ -1,4 +1,4 @@
-"""``python -m rtcontrol.recording.bundle_check dist/rtcontrol``: a short headless session through the bundle.
+"""``python -m tools.bundle_check dist/rtcontrol``: a short headless session through the bundle.
 
 Everything below runs the *bundled* executable (not this Python), on loopback only:
 
@@ -567,7 +567,7 @@ STEPS: list[tuple[str, Callable[[Check], str | None]]] = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rtcontrol.recording.bundle_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bundle_check", description=__doc__.split("\n")[0])
     parser.add_argument("bundle", type=Path, help="the bundle folder (dist/rtcontrol)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder for a look afterwards")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every command's output")

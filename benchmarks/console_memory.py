@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from rtcontrol.bench.stats import Figure
+from benchmarks.stats import Figure
 
 SHAPE = (64, 64, 36)
 WARMUP = 50
@@ -90,7 +90,7 @@ def console_memory(volumes: int) -> Figure:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6 import QtWidgets
 
-    from rtcontrol.bench.gui import _window, dispose
+    from benchmarks.gui import _window, dispose
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     tmp = tempfile.mkdtemp(prefix="rtcontrol-bench-mem-win-")
