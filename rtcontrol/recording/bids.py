@@ -35,7 +35,7 @@ from rtcontrol.recording.journal import JournalContents, append_record, read_jou
 from rtcontrol.recording.runinfo import RecordingError, describe_os_error, load_run_info, public_settings
 from rtcontrol.rigid import framewise_displacement
 from rtcontrol.scanner.sidecar import sidecar as scanner_sidecar
-from rtcontrol.scanner.volume import STAGES, Volume
+from rtcontrol.scanner.volume import BIDS_HEADER_FIELDS, STAGES, Volume
 
 BIDS_VERSION = "1.8.0"
 GZIP_LEVEL = 1  # as nibabel: fast, and EPI compresses little better at higher levels
@@ -43,25 +43,17 @@ MOTION = ("tx", "ty", "tz", "rx", "ry", "rz")
 #: Stages that say when the person saw the feedback, best first.
 DELIVERY_STAGES = ("displayed", "consumer_taken", "subject_delivered", "feedback_received", "result_ready")
 
-#: Allowlisted header facts copied to the bold sidecar, with the JSON type BIDS expects.
-SIDECAR_FACTS: dict[str, type] = {
-    "Manufacturer": str,
-    "ManufacturersModelName": str,
-    "MagneticFieldStrength": float,
-    "EchoTime": float,
-    "FlipAngle": float,
-    "SeriesDescription": str,
-    "ProtocolName": str,
-    "SequenceName": str,
-    "ScanningSequence": str,
-    "SequenceVariant": str,
-    "ImageType": list,
-    "SeriesNumber": int,
-    "SliceThickness": float,
-    "SpacingBetweenSlices": float,
-    "MultibandAccelerationFactor": int,
-    "PhaseEncodingDirection": str,
+#: The JSON type BIDS expects for the sidecar fields that are not text.
+FIELD_TYPES: dict[str, type] = {
+    "MagneticFieldStrength": float, "EchoTime": float, "FlipAngle": float, "ImageType": list, "SeriesNumber": int,
+    "SliceThickness": float, "SpacingBetweenSlices": float, "MultibandAccelerationFactor": int,
 }
+#: Not copied from the header: the run's TR is written from the run itself, and the time of day stays out of
+#: the de-identified data.
+NOT_COPIED = ("RepetitionTime", "AcquisitionTime")
+#: Allowlisted header facts copied to the bold sidecar (the one list is the scanner's BIDS_HEADER_FIELDS),
+#: with the JSON type BIDS expects.
+SIDECAR_FACTS: dict[str, type] = {k: FIELD_TYPES.get(k, str) for k in BIDS_HEADER_FIELDS if k not in NOT_COPIED}
 
 
 @dataclass(frozen=True)
@@ -272,8 +264,9 @@ def bold_sidecar(task: str, tr: float, slice_timing: list[float] | None, header:
                  volumes: int | None = None) -> dict[str, Any]:
     """The ``_bold.json`` fields: BIDS-required ones plus the allowlisted acquisition facts in BIDS units.
 
-    The facts come through the converter's sidecar writer (``rtcontrol.scanner.sidecar``), so ``convert`` and the recorder agree; each known field is then checked for the JSON type
-    BIDS expects (a value that does not fit is left out rather than failing validation).
+    The facts come through the converter's sidecar writer (``rtcontrol.scanner.sidecar``), so ``convert``
+    and the recorder agree; each known field is then checked for the JSON type BIDS expects (a value that
+    does not fit is left out rather than failing validation).
     """
     facts: dict[str, Any] = dict(header)
     probe = Volume(data=np.zeros((1, 1, 1), np.uint8), affine=np.eye(4), tr=tr, header=header)

@@ -9,7 +9,7 @@ import pytest
 
 from rtcontrol.analysis.motion import MotionCorrector
 from rtcontrol.scanner.series import read_series
-from tests.analysis.reference_registration import reference_register
+from tests.support.reference_registration import reference_register
 
 
 def load(dicom_root: Path, name: str):

@@ -6,7 +6,7 @@ import numpy as np
 
 from rtcontrol.analysis.quality import QualityMonitor, RunningTsnr
 from rtcontrol.rigid import framewise_displacement
-from tests.analysis.phantom import Phantom, oblique_affine
+from tests.support.phantom import Phantom, oblique_affine
 
 SHAPE = (40, 40, 24)
 

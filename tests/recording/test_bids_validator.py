@@ -12,8 +12,7 @@ import pytest
 
 from rtcontrol.recording import Recorder
 from rtcontrol.scanner.synth import SynthRun
-from tests.recording.conftest import issues, run_settings, validate
-from tests.recording.test_recorder import record
+from tests.support.recording import issues, record, run_settings, validate
 
 #: The first test installs the pinned validator with npm (about a minute on this machine).
 pytestmark = pytest.mark.timeout(600)

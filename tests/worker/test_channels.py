@@ -6,8 +6,7 @@ from pathlib import Path
 
 from rtcontrol.worker.client import WorkerClient
 from rtcontrol.worker.embedded import local_worker
-
-from .helpers import make_volume, write_project
+from tests.support.worker import make_volume, write_project
 
 FILES_USER = """
     class FilesUser(Project):
