@@ -39,13 +39,13 @@ bench: $(STAMP)
 	$(PY) main.py bench
 
 screenshot: $(STAMP)
-	$(PY) -m rtcontrol.gui.screenshot
+	$(PY) -m tools.screenshot
 
 bundle: $(STAMP)
 	$(VENV)/bin/pyinstaller --noconfirm --clean rtcontrol.spec
 
 bundle-check: bundle
-	$(PY) -m rtcontrol.recording.bundle_check dist/rtcontrol
+	$(PY) -m tools.bundle_check dist/rtcontrol
 
 clean:
 	rm -rf build dist .pytest_cache

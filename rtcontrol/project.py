@@ -4,7 +4,12 @@ A project is a folder ``projects/<name>/`` holding ``project.py`` that defines a
 :class:`Project` (the first one found is used). The worker loads it in a fresh process per
 run, calls :meth:`Project.start_run` once, :meth:`Project.process` once per volume and
 :meth:`Project.end_run` at the end. Everything here is plain Python, so a project is tested
-without any server::
+without any server, on a recorded series::
+
+    results = run_offline("projects/my_project", "path/to/series", {"threshold": 0.5})
+    feedback = [r.feedback for r in results]
+
+or step by step::
 
     ctx = RunContext.local(settings={"threshold": 0.5})
     project = MyProject()
@@ -14,13 +19,24 @@ without any server::
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import logging
+import re
+import sys
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from types import ModuleType
+from typing import Any, Callable, Iterable, Protocol
 
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.scanner.volume import Volume
+
+__all__ = [
+    "Project", "ProjectError", "Result", "RunContext", "Setting", "Volume", "load_project_class", "resolve_settings",
+    "run_offline",
+]
 
 SETTING_TYPES = ("float", "int", "str", "bool", "choice", "path", "vector3")
 
@@ -221,11 +237,11 @@ class Project:
     #: The run settings this project takes (the console draws a form from them).
     settings: list[Setting] = []
 
-    def prepare_session(self, ctx: RunContext) -> None:
-        """Once per session, before the first run (load a localizer mask, a model...)."""
-
     def start_run(self, ctx: RunContext) -> None:
-        """Once per run, before the first volume."""
+        """Once per run, before the first volume: load masks and models, set up the run's state.
+
+        Each run gets a new project object in its own process, so attributes set here are the run's state.
+        """
 
     def process(self, volume: Volume, ctx: RunContext) -> Result | float | dict[str, Any] | None:
         """Once per volume, in acquisition order; return feedback and metrics."""
@@ -237,3 +253,61 @@ class Project:
 
     def end_run(self, ctx: RunContext) -> None:
         """Once per run, after the last volume or when the operator stops."""
+
+
+class ProjectError(RtcontrolError):
+    """A project cannot be found or loaded; the message says which and why."""
+
+
+def load_project_class(folder: Path | str) -> type[Project]:
+    """Import ``folder/project.py`` and return its Project subclass (the first one defined there)."""
+    path = Path(folder) / "project.py"
+    if not path.is_file():
+        raise ProjectError(f"{folder} has no project.py")
+    module_name = f"rtcontrol_project_{re.sub(r'[^A-Za-z0-9_]', '_', Path(folder).name)}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec and spec.loader
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))  # a project may import its own helper modules
+    spec.loader.exec_module(module)
+    found = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, Project) and obj is not Project and obj.__module__ == module_name
+    ]
+    if not found:
+        raise ProjectError(f"{path} defines no subclass of rtcontrol.project.Project")
+    if "prepare_session" in vars(found[0]):
+        raise ProjectError(f"{path}: {found[0].__name__}.prepare_session is no longer called (each run has its "
+                           "own process, so there is no session to prepare): do that work in start_run")
+    return found[0]
+
+
+def run_offline(
+    project_dir: Path | str, series: Path | str | Iterable[Volume], settings: dict[str, Any] | None = None
+) -> list[Result]:
+    """Run a project without a worker: load it as the worker does, call ``start_run``, ``process`` for each
+    volume in order and ``end_run``; return each volume's :class:`Result` (feedback and metrics).
+
+    ``series`` is a folder holding one series (DICOM or NIfTI, read as the console reads it) or the volumes
+    themselves. ``settings`` are checked against the project's declared settings, as for a run.
+    """
+    if isinstance(series, (str, Path)):
+        from rtcontrol.scanner.series import read_series
+
+        found = read_series(Path(series))
+        if len(found) != 1:
+            raise ValueError(f"{series}: expected one series, found {len(found)}")
+        volumes = next(iter(found.values()))
+    else:
+        volumes = list(series)
+    cls = load_project_class(project_dir)
+    project = cls()
+    ctx = RunContext.local(resolve_settings(cls.settings, settings), run="offline",
+                           tr=volumes[0].tr if volumes else None)
+    project.start_run(ctx)
+    results = [Result.of(project.process(volume, ctx)) for volume in volumes]
+    project.end_run(ctx)
+    return results

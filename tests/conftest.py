@@ -10,17 +10,6 @@ import pytest
 
 from rtcontrol.paths import fixtures_dir
 
-SERIES = (
-    "ge_epi_nih_10vol",
-    "philips_epi_magdeburg",
-    "siemens_mosaic_ax_35sl",
-    "siemens_mosaic_ep2d_int_6vol",
-    "siemens_mosaic_ep2d_int_HF_6vol",
-    "siemens_xa30_enhanced_bold_20vol",
-    "ge_hyperband_hb3_48sl",
-    "siemens_xa60_enhanced_sms2",
-)
-
 
 @pytest.fixture(scope="session")
 def fixtures_root() -> Path:

@@ -46,3 +46,14 @@ def test_subcommand_options_named_like_modes_stay_with_the_subcommand(monkeypatc
     calls.clear()
     assert cli.main(["--worker", "--port", "9"]) == 0
     assert calls == [("rtcontrol.worker.cli", ["--port", "9"])]
+
+
+def test_every_program_and_command_module_is_there() -> None:
+    """Each program and command the help lists is importable and has the two entry points (none is 'not built')."""
+    import importlib
+
+    from rtcontrol.cli import COMMANDS, GUI_MODULE, MODES
+
+    for module_name, _ in [*COMMANDS.values(), *MODES.values(), GUI_MODULE]:
+        module = importlib.import_module(module_name)
+        assert callable(module.add_arguments) and callable(module.run), module_name

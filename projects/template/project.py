@@ -26,14 +26,14 @@ class TemplateProject(Project):
     ]
 
     def start_run(self, ctx: RunContext) -> None:
-        # Per-run state lives in ctx.state (each run has its own process anyway).
-        ctx.state["baseline_values"] = []
+        # Per-run state lives on the project object: each run gets a new one (in its own process).
+        self.baseline_values: list[float] = []
         ctx.log(f"template: baseline of {ctx.settings['baseline']} volumes, TR {ctx.tr}")
 
     def process(self, volume: Volume, ctx: RunContext) -> Result:
         # volume.data is read-only; scaled() gives real values as a new float32 array.
         mean = float(np.mean(volume.scaled()))
-        base = ctx.state["baseline_values"]
+        base = self.baseline_values
         if len(base) < ctx.settings["baseline"]:
             base.append(mean)
             # No feedback during the baseline; metrics are still plotted on the console.

@@ -10,3 +10,6 @@
 
 Spec: ``specs/afni-realtime.md``.
 """
+
+#: The modules this package offers (each is imported on its own: importing the package loads none of them).
+__all__ = ["protocol", "channel", "shm", "sender", "motion", "link", "source", "feed_cli"]

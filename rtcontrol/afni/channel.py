@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from rtcontrol.afni import protocol
 from rtcontrol.afni.shm import ShmError, ShmWriter
+from rtcontrol.errors import RtcontrolError
 
 
-class AfniUnavailable(ConnectionError):
+class AfniUnavailable(RtcontrolError, ConnectionError):
     """AFNI could not be reached or did not follow the handshake (the message says which)."""
 
 

@@ -18,13 +18,15 @@ from typing import Callable
 
 import numpy as np
 
+from rtcontrol.errors import RtcontrolError
+
 HELLO = b"\xab\xcd\xef"
 BYE = b"\xde\xad\xde\xad"
 DEFAULT_PORT = 53214  # realtime_receiver.py's default (RT_MP_DEF_PORT)
 MOTION_LABELS = ("dS (mm)", "dL (mm)", "dP (mm)", "roll (deg)", "pitch (deg)", "yaw (deg)")
 
 
-class MotionStreamError(ValueError):
+class MotionStreamError(RtcontrolError, ValueError):
     """The reverse-channel bytes do not follow AFNI's format (says where)."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from nibabel.orientations import io_orientation
 
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.scanner.volume import Volume
 
 DEFAULT_CONTROL_PORT = 7961  # AFNI_CONTROL_PORT since ~2011 (spec section 2)
@@ -44,7 +45,7 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _BYTES_PER_VOXEL = {"short": 2, "float": 4}
 
 
-class HeaderError(ValueError):
+class HeaderError(RtcontrolError, ValueError):
     """A volume cannot be described to AFNI (says what is missing or wrong)."""
 
 

@@ -138,10 +138,6 @@ class AfniSender:
     def add_listener(self, callback: Callable[[SenderEvent], None]) -> None:
         self._listeners.append(callback)
 
-    def remove_listener(self, callback: Callable[[SenderEvent], None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(callback)
-
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()

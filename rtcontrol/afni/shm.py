@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from rtcontrol.errors import RtcontrolError
+
 IPC_CREAT = 0o1000
 IPC_EXCL = 0o2000
 IPC_RMID = 0
@@ -32,7 +34,7 @@ _OFF_SEGSZ, _OFF_CPID, _OFF_NATTCH = 48, 80, 88
 _HDR = 8  # int bstart; int bend
 
 
-class ShmError(OSError):
+class ShmError(RtcontrolError, OSError):
     """A shared-memory operation failed; the message says which and why."""
 
 
@@ -102,16 +104,6 @@ def stat(shmid: int) -> dict[str, int] | None:
 def remove(shmid: int) -> bool:
     """Mark a segment for removal (freed at the last detach). False if it was already gone."""
     return libc().shmctl(shmid, IPC_RMID, None) == 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # The reaper waits for EOF on its stdin (our end of the pipe closes when we exit or are

@@ -32,6 +32,7 @@ from scipy import ndimage
 
 from rtcontrol.analysis.images import load_volume
 from rtcontrol.analysis.smooth import smooth, voxel_sizes
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.rigid import grid_centre, matrix_to_params, params_to_matrix
 from rtcontrol.scanner.volume import Volume
 
@@ -305,7 +306,7 @@ class _Level:
         return float(np.einsum("n,n->", r, r))
 
 
-class MotionError(RuntimeError):
+class MotionError(RtcontrolError, RuntimeError):
     """A volume could not be registered to the reference (said why)."""
 
 

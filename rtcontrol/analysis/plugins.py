@@ -11,7 +11,7 @@ A plugin module either defines ``register(registry)`` (and calls :meth:`PluginRe
 / :meth:`PluginRegistry.add_display`), or simply defines :class:`~rtcontrol.analysis.steps.Step`
 subclasses with a ``name`` and/or a module-level ``DISPLAYS`` list of :class:`DisplayInfo`.
 A plugin that fails to import is recorded in ``registry.errors`` with its traceback and does
-not stop the others (decision 8). Display plugins are metadata here (no Qt): the subject
+not stop the others (bad input gets a clear error and the run goes on). Display plugins are metadata here (no Qt): the subject
 display looks up ``factory`` ("module:callable") when it draws one.
 """
 

@@ -8,3 +8,6 @@
 * :mod:`~rtcontrol.console.events`, :mod:`~rtcontrol.console.model`, :mod:`~rtcontrol.console.diagnostics`:
   what observers see; :mod:`~rtcontrol.console.headless`: ``main.py run --no-gui``.
 """
+
+#: The modules this package offers (each is imported on its own: importing the package loads none of them).
+__all__ = ["controller", "session", "settings", "events", "model", "diagnostics", "ports", "headless"]

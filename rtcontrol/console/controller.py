@@ -29,7 +29,11 @@ from rtcontrol.console.ports import Recorder, SubjectLink, VolumeSink, Watcher, 
 from rtcontrol.console.resume import CatchUp, recorded_volumes, spans
 from rtcontrol.console.settings import RunSettings
 from rtcontrol.link.delivery import LinkState
+from rtcontrol.recording.preflight import DEFAULT_VOLUME_BYTES, preflight
+from rtcontrol.recording.recorder import Recorder as RunRecorder
+from rtcontrol.recording.recorder import find_interrupted, recover, summarize
 from rtcontrol.scanner.volume import Timeline, Volume
+from rtcontrol.scanner.watcher import ScanWatcher
 
 log = logging.getLogger("rtcontrol.console")
 
@@ -366,9 +370,6 @@ class ConsoleController:
         if self.recorder is not None:
             self._record(lambda r: r.record_event(kind, message, path=str(path) if path else None))
 
-    def count_file(self) -> None:
-        self._files_seen += 1
-
     # --- inbound: worker and subject -----------------------------------------------------
     def handle_feedback(
         self, run: str, index: int, value: Any, metrics: dict[str, float] | None, timeline: Timeline
@@ -528,12 +529,6 @@ class ConsoleController:
     def handle_log(self, level: str, text: str, source: str) -> None:
         self.events.publish(ev.LogMessage(level if level in ("info", "warning", "error") else "info", text, source))
 
-    def handle_roi(self, mask: Any) -> None:
-        """The project reported its region of interest (a 3-D mask on the run's grid)."""
-        import numpy as np
-
-        self.model.roi_mask = None if mask is None else np.asarray(mask, dtype=bool)
-
     def recorded(self, settings: RunSettings) -> bool:
         """Whether a run with these settings' id was already recorded here."""
         return (self.runs_dir / settings.run_id).exists()
@@ -658,10 +653,6 @@ class ConsoleController:
     def interrupted_runs(self) -> list[tuple[Path, str]]:
         """Runs in the runs folder whose BIDS files were never written (a crash, a power cut), each
         with a one-line summary; the run being recorded now is not one of them. Each is logged."""
-        try:
-            from rtcontrol.recording.recorder import find_interrupted, summarize
-        except ImportError:
-            return []
         found = []
         for run_dir in find_interrupted(self.runs_dir):
             if self.running and run_dir == self.run_dir:
@@ -673,8 +664,6 @@ class ConsoleController:
 
     async def finish_interrupted(self, run_dir: Path | str) -> Path:
         """Write an interrupted run's BIDS files from its journal (in a thread: it takes seconds)."""
-        from rtcontrol.recording.recorder import recover
-
         run_dir = Path(run_dir)
         if self.running and run_dir == self.run_dir:
             raise RuntimeError(f"{run_dir} is the run being recorded now")
@@ -692,10 +681,6 @@ class ConsoleController:
         """Refuse the run now if its folder cannot be written or has too little room (the recording's
         own check); the error is logged and raised, and no empty run folder is left behind."""
         if self._recorder_factory is None:
-            return
-        try:
-            from rtcontrol.recording.preflight import DEFAULT_VOLUME_BYTES, preflight
-        except ImportError:
             return
         latest = self.model.latest  # the previous run's volume size, else a generous 2 MB
         volume_bytes = int(latest.data.nbytes) if latest is not None else DEFAULT_VOLUME_BYTES
@@ -774,19 +759,11 @@ def default_watcher_factory(
     folder: Path, on_volume: Callable[[Volume], Any], on_event: Callable[[Any], Any], polling: bool = False
 ) -> Watcher:
     """The scanner watcher of ``rtcontrol.scanner.watcher``: file events, or listing for network shares."""
-    try:
-        from rtcontrol.scanner.watcher import ScanWatcher
-    except ImportError as exc:
-        raise RuntimeError(f"the scanner watcher is not available in this build ({exc})") from None
     return ScanWatcher(folder, on_volume, on_event, polling=polling, poll_interval=0.05 if polling else 0.01)
 
 
-def default_recorder_factory() -> RecorderFactory | None:
+def default_recorder_factory() -> RecorderFactory:
     """The run recorder of ``rtcontrol.recording`` (journal + NIfTI as it happens, BIDS at the end)."""
-    try:
-        from rtcontrol.recording.recorder import Recorder as RunRecorder
-    except ImportError:
-        return None
 
     def factory(settings: RunSettings, run_dir: Path, on_error: Callable[[str], None]) -> Recorder:
         return RunRecorder(run_dir, settings.to_dict(), on_error=on_error, loop=asyncio.get_running_loop())

@@ -1,8 +1,8 @@
 """Connect the controller to the parts of rtcontrol that do the real work.
 
-Each part is imported only here, so the controller stays testable on its own and a build
-without one part still opens: the operator is told plainly what is missing. The adapters turn each
-link's events (:mod:`rtcontrol.link.events`, one ``on_event`` callback) into controller calls, and
+The links are made here, not in the controller, so the controller stays testable on its own with
+fake links (see :mod:`rtcontrol.console.ports`). The adapters turn each link's events
+(:mod:`rtcontrol.link.events`, one ``on_event`` callback) into controller calls, and
 :func:`attach_to_console` wires the AFNI sender (the AFNI part does not know the console).
 """
 
@@ -10,26 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from rtcontrol.afni.link import AfniLink, AfniLinkSettings
+from rtcontrol.afni.sender import SenderEvent
 from rtcontrol.console import events as ev
+from rtcontrol.console.controller import ConsoleController
 from rtcontrol.link.delivery import LinkState
 from rtcontrol.link.events import (
     Delivery, FeedbackEvent, LinkEvent, LogLine, Problem, Response, RunChange, RunChanged, StateChanged,
     SubjectMessage,
 )
 from rtcontrol.scanner.volume import Timeline
+from rtcontrol.subject.link import SubjectClient
 from rtcontrol.subject.protocol import OnsetMode
+from rtcontrol.worker.client import WorkerClient
 
-if TYPE_CHECKING:
-    from rtcontrol.afni.link import AfniLink
-    from rtcontrol.console.controller import ConsoleController
-    from rtcontrol.console.session import ConsoleSession
-    from rtcontrol.subject.link import SubjectClient
-    from rtcontrol.worker.client import WorkerClient
+
+class ConsoleSession(Protocol):
+    """What the links need of :class:`rtcontrol.console.session.ConsoleSession` (which imports this module)."""
+
+    controller: ConsoleController
+    worker_options: dict[str, Any]
+    subject_display: bool
+    embedded: dict[str, Any]
+    known_hosts: Path | None
+    on_unknown_host: Any
+
 
 log = logging.getLogger("rtcontrol.console")
 
@@ -40,12 +49,6 @@ async def connect_all(session: ConsoleSession, stack: contextlib.AsyncExitStack)
     # both at once: starting a local worker process takes a moment the subject agent need not wait for
     await asyncio.gather(_connect_worker(session, stack), _connect_subject(session, stack))
     if c.settings.afni.enabled or c.afni is not None:
-        try:
-            importlib.import_module("rtcontrol.afni.link")  # a build without the AFNI sender still opens
-        except ImportError as exc:
-            c.warn(f"AFNI sending is on in the settings, but the AFNI sender is not in this build ({exc.name})", "afni")
-            c.connection("afni", LinkState.OFF, detail="not available in this build")
-            return
         attach_to_console(c)  # reuses the GUI panel's link; switched on when [afni] enabled = true
         c.info(f"AFNI realtime sender {'on' if c.settings.afni.enabled else 'ready (off)'}: "
                f"{c.settings.afni.host}:{c.settings.afni.control_port}", "afni")
@@ -57,9 +60,6 @@ def attach_to_console(controller: ConsoleController) -> AfniLink:
     Sender states go to ``controller.connection("afni", ...)``, problems to its log, and the
     AFNI run ends when the console's run ends. Switched on when the settings say ``enabled``.
     """
-    from rtcontrol.afni.link import AfniLink, AfniLinkSettings
-    from rtcontrol.afni.sender import SenderEvent
-
     if isinstance(controller.afni, AfniLink):
         return controller.afni
     section = controller.settings.afni
@@ -93,12 +93,6 @@ def attach_to_console(controller: ConsoleController) -> AfniLink:
 async def _connect_worker(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
     c = session.controller
     s = c.settings.worker
-    try:
-        from rtcontrol.worker.client import WorkerClient
-    except ImportError as exc:
-        c.warn(f"no worker in this build ({exc.name} missing): volumes are shown but not analysed", "worker")
-        c.connection("worker", LinkState.OFF, detail="not available in this build")
-        return
     adapter = WorkerAdapter(c)
     if s.url:
         url, token, expected, pins = s.url, s.token, s.fingerprint or None, _known_hosts(session)
@@ -213,12 +207,6 @@ class WorkerAdapter:
 async def _connect_subject(session: ConsoleSession, stack: contextlib.AsyncExitStack) -> None:
     c = session.controller
     s = c.settings.subject
-    try:
-        from rtcontrol.subject.link import SubjectClient
-    except ImportError as exc:
-        c.warn(f"no subject agent link in this build ({exc.name} missing): feedback stays on the console", "subject")
-        c.connection("subject", LinkState.OFF, detail="not available in this build")
-        return
     adapter = SubjectAdapter(c)
     if s.url:
         url, token, expected, pins = s.url, s.token, s.fingerprint or None, _known_hosts(session)
@@ -311,35 +299,3 @@ def _known_hosts(session: ConsoleSession) -> Any:
     from rtcontrol.link.pinning import KnownHosts
 
     return KnownHosts(session.known_hosts, on_unknown=session.on_unknown_host)
-
-
-# --- the simulated scanner ----------------------------------------------------------------
-def synthesize(out_dir: Path, volumes: int, tr: float) -> Path:
-    """A synthetic run (Siemens mosaic DICOM) for the demo, written by the scanner simulator."""
-    from rtcontrol.scanner import synth
-
-    spec = synth.SynthSpec(volumes=volumes, tr=tr)
-    synth.write_run(spec, out_dir)
-    return out_dir
-
-
-def series_folder(out_dir: Path) -> Path:
-    """The folder holding the DICOM files ``synthesize`` wrote (it may nest them)."""
-    for path in sorted(Path(out_dir).rglob("*")):
-        if path.is_file() and path.suffix.lower() in (".dcm", ".ima", ""):
-            return path.parent
-    return Path(out_dir)
-
-
-async def replay(source: Path, watch_dir: Path, tr: float) -> None:
-    from rtcontrol.scanner.replay import replay as scanner_replay
-
-    await scanner_replay(source, watch_dir, tr=tr)
-
-
-def feedback_timeline(value: Any) -> Timeline:
-    if isinstance(value, Timeline):
-        return value
-    if isinstance(value, dict):
-        return Timeline.from_dict(value)
-    return Timeline()

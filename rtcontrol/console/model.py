@@ -161,10 +161,6 @@ class RunModel:
         return s.values() if s is not None else np.empty(0)
 
     @property
-    def has_motion(self) -> bool:
-        return self.motion.length > 0
-
-    @property
     def nbytes(self) -> int:
         """Memory held by the model (arrays and the newest volume)."""
         total = sum(s.nbytes for s in (self.global_mean, self.feedback, self.motion, self.stamps))

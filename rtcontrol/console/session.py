@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rtcontrol.console import links
+from rtcontrol.console import links, simulator
 from rtcontrol.console.controller import ConsoleController
 from rtcontrol.console.settings import RunSettings
 
@@ -116,7 +116,7 @@ class ConsoleSession:
         try:
             source = self.demo_source or await self._synthetic(c.settings.run.expected_volumes)
             c.info(f"simulated scanner: replaying {source.name} into {watch} at TR {c.settings.run.tr:g} s", "scanner")
-            await links.replay(source, watch, c.settings.run.tr)
+            await simulator.replay(source, watch, c.settings.run.tr)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -136,8 +136,8 @@ class ConsoleSession:
         out = self._tmp / f"synthetic-{n}"
         tr = self.controller.settings.run.tr
         self.controller.info(f"writing a synthetic run of {n} volumes for the simulated scanner", "scanner")
-        await asyncio.to_thread(links.synthesize, out, n, tr)
-        return links.series_folder(out)
+        await asyncio.to_thread(simulator.synthesize, out, n, tr)
+        return simulator.series_folder(out)
 
     async def _stop_replay(self) -> None:
         task, self._replay = self._replay, None

@@ -15,6 +15,7 @@ from typing import Any
 
 import tomli_w
 
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.link.certs import normalize_fingerprint
 from rtcontrol.paths import resources_dir
 
@@ -24,7 +25,7 @@ ONSET_MODES = ("immediate", "next_tr", "delay")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 
-class SettingsError(ValueError):
+class SettingsError(RtcontrolError, ValueError):
     """A settings file or value is wrong; the message says which key and why."""
 
 

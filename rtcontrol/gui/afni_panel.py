@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from rtcontrol.afni.link import AfniLink, MotionUpdate
@@ -110,8 +111,7 @@ class AfniPanel(Panel):
         right.addWidget(caption("Metadata sent to AFNI"))
         right.addWidget(self.header_view, 1)
         right.addWidget(self.motion_label)
-        if self.plot is not None:
-            right.addWidget(self.plot, 2)
+        right.addWidget(self.plot, 2)
         layout = QtWidgets.QHBoxLayout(self)
         layout.addLayout(left, 1)
         layout.addLayout(right, 2)
@@ -123,11 +123,6 @@ class AfniPanel(Panel):
         return spin
 
     def _motion_plot(self) -> Any:
-        try:
-            import pyqtgraph as pg
-        except ImportError:
-            self.curves = []
-            return None
         plot = pg.PlotWidget()
         plot.setMinimumHeight(140)
         plot.addLegend(offset=(5, 5))

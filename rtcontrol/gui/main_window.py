@@ -16,6 +16,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from rtcontrol.console import events as ev
 from rtcontrol.console import settings as settings_io
 from rtcontrol.console.session import ConsoleSession
+from rtcontrol.gui.afni_panel import AfniPanel
 from rtcontrol.gui.connections_panel import ConnectionsPanel, ask_trust
 from rtcontrol.gui.log_panel import LogPanel
 from rtcontrol.gui.panel import Panel
@@ -30,20 +31,6 @@ log = logging.getLogger("rtcontrol.gui")
 
 REPAINT_MS = 40
 LAYOUT_VERSION = 1
-
-
-class AfniPlaceholder(Panel):
-    title = "AFNI"
-    icon_name = "brain"
-
-    def __init__(self, reason: str, parent: QtWidgets.QWidget | None = None) -> None:
-        super().__init__(parent)
-        label = QtWidgets.QLabel(f"The AFNI realtime sender is not available in this build.\n{reason}")
-        label.setWordWrap(True)
-        label.setObjectName("caption")
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.addWidget(label)
-        layout.addStretch(1)
 
 
 class _SmallPanel(Panel):
@@ -111,16 +98,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # --- construction -------------------------------------------------------------------
     def _afni_panel(self) -> Panel:
-        try:
-            from rtcontrol.gui import afni_panel
-        except ImportError as exc:
-            return AfniPlaceholder(f"({exc.name} is missing)")
-        try:
-            make = getattr(afni_panel, "AfniPanel")
-            panel = make(self.controller)
-        except Exception as exc:  # a broken optional panel must not stop the console
-            log.exception("AFNI panel failed")
-            return AfniPlaceholder(f"The panel failed to load: {exc}")
+        panel = AfniPanel(self.controller)
         # in a scroll area: its form must not make the whole bottom strip tall
         wrapper = _SmallPanel()
         wrapper.title = "AFNI"
@@ -132,9 +110,8 @@ class MainWindow(QtWidgets.QMainWindow):
         layout = QtWidgets.QVBoxLayout(wrapper)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scroll)
-        if isinstance(panel, Panel):
-            wrapper.on_event = panel.on_event  # type: ignore[method-assign]
-            wrapper.refresh = panel.refresh  # type: ignore[method-assign]
+        wrapper.on_event = panel.on_event  # type: ignore[method-assign]
+        wrapper.refresh = panel.refresh  # type: ignore[method-assign]
         return wrapper
 
     def _dock(self, panel: Panel, area: QtCore.Qt.DockWidgetArea) -> QtWidgets.QDockWidget:

@@ -11,3 +11,6 @@
 * :mod:`~rtcontrol.link.reconnect`: the one (thin, asyncio) reconnect loop of both console links.
 * :mod:`~rtcontrol.link.events`: what a console link tells its owner, through one ``on_event`` callback.
 """
+
+#: The modules this package offers (each is imported on its own: importing the package loads none of them).
+__all__ = ["codec", "certs", "pinning", "tokens", "transport", "clock"]

@@ -1,4 +1,5 @@
-"""Self-signed TLS certificates made by the program itself, and the TLS contexts (decision 5).
+"""Self-signed TLS certificates made by the program itself, and the TLS contexts (docs/architecture.md,
+decision 5): a site needs no certificate authority to run a worker or a subject agent.
 
 The console trusts a worker or subject agent by the SHA-256 fingerprint of its certificate
 (pinned on first use, see :mod:`rtcontrol.link.pinning`), so no certificate authority is needed.

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from rtcontrol.errors import RtcontrolError
+from rtcontrol.files import atomic_write
 from rtcontrol.link.certs import normalize_fingerprint
 from rtcontrol.paths import user_data_dir
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 UnknownCallback = Callable[[str, str], "bool | Awaitable[bool]"]
 
 
-class PinError(ConnectionError):
+class PinError(RtcontrolError, ConnectionError):
     """The peer's certificate is not trusted; the message says why."""
 
 
@@ -90,9 +91,7 @@ class KnownHosts:
 
     def _write(self, pins: dict[str, str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{p} {f}\n" for p, f in sorted(pins.items())))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(f"{p} {f}\n" for p, f in sorted(pins.items())))
 
     async def verify(self, peer: str, fingerprint: str) -> None:
         """Accept a pinned match, ask about a new peer, refuse a changed one (raises :class:`PinError`)."""

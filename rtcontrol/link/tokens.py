@@ -1,4 +1,5 @@
-"""Access tokens: created once by a command, stored only as salted hashes (decision 5).
+"""Access tokens: created once by a command, stored only as salted hashes, so a copied store file lets
+no one in (the trust rules are in docs/architecture.md, decision 5).
 
 A token is 32 random bytes (URL-safe text, prefix ``rtc_``). The store is a JSON file holding,
 per token, a name, a random salt and ``sha256(salt + token)``; a presented token is compared
@@ -12,13 +13,13 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from rtcontrol.files import atomic_write
 from rtcontrol.paths import user_data_dir
 
 
@@ -49,11 +50,7 @@ class TokenStore:
 
     def _save(self, entries: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"tokens": entries}, f, indent=1)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps({"tokens": entries}, indent=1), mode=0o600)
 
     def create(self, name: str) -> str:
         if not name or any(c.isspace() for c in name):

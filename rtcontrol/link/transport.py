@@ -41,6 +41,7 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.protocol import State
 
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.link.certs import fingerprint_der, pinning_client_context
 from rtcontrol.link.codec import FrameError, decode_message, encode_message
 from rtcontrol.link.pinning import KnownHosts, PinError, check_expected
@@ -56,7 +57,7 @@ CLOSE_PROTOCOL = 4400
 WRITE_SLICE = 256 * 1024
 
 
-class LinkError(ConnectionError):
+class LinkError(RtcontrolError, ConnectionError):
     """A link could not be set up; the message says why and what to do."""
 
 
@@ -88,7 +89,8 @@ def is_loopback(host: str) -> bool:
 
 
 def check_plain_allowed(host: str, allow_plain_loopback: bool, who: str) -> None:
-    """Plain websockets only on loopback and only when asked (decision 5)."""
+    """Plain websockets only on loopback and only when asked: anything that leaves the machine is TLS, so
+    tokens and volumes are never readable on the network (docs/architecture.md, decision 5)."""
     if not allow_plain_loopback:
         raise LinkError(
             f"{who}: plain ws:// without TLS was not requested; use wss:// with a certificate "

@@ -13,7 +13,8 @@ Public surface::
 
 from rtcontrol.recording.bids import bids_run_source
 from rtcontrol.recording.preflight import Preflight, preflight
-from rtcontrol.recording.recorder import Recorder, RecordingError, find_interrupted, recover, summarize
+from rtcontrol.recording.recorder import Recorder, find_interrupted, recover, summarize
+from rtcontrol.recording.runinfo import RecordingError
 
 __all__ = [
     "Preflight",

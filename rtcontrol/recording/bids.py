@@ -21,7 +21,6 @@ import gzip
 import io
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,12 @@ import nibabel as nib
 import numpy as np
 
 from rtcontrol import __version__
+from rtcontrol.files import atomic_file, atomic_write
 from rtcontrol.recording.journal import JournalContents, append_record, read_journal
-from rtcontrol.recording.recorder import RecordingError, load_run_info, public_settings
+from rtcontrol.recording.runinfo import RecordingError, describe_os_error, load_run_info, public_settings
 from rtcontrol.rigid import framewise_displacement
-from rtcontrol.scanner.volume import STAGES
+from rtcontrol.scanner.sidecar import sidecar as scanner_sidecar
+from rtcontrol.scanner.volume import BIDS_HEADER_FIELDS, STAGES, Volume
 
 BIDS_VERSION = "1.8.0"
 GZIP_LEVEL = 1  # as nibabel: fast, and EPI compresses little better at higher levels
@@ -42,25 +43,17 @@ MOTION = ("tx", "ty", "tz", "rx", "ry", "rz")
 #: Stages that say when the person saw the feedback, best first.
 DELIVERY_STAGES = ("displayed", "consumer_taken", "subject_delivered", "feedback_received", "result_ready")
 
-#: Allowlisted header facts copied to the bold sidecar, with the JSON type BIDS expects.
-SIDECAR_FACTS: dict[str, type] = {
-    "Manufacturer": str,
-    "ManufacturersModelName": str,
-    "MagneticFieldStrength": float,
-    "EchoTime": float,
-    "FlipAngle": float,
-    "SeriesDescription": str,
-    "ProtocolName": str,
-    "SequenceName": str,
-    "ScanningSequence": str,
-    "SequenceVariant": str,
-    "ImageType": list,
-    "SeriesNumber": int,
-    "SliceThickness": float,
-    "SpacingBetweenSlices": float,
-    "MultibandAccelerationFactor": int,
-    "PhaseEncodingDirection": str,
+#: The JSON type BIDS expects for the sidecar fields that are not text.
+FIELD_TYPES: dict[str, type] = {
+    "MagneticFieldStrength": float, "EchoTime": float, "FlipAngle": float, "ImageType": list, "SeriesNumber": int,
+    "SliceThickness": float, "SpacingBetweenSlices": float, "MultibandAccelerationFactor": int,
 }
+#: Not copied from the header: the run's TR is written from the run itself, and the time of day stays out of
+#: the de-identified data.
+NOT_COPIED = ("RepetitionTime", "AcquisitionTime")
+#: Allowlisted header facts copied to the bold sidecar (the one list is the scanner's BIDS_HEADER_FIELDS),
+#: with the JSON type BIDS expects.
+SIDECAR_FACTS: dict[str, type] = {k: FIELD_TYPES.get(k, str) for k in BIDS_HEADER_FIELDS if k not in NOT_COPIED}
 
 
 @dataclass(frozen=True)
@@ -164,8 +157,6 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
             runlog["note"] = f"run-{labels.run:02d} already existed in {func}; this run was written as run-{run_number:02d}"
         _write_json(deriv / f"{stem}_desc-runlog.json", runlog)
     except OSError as exc:
-        from rtcontrol.recording.recorder import describe_os_error
-
         raise RecordingError(
             f"{describe_os_error(exc, bids_root)}; the run is kept in {run_dir} and can be written again later"
         ) from exc
@@ -255,8 +246,7 @@ def _write_nifti(path: Path, series: RecordedSeries, affine: np.ndarray, tr: flo
     total = np.zeros(series.shape, dtype=np.float64)
     present = 0
     zeros = np.zeros(series.shape, dtype=series.dtype)
-    tmp = path.with_name(f".partial-{path.name}")
-    with gzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) as fh:
+    with atomic_file(path) as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL) as fh:
         head = io.BytesIO()
         hdr.write_to(head)  # 348 header bytes + the 4-byte "no extensions" flag
         fh.write(head.getvalue().ljust(352, b"\x00"))
@@ -267,7 +257,6 @@ def _write_nifti(path: Path, series: RecordedSeries, affine: np.ndarray, tr: flo
                 total += vol
                 present += 1
             fh.write(vol.tobytes(order="F"))
-    os.replace(tmp, path)
     return total / max(present, 1)
 
 
@@ -275,19 +264,13 @@ def bold_sidecar(task: str, tr: float, slice_timing: list[float] | None, header:
                  volumes: int | None = None) -> dict[str, Any]:
     """The ``_bold.json`` fields: BIDS-required ones plus the allowlisted acquisition facts in BIDS units.
 
-    The facts come through the converter's sidecar writer (``rtcontrol.scanner.sidecar``) when it is
-    there, so ``convert`` and the recorder agree; each known field is then checked for the JSON type
-    BIDS expects (a value that does not fit is left out rather than failing validation).
+    The facts come through the converter's sidecar writer (``rtcontrol.scanner.sidecar``), so ``convert``
+    and the recorder agree; each known field is then checked for the JSON type BIDS expects (a value that
+    does not fit is left out rather than failing validation).
     """
     facts: dict[str, Any] = dict(header)
-    try:
-        from rtcontrol.scanner.sidecar import sidecar as scanner_sidecar
-        from rtcontrol.scanner.volume import Volume
-
-        probe = Volume(data=np.zeros((1, 1, 1), np.uint8), affine=np.eye(4), tr=tr, header=header)
-        facts.update(scanner_sidecar([probe]))
-    except ImportError:
-        pass
+    probe = Volume(data=np.zeros((1, 1, 1), np.uint8), affine=np.eye(4), tr=tr, header=header)
+    facts.update(scanner_sidecar([probe]))
     out: dict[str, Any] = {"TaskName": task, "RepetitionTime": float(tr)}
     if slice_timing and all(0 <= t < tr for t in slice_timing):
         out["SliceTiming"] = [round(float(t), 6) for t in slice_timing]
@@ -555,7 +538,7 @@ def _write_root_files(root: Path, labels: Labels) -> None:
     lines = participants.read_text(encoding="utf-8").splitlines() if participants.exists() else ["participant_id"]
     if pid not in (line.split("\t")[0] for line in lines[1:]):
         lines.append(pid)
-        _atomic_text(participants, "\n".join(lines) + "\n")
+        atomic_write(participants, "\n".join(lines) + "\n")
 
 
 def _write_derivative_description(root: Path) -> None:
@@ -585,11 +568,11 @@ def _fmt_cell(value: Any) -> str:
 
 def _write_tsv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     lines = ["\t".join(columns)] + ["\t".join(_fmt_cell(row.get(c)) for c in columns) for row in rows]
-    _atomic_text(path, "\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")
 
 
 def _write_json(path: Path, data: Any) -> None:
-    _atomic_text(path, json.dumps(_finite(data), indent=2) + "\n")
+    atomic_write(path, json.dumps(_finite(data), indent=2) + "\n")
 
 
 def _finite(value: Any) -> Any:
@@ -600,12 +583,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".partial-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --- reading back -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtcontrol.recording.recorder import RecordingError, describe_os_error
+from rtcontrol.recording.runinfo import RecordingError, describe_os_error
 
 #: Room kept free beyond the run's estimate (the system and other programs need the disk too).
 MARGIN_BYTES = 200 * 1024**2

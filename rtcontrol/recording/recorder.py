@@ -10,39 +10,32 @@ into the caller: the recorder keeps going, reports the error once per kind throu
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import queue
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from rtcontrol import __version__
+from rtcontrol.files import atomic_write
+from rtcontrol.recording.bids import write_run
 from rtcontrol.recording.journal import FORMAT_VERSION, JOURNAL, JournalFiles, Writer, read_journal
+from rtcontrol.recording.runinfo import (
+    SETTINGS_FILE,
+    RecordingError,
+    describe_os_error,
+    load_run_info,
+    run_info,
+)
 from rtcontrol.scanner.volume import Timeline, Volume, clean_header
 
-SETTINGS_FILE = "run.json"
 _STOP = object()
 
 ErrorCallback = Callable[[str], None]
-
-
-class RecordingError(Exception):
-    """The run cannot be (or could not be) recorded; the message says where and what to do."""
-
-
-def describe_os_error(exc: OSError, where: Path | str) -> str:
-    """A sentence an operator can act on."""
-    if exc.errno == errno.ENOSPC:
-        return f"the disk holding {where} is full: free space there (volumes are not recorded until there is room again)"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write to {where} ({exc.strerror}): choose a writable recording folder"
-    return f"writing {where} failed: {exc.strerror or exc}"
 
 
 class Recorder:
@@ -81,7 +74,7 @@ class Recorder:
             existing = self.run_dir / JOURNAL
             if existing.is_file() and existing.stat().st_size:
                 raise RecordingError(f"{self.run_dir} already holds a recorded run: use a new folder for each run")
-            _write_json_atomic(self.run_dir / SETTINGS_FILE, _run_info(self.settings))
+            atomic_write(self.run_dir / SETTINGS_FILE, json.dumps(run_info(self.settings), indent=2, default=str) + "\n")
             self._files = JournalFiles(self.run_dir, write=write)
         except OSError as exc:
             raise RecordingError(describe_os_error(exc, self.run_dir)) from exc
@@ -251,48 +244,6 @@ def _timeline_dict(timeline: Timeline | dict | None) -> dict[str, float]:
     return timeline.to_dict() if isinstance(timeline, Timeline) else {k: float(v) for k, v in timeline.items()}
 
 
-#: Words in a setting's key that keep it out of the saved run: secrets and local paths (a scanner's
-#: export folder is often named after the patient).
-_PRIVATE_WORDS = frozenset(
-    {"token", "tokens", "secret", "password", "key", "patient", "folder", "folders", "path", "paths", "dir", "directory"}
-)
-
-
-def public_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings minus secrets and local paths, safe to keep with de-identified data."""
-    out: dict[str, Any] = {}
-    for key, value in settings.items():
-        words = set(str(key).lower().replace("-", "_").split("_"))
-        if words & _PRIVATE_WORDS or "patient" in str(key).lower():
-            continue
-        out[key] = public_settings(value) if isinstance(value, dict) else value
-    return out
-
-
-def _run_info(settings: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "rtcontrol": __version__,
-        "format": FORMAT_VERSION,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "settings": public_settings(settings),
-    }
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def load_run_info(run_dir: Path | str) -> dict[str, Any]:
-    """The ``run.json`` of a run folder (settings, start time); empty if missing."""
-    path = Path(run_dir) / SETTINGS_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def find_interrupted(root: Path | str) -> list[Path]:
     """Run folders under ``root`` (one or two levels down) whose BIDS files were never written."""
     root = Path(root)
@@ -325,7 +276,5 @@ def summarize(run_dir: Path | str) -> str:
 
 def recover(run_dir: Path | str, bids_root: Path | str | None = None) -> Path:
     """Finish an interrupted run: write its BIDS files from the journal; return the bold NIfTI's path."""
-    from rtcontrol.recording.bids import write_run
-
     run_dir = Path(run_dir)
     return write_run(run_dir, Path(bids_root) if bids_root else run_dir.parent / "bids", recovered=True)

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from rtcontrol.scanner.geometry import affine_lps_to_ras, orientation
-from rtcontrol.scanner.reader import SliceImage
 from rtcontrol.scanner.sidecar import series_name
-from rtcontrol.scanner.volume import Volume
+from rtcontrol.scanner.volume import SliceImage, Volume
 
 log = logging.getLogger(__name__)
 

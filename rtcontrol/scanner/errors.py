@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rtcontrol.errors import RtcontrolError
 
-class IngestError(Exception):
+
+class IngestError(RtcontrolError):
     """A file could not be used. ``path`` says where, the message says what."""
 
     def __init__(self, path: Path | str, reason: str) -> None:

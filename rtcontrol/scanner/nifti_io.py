@@ -8,7 +8,6 @@ of its name (``func_0007.nii`` -> 6 for 1-based names, see :func:`_index_from_na
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import struct
@@ -247,11 +246,4 @@ def write_nifti(volumes: Sequence[Volume], path: Path | str) -> Path:
     path = Path(path)
     nib.save(img, path)
     return path
-
-
-def nifti_from_bytes(raw: bytes) -> nib.Nifti1Image:
-    """For tests and tools: a NIfTI image from (possibly gzipped) bytes."""
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return nib.Nifti1Image.from_bytes(raw)
 

@@ -10,54 +10,15 @@ of a classic series), NIfTI (3-D: one volume; 4-D: several). Errors say what and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rtcontrol.scanner.errors import CorruptFile, ForeignFile, IncompleteFile, IngestError
-from rtcontrol.scanner.volume import Volume
+from rtcontrol.scanner.volume import SliceImage, Volume
 
 __all__ = ["SliceImage", "read_file", "IncompleteFile", "ForeignFile", "CorruptFile"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-@dataclass
-class SliceImage:
-    """One 2-D slice of a one-file-per-slice series, with what assembly needs.
-
-    ``pixels`` is indexed [row, column] as stored; ``slice_position`` is the projection of
-    ImagePositionPatient on the slice normal (mm), which orders slices in space;
-    ``temporal_index`` (0-based) orders volumes in time (None when the file does not say).
-    """
-
-    series_uid: str
-    pixels: np.ndarray
-    temporal_index: int | None
-    slice_position: float
-    acquisition_time: float | None
-    path: Path
-    position: np.ndarray = field(default_factory=lambda: np.zeros(3))  # ImagePositionPatient (LPS mm)
-    orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # ImageOrientationPatient
-    pixel_spacing: tuple[float, float] = (1.0, 1.0)  # (between rows, between columns) mm
-    slices_per_volume: int | None = None  # from the header when it says
-    slice_time: float | None = None  # seconds from volume start, when known per slice
-    scl_slope: float = 1.0
-    scl_inter: float = 0.0
-    instance_number: int | None = None
-    header: dict[str, Any] = field(default_factory=dict)  # allowlisted facts
-    tr: float | None = None
-
-    @property
-    def geometry_key(self) -> tuple:
-        """Slices of one volume share orientation, matrix and spacing."""
-        return (
-            tuple(round(x, 5) for x in self.orientation),
-            self.pixels.shape,
-            tuple(round(x, 5) for x in self.pixel_spacing),
-        )
 
 
 #: Files above this size are sized up from their header before being read whole (bytes).

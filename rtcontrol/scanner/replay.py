@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from rtcontrol.files import atomic_write
 from rtcontrol.scanner.errors import IngestError
 from rtcontrol.scanner.volume import HEADER_ALLOWLIST
 
@@ -212,11 +212,9 @@ def _source_item(watch_dir: Path, src: Path) -> tuple[Path, Callable[[], bytes]]
 
 
 def _write_sidecar(dst: Path, facts: dict[str, Any]) -> None:
-    """Write the JSON sidecar whole (via a ``.tmp`` name the watcher ignores), so its NIfTI never
+    """Write the JSON sidecar whole (via a temporary name the watcher ignores), so its NIfTI never
     meets a half-written one."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_text(json.dumps(facts, indent=1), encoding="utf-8")
-    os.replace(tmp, dst)
+    atomic_write(dst, json.dumps(facts, indent=1))
 
 
 def _write_chunked(dst: Path, data: bytes, chunks: int, pause: float) -> None:

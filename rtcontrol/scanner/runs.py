@@ -109,9 +109,6 @@ class RunTracker:
         self.runs[run.key] = run
         return run
 
-    def run_of(self, volume: Volume) -> Run | None:
-        return self.runs.get(self.key_of(volume))
-
     # -- volumes ---------------------------------------------------------------------------------
     def add(self, volume: Volume, now: float, source: str | None = None) -> Released:
         """Take one parsed volume; return what can be handed on now. A volume whose matrix or geometry

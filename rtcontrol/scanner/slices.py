@@ -40,7 +40,7 @@ from rtcontrol.scanner.dicomfile import DicomFile
 from rtcontrol.scanner.errors import CorruptFile
 from rtcontrol.scanner.facts import header_facts, manufacturer
 from rtcontrol.scanner.geometry import ms_to_s, orientation, tm_seconds
-from rtcontrol.scanner.reader import SliceImage
+from rtcontrol.scanner.volume import SliceImage
 
 
 def _private(ds: Dataset, group: int, creator: str, element: int) -> Any:

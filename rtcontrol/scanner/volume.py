@@ -1,4 +1,5 @@
-"""The ``Volume``: one acquired brain volume with geometry, timing and its timeline.
+"""The scanner's data model: the ``Volume`` (one acquired brain volume with geometry, timing and its
+timeline) and the ``SliceImage`` (one slice of a one-file-per-slice series, before assembly).
 
 Conventions every part of rtcontrol relies on:
 
@@ -11,13 +12,15 @@ Conventions every part of rtcontrol relies on:
 * ``timeline`` stamps are ``time.monotonic()`` seconds of the host that stamped them;
   the link translates a remote host's stamps into the local clock.
 * ``header`` holds only keys from :data:`HEADER_ALLOWLIST`: patient-identifying DICOM
-  fields never leave the console (ARCHITECTURE.md, decision 9).
+  fields never leave the console, so a worker in the cloud is safe under a hospital's data
+  rules (docs/architecture.md, decision 9).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -168,3 +171,39 @@ class Volume:
         """Voxel indices (N, 3) to RAS+ mm (N, 3)."""
         ijk = np.atleast_2d(np.asarray(ijk, dtype=np.float64))
         return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+
+@dataclass
+class SliceImage:
+    """One 2-D slice of a one-file-per-slice series, with what assembly needs.
+
+    ``pixels`` is indexed [row, column] as stored; ``slice_position`` is the projection of
+    ImagePositionPatient on the slice normal (mm), which orders slices in space;
+    ``temporal_index`` (0-based) orders volumes in time (None when the file does not say).
+    """
+
+    series_uid: str
+    pixels: np.ndarray
+    temporal_index: int | None
+    slice_position: float
+    acquisition_time: float | None
+    path: Path
+    position: np.ndarray = field(default_factory=lambda: np.zeros(3))  # ImagePositionPatient (LPS mm)
+    orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # ImageOrientationPatient
+    pixel_spacing: tuple[float, float] = (1.0, 1.0)  # (between rows, between columns) mm
+    slices_per_volume: int | None = None  # from the header when it says
+    slice_time: float | None = None  # seconds from volume start, when known per slice
+    scl_slope: float = 1.0
+    scl_inter: float = 0.0
+    instance_number: int | None = None
+    header: dict[str, Any] = field(default_factory=dict)  # allowlisted facts
+    tr: float | None = None
+
+    @property
+    def geometry_key(self) -> tuple:
+        """Slices of one volume share orientation, matrix and spacing."""
+        return (
+            tuple(round(x, 5) for x in self.orientation),
+            self.pixels.shape,
+            tuple(round(x, 5) for x in self.pixel_spacing),
+        )

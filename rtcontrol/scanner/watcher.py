@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 
 from rtcontrol.scanner.errors import CorruptFile, ForeignFile, IncompleteFile, IngestError
 from rtcontrol.scanner.runs import Released, RunNote, RunTracker
-from rtcontrol.scanner.volume import Volume
+from rtcontrol.scanner.volume import SliceImage, Volume
 
 log = logging.getLogger(__name__)
 
@@ -512,8 +512,6 @@ class ScanWatcher:
 
     # ---- results -------------------------------------------------------------------------------
     def _accept(self, result: Any, path: Path, state: _FileState, complete: float, parsed: float) -> None:
-        from rtcontrol.scanner.reader import SliceImage  # noqa: PLC0415  (light once imported)
-
         released = Released()
         now = time.monotonic()
         items = result if isinstance(result, list) else [result]

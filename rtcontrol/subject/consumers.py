@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +111,6 @@ class Consumer:
             "dropped": self.queue.dropped,
             "coalesced": self.queue.coalesced,
         }
-
-
-class CallbackConsumer(Consumer):
-    """A consumer in this process (the built-in display, tests): ``fn(item)`` is called for each item."""
-
-    kind = "callback"
-
-    def __init__(self, fn: Callable[[dict[str, Any]], Awaitable[None] | None], name: str | None = None,
-                 **kw: Any) -> None:
-        super().__init__(name, **kw)
-        self._fn = fn
-
-    async def deliver(self, item: dict[str, Any]) -> None:
-        result = self._fn(item)
-        if asyncio.iscoroutine(result):
-            await result
 
 
 class Hub:

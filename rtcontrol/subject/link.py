@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import websockets
 
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.link import transport
 from rtcontrol.link.clock import ClockSync
 from rtcontrol.link.delivery import Kind, LinkState, Outbox, Redial, Wait
@@ -53,7 +54,7 @@ CLOCK_SAMPLES = 5
 CLOCK_REFRESH_S = 10.0
 
 
-class SubjectError(RuntimeError):
+class SubjectError(RtcontrolError, RuntimeError):
     """The agent (or the run settings check) refused a request; the message says why."""
 
 

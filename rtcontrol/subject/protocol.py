@@ -56,8 +56,9 @@ CONSUMER_TO_AGENT = ("response", "displayed", "hello", "ping")
 AGENT_TO_CONSOLE = ("ack", "delivery", "response", "state", "run_started", "run_stopped", "error", "pong")
 
 
-class ProtocolError(ValueError):
-    """A frame or line that is not a valid message; the text says what and where."""
+class ProtocolError(FrameError):
+    """A frame or line that is not a valid message; the text says what and where. The subject agent's
+    name for the link's :class:`FrameError` (any FrameError from the codec is re-raised as one)."""
 
 
 def encode(msg: dict[str, Any]) -> str:
@@ -79,9 +80,7 @@ def decode(raw: str | bytes, where: str, allowed: tuple[str, ...]) -> dict[str, 
         msg = loads_json(raw, parse_constant=_refuse_constant)  # refuses deep nesting (no RecursionError)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except FrameError as exc:
-        raise ProtocolError(f"{where}: {exc}") from None
-    except ProtocolError as exc:
+    except FrameError as exc:  # also the ProtocolError of a refused constant
         raise ProtocolError(f"{where}: {exc}") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"{where}: expected a JSON object, got {type(msg).__name__}")

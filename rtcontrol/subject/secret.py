@@ -17,12 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.paths import user_data_dir
 
 FILE_NAME = "consumer.secret"
 
 
-class SecretError(RuntimeError):
+class SecretError(RtcontrolError, RuntimeError):
     """The secret file cannot be read or made; the message says where and why."""
 
 

@@ -9,3 +9,6 @@
 * :mod:`~rtcontrol.worker.console_files`: the console's guarded answer to ``ctx.files``.
 * :mod:`~rtcontrol.worker.embedded`: ``local_worker()`` on 127.0.0.1.
 """
+
+#: The modules this package offers (each is imported on its own: importing the package loads none of them).
+__all__ = ["server", "runner", "runproc", "projects", "cluster", "parallel", "client", "console_files", "embedded"]

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import websockets
 
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.link import transport
 from rtcontrol.link.clock import ClockSync
 from rtcontrol.link.codec import FrameError, decode_message, encode_message, encode_volume
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = ["FeedbackEvent", "VolumeTooLarge", "WorkerClient", "WorkerError"]
 
 
-class WorkerError(Exception):
+class WorkerError(RtcontrolError):
     """The worker refused or failed a request; ``traceback`` holds the project's traceback if any."""
 
     def __init__(self, message: str, traceback: str = "") -> None:
@@ -59,7 +60,7 @@ class WorkerError(Exception):
         self.traceback = traceback
 
 
-class VolumeTooLarge(ValueError):
+class VolumeTooLarge(RtcontrolError, ValueError):
     pass
 
 

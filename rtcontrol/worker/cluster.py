@@ -16,13 +16,15 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
+from rtcontrol.errors import RtcontrolError
+
 log = logging.getLogger(__name__)
 
 #: Environment default for ``--dask-scheduler`` (e.g. set once in the worker's service file).
 SCHEDULER_ENV = "RTCONTROL_DASK_SCHEDULER"
 
 
-class SchedulerUnreachable(RuntimeError):
+class SchedulerUnreachable(RtcontrolError, RuntimeError):
     pass
 
 

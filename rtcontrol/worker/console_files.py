@@ -9,9 +9,10 @@ the project where a symlink points or which folders the console allows.
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
+
+from rtcontrol.files import atomic_write
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 
@@ -61,8 +62,6 @@ class ConsoleFiles:
                 raise PermissionError(f"refused {path!r}: it is a folder")
             if not real.parent.is_dir():
                 raise FileNotFoundError(f"the folder of {path!r} does not exist on the console")
-            tmp = real.with_name(f".{real.name}.part{os.getpid()}")
-            tmp.write_bytes(raw)
-            os.replace(tmp, real)
+            atomic_write(real, raw)
             return len(raw)
         raise PermissionError(f"refused: unknown file operation {op!r}")

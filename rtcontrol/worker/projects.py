@@ -8,17 +8,15 @@ project that crashes or hangs on import cannot take the worker down.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
 import json
 import re
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from rtcontrol.paths import projects_dir
-from rtcontrol.project import Project
+from rtcontrol.project import ProjectError, load_project_class
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -55,33 +53,6 @@ async def discover_plugins(folders: list[Path], timeout: float = 60.0) -> dict[s
 def _scan_failed(folders: list[Path], message: str, detail: str = "") -> dict[str, Any]:
     where = ", ".join(str(f) for f in folders)
     return {"plugins": [], "errors": [{"source": where, "error": message, "traceback": detail}]}
-
-
-class ProjectError(Exception):
-    """A project cannot be found or loaded; the message says which and why."""
-
-
-def load_project_class(folder: Path) -> type[Project]:
-    """Import ``folder/project.py`` and return its Project subclass (the first one defined there)."""
-    path = Path(folder) / "project.py"
-    if not path.is_file():
-        raise ProjectError(f"{folder} has no project.py")
-    module_name = f"rtcontrol_project_{re.sub(r'[^A-Za-z0-9_]', '_', Path(folder).name)}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec and spec.loader
-    module: ModuleType = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))  # a project may import its own helper modules
-    spec.loader.exec_module(module)
-    found = [
-        obj
-        for obj in vars(module).values()
-        if inspect.isclass(obj) and issubclass(obj, Project) and obj is not Project and obj.__module__ == module_name
-    ]
-    if not found:
-        raise ProjectError(f"{path} defines no subclass of rtcontrol.project.Project")
-    return found[0]
 
 
 def describe_folder(folder: Path) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from rtcontrol.errors import RtcontrolError
 from rtcontrol.worker.pipe import JSON, SharedFrame, pack_json, read_frame, volume_head
 from rtcontrol.worker.store import RunStore
 
@@ -120,7 +121,7 @@ def resident_memory(pid: int) -> int | None:
         return None
 
 
-class RunFailed(Exception):
+class RunFailed(RtcontrolError):
     def __init__(self, message: str, traceback: str = "") -> None:
         super().__init__(message)
         self.traceback = traceback

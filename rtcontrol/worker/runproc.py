@@ -147,12 +147,11 @@ class Runner:
         except BaseException as exc:
             self.fail("load", exc)
             return 1
-        for stage, call in (("prepare_session", project.prepare_session), ("start_run", project.start_run)):
-            try:
-                call(ctx)
-            except BaseException as exc:
-                self.fail(stage, exc)
-                return 1
+        try:
+            project.start_run(ctx)
+        except BaseException as exc:
+            self.fail("start_run", exc)
+            return 1
         self.chan.send({"k": "ready", "settings": settings})
         while True:
             frame = self.recv()

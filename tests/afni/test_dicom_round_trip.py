@@ -12,9 +12,10 @@ import pytest
 from rtcontrol.afni import protocol
 from rtcontrol.afni.sender import AfniSender
 from rtcontrol.afni.source import load_source
-from tests.afni.plug_realtime import FakeAfni
-from tests.afni.test_sender import assert_same_world, expected_values, settings, wait_for
-from tests.conftest import SERIES
+from tests.support.afni import assert_same_world, expected_values, settings
+from tests.support.fixtures import SERIES
+from tests.support.plug_realtime import FakeAfni
+from tests.support.wait import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ async def test_series_round_trip(series_volumes: dict, series: str) -> None:
         for v in volumes:
             sender.submit(v)
             await asyncio.sleep(0)
-        assert await wait_for(lambda: sender.status.volumes_sent + sender.status.volumes_not_sent == len(volumes), 20)
+        assert await wait_until(lambda: sender.status.volumes_sent + sender.status.volumes_not_sent == len(volumes), 20)
         assert sender.status.volumes_sent == len(volumes), sender.status
         await sender.close()
         assert afni.wait_sessions_done(1)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from rtcontrol.afni.source import load_nifti, load_source
-from tests.afni.plug_realtime import FakeAfni, free_port
-from tests.afni.test_sender import assert_same_world, expected_values
+from tests.support.afni import assert_same_world, expected_values
+from tests.support.plug_realtime import FakeAfni, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

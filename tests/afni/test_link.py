@@ -13,8 +13,8 @@ from rtcontrol.console import events as ev
 from rtcontrol.console.controller import ConsoleController
 from rtcontrol.console.links import attach_to_console
 from rtcontrol.console.settings import default_settings
-from tests.afni.plug_realtime import FakeAfni, free_port
-from tests.afni.test_sender import wait_for
+from tests.support.plug_realtime import FakeAfni, free_port
+from tests.support.wait import wait_until
 
 
 async def test_console_controller_feeds_afni_through_the_link(rtfeedme_dir: Path) -> None:
@@ -28,12 +28,12 @@ async def test_console_controller_feeds_afni_through_the_link(rtfeedme_dir: Path
         controller.events.subscribe(seen.append)
         link = attach_to_console(controller)
         assert controller.afni is link and attach_to_console(controller) is link
-        assert await wait_for(lambda: link.enabled, 5)
+        assert await wait_until(lambda: link.enabled, 5)
         for v in volumes:
             await controller.afni.send_volume(v)  # what the console's pump does
-        assert await wait_for(lambda: link.status.volumes_sent == 5, 10)
+        assert await wait_until(lambda: link.status.volumes_sent == 5, 10)
         controller.events.publish(ev.RunEnded("tiny_s16", "done", 5, 0))  # the console run ends
-        assert await wait_for(lambda: bool(afni.sessions) and afni.sessions[0].done, 10)  # AFNI saves
+        assert await wait_until(lambda: bool(afni.sessions) and afni.sessions[0].done, 10)  # AFNI saves
         await link.close()
     [run] = afni.sessions[0].runs
     np.testing.assert_array_equal(run.volumes()[4], volumes[4].data)

@@ -11,7 +11,7 @@ import pytest
 from rtcontrol.afni import protocol
 from rtcontrol.afni.source import load_nifti
 from rtcontrol.scanner.volume import Volume
-from tests.afni.plug_realtime import AfniRun, parse_info
+from tests.support.plug_realtime import AfniRun, parse_info
 
 
 def split_stream(data: bytes, imsize: int) -> list[tuple[bytes, list[bytes], bool]]:

@@ -18,51 +18,15 @@ from rtcontrol.afni.sender import AfniSender, SenderEvent, SenderSettings
 from rtcontrol.afni.shm import segment_id, string_to_key
 from rtcontrol.afni.source import load_nifti
 from rtcontrol.scanner.volume import Volume
-from tests.afni.plug_realtime import FakeAfni, free_port
-
-
-def settings(afni: FakeAfni | None, control_port: int | None = None, **kw) -> SenderSettings:
-    channel = ChannelSettings(
-        host="127.0.0.1",
-        control_port=control_port or (afni.control_port if afni else free_port()),
-        data_port=kw.pop("data_port", None) or free_port(),
-        shm_name=kw.pop("shm_name", None),
-        shm_size=kw.pop("shm_size", 1024 * 1024),
-        data_timeout=kw.pop("data_timeout", 1.0),
-        connect_timeout=1.0,
-    )
-    kw.setdefault("header_pause", 0.0)
-    return SenderSettings(channel=channel, **kw)
+from tests.support.afni import expected_values, settings
+from tests.support.plug_realtime import FakeAfni, free_port
+from tests.support.wait import wait_until
 
 
 async def feed(sender: AfniSender, volumes: list[Volume], gap: float = 0.0) -> None:
     for v in volumes:
         sender.submit(v)
         await asyncio.sleep(gap)
-
-
-async def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()
-
-
-def expected_values(volume: Volume, datum: str) -> np.ndarray:
-    if datum == "float":
-        return volume.scaled(np.float32) if protocol.is_scaled(volume) else volume.data.astype(np.float32)
-    return volume.data.astype(np.int16)
-
-
-def assert_same_world(afni_affine: np.ndarray, volume: Volume, atol: float = 1e-3) -> None:
-    """Voxel centres land at the same RAS mm (corners and centre of the grid)."""
-    shape = np.array(volume.shape) - 1
-    corners = np.array([[i, j, k] for i in (0, shape[0]) for j in (0, shape[1]) for k in (0, shape[2])], float)
-    ours = volume.world_coords(corners)
-    theirs = corners @ afni_affine[:3, :3].T + afni_affine[:3, 3]
-    np.testing.assert_allclose(theirs, ours, atol=atol)
 
 
 @pytest.mark.parametrize("name", ["tiny_s16.nii", "tiny_f32.nii"])
@@ -74,7 +38,7 @@ async def test_nifti_round_trip(rtfeedme_dir: Path, name: str) -> None:
         sender = AfniSender(s, events.append)
         await sender.start()
         await feed(sender, volumes)
-        assert await wait_for(lambda: sender.status.volumes_sent == 5)
+        assert await wait_until(lambda: sender.status.volumes_sent == 5)
         await sender.close()
         assert afni.wait_sessions_done(1)
     [session] = afni.sessions
@@ -99,7 +63,7 @@ async def test_shm_round_trip_and_segment_removed(rtfeedme_dir: Path) -> None:
         sender = AfniSender(s)
         await sender.start()
         await feed(sender, volumes)
-        assert await wait_for(lambda: sender.status.volumes_sent == 5)
+        assert await wait_until(lambda: sender.status.volumes_sent == 5)
         await sender.close()
         assert afni.wait_sessions_done(1)
     [session] = afni.sessions
@@ -119,7 +83,7 @@ async def test_keep_connection_sends_end_marker_and_new_header(rtfeedme_dir: Pat
         sender = AfniSender(settings(afni, keep_connection=True))
         await sender.start()
         await feed(sender, volumes[:2] + second)
-        assert await wait_for(lambda: sender.status.volumes_sent == 5)
+        assert await wait_until(lambda: sender.status.volumes_sent == 5)
         await sender.close()
         assert afni.wait_sessions_done(1)
     [session] = afni.sessions  # one control connection, one data connection, two AFNI runs
@@ -138,7 +102,7 @@ async def test_new_run_closes_data_channel_by_default(rtfeedme_dir: Path) -> Non
         sender = AfniSender(settings(afni), events.append)
         await sender.start()
         await feed(sender, volumes[:3] + second)
-        assert await wait_for(lambda: sender.status.volumes_sent == 5)
+        assert await wait_until(lambda: sender.status.volumes_sent == 5)
         await sender.close()
         assert afni.wait_sessions_done(2)
     assert [len(s.runs[0].images) for s in afni.sessions] == [3, 2]
@@ -154,14 +118,14 @@ async def test_afni_not_started_reports_not_sent_then_recovers(rtfeedme_dir: Pat
     t0 = time.perf_counter()
     accepted = [sender.submit(v) for v in volumes[:2]]
     assert accepted == [True, True]  # queued at once, whatever AFNI does
-    assert await wait_for(lambda: sender.status.volumes_not_sent == 2)
+    assert await wait_until(lambda: sender.status.volumes_not_sent == 2)
     not_sent = [e for e in events if e.kind == "not_sent"]
     assert "not listening" in not_sent[0].message and sender.status.state == "waiting"
     assert time.perf_counter() - t0 < 5
     with FakeAfni(control_port=port) as afni:  # AFNI comes up on that port
         await asyncio.sleep(0.06)
         await feed(sender, volumes[2:])
-        assert await wait_for(lambda: sender.status.volumes_sent == 3)
+        assert await wait_until(lambda: sender.status.volumes_sent == 3)
         await sender.close()
         assert afni.wait_sessions_done(1)
     [run] = afni.sessions[0].runs
@@ -176,7 +140,7 @@ async def test_untrusted_afni_refusal_is_reported_and_never_blocks(rtfeedme_dir:
         sender = AfniSender(settings(afni, retry_interval=0.0, data_timeout=0.2), events.append)
         await sender.start()
         await feed(sender, volumes)
-        assert await wait_for(lambda: sender.status.volumes_not_sent == 5)
+        assert await wait_until(lambda: sender.status.volumes_not_sent == 5)
         await sender.close()
     assert sender.status.volumes_sent == 0 and afni.control_connections >= 1
     reasons = " ".join(e.message for e in events if e.kind == "not_sent")
@@ -193,7 +157,7 @@ async def test_drop_mid_run_reports_and_recovers_with_new_run(rtfeedme_dir: Path
         for v in volumes:
             sender.submit(v)
             await asyncio.sleep(0.03)  # the drop is noticed between volumes, as at a real TR
-        assert await wait_for(lambda: sender.status.volumes_sent + sender.status.volumes_not_sent >= 10)
+        assert await wait_until(lambda: sender.status.volumes_sent + sender.status.volumes_not_sent >= 10)
         await sender.close()
         assert afni.wait_sessions_done(2)
     assert afni.sessions[0].dropped and len(afni.sessions[0].runs[0].images) == 2
@@ -228,7 +192,7 @@ async def test_stalled_afni_never_blocks_the_caller(rtfeedme_dir: Path) -> None:
         await asyncio.sleep(0.01)
     assert False in results  # backlog full: reported, not waited for
     assert any("backlog full" in e.message for e in events if e.kind == "not_sent")
-    assert await wait_for(lambda: sender.status.volumes_sent + sender.status.volumes_not_sent == 8, 10)
+    assert await wait_until(lambda: sender.status.volumes_sent + sender.status.volumes_not_sent == 8, 10)
     await sender.close(timeout=2)
     control.close()
     data.close()
@@ -242,18 +206,18 @@ async def test_afni_busy_with_another_source_then_free(rtfeedme_dir: Path) -> No
         first = AfniSender(settings(afni))
         await first.start()
         first.submit(volumes[0])
-        assert await wait_for(lambda: first.status.volumes_sent == 1)
+        assert await wait_until(lambda: first.status.volumes_sent == 1)
         events: list[SenderEvent] = []
         second = AfniSender(settings(afni, retry_interval=0.05), events.append)
         await second.start()
         second.submit(Volume(volumes[1].data, volumes[1].affine, run="other", index=0, tr=2.0))
-        assert await wait_for(lambda: second.status.volumes_not_sent == 1)
+        assert await wait_until(lambda: second.status.volumes_not_sent == 1)
         assert "not listening" in [e for e in events if e.kind == "not_sent"][0].message
         await first.close()  # the first source ends its run; AFNI listens again
-        assert await wait_for(lambda: bool(afni.sessions) and afni.sessions[0].done)
+        assert await wait_until(lambda: bool(afni.sessions) and afni.sessions[0].done)
         await asyncio.sleep(0.1)
         second.submit(Volume(volumes[2].data, volumes[2].affine, run="other", index=1, tr=2.0))
-        assert await wait_for(lambda: second.status.volumes_sent == 1)
+        assert await wait_until(lambda: second.status.volumes_sent == 1)
         await second.close()
         assert afni.wait_sessions_done(2)
     assert [len(s.runs[0].images) for s in afni.sessions] == [1, 1]
@@ -276,7 +240,7 @@ async def test_bytes_on_the_wire_equal_rtfeedme_capture(rtfeedme_dir: Path, name
         sender = AfniSender(s)
         await sender.start()
         await feed(sender, volumes)
-        assert await wait_for(lambda: sender.status.volumes_sent == 5)
+        assert await wait_until(lambda: sender.status.volumes_sent == 5)
         await sender.close()
         assert afni.wait_sessions_done(1)
     [session] = afni.sessions
@@ -295,7 +259,7 @@ async def test_shm_two_runs_on_one_segment_header_in_one_piece(rtfeedme_dir: Pat
         sender = AfniSender(settings(afni, shm_name=name, shm_size=700, keep_connection=True))
         await sender.start()
         await feed(sender, volumes[:2] + second)
-        assert await wait_for(lambda: sender.status.volumes_sent == 5)
+        assert await wait_until(lambda: sender.status.volumes_sent == 5)
         await sender.close()
         assert afni.wait_sessions_done(1)
     [session] = afni.sessions

@@ -14,7 +14,7 @@ import pytest
 
 from rtcontrol.afni.shm import ShmReader, ShmWriter, segment_id, stat, string_to_key
 from rtcontrol.afni.source import load_nifti
-from tests.afni.plug_realtime import FakeAfni, free_port
+from tests.support.plug_realtime import FakeAfni, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SysV shm channel is Linux-only")

@@ -9,7 +9,7 @@ import pytest
 from rtcontrol.analysis.motion import MotionCorrector
 from rtcontrol.rigid import grid_centre, matrix_to_params, params_to_matrix
 from rtcontrol.scanner.synth import SynthSpec, generate
-from tests.analysis.phantom import Phantom, oblique_affine, random_motion
+from tests.support.phantom import Phantom, oblique_affine, random_motion
 
 SHAPE = (64, 64, 36)
 

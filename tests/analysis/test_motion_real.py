@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from rtcontrol.analysis.motion import MotionCorrector
-from tests.analysis.reference_registration import reference_register
-
-read_series = pytest.importorskip("rtcontrol.scanner.series").read_series
+from rtcontrol.scanner.series import read_series
+from tests.support.reference_registration import reference_register
 
 
 def load(dicom_root: Path, name: str):

@@ -6,7 +6,7 @@ import numpy as np
 
 from rtcontrol.analysis.quality import QualityMonitor, RunningTsnr
 from rtcontrol.rigid import framewise_displacement
-from tests.analysis.phantom import Phantom, oblique_affine
+from tests.support.phantom import Phantom, oblique_affine
 
 SHAPE = (40, 40, 24)
 
@@ -59,11 +59,8 @@ def test_spike_volume_and_slice_dropout_are_flagged() -> None:
 
 def test_real_series_after_motion_correction(dicom_root) -> None:
     """The XA30 BOLD run: a still subject, so no spikes, FD well under 0.5 mm, a plausible tSNR."""
-    import pytest
-
     from rtcontrol.analysis.steps import MotionStep, Pipeline, QualityStep
-
-    read_series = pytest.importorskip("rtcontrol.scanner.series").read_series
+    from rtcontrol.scanner.series import read_series
     vols = next(iter(read_series(dicom_root / "siemens_xa30_enhanced_bold_20vol").values()))
     pipeline = Pipeline([MotionStep(), QualityStep()])
     metrics = [pipeline.process(v).metrics for v in vols]

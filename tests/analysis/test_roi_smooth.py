@@ -9,7 +9,7 @@ import pytest
 from rtcontrol.analysis.drift import DriftBasis
 from rtcontrol.analysis.roi import PercentSignalChange, RoiSpec
 from rtcontrol.analysis.smooth import smooth
-from tests.analysis.phantom import oblique_affine
+from tests.support.phantom import oblique_affine
 
 SHAPE = (48, 48, 30)
 

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rtcontrol.console import events as ev
-from rtcontrol.console import settings as S
+from rtcontrol.console import events as ev, settings as S
 from rtcontrol.console.controller import ConsoleController
 from rtcontrol.console.session import ConsoleSession
-
-from .conftest import VOLUMES, scan_into
+from tests.support.console import VOLUMES, scan_into
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -274,7 +272,7 @@ async def test_a_run_stopped_before_any_volume_leaves_nothing_to_finish(tmp_path
 
 async def test_end_of_run_summary_names_every_missing_volume(tmp_path: Path, synth_series: Path) -> None:
     """Volumes 4 and 7 never reach the watch folder: the run's end warns, naming both indices."""
-    from .conftest import series_files
+    from tests.support.console import series_files
 
     watch, source = tmp_path / "watch", tmp_path / "source"
     watch.mkdir()

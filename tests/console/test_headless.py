@@ -53,7 +53,7 @@ async def test_an_interrupted_run_is_named_with_the_command_that_finishes_it(tmp
     import shlex
     import subprocess
 
-    from .conftest import killed_run
+    from tests.support.console import killed_run
 
     killed = killed_run(tmp_path / "runs")
     s = S.default_settings().with_values("run", tr=0.2)

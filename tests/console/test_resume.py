@@ -9,7 +9,7 @@ import numpy as np
 from rtcontrol.console.resume import CatchUp, recorded_volumes, spans
 from rtcontrol.link.codec import encode_volume
 from rtcontrol.recording.recorder import Recorder
-from tests.worker.helpers import make_volume
+from tests.support.worker import make_volume
 
 
 def feed(rule: CatchUp, indices: range | list[int]) -> list[bool]:

@@ -29,7 +29,7 @@ from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
 from rtcontrol.subject import FeedbackClient
 from rtcontrol.subject.embedded import local_subject_agent
-from tests.worker.helpers import write_project
+from tests.support.worker import write_project
 
 pytestmark = pytest.mark.timeout(240)
 

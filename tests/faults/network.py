@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.worker.proxy import CuttableProxy
+from tests.support.proxy import CuttableProxy
 
 
 class _GatedReader:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from rtcontrol.scanner.synth import SynthSpec, write_run  # noqa: E402
-
-VOLUMES = 12
+from tests.support.gui import VOLUMES
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +40,3 @@ def qloop(qapp: Any) -> Any:
     asyncio.set_event_loop(None)
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    """Wait (on the loop, so the GUI keeps painting) until ``predicate()`` is true."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        await asyncio.sleep(0.02)

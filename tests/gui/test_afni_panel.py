@@ -12,9 +12,8 @@ import pytest
 from rtcontrol.afni.link import AfniLink, AfniLinkSettings
 from rtcontrol.afni.source import load_nifti
 from rtcontrol.gui.afni_panel import AfniPanel
-from tests.afni.plug_realtime import FakeAfni, free_port
-
-from .conftest import until
+from tests.support.plug_realtime import FakeAfni, free_port
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(60)]
 
@@ -43,20 +42,20 @@ def test_panel_sends_and_shows_everything(qtbot: Any, qloop: Any, afni_dir: Path
 
         async def scenario() -> None:
             panel.enable_box.setChecked(True)  # the operator switches AFNI on
-            await until(lambda: link.enabled, 5, "link on")
+            await wait_until(lambda: link.enabled, 5, "link on")
             assert not panel.settings_box.isEnabled()
             for v in volumes:
                 link.submit(v)
-            await until(lambda: link.status.volumes_sent == 5, 10, "5 volumes sent")
+            await wait_until(lambda: link.status.volumes_sent == 5, 10, "5 volumes sent")
             # AFNI connects back with its motion estimates
             _, writer = await asyncio.open_connection("127.0.0.1", motion_port)
             writer.write(motion_bytes)
             await writer.drain()
-            await until(lambda: len(link.motion.records) == 10, 5, "10 motion records")
+            await wait_until(lambda: len(link.motion.records) == 10, 5, "10 motion records")
             writer.close()
-            await until(lambda: "10 TRs" in panel.motion_label.text(), 5, "motion shown")
+            await wait_until(lambda: "10 TRs" in panel.motion_label.text(), 5, "motion shown")
             panel.enable_box.setChecked(False)  # off: AFNI run ends, dataset saved
-            await until(lambda: not link.enabled and panel.state_label.text() == "off", 5, "off")
+            await wait_until(lambda: not link.enabled and panel.state_label.text() == "off", 5, "off")
 
         qloop.run(scenario())
         assert afni.wait_sessions_done(1)
@@ -88,10 +87,10 @@ def test_panel_reports_unreachable_afni_and_bad_settings(qtbot: Any, qloop: Any,
 
     async def scenario() -> None:
         panel.enable_box.setChecked(True)
-        await until(lambda: link.enabled, 5, "link on")
+        await wait_until(lambda: link.enabled, 5, "link on")
         link.submit(volumes[0])
-        await until(lambda: link.status.volumes_not_sent == 1, 5, "not sent reported")
-        await until(lambda: "not listening" in panel.error_label.text(), 5, "error shown")
+        await wait_until(lambda: link.status.volumes_not_sent == 1, 5, "not sent reported")
+        await wait_until(lambda: "not listening" in panel.error_label.text(), 5, "error shown")
         await link.stop()
 
     qloop.run(scenario())

@@ -4,7 +4,6 @@ subject display, stop (Esc). Real embedded worker and subject agent over TLS, th
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,29 +11,14 @@ import numpy as np
 import pytest
 from PySide6 import QtCore
 
-from rtcontrol.console import events as ev
-from rtcontrol.console import settings as S
+from rtcontrol.console import events as ev, settings as S
 from rtcontrol.console.session import ConsoleSession
 from rtcontrol.gui.app import open_session
 from rtcontrol.gui.main_window import MainWindow
-
-from .conftest import VOLUMES, until
+from tests.support.gui import _scan, _window, VOLUMES
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
-
-
-def _window(tmp_path: Path, settings: S.RunSettings | None = None, **session_kw: Any) -> tuple[MainWindow, ConsoleSession]:
-    session = ConsoleSession(settings or S.default_settings(), runs_dir=tmp_path / "runs",
-                             worker_options={"in_process": True}, **session_kw)
-    store = QtCore.QSettings(str(tmp_path / "layout.ini"), QtCore.QSettings.Format.IniFormat)
-    window = MainWindow(session, settings_store=store)
-    return window, session
-
-
-def _scan(source: Path, watch: Path, index: int) -> None:
-    f = sorted(p for p in source.iterdir() if p.suffix != ".json")[index]
-    shutil.copyfile(f, watch / (f.name + ".part"))
-    (watch / (f.name + ".part")).rename(watch / f.name)
 
 
 def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, synth_series: Path) -> None:
@@ -50,25 +34,25 @@ def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, sy
 
     async def scenario() -> None:
         await open_session(window, session, start=False)
-        await until(lambda: window.setup.project_form.fields, what="the project's settings form")
+        await wait_until(lambda: window.setup.project_form.fields, what="the project's settings form")
         assert set(window.setup.project_form.fields) >= {"baseline", "scale"}
         assert window.subject_view is not None
-        await until(window.isActiveWindow, what="the window to be active again after docking the subject display")
+        await wait_until(window.isActiveWindow, what="the window to be active again after docking the subject display")
         # set the run up through the form
         window.setup.tr.setValue(0.5)
         window.setup.expected.setValue(0)
         window.setup.watch.setText(str(watch))
         window.setup.project_form.fields["baseline"][1].setValue(2)
         qtbot.keyClick(window, QtCore.Qt.Key.Key_R, QtCore.Qt.KeyboardModifier.ControlModifier)
-        await until(lambda: c.state == ev.RUNNING, what=f"the run to start ({window.setup.message.text()})")
+        await wait_until(lambda: c.state == ev.RUNNING, what=f"the run to start ({window.setup.message.text()})")
         assert not window.setup.start_button.isEnabled() and window.setup.stop_button.isEnabled()
         assert c.settings.project.settings["baseline"] == 2
         for i in range(VOLUMES):
             _scan(synth_series, watch, i)
-            await until(lambda: c.model.volumes > i, what=f"volume {i}; log: {[str(m) for m in window.log.pending] + window.log.lines}")
-        await until(lambda: c.model.delivered == VOLUMES - 2, what="feedback at the subject agent")
+            await wait_until(lambda: c.model.volumes > i, what=f"volume {i}; log: {[str(m) for m in window.log.pending] + window.log.lines}")
+        await wait_until(lambda: c.model.delivered == VOLUMES - 2, what="feedback at the subject agent")
         v = window.subject_view
-        await until(lambda: v.painted is not None, what=f"the subject display to paint {v.isVisible()} {v.value} {v.pending} {v.size()}")
+        await wait_until(lambda: v.painted is not None, what=f"the subject display to paint {v.isVisible()} {v.value} {v.pending} {v.size()}")
         window.refresh()
         # the panels show the run
         assert window.scanner.volumes.text().startswith(str(VOLUMES))
@@ -84,7 +68,7 @@ def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, sy
         assert "voxel (16, 10, 6)" in text
         # stop with Esc
         qtbot.keyClick(window, QtCore.Qt.Key.Key_Escape)
-        await until(lambda: c.state == ev.ENDED, what="the run to stop")
+        await wait_until(lambda: c.state == ev.ENDED, what="the run to stop")
         window.refresh()
         assert window.setup.start_button.isEnabled()
         assert "stopped by the operator" in window.state_label.text()
@@ -134,7 +118,7 @@ def test_trust_on_first_use_prompt_pins_the_worker(qtbot: Any, qloop: Any, tmp_p
             session.on_unknown_host = window.trust_prompt
             window.show()
             opening = asyncio.ensure_future(session.open())
-            await until(lambda: getattr(window, "_trust_box", None) is not None and window._trust_box.isVisible(),
+            await wait_until(lambda: getattr(window, "_trust_box", None) is not None and window._trust_box.isVisible(),
                         what="the trust prompt")
             box = window._trust_box
             assert info.fingerprint in box.informativeText()
@@ -219,7 +203,7 @@ def test_a_run_that_cannot_be_recorded_is_refused_with_a_message_box(qtbot: Any,
 
 def test_an_interrupted_run_is_offered_and_finished(qtbot: Any, qloop: Any, tmp_path: Path) -> None:
     """A console killed mid-run left a run folder; the next start lists it, Finish writes its BIDS files."""
-    from tests.console.conftest import killed_run
+    from tests.support.console import killed_run
 
     killed = killed_run(tmp_path / "runs")
     window, session = _window(tmp_path, S.default_settings().with_values("project", name="template"))
@@ -235,7 +219,7 @@ def test_an_interrupted_run_is_offered_and_finished(qtbot: Any, qloop: Any, tmp_
         assert dialog.list.item(0).text().startswith("sub-killed ses-01 task-feedback run-1: 3 volumes recorded")
         assert dialog.list.item(0).toolTip() == str(killed)
         dialog.finish_button.click()
-        await until(lambda: any("interrupted run finished" in m.text for m in logged), what="the run finished")
+        await wait_until(lambda: any("interrupted run finished" in m.text for m in logged), what="the run finished")
 
     try:
         qloop.run(scenario())

@@ -171,8 +171,8 @@ def test_defaults_cover_the_simulators_activation_box() -> None:
 def test_runs_on_every_real_series(dicom_root: Path, series: str) -> None:
     """Every scanner's geometry (9 to 36 slices, oblique, head-first/feet-first): feedback in 0..1."""
     from rtcontrol.rigid import grid_centre
+    from rtcontrol.scanner.series import read_series
 
-    read_series = pytest.importorskip("rtcontrol.scanner.series").read_series
     vols = next(iter(read_series(dicom_root / series).values()))
     c = grid_centre(vols[0].affine, vols[0].shape)
     cls = load_project_class(FOLDER)
@@ -203,8 +203,8 @@ def test_dummy_scans_are_skipped_on_the_real_mosaic(dicom_root: Path) -> None:
     """ep2d_Int's first two volumes are not at steady state: with skip_volumes = 2 they are ignored,
     volume 2 is the motion reference and the baseline, and motion stays small."""
     from rtcontrol.rigid import grid_centre
+    from rtcontrol.scanner.series import read_series
 
-    read_series = pytest.importorskip("rtcontrol.scanner.series").read_series
     vols = next(iter(read_series(dicom_root / "siemens_mosaic_ep2d_int_6vol").values()))
     c = grid_centre(vols[0].affine, vols[0].shape)
     cls = load_project_class(FOLDER)
@@ -218,3 +218,27 @@ def test_dummy_scans_are_skipped_on_the_real_mosaic(dicom_root: Path) -> None:
     for r in results[3:]:
         assert max(abs(r.metrics[k]) for k in ("tx", "ty", "tz", "rx", "ry", "rz")) < 1.0
         assert abs(r.metrics["psc"]) < 5.0  # the signal still settles by about 2% after volume 2
+
+
+def test_run_offline_on_a_real_series_gives_what_a_run_by_hand_gives(dicom_root: Path) -> None:
+    """run_offline loads the project as the worker does and feeds the series' volumes in order: the same
+    feedback and metrics per volume as the step-by-step run above (dummy scans skipped, then feedback)."""
+    from rtcontrol.project import run_offline
+    from rtcontrol.rigid import grid_centre
+    from rtcontrol.scanner.series import read_series
+
+    folder = dicom_root / "siemens_mosaic_ep2d_int_6vol"
+    vols = next(iter(read_series(folder).values()))
+    c = grid_centre(vols[0].affine, vols[0].shape)
+    settings = {"roi_lo": (c - 20).tolist(), "roi_hi": (c + 20).tolist(), "skip_volumes": 2, "baseline_volumes": 1}
+    results = run_offline(FOLDER, folder, settings)
+    assert [r.feedback is None for r in results] == [True, True, False, False, False, False]
+    cls = load_project_class(FOLDER)
+    ctx = RunContext.local(resolve_settings(cls.settings, settings), tr=vols[0].tr)
+    project = cls()
+    project.start_run(ctx)
+    by_hand = [Result.of(project.process(v, ctx)) for v in vols]
+    assert [r.feedback for r in results] == [r.feedback for r in by_hand]
+    np.testing.assert_equal([r.metrics for r in results], [r.metrics for r in by_hand])  # NaN where undefined yet
+    with pytest.raises(ValueError, match="unknown setting"):
+        run_offline(FOLDER, folder, {"no_such_setting": 1})

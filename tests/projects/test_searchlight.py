@@ -14,8 +14,7 @@ from rtcontrol.scanner.synth import SynthSpec, generate
 from rtcontrol.worker.client import WorkerClient
 from rtcontrol.worker.embedded import local_worker
 from rtcontrol.worker.projects import load_project_class
-
-from ..worker.helpers import wait_for
+from tests.support.wait import wait_until
 
 FOLDER = app_root() / "projects" / "searchlight"
 SPEC = SynthSpec(volumes=36, shape=(32, 32, 18), motion_mm=0.5, seed=3)
@@ -42,7 +41,7 @@ async def test_the_searchlight_finds_the_activated_box_on_a_worker(synth, tmp_pa
             await client.start_run("searchlight", {"window": 30}, run="sl", tr=SPEC.tr)
             for t in range(SPEC.volumes):
                 await client.send_volume(synth.to_volume(t, run="sl"))
-            await wait_for(lambda: len(feedback) == SPEC.volumes or errors, 150, "every volume's feedback")
+            await wait_until(lambda: len(feedback) == SPEC.volumes or errors, 150, "every volume's feedback")
             await client.stop_run()
     assert errors == []
     assert [e.index for e in feedback] == list(range(SPEC.volumes))

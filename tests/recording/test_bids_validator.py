@@ -12,8 +12,7 @@ import pytest
 
 from rtcontrol.recording import Recorder
 from rtcontrol.scanner.synth import SynthRun
-from tests.recording.conftest import issues, run_settings, validate
-from tests.recording.test_recorder import record
+from tests.support.recording import issues, record, run_settings, validate
 
 #: The first test installs the pinned validator with npm (about a minute on this machine).
 pytestmark = pytest.mark.timeout(600)
@@ -45,7 +44,8 @@ def test_a_broken_dataset_is_caught(tmp_path: Path, synth_run: SynthRun, bids_va
 
 def test_a_real_siemens_run_validates_and_matches_dcm2niix(tmp_path: Path, dicom_root: Path, reference_root: Path,
                                                            bids_validator) -> None:
-    reader = pytest.importorskip("rtcontrol.scanner.reader", reason="the scanner reader is not in this checkout yet")
+    from rtcontrol.scanner import reader
+
     series = "siemens_mosaic_ep2d_int_6vol"
     rec = Recorder(tmp_path / "run", run_settings(task="rest", tr=3.2))
     for index, path in enumerate(sorted((dicom_root / series).glob("*.dcm")) or sorted((dicom_root / series).iterdir())):

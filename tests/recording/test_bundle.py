@@ -7,7 +7,7 @@ import os
 import pytest
 
 from rtcontrol.paths import app_root
-from rtcontrol.recording import bundle_check
+from tools import bundle_check
 
 
 @pytest.mark.slow

@@ -19,8 +19,7 @@ from rtcontrol.paths import app_root
 from rtcontrol.recording import Recorder, RecordingError, find_interrupted, preflight, recover
 from rtcontrol.recording.journal import JOURNAL, read_journal
 from rtcontrol.scanner.synth import SynthRun
-from tests.recording.conftest import run_settings
-from tests.recording.test_recorder import record
+from tests.support.recording import record, run_settings
 
 CRASHING_CONSOLE = r"""
 import os, sys, time

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -13,26 +12,7 @@ import pytest
 from rtcontrol.recording import Recorder, RecordingError, bids_run_source
 from rtcontrol.recording.journal import read_journal
 from rtcontrol.scanner.synth import SynthRun
-from tests.recording.conftest import run_settings
-
-
-def record(rec: Recorder, run: SynthRun, indices=None, respond_at=(4,)) -> None:
-    """Feed volumes, feedback with motion metrics, later stamps and responses, as the console does."""
-    motion = run.truth["motion"]["params"]
-    for i in indices if indices is not None else range(run.data.shape[-1]):
-        v = run.to_volume(i, run="r1")
-        v.timeline.stamp("file_seen")
-        v.timeline.stamp("parsed")
-        rec.record_volume(v)
-        v.timeline.stamp("result_ready")
-        v.timeline.stamp("feedback_received")
-        metrics = dict(zip(("tx", "ty", "tz", "rx", "ry", "rz"), motion[i]))
-        metrics["roi_mean"] = 100.0 + i
-        rec.record_feedback("r1", i, {"bar": i / 10} if i == 2 else i / 10, metrics, v.timeline)
-        rec.record_timeline("r1", i, {"subject_delivered": time.monotonic(), "displayed": time.monotonic()})
-        if i in respond_at:
-            rec.record_response("left", index=i, device="button box")
-    rec.record_event("note", "operator note", volume=3)
+from tests.support.recording import record, run_settings
 
 
 def test_round_trip_voxels_geometry_and_sidecar(tmp_path: Path, synth_run: SynthRun) -> None:

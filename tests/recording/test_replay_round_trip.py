@@ -14,8 +14,7 @@ from rtcontrol.scanner.replay import replay
 from rtcontrol.scanner.synth import SynthRun
 from rtcontrol.scanner.volume import Volume
 from rtcontrol.scanner.watcher import ScanWatcher
-from tests.recording.conftest import run_settings
-from tests.recording.test_recorder import record
+from tests.support.recording import record, run_settings
 
 
 async def test_recorded_run_replays_through_the_watcher(tmp_path: Path, synth_run: SynthRun) -> None:

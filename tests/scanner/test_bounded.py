@@ -15,7 +15,7 @@ import pytest
 
 from rtcontrol.scanner.errors import CorruptFile
 from rtcontrol.scanner.reader import read_file
-from tests.scanner.test_watcher import Sink, make_watcher, series_files, write
+from tests.support.scanner import Sink, make_watcher, series_files, write
 
 BOMB_ZEROS = 512 << 20  # what the bomb inflates to beyond its image (the field case was 3 GiB)
 MiB = 1 << 20

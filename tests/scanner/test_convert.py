@@ -14,8 +14,8 @@ import pytest
 from rtcontrol.cli import main
 from rtcontrol.paths import app_root
 from rtcontrol.scanner.reader import read_file
-from tests.conftest import SERIES
-from tests.scanner.test_geometry import _reference, assert_same_world
+from tests.support.fixtures import SERIES
+from tests.support.scanner import _reference, assert_same_world
 
 
 @pytest.mark.parametrize("series", SERIES)

@@ -11,9 +11,7 @@ is the second oracle.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -22,15 +20,8 @@ import pytest
 
 from rtcontrol.scanner.series import read_series
 from rtcontrol.scanner.volume import Volume
-from tests.conftest import SERIES
-
-
-def _reference(reference_root: Path, series: str) -> tuple[nib.Nifti1Image, dict]:
-    folder = reference_root / series
-    nii = next(folder.glob("*.nii.gz"))
-    ref = json.loads((folder / "reference.json").read_text())
-    (_, out), = ref["outputs"].items()
-    return nib.load(nii), out
+from tests.support.fixtures import SERIES
+from tests.support.scanner import _dcm2niix, _reference, assert_same_world
 
 
 def _volumes(dicom_root: Path, series: str) -> list[Volume]:
@@ -38,34 +29,6 @@ def _volumes(dicom_root: Path, series: str) -> list[Volume]:
     assert len(found) == 1, f"{series}: expected one series, got {list(found)}"
     (vols,) = found.values()
     return vols
-
-
-def assert_same_world(vols: list[Volume], ref: nib.Nifti1Image) -> None:
-    """Each of our voxels sits on a reference voxel centre with the same real value."""
-    ref_real = np.asarray(ref.dataobj, dtype=np.float64)  # nibabel applies scl_slope/inter
-    if ref_real.ndim == 3:
-        ref_real = ref_real[..., None]
-    assert len(vols) == ref_real.shape[3]
-    first = vols[0]
-    assert sorted(first.shape) == sorted(ref_real.shape[:3])
-    assert np.allclose(sorted(first.voxel_size), sorted(ref.header.get_zooms()[:3]), atol=1e-4)
-    ijk = np.indices(first.shape).reshape(3, -1).T
-    world = first.world_coords(ijk)
-    inv = np.linalg.inv(ref.affine)
-    rijk = world @ inv[:3, :3].T + inv[:3, 3]
-    nearest = np.rint(rijk)
-    # position error in mm at every voxel (corners included): the reference voxel centre vs ours
-    err_mm = np.linalg.norm((rijk - nearest) @ ref.affine[:3, :3].T, axis=1)
-    assert err_mm.max() < 1e-3, f"voxel centres differ by up to {err_mm.max():.2e} mm"
-    r = nearest.astype(int)
-    assert (r >= 0).all() and (r < np.array(ref_real.shape[:3])).all()
-    # a permutation: every reference voxel is hit exactly once
-    assert len(np.unique(np.ravel_multi_index(r.T, ref_real.shape[:3]))) == len(r)
-    for v in vols:
-        assert v.shape == first.shape and np.allclose(v.affine, first.affine, atol=1e-6)
-        ours = v.scaled(np.float64)[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
-        theirs = ref_real[r[:, 0], r[:, 1], r[:, 2], v.index]
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-3, err_msg=f"volume {v.index}")
 
 
 def assert_pe_direction(v: Volume, ref: nib.Nifti1Image, sidecar: dict) -> None:
@@ -117,21 +80,6 @@ def test_world_geometry_and_values_match_dcm2niix(series: str, dicom_root: Path,
     assert any(np.allclose(c, expected, atol=1e-4) for c in candidates), (candidates[0][:6], expected[:6])
 
 
-def _dcm2niix() -> str:
-    exe = Path(sys.executable).with_name("dcm2niix")
-    if exe.exists():
-        return str(exe)
-    try:
-        import dcm2niix  # type: ignore[import-untyped]
-
-        return str(dcm2niix.bin)
-    except ImportError:
-        found = shutil.which("dcm2niix")
-        if not found:
-            pytest.skip("dcm2niix (PyPI package) is not installed")
-        return found
-
-
 @pytest.mark.parametrize(
     "series",
     ["siemens_mosaic_ep2d_int_HF_6vol", "siemens_xa30_enhanced_bold_20vol", "philips_epi_magdeburg", "ge_epi_nih_10vol"],
@@ -155,7 +103,7 @@ def test_live_dcm2niix_oracle(series: str, dicom_root: Path, tmp_path: Path) -> 
 
 def test_big_mosaic_any_grid_vs_live_dcm2niix(tmp_path: Path, fixtures_root: Path) -> None:
     """96x96x66 int16 in a 9x9 grid (15 empty tiles), built on a real Prisma header: dcm2niix agrees."""
-    from rtcontrol.bench.decode import make_mosaics
+    from benchmarks.decode import make_mosaics
     from rtcontrol.scanner.reader import read_file
 
     src = tmp_path / "dicom"

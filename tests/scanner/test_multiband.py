@@ -21,7 +21,7 @@ from rtcontrol.cli import main
 from rtcontrol.scanner.enhanced import SIEMENS_SDI, clear_cache
 from rtcontrol.scanner.series import read_series
 from rtcontrol.scanner.volume import Volume
-from tests.scanner.test_geometry import _dcm2niix, _reference
+from tests.support.scanner import _dcm2niix, _reference
 
 MULTIBAND = {"ge_hyperband_hb3_48sl": 3, "siemens_xa60_enhanced_sms2": 2, "siemens_xa30_enhanced_bold_20vol": 3}
 TOLERANCE = 0.002  # s

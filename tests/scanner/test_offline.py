@@ -15,8 +15,8 @@ import pytest
 
 from rtcontrol.cli import main
 from rtcontrol.scanner.replay import plan_replay
-from tests.scanner.generated import philips_asl
-from tests.scanner.test_geometry import _dcm2niix, _reference, assert_same_world
+from tests.support.generated import philips_asl
+from tests.support.scanner import _dcm2niix, _reference, assert_same_world
 
 
 def _dcm2niix_nii(src: Path, out: Path) -> nib.Nifti1Image:
@@ -128,7 +128,7 @@ def _xa60(dicom_root: Path) -> list[Path]:
 def test_enhanced_file_with_several_volumes_is_split(dicom_root: Path, reference_root: Path, tmp_path: Path) -> None:
     """The three XA60 volumes packed into one 30-frame file: three volumes, as dcm2niix makes of it
     (run now) and as the fixture's reference holds them."""
-    from tests.scanner.generated import pack_enhanced
+    from tests.support.generated import pack_enhanced
 
     src = tmp_path / "in"
     src.mkdir()
@@ -148,7 +148,7 @@ def test_enhanced_file_with_two_echoes_becomes_two_series(dicom_root: Path, refe
     """Two echoes in one file: series '<name>_e1' and '<name>_e2', each the stack its frames came from.
     (dcm2niix itself writes this generated file as one 20-slice image, so the oracle is the reference
     NIfTI of the real volumes the echoes were made from.)"""
-    from tests.scanner.generated import pack_enhanced
+    from tests.support.generated import pack_enhanced
 
     src = tmp_path / "in"
     src.mkdir()

@@ -152,7 +152,8 @@ def test_dcm2niix_reads_the_intended_world_image(tmp_path: Path, dtype: str):
 
 
 def test_reader_reads_the_synthetic_mosaic_back_exactly(tmp_path: Path):
-    reader = pytest.importorskip("rtcontrol.scanner.reader", reason="reader.py not landed yet", exc_type=ImportError)
+    from rtcontrol.scanner import reader
+
     spec = SynthSpec(**SMALL, seed=2)
     run = generate(spec)
     src = write_run(spec, tmp_path, run=run)

@@ -15,47 +15,10 @@ import pytest
 
 from rtcontrol.scanner.errors import IncompleteFile
 from rtcontrol.scanner.reader import read_file
-from rtcontrol.scanner.watcher import ScanWatcher, WatchEvent
+from rtcontrol.scanner.watcher import ScanWatcher
+from tests.support.scanner import Sink, make_watcher, put, series_files, write
 
 MODES = ["event", "polling"]
-
-
-def series_files(dicom_root: Path, name: str) -> list[Path]:
-    skip = ("LICENSE.source",)
-    return sorted(p for p in (dicom_root / name).iterdir() if p.name not in skip and not p.name.startswith("README"))
-
-
-class Sink:
-    """Collects what the watcher hands on."""
-
-    def __init__(self) -> None:
-        self.volumes = []
-        self.events: list[WatchEvent] = []
-
-    def kinds(self, kind: str) -> list[WatchEvent]:
-        return [e for e in self.events if e.kind == kind]
-
-    async def until(self, predicate, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out: {len(self.volumes)} volumes, events {[e.message for e in self.events]}"
-                )
-            await asyncio.sleep(0.01)
-
-
-def make_watcher(folder: Path, sink: Sink, mode: str, **kw) -> ScanWatcher:
-    return ScanWatcher(folder, sink.volumes.append, sink.events.append, polling=(mode == "polling"), **kw)
-
-
-def put(dst: Path, data: bytes) -> None:
-    with open(dst, "wb") as f:
-        f.write(data)
-
-
-async def write(dst: Path, data: bytes) -> None:
-    await asyncio.to_thread(put, dst, data)
 
 
 @pytest.fixture

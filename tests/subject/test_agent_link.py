@@ -11,7 +11,8 @@ import pytest
 from rtcontrol.link import transport
 from rtcontrol.link.pinning import KnownHosts, PinMismatch
 from rtcontrol.subject.link import SubjectClient, SubjectError
-from tests.subject.conftest import LineConsumer, Recorder, wait_until
+from tests.support.subject import LineConsumer, Recorder
+from tests.support.wait import wait_until
 
 
 async def test_feedback_reaches_every_consumer_with_stamps_in_console_clock(agent_info, client) -> None:

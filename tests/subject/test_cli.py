@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.subject.link import SubjectClient
-from tests.subject.conftest import LineConsumer, Recorder, wait_until
-
-MAIN = Path(__file__).resolve().parents[2] / "main.py"
-
-
-async def _read_banner(proc: asyncio.subprocess.Process) -> dict[str, str]:
-    text = ""
-    while "NDJSON" not in text:
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert line, f"agent exited early: {(await proc.stderr.read()).decode()}"
-        text += line.decode()
-    return {
-        "url": re.search(r"console link (wss://\S+)", text).group(1),
-        "fingerprint": re.search(r"fingerprint (SHA256:\S+)", text).group(1),
-        "tcp": re.search(r"NDJSON for PsychToolbox/MATLAB on 127.0.0.1:(\d+)", text).group(1),
-        "page": re.search(r"jsPsych page (http://\S+)", text).group(1),
-        "secret_file": re.search(r"consumer secret \(stimulus programs send it in their hello\): (.+)", text).group(1).strip(),
-    }
+from tests.support.subject import _read_banner, LineConsumer, MAIN, Recorder
+from tests.support.wait import wait_until
 
 
 async def test_subject_mode_end_to_end(tmp_path) -> None:

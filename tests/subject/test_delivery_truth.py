@@ -15,7 +15,8 @@ from rtcontrol.console.headless import run_session
 from rtcontrol.console.session import ConsoleSession
 from rtcontrol.link.pinning import KnownHosts
 from rtcontrol.subject.secret import read_secret
-from tests.subject.conftest import LineConsumer, agent_process, wait_until
+from tests.support.subject import LineConsumer, agent_process
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -100,8 +100,9 @@ async def test_subject_mode_with_display_stamps_displayed(tmp_path) -> None:
 
     from rtcontrol.link.tokens import TokenStore
     from rtcontrol.subject.link import SubjectClient
-    from tests.subject.conftest import Recorder, wait_until
-    from tests.subject.test_cli import MAIN, _read_banner
+    from tests.support.subject import Recorder
+    from tests.support.wait import wait_until
+    from tests.support.subject import MAIN, _read_banner
 
     store = tmp_path / "tokens.json"
     token = TokenStore(store).create("console")

@@ -6,7 +6,7 @@ import asyncio
 import sys
 
 from rtcontrol.paths import resources_dir
-from tests.subject.conftest import wait_until
+from tests.support.wait import wait_until
 
 EXAMPLE = resources_dir() / "psychopy" / "feedback_thermometer.py"
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from rtcontrol.subject import FeedbackClient
-from tests.subject.conftest import wait_until
+from tests.support.wait import wait_until
 
 
 async def test_latest_wait_for_and_responses(agent_info, client) -> None:

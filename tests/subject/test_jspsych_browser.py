@@ -14,12 +14,12 @@ import pytest
 from rtcontrol.subject.embedded import local_subject_agent
 from rtcontrol.subject.link import SubjectClient
 from rtcontrol.subject.vendor import install_jspsych
-from tests.subject.cdp import Browser, chromium_path
-from tests.subject.conftest import Recorder, wait_until
+from tests.support.cdp import Browser, chromium_path
+from tests.support.subject import Recorder
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.skipif(chromium_path() is None,
                                 reason="chromium is not installed (apt-get install chromium; it is in .ci/run)")
-
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,10 @@ from rtcontrol.link.tokens import TokenStore
 from rtcontrol.subject import protocol as P
 from rtcontrol.subject.link import SubjectClient
 from rtcontrol.subject.secret import read_secret
-from tests.link.abuse import bad_tokens, flood_one, insecure_context, rss
-from tests.subject.conftest import LineConsumer, Recorder, wait_until
-from tests.worker.proxy import CuttableProxy
+from tests.support.link_abuse import bad_tokens, flood_one, insecure_context, rss
+from tests.support.proxy import CuttableProxy
+from tests.support.subject import LineConsumer, Recorder
+from tests.support.wait import wait_until
 
 MAIN = Path(__file__).resolve().parents[2] / "main.py"
 #: Deeper than Python's recursion limit, shorter than the agent's 64 KiB message limit.

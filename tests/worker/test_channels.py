@@ -7,8 +7,7 @@ from pathlib import Path
 from rtcontrol.link.events import FeedbackEvent, SubjectMessage, route
 from rtcontrol.worker.client import WorkerClient
 from rtcontrol.worker.embedded import local_worker
-
-from .helpers import make_volume, write_project
+from tests.support.worker import make_volume, write_project
 
 FILES_USER = """
     class FilesUser(Project):

@@ -14,8 +14,7 @@ from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
 from rtcontrol.worker.client import WorkerClient
 from rtcontrol.worker.embedded import local_worker
-
-from .helpers import make_volume
+from tests.support.worker import make_volume
 
 
 async def test_subprocess_worker_serves_a_run(tmp_path: Path) -> None:

@@ -21,9 +21,8 @@ from rtcontrol.worker.client import WorkerClient
 from rtcontrol.worker.cluster import DaskCluster
 from rtcontrol.worker.projects import ProjectCatalog
 from rtcontrol.worker.server import WorkerServer
-
-from .helpers import make_volume, wait_for, write_project
-from .test_worker_runs import Recorder
+from tests.support.wait import wait_until
+from tests.support.worker import Recorder, make_volume, write_project
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -99,7 +98,7 @@ async def test_the_cluster_starts_only_for_a_project_that_asks(projects: Path) -
             assert not server.dask.started  # a run that never asks costs nothing
             await client.start_run("parallel", {}, run="par", tr=2.0)
             await client.send_volume(make_volume(0, run="par"))
-            await wait_for(lambda: len(rec.feedback) == 3, 60, "the parallel volume's result")
+            await wait_until(lambda: len(rec.feedback) == 3, 60, "the parallel volume's result")
             assert server.dask.started
             await client.stop_run()
         cluster = server.dask.local
@@ -118,12 +117,12 @@ async def test_a_dask_worker_killed_mid_volume_does_not_lose_it(projects: Path, 
             await client.start_run("parallel", {"marker": str(marker)}, run="kill", tr=2.0)
             for i in range(3):
                 await client.send_volume(make_volume(i, run="kill"))
-            await wait_for(marker.exists, 60, "a task to start on a Dask worker")
-            await wait_for(lambda: marker.read_text() != "", 5, "the task's pid")
+            await wait_until(marker.exists, 60, "a task to start on a Dask worker")
+            await wait_until(lambda: marker.read_text() != "", 5, "the task's pid")
             pid = int(marker.read_text())
             assert pid != os.getpid()
             os.kill(pid, signal.SIGKILL)  # a Dask worker process dies in the middle of volume 0
-            await wait_for(lambda: len(rec.feedback) == 3, 90, "every volume's result")
+            await wait_until(lambda: len(rec.feedback) == 3, 90, "every volume's result")
             stopped = await client.stop_run()
     assert rec.errors == [] and stopped["error"] is None
     assert [e.index for e in rec.feedback] == [0, 1, 2]
@@ -146,7 +145,7 @@ async def test_a_site_scheduler_is_used_instead_of_a_local_cluster(projects: Pat
             async with WorkerClient(url, token, expected_fingerprint=fp, **rec.kwargs()) as client:
                 await client.start_run("where", {}, run="site", tr=2.0)
                 await client.send_volume(make_volume(0, run="site"))
-                await wait_for(lambda: rec.feedback or rec.errors, 60, "the volume's result")
+                await wait_until(lambda: rec.feedback or rec.errors, 60, "the volume's result")
                 await client.stop_run()
             assert server.dask.local is None  # no cluster of its own
         assert rec.errors == []
@@ -164,7 +163,7 @@ async def test_work_left_behind_by_a_volume_is_cancelled_and_logged(projects: Pa
             await client.start_run("leaky", {}, run="leak", tr=2.0)
             for i in range(3):
                 await client.send_volume(make_volume(i, run="leak"))
-            await wait_for(lambda: len(rec.feedback) == 3 or rec.errors, 60, "three results")
+            await wait_until(lambda: len(rec.feedback) == 3 or rec.errors, 60, "three results")
             await client.stop_run()
         async with Client(await server.dask.address(), asynchronous=True) as dask_client:
             processing = await dask_client.processing()

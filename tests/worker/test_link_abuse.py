@@ -16,10 +16,10 @@ from rtcontrol.link.codec import decode_message, encode_message
 from rtcontrol.link.events import LogLine, Problem, StateChanged, route
 from rtcontrol.worker.client import FeedbackEvent, WorkerClient
 from rtcontrol.worker.embedded import local_worker
-from tests.link.abuse import bad_tokens, flood_one, insecure_context, rss
-
-from .helpers import make_volume, wait_for, write_project
-from .proxy import CuttableProxy
+from tests.support.link_abuse import bad_tokens, flood_one, insecure_context, rss
+from tests.support.proxy import CuttableProxy
+from tests.support.wait import wait_until
+from tests.support.worker import make_volume, write_project
 
 ECHO = """
     class Echo(Project):
@@ -46,14 +46,14 @@ async def test_bad_tokens_from_the_same_address_during_an_outage_do_not_end_reco
             await client.start_run("echo", {}, run="lockout", tr=0.05)
             for i in range(n):
                 if i == 8:
-                    await wait_for(lambda: len(feedback) == 8, 20, "feedback before the outage")
+                    await wait_until(lambda: len(feedback) == 8, 20, "feedback before the outage")
                     proxy.cut(stay_down=True)
                     # while the link is down, another program on this address keeps trying wrong tokens
                     await bad_tokens(w.url, w.fingerprint, 5)  # the 4th and 5th lock the address out
                     proxy.restore()
                 await client.send_volume(make_volume(i, run="lockout"))
                 await asyncio.sleep(0.02)
-            await wait_for(lambda: len(feedback) >= n, 30, "feedback after the lockout")
+            await wait_until(lambda: len(feedback) >= n, 30, "feedback after the lockout")
             # the address was still locked out when the console got back in: a wrong token is still held to it
             (after,) = await bad_tokens(w.url, w.fingerprint, 1)
             assert "locked out for" in after and "a correct token still gets in" in after
@@ -124,7 +124,7 @@ async def test_a_flood_of_unauthenticated_large_frames_is_closed_early_and_memor
                     await other.close()
             outcomes = await asyncio.wait_for(asyncio.gather(*flood), 60)
             peak = max(peak, rss(w.pid))
-            await wait_for(lambda: len(feedback) >= 20, 30, "feedback during the flood")
+            await wait_until(lambda: len(feedback) >= 20, 30, "feedback during the flood")
             await client.stop_run()
         finally:
             await client.close()
@@ -194,7 +194,7 @@ async def test_feedback_nested_too_deep_is_dropped_with_a_message_and_later_feed
             await client.start_run("deep", {}, run="deep", tr=0.05)
             for i in range(4):
                 await client.send_volume(make_volume(i, run="deep"))
-            await wait_for(lambda: len(feedback) >= 3, 20, "the feedback after the dropped one")
+            await wait_until(lambda: len(feedback) >= 3, 20, "the feedback after the dropped one")
             await client.stop_run()
         finally:
             await client.close()

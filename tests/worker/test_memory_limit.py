@@ -12,10 +12,8 @@ import pytest
 from rtcontrol.worker.client import WorkerClient
 from rtcontrol.worker.embedded import local_worker
 from rtcontrol.worker.runner import default_memory_limit, parse_memory, resident_memory
-
-from .helpers import make_volume, wait_for, write_project
-
-from .test_worker_runs import Recorder
+from tests.support.wait import wait_until
+from tests.support.worker import Recorder, make_volume, write_project
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the limit reads /proc (Linux)")
 
@@ -84,7 +82,7 @@ async def test_growing_project_is_stopped_naming_the_limit_and_other_runs_go_on(
             # 40 MB per volume: 20 volumes would be 800 MB, far over the 300 MB limit
             for i in range(20):
                 await a.send_volume(make_volume(i, run="greedy"))
-                await wait_for(lambda: len(grow.feedback) > i or ("greedy", "failed") in grow.runs, 20,
+                await wait_until(lambda: len(grow.feedback) > i or ("greedy", "failed") in grow.runs, 20,
                                f"volume {i} of the growing run")
                 if ("greedy", "failed") in grow.runs:
                     break
@@ -132,7 +130,7 @@ async def test_a_run_killed_from_outside_says_it_was_likely_out_of_memory(projec
             await client.start_run("killed", {}, run="k", tr=2.0)
             for i in range(3):
                 await client.send_volume(make_volume(i, run="k"))
-            await wait_for(lambda: ("k", "failed") in rec.runs, 15, "the run to fail")
+            await wait_until(lambda: ("k", "failed") in rec.runs, 15, "the run to fail")
     message = rec.errors[0][0]
     assert "exit code -9" in message and "killed (SIGKILL), most likely because the machine ran out of memory" in message
     assert "--run-memory-limit is 300 MB" in message

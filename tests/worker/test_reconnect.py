@@ -11,9 +11,9 @@ from rtcontrol.link.events import Problem, RunChanged, StateChanged, SubjectMess
 from rtcontrol.scanner.volume import Volume
 from rtcontrol.worker.client import FeedbackEvent, WorkerClient
 from rtcontrol.worker.embedded import local_worker
-
-from .helpers import make_volume, wait_for, write_project
-from .proxy import CuttableProxy
+from tests.support.proxy import CuttableProxy
+from tests.support.wait import wait_until
+from tests.support.worker import make_volume, write_project
 
 SLOW = """
     import time
@@ -56,7 +56,7 @@ async def test_link_cut_mid_run_loses_nothing(tmp_path: Path) -> None:
                     proxy.restore()
                 await client.send_volume(make_volume(i, run="cut"))
                 await asyncio.sleep(0.02)
-            await wait_for(lambda: len(feedback) >= n, 30, "all feedback")
+            await wait_until(lambda: len(feedback) >= n, 30, "all feedback")
             await client.stop_run()
             elapsed = loop.time() - t_start
         finally:
@@ -153,12 +153,12 @@ async def test_a_restarted_worker_gets_the_run_again_with_every_volume_once_in_o
         for i in range(3):
             kept[i] = make_volume(i, run="a")
             await client.send_volume(kept[i])
-        await wait_for(lambda: len(feedback) == 3, 15, "the first worker's feedback")
+        await wait_until(lambda: len(feedback) == 3, 15, "the first worker's feedback")
         workers.restart()
         for i in range(3, 5):  # the scanner goes on while the console finds the new worker
             kept[i] = make_volume(i, run="a")
             await client.send_volume(kept[i])
-        await wait_for(lambda: len(feedback) == 8, 15, "the restarted run's feedback")
+        await wait_until(lambda: len(feedback) == 8, 15, "the restarted run's feedback")
         await client.stop_run()
     finally:
         await client.close()
@@ -191,9 +191,9 @@ async def test_without_a_record_the_volumes_the_lost_worker_had_are_named(tmp_pa
         await client.connect()
         await client.start_run("counting", {}, run="a", tr=2.0)
         await client.send_volume(make_volume(0, run="a"))
-        await wait_for(lambda: len(feedback) == 1, 15, "first feedback")
+        await wait_until(lambda: len(feedback) == 1, 15, "first feedback")
         workers.restart()
-        await wait_for(lambda: any(s == "restarted" for _, s, _ in runs), 15, "the run to start again")
+        await wait_until(lambda: any(s == "restarted" for _, s, _ in runs), 15, "the run to start again")
         await client.send_volume(make_volume(1, run="a"))
         await client.stop_run()
     finally:
@@ -219,9 +219,9 @@ async def test_a_run_the_restarted_worker_cannot_start_is_reported_failed(tmp_pa
         await client.connect()
         await client.start_run("counting", {}, run="a", tr=2.0)
         await client.send_volume(make_volume(0, run="a"))
-        await wait_for(lambda: len(feedback) == 1, 15, "first feedback")
+        await wait_until(lambda: len(feedback) == 1, 15, "first feedback")
         workers.restart()
-        await wait_for(lambda: ("a", "failed") in runs, 15, "the lost run to be reported")
+        await wait_until(lambda: ("a", "failed") in runs, 15, "the lost run to be reported")
         assert "the worker restarted and could not start run 'a' again: " in errors[-1]
         assert "counting" in errors[-1] and "start the run again" in errors[-1]
         assert client.run is None
@@ -250,13 +250,13 @@ async def test_a_drop_while_the_run_starts_again_starts_it_once(tmp_path: Path) 
         await client.start_run("counting", {"start_delay": 1.0}, run="a", tr=2.0)
         for i in range(3):
             await client.send_volume(kept[i])
-        await wait_for(lambda: len(feedback) == 3, 15, "the first worker's feedback")
+        await wait_until(lambda: len(feedback) == 3, 15, "the first worker's feedback")
         workers.restart()
-        await wait_for(lambda: "restarting" in runs, 15, "the new worker to be found")
+        await wait_until(lambda: "restarting" in runs, 15, "the new worker to be found")
         await asyncio.sleep(0.3)  # the project is starting (1 s): drop the link under it
         assert "restarted" not in runs
         workers.proxy.cut()  # type: ignore[union-attr]
-        await wait_for(lambda: len(feedback) == 6, 20, "the restarted run's feedback")
+        await wait_until(lambda: len(feedback) == 6, 20, "the restarted run's feedback")
         await client.stop_run()
     finally:
         await client.close()
@@ -276,7 +276,7 @@ async def test_requests_made_while_the_link_is_down_complete_after_it_returns(tm
         try:
             await client.connect()
             proxy.cut(stay_down=True)
-            await wait_for(lambda: client.state == "reconnecting", 5, "the client to notice")
+            await wait_until(lambda: client.state == "reconnecting", 5, "the client to notice")
             start = asyncio.create_task(client.start_run("template", {"baseline": 1}, run="late", tr=2.0))
             await asyncio.sleep(0.3)
             assert not start.done()

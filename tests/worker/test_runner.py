@@ -11,8 +11,7 @@ import pytest
 from rtcontrol.link.codec import encode_volume
 from rtcontrol.worker.runner import RunProcess, SpareProcess, usable_shm_size
 from rtcontrol.worker.store import RunStore
-
-from .helpers import make_volume, write_project
+from tests.support.worker import make_volume, write_project
 
 ECHO = """
     import numpy as np

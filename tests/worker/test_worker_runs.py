@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rtcontrol.link.events import LogLine, Problem, RunChanged, route
-from rtcontrol.worker.client import FeedbackEvent, WorkerClient, WorkerError
+from rtcontrol.worker.client import WorkerClient, WorkerError
 from rtcontrol.worker.embedded import local_worker
-
-from .helpers import make_volume, wait_for, write_project
+from tests.support.wait import wait_until
+from tests.support.worker import Recorder, make_volume, write_project
 
 CRASHY = {
     "raiser": """
@@ -52,22 +51,6 @@ def projects(tmp_path: Path) -> Path:
     for name, body in CRASHY.items():
         write_project(root, name, body)
     return root
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.feedback: list[FeedbackEvent] = []
-        self.errors: list[tuple[str, str]] = []
-        self.logs: list[str] = []
-        self.runs: list[tuple[str, str]] = []
-
-    def kwargs(self) -> dict:
-        return dict(on_event=route({
-            FeedbackEvent: self.feedback.append,
-            Problem: lambda e: self.errors.append((e.message, e.traceback)),
-            LogLine: lambda e: self.logs.append(e.message),
-            RunChanged: lambda e: self.runs.append((e.run, e.state)),
-        }))
 
 
 async def test_template_run_saves_settings_feedback_and_log(tmp_path: Path, projects: Path) -> None:
@@ -125,7 +108,7 @@ async def test_failing_project_stops_only_its_run(projects: Path, project: str, 
             await client.start_run(project, {}, run="r1", tr=2.0)
             for i in range(4):
                 await client.send_volume(make_volume(i, run="r1"))
-            await wait_for(lambda: ("r1", "failed") in rec.runs, 15, "the run to fail")
+            await wait_until(lambda: ("r1", "failed") in rec.runs, 15, "the run to fail")
             assert [e.index for e in rec.feedback] == list(range(last_ok + 1))
             message, tb = rec.errors[0]
             assert needle in message
@@ -220,7 +203,7 @@ async def test_closing_the_console_ends_its_run(tmp_path: Path, projects: Path) 
         await client.send_volume(make_volume(0, run="left"))
         await client.close()  # without stop_run
         (run_dir,) = (tmp_path / "runs").iterdir()
-        await wait_for(lambda: "run ended after 1 volumes" in (run_dir / "project.log").read_text(), 15, "end_run")
+        await wait_until(lambda: "run ended after 1 volumes" in (run_dir / "project.log").read_text(), 15, "end_run")
     assert client.state == "closed"
 
 

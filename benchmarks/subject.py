@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from rtcontrol.bench.stats import Figure, timing
+from benchmarks.stats import Figure, timing
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
 from rtcontrol.subject.client import FeedbackClient

@@ -17,7 +17,7 @@ import numpy as np
 
 from rtcontrol.afni.channel import ChannelSettings
 from rtcontrol.afni.sender import AfniSender, SenderSettings
-from rtcontrol.bench.stats import Figure, timing
+from benchmarks.stats import Figure, timing
 from rtcontrol.scanner.volume import Volume
 
 SHAPE = (96, 96, 66)

@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from rtcontrol.bench.stats import Figure, timing
+from benchmarks.stats import Figure, timing
 
 CHUNKS = 4
 

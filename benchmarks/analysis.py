@@ -25,7 +25,7 @@ from scipy import ndimage  # noqa: E402
 from rtcontrol.analysis.drift import DriftBasis  # noqa: E402
 from rtcontrol.analysis.glm import RunningModel  # noqa: E402
 from rtcontrol.analysis.motion import MotionCorrector  # noqa: E402
-from rtcontrol.bench.stats import Figure, timing  # noqa: E402
+from benchmarks.stats import Figure, timing  # noqa: E402
 from rtcontrol.rigid import grid_centre, params_to_matrix, rotation_matrix  # noqa: E402
 from rtcontrol.scanner.volume import Volume  # noqa: E402
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from rtcontrol.scanner.volume import Volume
+from rtcontrol.link.events import FeedbackEvent, LogLine, Problem, RunChanged, route
 
 
 def make_volume(index: int, shape=(16, 16, 8), run: str = "run-1", level: float = 1000.0) -> Volume:
@@ -28,10 +28,17 @@ def write_project(root: Path, name: str, body: str) -> Path:
     return folder
 
 
-async def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+class Recorder:
+    def __init__(self) -> None:
+        self.feedback: list[FeedbackEvent] = []
+        self.errors: list[tuple[str, str]] = []
+        self.logs: list[str] = []
+        self.runs: list[tuple[str, str]] = []
+
+    def kwargs(self) -> dict:
+        return dict(on_event=route({
+            FeedbackEvent: self.feedback.append,
+            Problem: lambda e: self.errors.append((e.message, e.traceback)),
+            LogLine: lambda e: self.logs.append(e.message),
+            RunChanged: lambda e: self.runs.append((e.run, e.state)),
+        }))

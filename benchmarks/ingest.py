@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from rtcontrol.bench.stats import Figure, timing
+from benchmarks.stats import Figure, timing
 
 SHAPE = (96, 96, 66)
 VOLUMES = 150

@@ -1,4 +1,4 @@
-"""``python -m rtcontrol.gui.screenshot [--out FILE]``: a picture of the console in the middle of a demo run.
+"""``python -m tools.screenshot [--out FILE]``: a picture of the console in the middle of a demo run.
 
 Runs the real demo (embedded worker and subject agent, simulated scanner), waits until ``--after``
 volumes have been analysed and delivered, and saves the window as PNG. Without an X display it
@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rtcontrol.gui.screenshot", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.screenshot", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("screenshots/console.png"), help="PNG to write")
     parser.add_argument("--after", type=int, default=40, help="take the picture once this many volumes arrived")
     parser.add_argument("--volumes", type=int, default=120, help="volumes in the simulated run")

@@ -1,4 +1,4 @@
-"""``python -m rtcontrol.recording.bundle_check dist/rtcontrol``: a short headless session through the bundle.
+"""``python -m tools.bundle_check dist/rtcontrol``: a short headless session through the bundle.
 
 Everything below runs the *bundled* executable (not this Python), on loopback only:
 
@@ -15,7 +15,8 @@ Everything below runs the *bundled* executable (not this Python), on loopback on
    worker and subject agent from the bundle), and the console window and subject display under Qt's
    offscreen platform; a program stopped with SIGTERM must leave no process behind.
 
-Prints one ``ok`` / ``FAIL`` / ``skip`` line per step and exits non-zero if any step failed.
+Prints one ``ok`` / ``FAIL`` / ``skip`` line per step and exits non-zero if any step failed. A step is
+skipped only when a step it needs failed (so the check has already failed), never for a missing part.
 """
 
 from __future__ import annotations
@@ -169,8 +170,6 @@ class Check:
                               env=self.env, cwd=self.work, stdin=subprocess.DEVNULL)
         if self.verbose:
             print(f"    $ rtcontrol {' '.join(args)} -> {done.returncode}\n{done.stdout}{done.stderr}", flush=True)
-        if done.returncode == 2 and "not built yet" in done.stderr:
-            raise Skip(done.stderr.strip())
         if done.returncode != 0:
             raise StepFailed(f"'rtcontrol {' '.join(args)}' exited {done.returncode}\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         return done
@@ -416,7 +415,7 @@ def recording(c: Check) -> str:
         raise Skip("no headless run")
     bolds = sorted(Path(runs).rglob("*_bold.nii.gz"))
     if not bolds:
-        raise Skip(f"the console wrote no BIDS run under {runs} (recording not wired into the console yet)")
+        raise StepFailed(f"the console wrote no BIDS run under {runs}")
     return _same_voxels(c, bolds[0], "recorded run")
 
 
@@ -568,7 +567,7 @@ STEPS: list[tuple[str, Callable[[Check], str | None]]] = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rtcontrol.recording.bundle_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bundle_check", description=__doc__.split("\n")[0])
     parser.add_argument("bundle", type=Path, help="the bundle folder (dist/rtcontrol)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder for a look afterwards")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every command's output")

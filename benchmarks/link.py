@@ -26,7 +26,7 @@ from typing import Iterable
 
 import numpy as np
 
-from rtcontrol.bench.stats import Figure, timing
+from benchmarks.stats import Figure, timing
 from rtcontrol.scanner.volume import Volume
 
 SHAPE = (96, 96, 66)

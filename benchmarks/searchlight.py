@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from rtcontrol.bench.stats import Figure, timing
+from benchmarks.stats import Figure, timing
 from rtcontrol.paths import app_root
 from rtcontrol.project import Result, RunContext, resolve_settings
 from rtcontrol.scanner.synth import SynthSpec, generate

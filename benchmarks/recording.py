@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from rtcontrol.bench.stats import Figure, timing
+from benchmarks.stats import Figure, timing
 from rtcontrol.recording import Recorder
 from rtcontrol.recording.journal import JournalFiles
 from rtcontrol.scanner.volume import Volume

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from rtcontrol.bench.stats import Figure, timing
+from benchmarks.stats import Figure, timing
 from rtcontrol.paths import fixtures_dir
 from rtcontrol.scanner import enhanced, mosaic
 from rtcontrol.scanner.assemble import SliceAssembler

@@ -8,7 +8,7 @@ import pkgutil
 import sys
 import traceback
 
-import rtcontrol.bench as package
+import benchmarks as package
 
 SKIP = {"runner", "stats"}
 
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for name in names:
         try:
-            module = importlib.import_module(f"rtcontrol.bench.{name}")
+            module = importlib.import_module(f"benchmarks.{name}")
             for figure in module.bench():
                 print(figure.line(), flush=True)
         except Exception:  # a broken benchmark must not hide the others

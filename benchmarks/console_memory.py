@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from rtcontrol.bench.stats import Figure
+from benchmarks.stats import Figure
 
 SHAPE = (64, 64, 36)
 WARMUP = 50
@@ -86,36 +86,28 @@ async def _run(volumes: int, window: Any, app: Any) -> tuple[float, float, int]:
 
 
 def console_memory(volumes: int) -> Figure:
-    app = window = None
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6 import QtWidgets
+
+    from benchmarks.gui import _window, dispose
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    tmp = tempfile.mkdtemp(prefix="rtcontrol-bench-mem-win-")
+    _, win = _window(Path(tmp))
+    win.show()
+
+    class Attached:
+        def attach(self, controller: Any) -> None:
+            win.attach_controller(controller)
+
+        def refresh(self) -> None:
+            win.refresh()
+
     try:
-        if not os.environ.get("DISPLAY"):
-            os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        from PySide6 import QtWidgets
-
-        from rtcontrol.bench.gui import _window
-
-        app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-        tmp = tempfile.mkdtemp(prefix="rtcontrol-bench-mem-win-")
-        _, win = _window(Path(tmp))
-        win.show()
-
-        class Attached:
-            def attach(self, controller: Any) -> None:
-                win.attach_controller(controller)
-
-            def refresh(self) -> None:
-                win.refresh()
-
-        window = Attached()
-    except ImportError:  # a Qt-less build still measures the controller
-        window = None
-    try:
-        start, end, n = asyncio.run(_run(volumes, window, app))
+        start, end, n = asyncio.run(_run(volumes, Attached(), app))
     finally:
-        if window is not None:
-            from rtcontrol.bench.gui import dispose
-
-            dispose(win, app)
+        dispose(win, app)
     return Figure(
         "console_memory",
         {"growth_mb": end - start, "start_mb": start, "end_mb": end, "volumes": n},

@@ -1,0 +1,28 @@
+"""The simulated scanner of the demo: a synthetic run written once, then replayed into the watch folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rtcontrol.scanner import synth
+from rtcontrol.scanner.replay import replay as scanner_replay
+
+
+def synthesize(out_dir: Path, volumes: int, tr: float) -> Path:
+    """A synthetic run (Siemens mosaic DICOM) for the demo, written by the scanner simulator."""
+    spec = synth.SynthSpec(volumes=volumes, tr=tr)
+    synth.write_run(spec, out_dir)
+    return out_dir
+
+
+def series_folder(out_dir: Path) -> Path:
+    """The folder holding the DICOM files ``synthesize`` wrote (it may nest them)."""
+    for path in sorted(Path(out_dir).rglob("*")):
+        if path.is_file() and path.suffix.lower() in (".dcm", ".ima", ""):
+            return path.parent
+    return Path(out_dir)
+
+
+async def replay(source: Path, watch_dir: Path, tr: float) -> None:
+    """Play a recorded (or synthetic) series into ``watch_dir`` at the TR pace."""
+    await scanner_replay(source, watch_dir, tr=tr)
