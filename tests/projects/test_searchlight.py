@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from rtcontrol.link.events import FeedbackEvent, Problem, route
 from rtcontrol.paths import app_root
 from rtcontrol.project import Result, RunContext, resolve_settings
 from rtcontrol.scanner.synth import SynthSpec, generate
@@ -36,8 +37,8 @@ async def test_the_searchlight_finds_the_activated_box_on_a_worker(synth, tmp_pa
     feedback = []
     errors = []
     async with local_worker(data_dir=tmp_path / "runs", dask_processes=1) as w:  # main.py --worker, as the console starts it
-        async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_feedback=feedback.append,
-                                on_error=lambda m, tb: errors.append(m)) as client:
+        async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_event=route({
+                                    FeedbackEvent: feedback.append, Problem: lambda e: errors.append(e.message)})) as client:
             await client.start_run("searchlight", {"window": 30}, run="sl", tr=SPEC.tr)
             for t in range(SPEC.volumes):
                 await client.send_volume(synth.to_volume(t, run="sl"))
