@@ -95,7 +95,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state_label = QtWidgets.QLabel("idle")
         self.statusBar().addPermanentWidget(self.state_label)
         self.setup.start_requested.connect(self.start_run)
-        self.setup.stop_requested.connect(self.stop_run)
+        self.setup.stop_requested.connect(self.ask_stop)
         self.setup.next_requested.connect(self.next_run)
         self.setup.project_chosen.connect(self._load_project_settings)
         self.setup.browse_requested.connect(self._browse)
@@ -158,9 +158,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.start_action.setToolTip("Start the run (Ctrl+R)")
         self.start_action.triggered.connect(self.start_run)
         self.stop_action = QtGui.QAction(icon("stop"), "Stop", self)
+        # Esc stays a shortcut (operators look for it) but a stray key never ends a run: every stop asks first
         self.stop_action.setShortcuts([QtGui.QKeySequence("Ctrl+."), QtGui.QKeySequence("Esc")])
-        self.stop_action.setToolTip("Stop the run (Esc or Ctrl+.)")
-        self.stop_action.triggered.connect(self.stop_run)
+        self.stop_action.setToolTip("Stop the run (Esc or Ctrl+.; asks before stopping)")
+        self.stop_action.triggered.connect(self.ask_stop)
         self.stop_action.setEnabled(False)
         self.next_action = QtGui.QAction(icon("next"), "Next run", self)
         self.next_action.triggered.connect(self.next_run)
@@ -284,7 +285,44 @@ class MainWindow(QtWidgets.QMainWindow):
         box.open()  # not modal to the loop: the window keeps painting
         self.refused_box = box
 
+    def ask_stop(self) -> QtWidgets.QMessageBox | None:
+        """Ask before stopping a running run (Esc, Ctrl+., the Stop button): a stray key must not end a
+        run. The box does not block the loop; its default and its Esc answer are "Keep running"."""
+        if not self.controller.running:
+            return None
+        box = getattr(self, "stop_box", None)
+        if box is None:  # one box, kept: asked again it is the same question
+            box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Question, "Stop the run?", "",
+                                        QtWidgets.QMessageBox.StandardButton.NoButton, self)
+            box.setObjectName("confirm-stop")
+            stop = box.addButton("Stop the run", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+            keep = box.addButton("Keep running", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+            box.setDefaultButton(keep)
+            box.setEscapeButton(keep)
+            box.buttonClicked.connect(lambda button: self.stop_run() if button is stop else None)
+            self.stop_box = box
+        if not box.isVisible():
+            box.setText(f"Stop run {self.controller.model.run or ''} now? The scanner may still be sending "
+                        "volumes; what arrived so far is kept.")
+            box.open()
+        return box
+        box = QtWidgets.QMessageBox(
+            QtWidgets.QMessageBox.Icon.Question, "Stop the run?",
+            f"Stop run {self.controller.model.run or ''} now? The scanner may still be sending volumes; "
+            "what arrived so far is kept.", QtWidgets.QMessageBox.StandardButton.NoButton, self)
+        box.setObjectName("confirm-stop")
+        stop = box.addButton("Stop the run", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep running", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+        box.setEscapeButton(keep)
+        box.buttonClicked.connect(lambda button: self.stop_run() if button is stop else None)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.stop_box = box
+        box.open()
+        return box
+
     def stop_run(self) -> asyncio.Task[Any] | None:
+        """Stop now, without asking (the confirmed answer, closing the window, tests)."""
         if not self.controller.running:
             return None
         return self._spawn(self.session.stop_run())

@@ -183,7 +183,7 @@ class SetupPanel(Panel):
         self.start_button.setToolTip("Start the run (Ctrl+R)")
         self.stop_button = QtWidgets.QPushButton(icon("stop"), "Stop")
         self.stop_button.setObjectName("stop")
-        self.stop_button.setToolTip("Stop the run (Esc or Ctrl+.)")
+        self.stop_button.setToolTip("Stop the run (Esc or Ctrl+.; asks before stopping)")
         self.next_button = QtWidgets.QPushButton(icon("next"), "Next run")
         self.next_button.setToolTip("Count the run number up, ready for the next run")
         self.start_button.clicked.connect(self.start_requested)
