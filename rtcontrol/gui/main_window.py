@@ -31,6 +31,22 @@ REPAINT_MS = 40
 LAYOUT_VERSION = 1
 
 
+def layout_store() -> QtCore.QSettings:
+    """The window layout, kept where the README says: ``$RTCONTROL_HOME/console-layout.ini`` (default
+    ``~/.rtcontrol``), beside the pinned certificates and tokens."""
+    from rtcontrol.paths import user_data_dir
+
+    return QtCore.QSettings(str(user_data_dir() / "console-layout.ini"), QtCore.QSettings.Format.IniFormat)
+
+
+def feedback_text(value: Any) -> str:
+    """The latest feedback as the operator reads it: a number to two decimals, "—" before any."""
+    from rtcontrol.console.model import feedback_number
+
+    number = feedback_number(value) if value is not None else None
+    return "—" if number is None else f"{number:.2f}"
+
+
 class AfniPlaceholder(Panel):
     title = "AFNI"
     icon_name = "brain"
@@ -58,7 +74,7 @@ class MainWindow(QtWidgets.QMainWindow):
         super().__init__()
         self.session = session
         self.controller = session.controller
-        self.store = settings_store or QtCore.QSettings("rtcontrol", "console")
+        self.store = settings_store or layout_store()
         self.setWindowTitle("rtcontrol — console")
         self.setWindowIcon(icon("app"))
         self.setDockOptions(
@@ -91,6 +107,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabifyDockWidget(self.docks["Connections"], self.docks["AFNI"])
         self.docks["Connections"].raise_()
 
+        self._default_state = self.saveState(LAYOUT_VERSION)  # what View > Reset layout brings back
         self._actions()
         self.state_label = QtWidgets.QLabel("idle")
         self.statusBar().addPermanentWidget(self.state_label)
@@ -105,6 +122,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.setInterval(REPAINT_MS)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
+        self.apply_display(self.controller.settings)
         self.resize(1560, 960)
         self._sized = self._restore_layout()
 
@@ -181,9 +199,21 @@ class MainWindow(QtWidgets.QMainWindow):
         view = self.view_menu = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
+        self.view_separator = view.addSeparator()
+        self.reset_action = view.addAction("Reset layout")
+        self.reset_action.triggered.connect(self.reset_layout)
         view.addSeparator()
-        reset = view.addAction("Reset layout")
-        reset.triggered.connect(self._reset_layout)
+        lr = view.addMenu("Left/right on the live views")
+        group = QtGui.QActionGroup(self)
+        self.convention_actions: dict[str, QtGui.QAction] = {}
+        for name, text in (("radiological", "Radiological (patient's right on the screen's left)"),
+                           ("neurological", "Neurological (patient's left on the screen's left)")):
+            a = lr.addAction(text)
+            a.setCheckable(True)
+            a.setChecked(name == self.controller.settings.display.left_right)
+            a.triggered.connect(lambda _=False, name=name: self.set_display(left_right=name))
+            group.addAction(a)
+            self.convention_actions[name] = a
         run_menu = self.menuBar().addMenu("&Run")
         for a in (self.start_action, self.stop_action, self.next_action, load, save):
             run_menu.addAction(a)
@@ -218,6 +248,11 @@ class MainWindow(QtWidgets.QMainWindow):
     def refresh(self) -> None:
         for panel in self.panels:
             panel.refresh()
+        label = getattr(self, "feedback_value", None)
+        if label is not None:
+            text = feedback_text(self.controller.model.last_feedback_value)
+            if label.text() != text:
+                label.setText(text)
 
     def add_subject_view(self, view: QtWidgets.QWidget) -> None:
         """Dock the embedded subject agent's built-in display: what the person in the scanner sees."""
@@ -225,13 +260,27 @@ class MainWindow(QtWidgets.QMainWindow):
         view.setMinimumSize(200, 150)
         holder = _SmallPanel()
         holder.title = "Subject display"
-        QtWidgets.QVBoxLayout(holder).addWidget(view)
-        holder.layout().setContentsMargins(0, 0, 0, 0)
+        row = QtWidgets.QHBoxLayout(holder)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(view, 1)
+        # the latest feedback value as a number beside what the subject sees
+        self.feedback_value = QtWidgets.QLabel("—")
+        self.feedback_value.setObjectName("big")
+        self.feedback_value.setToolTip("The latest feedback value sent to the subject")
+        self.feedback_value.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.feedback_value.setMinimumWidth(70)
+        side = QtWidgets.QVBoxLayout()
+        side.addStretch(1)
+        side.addWidget(QtWidgets.QLabel("feedback"), 0, QtCore.Qt.AlignmentFlag.AlignHCenter)
+        side.addWidget(self.feedback_value)
+        side.addStretch(1)
+        row.addLayout(side)
         self.subject_view = view
         dock = self._dock(holder, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
         self.splitDockWidget(self.docks["Log"], dock, QtCore.Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Log"], dock], [500, 260], QtCore.Qt.Orientation.Horizontal)
-        self.view_menu.addAction(dock.toggleViewAction())
+        self.view_menu.insertAction(self.view_separator, dock.toggleViewAction())
+        self._default_state = self.saveState(LAYOUT_VERSION)
         state = self.store.value("state")
         if state is not None:
             self.restoreState(state, LAYOUT_VERSION)
@@ -356,6 +405,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.controller.error(str(exc))
             return False
         self.setup.set_settings(s)
+        self.apply_display(s)
         self.controller.info(f"settings loaded from {path}")
         return True
 
@@ -446,10 +496,37 @@ class MainWindow(QtWidgets.QMainWindow):
         self.store.setValue("state", self.saveState(LAYOUT_VERSION))
         self.store.sync()
 
-    def _reset_layout(self) -> None:
+    def reset_layout(self) -> None:
+        """Back to the default layout now: every dock in its place and shown, the default proportions
+        (a dock trapped in another strip comes back too). What closing saves is then this layout."""
+        for dock in self.docks.values():
+            dock.setFloating(False)
+            dock.setMinimumSize(0, 0)
+            dock.setMaximumSize(16777215, 16777215)
+        self.restoreState(self._default_state, LAYOUT_VERSION)
+        for dock in self.docks.values():
+            dock.show()
+        self.docks["Connections"].raise_()
+        self.default_sizes()
         self.store.remove("state")
         self.store.remove("geometry")
-        self.controller.info("the window layout resets the next time the console opens")
+        self.controller.info("the window layout is back to the default")
+
+    # --- display settings -------------------------------------------------------------------
+    def set_display(self, *, left_right: str | None = None, fd_threshold: float | None = None) -> None:
+        """Change how the run is shown, at once; kept in the run settings ([display])."""
+        base = self.setup._base
+        values = {k: v for k, v in (("left_right", left_right), ("fd_threshold", fd_threshold)) if v is not None}
+        s = base.with_values("display", **values)
+        self.setup._base = s
+        self.apply_display(s)
+
+    def apply_display(self, s: settings_io.RunSettings) -> None:
+        self.slices.set_convention(s.display.left_right)
+        self.timecourses.set_fd_threshold(s.display.fd_threshold)
+        action = self.convention_actions.get(s.display.left_right)
+        if action is not None:
+            action.setChecked(True)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         if self.controller.running and self.isVisible() and not getattr(self, "force_close", False):

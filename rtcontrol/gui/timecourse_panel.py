@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from rtcontrol.console import events as ev
 from rtcontrol.console.model import MOTION, RunModel
@@ -114,19 +114,28 @@ class TimecoursePanel(Panel):
         self.signal = self._plot(0, "signal %", [("global", "global mean", pen(1)), ("roi", "ROI", pen(0, 2))])
         self.motion = self._plot(
             1, "motion mm/°",
-            [(name, name, pen(n, 1)) for n, name in enumerate(MOTION)] + [("fd", "FD", pg.mkPen("#ffffff", width=1))],
+            [(name, name, pen(n, 1)) for n, name in enumerate(MOTION)],
         )
-        self.feedback = self._plot(2, "feedback", [("feedback", "feedback", pen(0, 2))])
+        # framewise displacement on its own, with the threshold line and the count of volumes over it
+        self.fd = self._plot(2, "FD mm", [("fd", "FD", pg.mkPen("#ffffff", width=1))])
+        self.fd_threshold = 0.5
+        self.fd_line = pg.InfiniteLine(angle=0, pos=self.fd_threshold,
+                                       pen=pg.mkPen("#e05a5a", width=1, style=QtCore.Qt.PenStyle.DashLine))
+        self.fd.addItem(self.fd_line)
+        self.fd_text = ""
+        self.fd_over = 0
+        self.feedback = self._plot(3, "feedback", [("feedback", "feedback", pen(0, 2))])
         self.latency = self._plot(
-            3, "latency ms",
+            4, "latency ms",
             [("lat:" + stage, label, pen(n + 2, 1)) for n, (stage, label) in enumerate(LATENCY.items())],
         )
-        for p in (self.motion, self.feedback, self.latency):
+        for p in (self.motion, self.fd, self.feedback, self.latency):
             p.setXLink(self.signal)
-        for p in (self.signal, self.motion, self.feedback):
+        for p in (self.signal, self.motion, self.fd, self.feedback):
             p.getAxis("bottom").setStyle(showValues=False)
         self.latency.setLabel("bottom", "volume")
-        self.plots = {"signal": self.signal, "motion": self.motion, "feedback": self.feedback, "latency": self.latency}
+        self.plots = {"signal": self.signal, "motion": self.motion, "fd": self.fd, "feedback": self.feedback,
+                      "latency": self.latency}
         for p in self.plots.values():
             p.enableAutoRange(False)
         self.ranges = Ranges()
@@ -144,6 +153,7 @@ class TimecoursePanel(Panel):
             f'<span style="color:{pen_.color().name()}">━ {label}</span>' for _, label, pen_ in lines
         ) if len(lines) > 1 else ""
         p.setTitle(f'<span style="color:#aeb8c7">{title}</span>&nbsp;&nbsp;&nbsp;{legend}', size="8pt")
+        p.base_title = title  # type: ignore[attr-defined]
         p.layout.setRowFixedHeight(0, 18)
         p.layout.setRowSpacing(0, 0)
         p.getAxis("left").setWidth(44)
@@ -167,6 +177,20 @@ class TimecoursePanel(Panel):
         if n > self._xs.size:
             self._xs = np.arange(max(n, 2 * self._xs.size), dtype=np.float64)
         return self._xs[:n]
+
+    def set_fd_threshold(self, mm: float) -> None:
+        """The FD line (mm) and what counts as a volume over it; takes effect at once."""
+        self.fd_threshold = float(mm)
+        self.fd_line.setValue(self.fd_threshold)
+        self.ranges.y.pop("fd", None)
+        self.dirty = True
+
+    def fd_summary(self) -> tuple[float | None, int]:
+        """The latest FD (mm, None before any) and how many volumes are over the threshold."""
+        fd = self.model.metric("fd")
+        finite = fd[np.isfinite(fd)]
+        latest = float(finite[-1]) if finite.size else None
+        return latest, int(np.count_nonzero(finite > self.fd_threshold))
 
     def set_expected(self, volumes: int) -> None:
         """The x axis spans the expected run (or grows in steps when unknown)."""
@@ -201,7 +225,17 @@ class TimecoursePanel(Panel):
         put("roi", "signal", percent_change(roi) if roi.size else roi)
         for c, name in enumerate(MOTION):
             put(name, "motion", m.motion.values(c) if m.motion.length else np.empty(0))
-        put("fd", "motion", m.metric("fd"))
+        fd = m.metric("fd")
+        put("fd", "fd", fd)
+        ys["fd"].append(np.array([0.0, 1.5 * self.fd_threshold]))  # the threshold line stays in view
+        latest, over = self.fd_summary()
+        text = (f"latest {latest:.2f} mm · {over} over {self.fd_threshold:g} mm" if latest is not None
+                else f"threshold {self.fd_threshold:g} mm")
+        if text != self.fd_text:
+            self.fd_text, self.fd_over = text, over
+            colour = "#e05a5a" if over else "#aeb8c7"
+            self.fd.setTitle(f'<span style="color:#aeb8c7">FD mm</span>&nbsp;&nbsp;&nbsp;'
+                             f'<span style="color:{colour}">{text}</span>', size="8pt")
         put("feedback", "feedback", m.feedback.values())
         for stage in LATENCY:
             put("lat:" + stage, "latency", m.latency_ms(stage) if m.stamps.length else np.empty(0))
