@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from rtcontrol.console import events as ev
-from rtcontrol.console.model import MOTION, RunModel
+from rtcontrol.console.model import MOTION, RunModel, condition_runs
 from rtcontrol.gui.panel import Panel
 from rtcontrol.gui.theme import pen
 
@@ -26,6 +26,8 @@ LATENCY = {
     "subject_delivered": "at subject",
 }
 ROI_METRICS = ("roi_mean", "roi", "roi_psc", "psc")
+#: Shading per condition code (the project's design order: baseline first), translucent behind the curves.
+CONDITION_BRUSHES = ("#ffffff0d", "#5fd3a02e", "#f0b54a2e", "#6fa0d82e", "#e07a9a2e")
 
 
 class Ranges:
@@ -139,6 +141,7 @@ class TimecoursePanel(Panel):
         for p in self.plots.values():
             p.enableAutoRange(False)
         self.ranges = Ranges()
+        self.shading: list[tuple[pg.LinearRegionItem, ...]] = []  # one region per condition block, per plot
         self.expected = 0
         self._empty: set[str] = set()
         self._xs = np.arange(1024, dtype=np.float64)
@@ -203,7 +206,41 @@ class TimecoursePanel(Panel):
             self.dirty = True
         elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
             self.ranges = Ranges()
+            self.clear_shading()
             self.dirty = True
+
+    def clear_shading(self) -> None:
+        for regions in self.shading:
+            for region, plot in zip(regions, self._shaded_plots()):
+                plot.removeItem(region)
+        self.shading = []
+
+    def _shaded_plots(self) -> tuple[pg.PlotItem, ...]:
+        return (self.signal, self.feedback)
+
+    def _shade(self, codes: np.ndarray) -> None:
+        """Condition blocks from the project's ``condition`` metric as shaded bands (items reused: one
+        ``setRegion`` per volume, new items only when a block starts)."""
+        runs = condition_runs(codes)
+        while len(self.shading) > len(runs):
+            for region, plot in zip(self.shading.pop(), self._shaded_plots()):
+                plot.removeItem(region)
+        for n, (first, end, code) in enumerate(runs):
+            brush = CONDITION_BRUSHES[code % len(CONDITION_BRUSHES)]
+            if n == len(self.shading):
+                regions = []
+                for plot in self._shaded_plots():
+                    region = pg.LinearRegionItem(movable=False, brush=brush, pen=pg.mkPen(None))
+                    region.setZValue(-10)
+                    plot.addItem(region)
+                    regions.append(region)
+                self.shading.append(tuple(regions))
+            for region in self.shading[n]:
+                if region.getRegion() != (first - 0.5, end - 0.5):
+                    region.setRegion((first - 0.5, end - 0.5))
+                if getattr(region, "condition", None) != code:
+                    region.setBrush(pg.mkBrush(brush))
+                    region.condition = code  # type: ignore[attr-defined]
 
     def repaint_now(self) -> None:
         m = self.model
@@ -237,6 +274,7 @@ class TimecoursePanel(Panel):
             self.fd.setTitle(f'<span style="color:#aeb8c7">FD mm</span>&nbsp;&nbsp;&nbsp;'
                              f'<span style="color:{colour}">{text}</span>', size="8pt")
         put("feedback", "feedback", m.feedback.values())
+        self._shade(m.metric("condition"))
         for stage in LATENCY:
             put("lat:" + stage, "latency", m.latency_ms(stage) if m.stamps.length else np.empty(0))
         x = self.ranges.x_max(max(m.stamps.length, m.global_mean.length), self.expected)

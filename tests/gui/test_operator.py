@@ -168,3 +168,22 @@ def test_feedback_text() -> None:
     assert feedback_text(None) == "—"
     assert feedback_text(0.3456) == "0.35"
     assert feedback_text({"value": 1}) == "1.00"
+
+
+def test_condition_shading_follows_the_projects_condition_metric(qtbot: Any) -> None:
+    model = RunModel()
+    panel = TimecoursePanel(model)
+    qtbot.addWidget(panel)
+    codes = [0] * 4 + [1] * 3 + [0] * 2
+    for i, c in enumerate(codes[:5]):
+        model.add_feedback(i, 0.5, {"condition": c}, Timeline())
+    panel.repaint_now()
+    assert [r[0].getRegion() for r in panel.shading] == [(-0.5, 3.5), (3.5, 4.5)]
+    for i, c in enumerate(codes[5:], start=5):
+        model.add_feedback(i, 0.5, {"condition": c}, Timeline())
+    panel.repaint_now()
+    assert [(r[0].getRegion(), r[0].condition) for r in panel.shading] == [
+        ((-0.5, 3.5), 0), ((3.5, 6.5), 1), ((6.5, 8.5), 0)]
+    assert all(region in plot.items for regions in panel.shading for region, plot in zip(regions, (panel.signal, panel.feedback)))
+    panel.on_event(ev.StateChanged(ev.RUNNING, "next"))
+    assert panel.shading == [] and not any(isinstance(i, type(panel.fd_line)) and False for i in panel.signal.items)
