@@ -187,3 +187,26 @@ def test_condition_shading_follows_the_projects_condition_metric(qtbot: Any) -> 
     assert all(region in plot.items for regions in panel.shading for region, plot in zip(regions, (panel.signal, panel.feedback)))
     panel.on_event(ev.StateChanged(ev.RUNNING, "next"))
     assert panel.shading == [] and not any(isinstance(i, type(panel.fd_line)) and False for i in panel.signal.items)
+
+
+def test_scanner_panel_says_the_run_ended_instead_of_late(qtbot: Any) -> None:
+    from rtcontrol.gui.scanner_panel import ScannerPanel
+
+    panel = ScannerPanel()
+    qtbot.addWidget(panel)
+    panel.set_run(0.5, 0, "/watch")
+    panel.on_event(ev.StateChanged(ev.RUNNING, "r"))
+    panel.on_event(ev.ScannerStatus("/watch", 10, 10, "nifti", "s1", since_last=0.2))
+    panel.on_event(ev.Lateness("scanner", 1.6, None, "scanner late: no new volume for 1.6 s"))
+    panel.refresh()
+    assert "scanner late" in panel.warning.text()
+    panel.on_event(ev.RunEnded("r", "no volume for 10 TR", 10, 9))
+    panel.on_event(ev.ScannerStatus("/watch", 10, 10, "nifti", "s1", since_last=3.0))  # the watcher's last tick
+    panel.on_event(ev.Lateness("scanner", 3.0, None, "scanner late: no new volume for 3.0 s"))
+    panel.refresh()
+    assert panel.warning.text() == ""
+    assert panel.since.text() == "run ended (no volume for 10 TR)"
+    assert panel.volumes.text() == "10"
+    panel.on_event(ev.StateChanged(ev.RUNNING, "r2"))
+    panel.refresh()
+    assert panel.since.text() == "waiting for the first volume"
