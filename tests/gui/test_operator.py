@@ -210,3 +210,36 @@ def test_scanner_panel_says_the_run_ended_instead_of_late(qtbot: Any) -> None:
     panel.on_event(ev.StateChanged(ev.RUNNING, "r2"))
     panel.refresh()
     assert panel.since.text() == "waiting for the first volume"
+
+
+def test_log_follows_new_lines_until_the_operator_scrolls_up(qtbot: Any) -> None:
+    from rtcontrol.gui.log_panel import LogPanel
+
+    panel = LogPanel()
+    qtbot.addWidget(panel)
+    panel.resize(300, 120)
+    panel.show()
+    qtbot.waitExposed(panel)
+    bar = panel.text.verticalScrollBar()
+
+    def say(n: int, start: int = 0) -> None:
+        for i in range(start, start + n):
+            panel.on_event(ev.LogMessage("info", f"line {i}: a long line that wraps in a narrow log panel", "test"))
+        panel.refresh()
+        QtWidgets.QApplication.processEvents()
+
+    say(40)
+    assert bar.maximum() > 0 and bar.value() == bar.maximum()
+    panel.resize(200, 100)  # narrower: lines wrap again, the range grows
+    QtWidgets.QApplication.processEvents()
+    say(5, 40)
+    assert bar.value() == bar.maximum(), "the log stopped following after a resize"
+    bar.triggerAction(QtWidgets.QAbstractSlider.SliderAction.SliderPageStepSub)  # the operator reads back
+    qtbot.wait(20)
+    held = bar.value()
+    say(5, 45)
+    assert bar.value() == held < bar.maximum()
+    bar.triggerAction(QtWidgets.QAbstractSlider.SliderAction.SliderToMaximum)
+    qtbot.wait(20)
+    say(5, 50)
+    assert bar.value() == bar.maximum()
