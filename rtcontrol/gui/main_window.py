@@ -28,6 +28,8 @@ from rtcontrol.gui.timecourse_panel import TimecoursePanel
 log = logging.getLogger("rtcontrol.gui")
 
 REPAINT_MS = 40
+#: Side panels never take more than this share of the window when it is resized.
+SIDE_SHARE = 0.3
 LAYOUT_VERSION = 1
 
 
@@ -122,6 +124,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.setInterval(REPAINT_MS)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
+        self._sides: tuple[int, int] | None = None  # setup column width, bottom strip height, as last seen
+        self._resizing = False
         self.apply_display(self.controller.settings)
         self.resize(1560, 960)
         self._sized = self._restore_layout()
@@ -246,6 +250,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._unsubscribe = controller.events.subscribe(self.on_event)
 
     def refresh(self) -> None:
+        if self.isVisible() and not self._resizing:
+            self._sides = (self.docks["Run setup"].width(), self.docks["Connections"].height())
         for panel in self.panels:
             panel.refresh()
         label = getattr(self, "feedback_value", None)
@@ -490,6 +496,29 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self._sized:
             self._sized = True
             QtCore.QTimer.singleShot(50, self.default_sizes)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        """A larger (or smaller) window changes the live views and the timecourses: the setup column and the
+        bottom strip keep their size (Qt's dock layout would share the change among all docks)."""
+        super().resizeEvent(event)
+        if self._sides is not None and event.oldSize().isValid():
+            self._resizing = True
+            QtCore.QTimer.singleShot(0, self._keep_sides)
+
+    def _keep_sides(self) -> None:
+        if self._sides is None:
+            return
+        left, bottom = self._sides
+        left, bottom = min(left, int(self.width() * SIDE_SHARE)), min(bottom, int(self.height() * SIDE_SHARE))
+        H, V = QtCore.Qt.Orientation.Horizontal, QtCore.Qt.Orientation.Vertical
+        d = self.docks
+        self.resizeDocks([d["Run setup"], d["Live views"]], [left, self.width() - left], H)
+        top = self.docks["Live views"].height() + self.docks["Timecourses"].height()
+        views = d["Live views"].height() / max(1, top)
+        rest = top + d["Connections"].height() - bottom
+        self.resizeDocks([d["Connections"]], [bottom], V)
+        self.resizeDocks([d["Live views"], d["Timecourses"]], [int(rest * views), rest - int(rest * views)], V)
+        self._resizing = False
 
     def save_layout(self) -> None:
         self.store.setValue("geometry", self.saveGeometry())

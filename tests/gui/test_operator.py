@@ -243,3 +243,44 @@ def test_log_follows_new_lines_until_the_operator_scrolls_up(qtbot: Any) -> None
     qtbot.wait(20)
     say(5, 50)
     assert bar.value() == bar.maximum()
+
+
+def _geometry(window: MainWindow) -> dict[str, Any]:
+    for _ in range(10):
+        QtWidgets.QApplication.processEvents()
+        QtCore.QThread.msleep(10)
+    window.refresh()
+    return {
+        "setup": window.docks["Run setup"].width(),
+        "bottom": window.docks["Connections"].height(),
+        "plots": [int(p.sceneBoundingRect().height()) for p in window.timecourses.plots.values()],
+        "views": [int(v.sceneBoundingRect().height()) for v in window.slices.views.values()],
+    }
+
+
+def test_a_larger_screen_goes_to_the_views_and_plots(qtbot: Any, tmp_path: Path) -> None:
+    """1366x768, then maximised to 1920x1080 and back: the setup column and the bottom strip keep their
+    size, the live views and plots take the difference; the grabs are what an operator would see."""
+    window = _window(tmp_path)
+    qtbot.addWidget(window)
+    window.show()
+    window.resize(1366, 768)
+    qtbot.waitExposed(window)
+    qtbot.wait(300)  # the first-show proportions
+    small = _geometry(window)
+    window.grab().save(str(tmp_path / "console-1366x768.png"))
+    window.resize(1920, 1080)
+    qtbot.wait(100)
+    large = _geometry(window)
+    window.grab().save(str(tmp_path / "console-1920x1080.png"))
+    assert abs(large["setup"] - small["setup"]) <= 8, (small, large)
+    assert large["setup"] <= 0.25 * 1920
+    assert abs(large["bottom"] - small["bottom"]) <= 8, (small, large)
+    assert all(b >= a + 40 for a, b in zip(small["views"], large["views"])), (small, large)
+    assert all(b >= a + 25 for a, b in zip(small["plots"], large["plots"])), (small, large)
+    assert min(small["plots"]) >= 30 and min(small["views"]) >= 90, small
+    window.resize(1366, 768)
+    qtbot.wait(100)
+    back = _geometry(window)
+    assert abs(back["setup"] - small["setup"]) <= 8 and abs(back["bottom"] - small["bottom"]) <= 8, (small, back)
+    window.close()
