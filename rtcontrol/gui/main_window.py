@@ -478,8 +478,9 @@ class MainWindow(QtWidgets.QMainWindow):
         H, V = QtCore.Qt.Orientation.Horizontal, QtCore.Qt.Orientation.Vertical
         w, h = max(self.width(), 800), max(self.height(), 600)
         d = self.docks
-        self.resizeDocks([d["Run setup"], d["Live views"]], [340, w - 340], H)
-        bottom = max(180, int(h * 0.22))
+        left = min(340, max(280, int(w * 0.21)))  # 340 px on a large screen, about 290 at 1366
+        self.resizeDocks([d["Run setup"], d["Live views"]], [left, w - left], H)
+        bottom = max(150, int(h * 0.2))
         self.resizeDocks([d["Connections"]], [bottom], V)
         # the dock layout honours size hints over resizeDocks on first show: cap the strip briefly
         strip = [dock for name, dock in d.items() if name in ("Connections", "AFNI", "Log", "Subject display")]

@@ -94,18 +94,20 @@ class SlicesPanel(Panel):
         self.volume_label = QtWidgets.QLabel("no volume yet")
         self.convention_label = caption("")
 
+        # one row under the views (the views get the height): cursor readout, contrast, ROI, volume, convention
+        self.cursor.setMinimumWidth(120)
+        self.contrast.setMaximumWidth(220)
         controls = QtWidgets.QHBoxLayout()
+        controls.addWidget(self.cursor, 1)
         controls.addWidget(caption("contrast"))
-        controls.addWidget(self.contrast, 1)
+        controls.addWidget(self.contrast)
         controls.addWidget(self.show_roi)
         controls.addWidget(self.volume_label)
-        bottom = QtWidgets.QHBoxLayout()
-        bottom.addWidget(self.cursor, 1)
-        bottom.addWidget(self.convention_label)
+        controls.addWidget(self.convention_label)
         layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.graphics, 1)
         layout.addLayout(controls)
-        layout.addLayout(bottom)
         self._update_convention_label()
 
     # --- orientation ----------------------------------------------------------------------

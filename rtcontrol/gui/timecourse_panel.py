@@ -161,6 +161,8 @@ class TimecoursePanel(Panel):
         p.layout.setRowSpacing(0, 0)
         p.getAxis("left").setWidth(44)
         p.getAxis("left").enableAutoSIPrefix(False)
+        # a short plot (1366x768) shows fewer, non-overlapping numbers rather than a pile of them
+        p.getAxis("left").setStyle(maxTickLevel=0, textFillLimits=[(0, 0.6), (2, 0.4)])
         # no grid: its lines span the whole plot, so every frame would repaint them (a third of the cost)
         p.setMenuEnabled(False)
         p.hideButtons()
