@@ -200,6 +200,14 @@ class MainWindow(QtWidgets.QMainWindow):
         tb.addAction(save)
         for a in (self.start_action, self.stop_action, self.next_action, load, save):
             self.addAction(a)
+        file_menu = self.menuBar().addMenu("&File")
+        shot = file_menu.addAction("Save screenshot…")
+        shot.triggered.connect(self.save_screenshot_as)
+        file_menu.addSeparator()
+        self.quit_action = file_menu.addAction("Quit")
+        self.quit_action.setShortcut(QtGui.QKeySequence("Ctrl+Q"))
+        self.quit_action.triggered.connect(self.close)  # a running run is asked about in closeEvent
+        self.addAction(self.quit_action)
         view = self.view_menu = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
@@ -221,6 +229,8 @@ class MainWindow(QtWidgets.QMainWindow):
         run_menu = self.menuBar().addMenu("&Run")
         for a in (self.start_action, self.stop_action, self.next_action, load, save):
             run_menu.addAction(a)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("About rtcontrol").triggered.connect(self.about)
 
     # --- events -------------------------------------------------------------------------
     def on_event(self, event: Any) -> None:
@@ -541,6 +551,34 @@ class MainWindow(QtWidgets.QMainWindow):
         self.store.remove("state")
         self.store.remove("geometry")
         self.controller.info("the window layout is back to the default")
+
+    # --- file and help ----------------------------------------------------------------------
+    def save_screenshot(self, path: Path) -> Path:
+        """The whole window as PNG (for a lab notebook); raises OSError if it cannot be written."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.grab().save(str(path), "PNG"):
+            raise OSError(f"could not write the screenshot to {path}")
+        self.controller.info(f"screenshot saved to {path}")
+        return path
+
+    def save_screenshot_as(self) -> None:
+        name = f"{self.controller.model.run or 'console'}-{QtCore.QDateTime.currentDateTime().toString('yyyyMMdd-HHmmss')}.png"
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save screenshot", name, "PNG image (*.png)")
+        if path:
+            try:
+                self.save_screenshot(Path(path))
+            except OSError as exc:
+                self.controller.error(str(exc))
+
+    def about_text(self) -> str:
+        from rtcontrol import __version__
+        from rtcontrol.paths import app_root
+
+        return (f"rtcontrol {__version__}: a real-time fMRI control room.\n\n"
+                f"User's guide: {app_root() / 'README.md'}")
+
+    def about(self) -> None:
+        QtWidgets.QMessageBox.about(self, "About rtcontrol", self.about_text())
 
     # --- display settings -------------------------------------------------------------------
     def set_display(self, *, left_right: str | None = None, fd_threshold: float | None = None) -> None:

@@ -284,3 +284,21 @@ def test_a_larger_screen_goes_to_the_views_and_plots(qtbot: Any, tmp_path: Path)
     back = _geometry(window)
     assert abs(back["setup"] - small["setup"]) <= 8 and abs(back["bottom"] - small["bottom"]) <= 8, (small, back)
     window.close()
+
+
+def test_file_menu_quit_screenshot_and_about(qtbot: Any, tmp_path: Path) -> None:
+    window = _window(tmp_path)
+    qtbot.addWidget(window)
+    window.resize(900, 600)
+    window.show()
+    qtbot.waitExposed(window)
+    menus = [a.text() for a in window.menuBar().actions()]
+    assert menus[:1] == ["&File"] and "&Help" in menus
+    shot = window.save_screenshot(tmp_path / "shots" / "console.png")
+    img = QtGui.QImage(str(shot))
+    assert img.width() == window.width() and img.height() == window.height()
+    assert "rtcontrol 0." in window.about_text() and "README.md" in window.about_text()
+    assert window.quit_action.shortcut().toString() == "Ctrl+Q"
+    with qtbot.waitSignal(window.closed, timeout=2000):
+        window.quit_action.trigger()
+    assert not window.isVisible()
