@@ -18,7 +18,7 @@ from rtcontrol.console import settings as settings_io
 from rtcontrol.console.session import ConsoleSession
 from rtcontrol.gui.connections_panel import ConnectionsPanel, ask_trust
 from rtcontrol.gui.log_panel import LogPanel
-from rtcontrol.gui.panel import Panel
+from rtcontrol.gui.panel import Panel, set_role
 from rtcontrol.gui.scanner_panel import ScannerPanel
 from rtcontrol.gui.setup_panel import SetupPanel
 from rtcontrol.gui.slices_panel import SlicesPanel
@@ -198,6 +198,12 @@ class MainWindow(QtWidgets.QMainWindow):
         tb.addSeparator()
         tb.addAction(load)
         tb.addAction(save)
+        spacer = QtWidgets.QWidget()
+        spacer.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Preferred)
+        tb.addWidget(spacer)
+        self.banner = QtWidgets.QLabel("IDLE")
+        set_role(self.banner, "banner-idle")
+        tb.addWidget(self.banner)
         for a in (self.start_action, self.stop_action, self.next_action, load, save):
             self.addAction(a)
         file_menu = self.menuBar().addMenu("&File")
@@ -264,6 +270,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._sides = (self.docks["Run setup"].width(), self.docks["Connections"].height())
         for panel in self.panels:
             panel.refresh()
+        self._update_banner()
         label = getattr(self, "feedback_value", None)
         if label is not None:
             text = feedback_text(self.controller.model.last_feedback_value)
@@ -551,6 +558,23 @@ class MainWindow(QtWidgets.QMainWindow):
         self.store.remove("state")
         self.store.remove("geometry")
         self.controller.info("the window layout is back to the default")
+
+    def banner_state(self) -> tuple[str, str]:
+        """(text, role) of the run state banner: idle / waiting for the first volume / running / ended."""
+        state, model = self.controller.state, self.controller.model
+        if state in (ev.RUNNING, ev.STOPPING):
+            if model.volumes == 0:
+                return "WAITING FOR THE FIRST VOLUME", "banner-waiting"
+            return f"RUNNING · volume {model.last_index + 1}", "banner-running"
+        if state == ev.ENDED:
+            return f"ENDED · {model.volumes} volumes", "banner-ended"
+        return "IDLE", "banner-idle"
+
+    def _update_banner(self) -> None:
+        text, role = self.banner_state()
+        if self.banner.text() != text:
+            self.banner.setText(text)
+            set_role(self.banner, role)
 
     # --- file and help ----------------------------------------------------------------------
     def save_screenshot(self, path: Path) -> Path:

@@ -63,6 +63,8 @@ def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, sy
         await until(lambda: c.state == ev.RUNNING, what=f"the run to start ({window.setup.message.text()})")
         assert not window.setup.start_button.isEnabled() and window.setup.stop_button.isEnabled()
         assert c.settings.project.settings["baseline"] == 2
+        window.refresh()
+        assert window.banner.text() == "WAITING FOR THE FIRST VOLUME"
         for i in range(VOLUMES):
             _scan(synth_series, watch, i)
             await until(lambda: c.model.volumes > i, what=f"volume {i}; log: {[str(m) for m in window.log.pending] + window.log.lines}")
@@ -71,6 +73,7 @@ def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, sy
         await until(lambda: v.painted is not None, what=f"the subject display to paint {v.isVisible()} {v.value} {v.pending} {v.size()}")
         window.refresh()
         # the panels show the run
+        assert window.banner.text() == f"RUNNING · volume {VOLUMES}" and window.banner.objectName() == "banner-running"
         assert window.scanner.volumes.text().startswith(str(VOLUMES))
         img = window.slices.images["axial"].image
         assert img is not None and img.shape == (32, 32)
@@ -103,6 +106,7 @@ def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, sy
         await until(lambda: c.state == ev.ENDED, what="the run to stop")
         window.refresh()
         assert window.setup.start_button.isEnabled()
+        assert window.banner.text() == f"ENDED · {VOLUMES} volumes"
         assert "stopped by the operator" in window.state_label.text()
         rows = {window.connections.table.item(r, 0).text(): window.connections.table.item(r, 2).text()
                 for r in range(window.connections.table.rowCount())}
