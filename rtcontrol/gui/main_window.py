@@ -249,6 +249,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.next_action.setEnabled(not running)
             text = event.state + (f" — {event.detail}" if event.detail else "")
             self.state_label.setText(text)
+            if event.state == ev.RUNNING:
+                # the form shows the run being recorded (a simulated scan may have taken the next free number)
+                self.setup.set_settings(self.controller.settings)
         elif isinstance(event, ev.LogMessage) and event.level == "error":
             self.statusBar().showMessage(event.text, 10000)
         elif isinstance(event, ev.RunEnded):

@@ -302,3 +302,15 @@ def test_file_menu_quit_screenshot_and_about(qtbot: Any, tmp_path: Path) -> None
     with qtbot.waitSignal(window.closed, timeout=2000):
         window.quit_action.trigger()
     assert not window.isVisible()
+
+
+def test_the_form_shows_the_run_being_recorded(qtbot: Any, tmp_path: Path) -> None:
+    """The session may give a simulated scan the next free run number: the form follows it."""
+    window = _window(tmp_path)
+    qtbot.addWidget(window)
+    assert window.setup.run_number.value() == 1
+    c = window.controller
+    c.settings = c.settings.with_values("run", run=3)  # what the session started
+    window.on_event(ev.StateChanged(ev.RUNNING, c.settings.run_id))
+    assert window.setup.run_number.value() == 3
+    window.close()
