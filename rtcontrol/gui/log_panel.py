@@ -31,7 +31,7 @@ class LogPanel(Panel):
         # resize or a wrapped line changes the range, which must not end the following
         self.following = True
         bar = self.text.verticalScrollBar()
-        bar.actionTriggered.connect(lambda _action: QtCore.QTimer.singleShot(0, self._user_scrolled))
+        bar.actionTriggered.connect(lambda _action: QtCore.QTimer.singleShot(0, self, self._user_scrolled))
         bar.rangeChanged.connect(lambda _lo, hi: bar.setValue(hi) if self.following else None)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -524,7 +524,7 @@ class MainWindow(QtWidgets.QMainWindow):
         super().resizeEvent(event)
         if self._sides is not None and event.oldSize().isValid():
             self._resizing = True
-            QtCore.QTimer.singleShot(0, self._keep_sides)
+            QtCore.QTimer.singleShot(0, self, self._keep_sides)  # dropped if the window is gone
 
     def _keep_sides(self) -> None:
         if self._sides is None:
