@@ -142,6 +142,7 @@ class TimecoursePanel(Panel):
             p.enableAutoRange(False)
         self.ranges = Ranges()
         self.shading: list[tuple[pg.LinearRegionItem, ...]] = []  # one region per condition block, per plot
+        self._spare: list[tuple[pg.LinearRegionItem, ...]] = []  # hidden, for the next run's blocks
         self.expected = 0
         self._empty: set[str] = set()
         self._xs = np.arange(1024, dtype=np.float64)
@@ -212,9 +213,12 @@ class TimecoursePanel(Panel):
             self.dirty = True
 
     def clear_shading(self) -> None:
+        """No bands for a new run. The items are hidden and kept for reuse, never dropped: a removed
+        pyqtgraph item left to Python's garbage collector could be freed from another thread."""
+        self._spare = self.shading + self._spare
         for regions in self.shading:
-            for region, plot in zip(regions, self._shaded_plots()):
-                plot.removeItem(region)
+            for region in regions:
+                region.setVisible(False)
         self.shading = []
 
     def _shaded_plots(self) -> tuple[pg.PlotItem, ...]:
@@ -225,11 +229,18 @@ class TimecoursePanel(Panel):
         ``setRegion`` per volume, new items only when a block starts)."""
         runs = condition_runs(codes)
         while len(self.shading) > len(runs):
-            for region, plot in zip(self.shading.pop(), self._shaded_plots()):
-                plot.removeItem(region)
+            spare = self.shading.pop()
+            for region in spare:
+                region.setVisible(False)
+            self._spare.insert(0, spare)
         for n, (first, end, code) in enumerate(runs):
             brush = CONDITION_BRUSHES[code % len(CONDITION_BRUSHES)]
-            if n == len(self.shading):
+            if n == len(self.shading) and self._spare:
+                reused = self._spare.pop(0)
+                for region in reused:
+                    region.setVisible(True)
+                self.shading.append(reused)
+            elif n == len(self.shading):
                 regions = []
                 for plot in self._shaded_plots():
                     region = pg.LinearRegionItem(movable=False, brush=brush, pen=pg.mkPen(None))

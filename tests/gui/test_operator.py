@@ -186,7 +186,11 @@ def test_condition_shading_follows_the_projects_condition_metric(qtbot: Any) -> 
         ((-0.5, 3.5), 0), ((3.5, 6.5), 1), ((6.5, 8.5), 0)]
     assert all(region in plot.items for regions in panel.shading for region, plot in zip(regions, (panel.signal, panel.feedback)))
     panel.on_event(ev.StateChanged(ev.RUNNING, "next"))
-    assert panel.shading == [] and not any(isinstance(i, type(panel.fd_line)) and False for i in panel.signal.items)
+    assert panel.shading == [] and not any(r.isVisible() for regions in panel._spare for r in regions)
+    model.reset("next")
+    model.add_feedback(0, 0.5, {"condition": 1}, Timeline())
+    panel.repaint_now()
+    assert [(r[0].getRegion(), r[0].condition, r[0].isVisible()) for r in panel.shading] == [((-0.5, 0.5), 1, True)]
 
 
 def test_scanner_panel_says_the_run_ended_instead_of_late(qtbot: Any) -> None:
