@@ -111,7 +111,7 @@ def test_panel_takes_the_console_controller(qtbot: Any) -> None:
     assert AfniPanel(controller).link is panel.link  # one link per console
 
 
-def test_a_repeated_problem_is_said_once_without_a_doubled_prefix(qtbot: Any) -> None:
+def test_a_repeated_problem_is_said_once_without_a_doubled_prefix(qtbot: Any, qloop: Any) -> None:
     from rtcontrol.afni.sender import SenderEvent
 
     link = AfniLink(AfniLinkSettings(control_port=free_port()))
@@ -125,3 +125,5 @@ def test_a_repeated_problem_is_said_once_without_a_doubled_prefix(qtbot: Any) ->
     panel.refresh()
     assert panel.error_label.text().splitlines() == [
         "error: cannot connect to 127.0.0.1:7961 (refused)", "error: AFNI closed the connection"]
+    panel.close()  # its timer stops and it unsubscribes before the link and the loop go
+    qloop.run(link.stop())
