@@ -506,7 +506,7 @@ class MainWindow(QtWidgets.QMainWindow):
         strip = [dock for name, dock in d.items() if name in ("Connections", "AFNI", "Log", "Subject display")]
         for dock in strip:
             dock.setMaximumHeight(bottom)
-        QtCore.QTimer.singleShot(100, lambda: [dock.setMaximumHeight(16777215) for dock in strip])
+        QtCore.QTimer.singleShot(100, self, lambda: [dock.setMaximumHeight(16777215) for dock in strip])
         self.resizeDocks([d["Run setup"], d["Scanner"]], [int(h * 0.62), int(h * 0.38)], V)
         self.resizeDocks([d["Live views"], d["Timecourses"]], [int((h - bottom) * 0.45), int((h - bottom) * 0.55)], V)
         bottoms = [d["Connections"], d["Log"]] + ([d["Subject display"]] if "Subject display" in d else [])
@@ -516,7 +516,7 @@ class MainWindow(QtWidgets.QMainWindow):
         super().showEvent(event)
         if not self._sized:
             self._sized = True
-            QtCore.QTimer.singleShot(50, self.default_sizes)
+            QtCore.QTimer.singleShot(50, self, self.default_sizes)
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         """A larger (or smaller) window changes the live views and the timecourses: the setup column and the
