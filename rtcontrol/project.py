@@ -254,6 +254,71 @@ class Project:
     def end_run(self, ctx: RunContext) -> None:
         """Once per run, after the last volume or when the operator stops."""
 
+    def design(self, settings: dict[str, Any]) -> Design | None:
+        """The run's blocks/conditions, from its settings (None: no block design). A project that declares
+        one reports ``metrics["condition"] = design.code_at(volume.index)`` so the console shades its
+        timecourses by condition."""
+        return None
+
+
+# --- design: the blocks/conditions of a run (the console shades its timecourses with them) -------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of the protocol: ``volumes`` volumes of ``condition`` from volume ``onset`` (counted from the
+    run's first volume, dummies included)."""
+
+    condition: str
+    onset: int
+    volumes: int
+
+    def __post_init__(self) -> None:
+        if self.onset < 0 or self.volumes < 1:
+            raise ValueError(f"block {self.condition!r}: onset {self.onset} and length {self.volumes} must be >= 0 and >= 1")
+
+
+@dataclass(frozen=True)
+class Design:
+    """The conditions a project declares (names in order; the first is the baseline) and its blocks."""
+
+    conditions: tuple[str, ...]
+    blocks: tuple[Block, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted({b.condition for b in self.blocks} - set(self.conditions))
+        if unknown:
+            raise ValueError(f"design: block condition(s) {', '.join(unknown)} not among {list(self.conditions)}")
+
+    def condition_at(self, index: int) -> str | None:
+        """The condition of volume ``index`` (None outside every block)."""
+        for b in self.blocks:
+            if b.onset <= index < b.onset + b.volumes:
+                return b.condition
+        return None
+
+    def code_at(self, index: int) -> float:
+        """The condition's position in :attr:`conditions` as a number (NaN outside every block): what a
+        project reports as its ``condition`` metric so the console shades the volume."""
+        c = self.condition_at(index)
+        return float(self.conditions.index(c)) if c is not None else float("nan")
+
+    @classmethod
+    def alternating(cls, conditions: tuple[str, ...], block_volumes: int, total: int, start: int = 0) -> Design:
+        """Blocks of ``block_volumes`` cycling through ``conditions`` from volume ``start`` up to ``total``."""
+        if block_volumes < 1:
+            raise ValueError(f"design: block length {block_volumes} must be at least 1")
+        blocks, onset, n = [], start, 0
+        while onset < total:
+            blocks.append(Block(conditions[n % len(conditions)], onset, min(block_volumes, total - onset)))
+            onset += block_volumes
+            n += 1
+        return cls(tuple(conditions), tuple(blocks))
+
+
+#: The metric name a project reports the current volume's condition under (its :meth:`Design.code_at`).
+CONDITION_METRIC = "condition"
+
 
 class ProjectError(RtcontrolError):
     """A project cannot be found or loaded; the message says which and why."""

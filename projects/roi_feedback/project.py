@@ -22,7 +22,7 @@ import numpy as np
 from rtcontrol.analysis.drift import DriftBasis
 from rtcontrol.analysis.roi import PercentSignalChange, RoiSpec
 from rtcontrol.analysis.steps import MotionStep, Pipeline, QualityStep, RoiMeanStep, SmoothStep, Step
-from rtcontrol.project import Project, Result, RunContext, Setting
+from rtcontrol.project import CONDITION_METRIC, Block, Design, Project, Result, RunContext, Setting
 from rtcontrol.scanner.volume import Volume
 
 
@@ -61,8 +61,23 @@ class RoiFeedback(Project):
         Setting("post_steps", "", "str", "plugin steps run after the percent change, comma-separated (e.g. kalman)"),
     ]
 
+    def design(self, settings: dict) -> Design:
+        """Baseline and feedback blocks: the protocol's off/on blocks when ``block_volumes`` is set, else the
+        baseline window then feedback to the expected end (volume indices include the dummies)."""
+        s = settings
+        skip, total = s["skip_volumes"], s["skip_volumes"] + s["expected_volumes"]
+        if s["block_volumes"] > 0:
+            return Design.alternating(("baseline", "feedback"), s["block_volumes"], total, start=skip)
+        start = skip + s["baseline_start"]
+        end = start + s["baseline_volumes"]
+        blocks = [Block("baseline", start, s["baseline_volumes"])]
+        if end < total:
+            blocks.append(Block("feedback", end, total - end))
+        return Design(("baseline", "feedback"), tuple(blocks))
+
     def start_run(self, ctx: RunContext) -> None:
         s = ctx.settings
+        self.run_design = self.design(s)
         if not s["psc_max"] > s["psc_min"]:
             raise ValueError(f"psc_max ({s['psc_max']}) must be above psc_min ({s['psc_min']})")
         steps: list[Step] = []
@@ -98,6 +113,9 @@ class RoiFeedback(Project):
         if t < 0:
             return Result(feedback=None)  # a dummy scan (not at steady state): kept out of everything
         frame = self.pipeline.process(volume)
+        code = self.run_design.code_at(volume.index)
+        if not math.isnan(code):
+            frame.metrics[CONDITION_METRIC] = code  # the console shades the timecourses by it
         if "motion_error" in frame.values:
             # a corrupt volume: no feedback from it and it stays out of the model; the run goes on
             ctx.log(f"roi_feedback: skipped, motion correction failed: {frame.values['motion_error']}")

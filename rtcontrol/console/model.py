@@ -207,3 +207,18 @@ def feedback_number(value: Any) -> float | None:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 return float(v)
     return None
+
+
+def condition_runs(codes: np.ndarray) -> list[tuple[int, int, int]]:
+    """Consecutive volumes of the same condition code: ``(first, last + 1, code)``; NaN volumes break runs."""
+    out: list[tuple[int, int, int]] = []
+    start, current = 0, None
+    for i, c in enumerate(codes.tolist()):
+        code = None if math.isnan(c) else int(c)
+        if code != current:
+            if current is not None:
+                out.append((start, i, current))
+            start, current = i, code
+    if current is not None:
+        out.append((start, len(codes), current))
+    return out

@@ -76,6 +76,17 @@ class FilesSection:
     allowed_folders: tuple[str, ...] = ()
 
 
+LEFT_RIGHT = ("radiological", "neurological")
+
+
+@dataclass(frozen=True)
+class DisplaySection:
+    """How the console shows the run (the live views' left/right convention, the FD threshold line)."""
+
+    left_right: str = "radiological"
+    fd_threshold: float = 0.5
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything a run needs; see ``resources/default_run.toml`` for the meaning of each key."""
@@ -87,6 +98,7 @@ class RunSettings:
     subject: EndpointSection = field(default_factory=EndpointSection)
     afni: AfniSection = field(default_factory=AfniSection)
     files: FilesSection = field(default_factory=FilesSection)
+    display: DisplaySection = field(default_factory=DisplaySection)
 
     # --- identity -----------------------------------------------------------------------
     @property
@@ -153,6 +165,10 @@ class RunSettings:
             port = getattr(self.afni, key)
             if not 1 <= port <= 65535:
                 raise SettingsError(f"[afni] {key} = {port}: not a TCP port (1-65535)")
+        if self.display.left_right not in LEFT_RIGHT:
+            raise SettingsError(f"[display] left_right = {self.display.left_right!r}: one of {', '.join(LEFT_RIGHT)}")
+        if not self.display.fd_threshold > 0:
+            raise SettingsError(f"[display] fd_threshold = {self.display.fd_threshold}: must be more than 0 mm")
         return self
 
     # --- TOML ---------------------------------------------------------------------------

@@ -183,10 +183,15 @@ class AfniPanel(Panel):
     # --- events ---------------------------------------------------------------------------
     def _on_link_event(self, event: Any) -> None:
         if isinstance(event, SenderEvent) and event.kind in ("error", "not_sent", "warning"):
-            self._errors = (self._errors + [f"{event.kind.replace('_', ' ')}: {event.message}"])[-5:]
+            self._say(f"{event.kind.replace('_', ' ')}: {event.message.removeprefix('AFNI: ')}")
         elif isinstance(event, MotionUpdate) and event.kind == "error":
-            self._errors = (self._errors + [event.message])[-5:]
+            self._say(event.message.removeprefix("AFNI: "))
         self.dirty = True
+
+    def _say(self, text: str) -> None:
+        """A problem once (the panel is already "AFNI"); a retry repeating it adds nothing, a change does."""
+        if not self._errors or self._errors[-1] != text:
+            self._errors = (self._errors + [text])[-5:]
 
     def on_event(self, event: Any) -> None:  # console events: nothing to do, the link reports itself
         pass

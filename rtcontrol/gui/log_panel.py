@@ -27,9 +27,19 @@ class LogPanel(Panel):
         self.pending: list[ev.LogMessage] = []
         self.errors = 0
         self.lines: list[str] = []  # plain copies of the last lines (tests, copy to clipboard)
+        # follow new lines until the operator scrolls up (and again once they scroll back to the end); a
+        # resize or a wrapped line changes the range, which must not end the following
+        self.following = True
+        bar = self.text.verticalScrollBar()
+        bar.actionTriggered.connect(lambda _action: QtCore.QTimer.singleShot(0, self, self._user_scrolled))
+        bar.rangeChanged.connect(lambda _lo, hi: bar.setValue(hi) if self.following else None)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.text)
+
+    def _user_scrolled(self) -> None:
+        bar = self.text.verticalScrollBar()
+        self.following = bar.value() >= bar.maximum() - 2
 
     def sizeHint(self) -> QtCore.QSize:  # a short strip under the views, not half the window
         return QtCore.QSize(600, 170)
@@ -54,3 +64,6 @@ class LogPanel(Panel):
             )
             self.lines.append(f"{stamp} {m.source} {m.level}: {m.text}")
         del self.lines[:-MAX_LINES]
+        if self.following:
+            bar = self.text.verticalScrollBar()
+            bar.setValue(bar.maximum())

@@ -19,7 +19,7 @@ from rtcontrol.console.session import ConsoleSession
 from rtcontrol.gui.afni_panel import AfniPanel
 from rtcontrol.gui.connections_panel import ConnectionsPanel, ask_trust
 from rtcontrol.gui.log_panel import LogPanel
-from rtcontrol.gui.panel import Panel
+from rtcontrol.gui.panel import Panel, set_role
 from rtcontrol.gui.scanner_panel import ScannerPanel
 from rtcontrol.gui.setup_panel import SetupPanel
 from rtcontrol.gui.slices_panel import SlicesPanel
@@ -30,7 +30,25 @@ from rtcontrol.recording.recorder import RecordingError
 log = logging.getLogger("rtcontrol.gui")
 
 REPAINT_MS = 40
+#: Side panels never take more than this share of the window when it is resized.
+SIDE_SHARE = 0.3
 LAYOUT_VERSION = 1
+
+
+def layout_store() -> QtCore.QSettings:
+    """The window layout, kept where the README says: ``$RTCONTROL_HOME/console-layout.ini`` (default
+    ``~/.rtcontrol``), beside the pinned certificates and tokens."""
+    from rtcontrol.paths import user_data_dir
+
+    return QtCore.QSettings(str(user_data_dir() / "console-layout.ini"), QtCore.QSettings.Format.IniFormat)
+
+
+def feedback_text(value: Any) -> str:
+    """The latest feedback as the operator reads it: a number to two decimals, "—" before any."""
+    from rtcontrol.console.model import feedback_number
+
+    number = feedback_number(value) if value is not None else None
+    return "—" if number is None else f"{number:.2f}"
 
 
 class _SmallPanel(Panel):
@@ -46,7 +64,7 @@ class MainWindow(QtWidgets.QMainWindow):
         super().__init__()
         self.session = session
         self.controller = session.controller
-        self.store = settings_store or QtCore.QSettings("rtcontrol", "console")
+        self.store = settings_store or layout_store()
         self.setWindowTitle("rtcontrol — console")
         self.setWindowIcon(icon("app"))
         self.setDockOptions(
@@ -79,11 +97,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabifyDockWidget(self.docks["Connections"], self.docks["AFNI"])
         self.docks["Connections"].raise_()
 
+        self._default_state = self.saveState(LAYOUT_VERSION)  # what View > Reset layout brings back
         self._actions()
         self.state_label = QtWidgets.QLabel("idle")
         self.statusBar().addPermanentWidget(self.state_label)
         self.setup.start_requested.connect(self.start_run)
-        self.setup.stop_requested.connect(self.stop_run)
+        self.setup.stop_requested.connect(self.ask_stop)
         self.setup.next_requested.connect(self.next_run)
         self.setup.project_chosen.connect(self._load_project_settings)
         self.setup.browse_requested.connect(self._browse)
@@ -93,6 +112,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.setInterval(REPAINT_MS)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
+        self._sides: tuple[int, int] | None = None  # setup column width, bottom strip height, as last seen
+        self._resizing = False
+        self.apply_display(self.controller.settings)
         self.resize(1560, 960)
         self._sized = self._restore_layout()
 
@@ -136,9 +158,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.start_action.setToolTip("Start the run (Ctrl+R)")
         self.start_action.triggered.connect(self.start_run)
         self.stop_action = QtGui.QAction(icon("stop"), "Stop", self)
+        # Esc stays a shortcut (operators look for it) but a stray key never ends a run: every stop asks first
         self.stop_action.setShortcuts([QtGui.QKeySequence("Ctrl+."), QtGui.QKeySequence("Esc")])
-        self.stop_action.setToolTip("Stop the run (Esc or Ctrl+.)")
-        self.stop_action.triggered.connect(self.stop_run)
+        self.stop_action.setToolTip("Stop the run (Esc or Ctrl+.; asks before stopping)")
+        self.stop_action.triggered.connect(self.ask_stop)
         self.stop_action.setEnabled(False)
         self.next_action = QtGui.QAction(icon("next"), "Next run", self)
         self.next_action.triggered.connect(self.next_run)
@@ -153,17 +176,45 @@ class MainWindow(QtWidgets.QMainWindow):
         tb.addSeparator()
         tb.addAction(load)
         tb.addAction(save)
+        spacer = QtWidgets.QWidget()
+        spacer.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Preferred)
+        tb.addWidget(spacer)
+        self.banner = QtWidgets.QLabel("IDLE")
+        set_role(self.banner, "banner-idle")
+        tb.addWidget(self.banner)
         for a in (self.start_action, self.stop_action, self.next_action, load, save):
             self.addAction(a)
+        file_menu = self.menuBar().addMenu("&File")
+        shot = file_menu.addAction("Save screenshot…")
+        shot.triggered.connect(self.save_screenshot_as)
+        file_menu.addSeparator()
+        self.quit_action = file_menu.addAction("Quit")
+        self.quit_action.setShortcut(QtGui.QKeySequence("Ctrl+Q"))
+        self.quit_action.triggered.connect(self.close)  # a running run is asked about in closeEvent
+        self.addAction(self.quit_action)
         view = self.view_menu = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
+        self.view_separator = view.addSeparator()
+        self.reset_action = view.addAction("Reset layout")
+        self.reset_action.triggered.connect(self.reset_layout)
         view.addSeparator()
-        reset = view.addAction("Reset layout")
-        reset.triggered.connect(self._reset_layout)
+        lr = view.addMenu("Left/right on the live views")
+        group = QtGui.QActionGroup(self)
+        self.convention_actions: dict[str, QtGui.QAction] = {}
+        for name, text in (("radiological", "Radiological (patient's right on the screen's left)"),
+                           ("neurological", "Neurological (patient's left on the screen's left)")):
+            a = lr.addAction(text)
+            a.setCheckable(True)
+            a.setChecked(name == self.controller.settings.display.left_right)
+            a.triggered.connect(lambda _=False, name=name: self.set_display(left_right=name))
+            group.addAction(a)
+            self.convention_actions[name] = a
         run_menu = self.menuBar().addMenu("&Run")
         for a in (self.start_action, self.stop_action, self.next_action, load, save):
             run_menu.addAction(a)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("About rtcontrol").triggered.connect(self.about)
 
     # --- events -------------------------------------------------------------------------
     def on_event(self, event: Any) -> None:
@@ -176,6 +227,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.next_action.setEnabled(not running)
             text = event.state + (f" — {event.detail}" if event.detail else "")
             self.state_label.setText(text)
+            if event.state == ev.RUNNING:
+                # the form shows the run being recorded (a simulated scan may have taken the next free number)
+                self.setup.set_settings(self.controller.settings)
         elif isinstance(event, ev.LogMessage) and event.level == "error":
             self.statusBar().showMessage(event.text, 10000)
         elif isinstance(event, ev.RunEnded):
@@ -193,8 +247,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self._unsubscribe = controller.events.subscribe(self.on_event)
 
     def refresh(self) -> None:
+        if self.isVisible() and not self._resizing:
+            self._sides = (self.docks["Run setup"].width(), self.docks["Connections"].height())
         for panel in self.panels:
             panel.refresh()
+        self._update_banner()
+        label = getattr(self, "feedback_value", None)
+        if label is not None:
+            text = feedback_text(self.controller.model.last_feedback_value)
+            if label.text() != text:
+                label.setText(text)
 
     def add_subject_view(self, view: QtWidgets.QWidget) -> None:
         """Dock the embedded subject agent's built-in display: what the person in the scanner sees."""
@@ -202,13 +264,27 @@ class MainWindow(QtWidgets.QMainWindow):
         view.setMinimumSize(200, 150)
         holder = _SmallPanel()
         holder.title = "Subject display"
-        QtWidgets.QVBoxLayout(holder).addWidget(view)
-        holder.layout().setContentsMargins(0, 0, 0, 0)
+        row = QtWidgets.QHBoxLayout(holder)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(view, 1)
+        # the latest feedback value as a number beside what the subject sees
+        self.feedback_value = QtWidgets.QLabel("—")
+        self.feedback_value.setObjectName("big")
+        self.feedback_value.setToolTip("The latest feedback value sent to the subject")
+        self.feedback_value.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.feedback_value.setMinimumWidth(70)
+        side = QtWidgets.QVBoxLayout()
+        side.addStretch(1)
+        side.addWidget(QtWidgets.QLabel("feedback"), 0, QtCore.Qt.AlignmentFlag.AlignHCenter)
+        side.addWidget(self.feedback_value)
+        side.addStretch(1)
+        row.addLayout(side)
         self.subject_view = view
         dock = self._dock(holder, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
         self.splitDockWidget(self.docks["Log"], dock, QtCore.Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Log"], dock], [500, 260], QtCore.Qt.Orientation.Horizontal)
-        self.view_menu.addAction(dock.toggleViewAction())
+        self.view_menu.insertAction(self.view_separator, dock.toggleViewAction())
+        self._default_state = self.saveState(LAYOUT_VERSION)
         state = self.store.value("state")
         if state is not None:
             self.restoreState(state, LAYOUT_VERSION)
@@ -262,7 +338,44 @@ class MainWindow(QtWidgets.QMainWindow):
         box.open()  # not modal to the loop: the window keeps painting
         self.refused_box = box
 
+    def ask_stop(self) -> QtWidgets.QMessageBox | None:
+        """Ask before stopping a running run (Esc, Ctrl+., the Stop button): a stray key must not end a
+        run. The box does not block the loop; its default and its Esc answer are "Keep running"."""
+        if not self.controller.running:
+            return None
+        box = getattr(self, "stop_box", None)
+        if box is None:  # one box, kept: asked again it is the same question
+            box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Question, "Stop the run?", "",
+                                        QtWidgets.QMessageBox.StandardButton.NoButton, self)
+            box.setObjectName("confirm-stop")
+            stop = box.addButton("Stop the run", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+            keep = box.addButton("Keep running", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+            box.setDefaultButton(keep)
+            box.setEscapeButton(keep)
+            box.buttonClicked.connect(lambda button: self.stop_run() if button is stop else None)
+            self.stop_box = box
+        if not box.isVisible():
+            box.setText(f"Stop run {self.controller.model.run or ''} now? The scanner may still be sending "
+                        "volumes; what arrived so far is kept.")
+            box.open()
+        return box
+        box = QtWidgets.QMessageBox(
+            QtWidgets.QMessageBox.Icon.Question, "Stop the run?",
+            f"Stop run {self.controller.model.run or ''} now? The scanner may still be sending volumes; "
+            "what arrived so far is kept.", QtWidgets.QMessageBox.StandardButton.NoButton, self)
+        box.setObjectName("confirm-stop")
+        stop = box.addButton("Stop the run", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep running", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+        box.setEscapeButton(keep)
+        box.buttonClicked.connect(lambda button: self.stop_run() if button is stop else None)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.stop_box = box
+        box.open()
+        return box
+
     def stop_run(self) -> asyncio.Task[Any] | None:
+        """Stop now, without asking (the confirmed answer, closing the window, tests)."""
         if not self.controller.running:
             return None
         return self._spawn(self.session.stop_run())
@@ -296,6 +409,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.controller.error(str(exc))
             return False
         self.setup.set_settings(s)
+        self.apply_display(s)
         self.controller.info(f"settings loaded from {path}")
         return True
 
@@ -362,14 +476,15 @@ class MainWindow(QtWidgets.QMainWindow):
         H, V = QtCore.Qt.Orientation.Horizontal, QtCore.Qt.Orientation.Vertical
         w, h = max(self.width(), 800), max(self.height(), 600)
         d = self.docks
-        self.resizeDocks([d["Run setup"], d["Live views"]], [340, w - 340], H)
-        bottom = max(180, int(h * 0.22))
+        left = min(340, max(280, int(w * 0.21)))  # 340 px on a large screen, about 290 at 1366
+        self.resizeDocks([d["Run setup"], d["Live views"]], [left, w - left], H)
+        bottom = max(150, int(h * 0.2))
         self.resizeDocks([d["Connections"]], [bottom], V)
         # the dock layout honours size hints over resizeDocks on first show: cap the strip briefly
         strip = [dock for name, dock in d.items() if name in ("Connections", "AFNI", "Log", "Subject display")]
         for dock in strip:
             dock.setMaximumHeight(bottom)
-        QtCore.QTimer.singleShot(100, lambda: [dock.setMaximumHeight(16777215) for dock in strip])
+        QtCore.QTimer.singleShot(100, self, lambda: [dock.setMaximumHeight(16777215) for dock in strip])
         self.resizeDocks([d["Run setup"], d["Scanner"]], [int(h * 0.62), int(h * 0.38)], V)
         self.resizeDocks([d["Live views"], d["Timecourses"]], [int((h - bottom) * 0.45), int((h - bottom) * 0.55)], V)
         bottoms = [d["Connections"], d["Log"]] + ([d["Subject display"]] if "Subject display" in d else [])
@@ -379,17 +494,112 @@ class MainWindow(QtWidgets.QMainWindow):
         super().showEvent(event)
         if not self._sized:
             self._sized = True
-            QtCore.QTimer.singleShot(50, self.default_sizes)
+            QtCore.QTimer.singleShot(50, self, self.default_sizes)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        """A larger (or smaller) window changes the live views and the timecourses: the setup column and the
+        bottom strip keep their size (Qt's dock layout would share the change among all docks)."""
+        super().resizeEvent(event)
+        if self._sides is not None and event.oldSize().isValid():
+            self._resizing = True
+            QtCore.QTimer.singleShot(0, self, self._keep_sides)  # dropped if the window is gone
+
+    def _keep_sides(self) -> None:
+        if self._sides is None:
+            return
+        left, bottom = self._sides
+        left, bottom = min(left, int(self.width() * SIDE_SHARE)), min(bottom, int(self.height() * SIDE_SHARE))
+        H, V = QtCore.Qt.Orientation.Horizontal, QtCore.Qt.Orientation.Vertical
+        d = self.docks
+        self.resizeDocks([d["Run setup"], d["Live views"]], [left, self.width() - left], H)
+        top = self.docks["Live views"].height() + self.docks["Timecourses"].height()
+        views = d["Live views"].height() / max(1, top)
+        rest = top + d["Connections"].height() - bottom
+        self.resizeDocks([d["Connections"]], [bottom], V)
+        self.resizeDocks([d["Live views"], d["Timecourses"]], [int(rest * views), rest - int(rest * views)], V)
+        self._resizing = False
 
     def save_layout(self) -> None:
         self.store.setValue("geometry", self.saveGeometry())
         self.store.setValue("state", self.saveState(LAYOUT_VERSION))
         self.store.sync()
 
-    def _reset_layout(self) -> None:
+    def reset_layout(self) -> None:
+        """Back to the default layout now: every dock in its place and shown, the default proportions
+        (a dock trapped in another strip comes back too). What closing saves is then this layout."""
+        for dock in self.docks.values():
+            dock.setFloating(False)
+            dock.setMinimumSize(0, 0)
+            dock.setMaximumSize(16777215, 16777215)
+        self.restoreState(self._default_state, LAYOUT_VERSION)
+        for dock in self.docks.values():
+            dock.show()
+        self.docks["Connections"].raise_()
+        self.default_sizes()
         self.store.remove("state")
         self.store.remove("geometry")
-        self.controller.info("the window layout resets the next time the console opens")
+        self.controller.info("the window layout is back to the default")
+
+    def banner_state(self) -> tuple[str, str]:
+        """(text, role) of the run state banner: idle / waiting for the first volume / running / ended."""
+        state, model = self.controller.state, self.controller.model
+        if state in (ev.RUNNING, ev.STOPPING):
+            if model.volumes == 0:
+                return "WAITING FOR THE FIRST VOLUME", "banner-waiting"
+            return f"RUNNING · volume {model.last_index + 1}", "banner-running"
+        if state == ev.ENDED:
+            return f"ENDED · {model.volumes} volumes", "banner-ended"
+        return "IDLE", "banner-idle"
+
+    def _update_banner(self) -> None:
+        text, role = self.banner_state()
+        if self.banner.text() != text:
+            self.banner.setText(text)
+            set_role(self.banner, role)
+
+    # --- file and help ----------------------------------------------------------------------
+    def save_screenshot(self, path: Path) -> Path:
+        """The whole window as PNG (for a lab notebook); raises OSError if it cannot be written."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.grab().save(str(path), "PNG"):
+            raise OSError(f"could not write the screenshot to {path}")
+        self.controller.info(f"screenshot saved to {path}")
+        return path
+
+    def save_screenshot_as(self) -> None:
+        name = f"{self.controller.model.run or 'console'}-{QtCore.QDateTime.currentDateTime().toString('yyyyMMdd-HHmmss')}.png"
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save screenshot", name, "PNG image (*.png)")
+        if path:
+            try:
+                self.save_screenshot(Path(path))
+            except OSError as exc:
+                self.controller.error(str(exc))
+
+    def about_text(self) -> str:
+        from rtcontrol import __version__
+        from rtcontrol.paths import app_root
+
+        return (f"rtcontrol {__version__}: a real-time fMRI control room.\n\n"
+                f"User's guide: {app_root() / 'README.md'}")
+
+    def about(self) -> None:
+        QtWidgets.QMessageBox.about(self, "About rtcontrol", self.about_text())
+
+    # --- display settings -------------------------------------------------------------------
+    def set_display(self, *, left_right: str | None = None, fd_threshold: float | None = None) -> None:
+        """Change how the run is shown, at once; kept in the run settings ([display])."""
+        base = self.setup._base
+        values = {k: v for k, v in (("left_right", left_right), ("fd_threshold", fd_threshold)) if v is not None}
+        s = base.with_values("display", **values)
+        self.setup._base = s
+        self.apply_display(s)
+
+    def apply_display(self, s: settings_io.RunSettings) -> None:
+        self.slices.set_convention(s.display.left_right)
+        self.timecourses.set_fd_threshold(s.display.fd_threshold)
+        action = self.convention_actions.get(s.display.left_right)
+        if action is not None:
+            action.setChecked(True)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         if self.controller.running and self.isVisible() and not getattr(self, "force_close", False):

@@ -24,6 +24,7 @@ class ScannerPanel(Panel):
         self.scanner_late = 0
         self.analysis_late = 0
         self.last_warning = ""
+        self.ended: ev.RunEnded | None = None  # after a run: no "scanner late", no ticking "since last volume"
 
         self.folder = QtWidgets.QLabel("—")
         self.folder.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -59,7 +60,13 @@ class ScannerPanel(Panel):
         self.dirty = True
 
     def on_event(self, event: Any) -> None:
-        if isinstance(event, ev.ScannerStatus):
+        if isinstance(event, ev.RunEnded):
+            self.ended = event
+            self.last_warning = ""  # a warning about the run that ended no longer applies
+            self.dirty = True
+        elif self.ended is not None and isinstance(event, (ev.ScannerStatus, ev.Lateness)):
+            return  # the watcher's last ticks after the end: the run is over, the panel says so
+        elif isinstance(event, ev.ScannerStatus):
             self.status, self.status_time = event, time.monotonic()
             self.dirty = True
         elif isinstance(event, ev.Lateness):
@@ -72,6 +79,10 @@ class ScannerPanel(Panel):
         elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
             self.scanner_late = self.analysis_late = 0
             self.last_warning = ""
+            self.ended = None
+            self.status = None
+            self.since.setText("waiting for the first volume")
+            set_role(self.since, "caption")
             self.dirty = True
 
     def repaint_now(self) -> None:
@@ -82,7 +93,10 @@ class ScannerPanel(Panel):
             self.series.setText(s.series or "—")
             self.files.setText(str(s.files_seen))
             self.volumes.setText(f"{s.volumes_seen} / {self.expected}" if self.expected else str(s.volumes_seen))
-            if s.since_last is None:
+            if self.ended is not None:
+                self.since.setText(f"run ended ({self.ended.reason})")
+                set_role(self.since, "caption")
+            elif s.since_last is None:
                 self.since.setText("waiting for the first volume")
                 set_role(self.since, "caption")
             else:

@@ -13,6 +13,28 @@ from rtcontrol.gui.panel import Panel, set_role
 from rtcontrol.gui.theme import icon
 
 
+class WheelGuard(QtCore.QObject):
+    """Only a focused field takes the mouse wheel: over an unfocused spin box or list the wheel scrolls
+    the form (``target``) instead of changing a value the operator never meant to touch."""
+
+    def __init__(self, target: QtWidgets.QAbstractScrollArea | None, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self.target = target
+
+    def guard(self, widget: QtWidgets.QWidget) -> None:
+        for w in [widget, *widget.findChildren(QtWidgets.QWidget)]:
+            if isinstance(w, (QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox)):
+                w.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)  # a click focuses, the wheel does not
+                w.installEventFilter(self)
+
+    def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        if event.type() == QtCore.QEvent.Type.Wheel and isinstance(obj, QtWidgets.QWidget) and not obj.hasFocus():
+            if self.target is not None:
+                QtWidgets.QApplication.sendEvent(self.target.verticalScrollBar(), event)
+            return True
+        return False
+
+
 class ProjectForm(QtWidgets.QWidget):
     """Widgets for a project's ``Setting`` dicts (name, default, type, help, choices, minimum, maximum)."""
 
@@ -21,6 +43,7 @@ class ProjectForm(QtWidgets.QWidget):
         self.layout_ = QtWidgets.QFormLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
         self.fields: dict[str, tuple[dict[str, Any], Any]] = {}
+        self.wheel_guard: WheelGuard | None = None
 
     def set_settings(self, declared: list[dict[str, Any]], values: dict[str, Any]) -> None:
         while self.layout_.rowCount():
@@ -32,6 +55,8 @@ class ProjectForm(QtWidgets.QWidget):
             widget.setToolTip(d.get("help") or "")
             self.layout_.addRow(d["name"].replace("_", " "), widget)
             self.fields[d["name"]] = (d, widget)
+            if self.wheel_guard is not None:
+                self.wheel_guard.guard(widget)
 
     def values(self) -> dict[str, Any]:
         return {name: _value_of(d, w) for name, (d, w) in self.fields.items()}
@@ -183,7 +208,7 @@ class SetupPanel(Panel):
         self.start_button.setToolTip("Start the run (Ctrl+R)")
         self.stop_button = QtWidgets.QPushButton(icon("stop"), "Stop")
         self.stop_button.setObjectName("stop")
-        self.stop_button.setToolTip("Stop the run (Esc or Ctrl+.)")
+        self.stop_button.setToolTip("Stop the run (Esc or Ctrl+.; asks before stopping)")
         self.next_button = QtWidgets.QPushButton(icon("next"), "Next run")
         self.next_button.setToolTip("Count the run number up, ready for the next run")
         self.start_button.clicked.connect(self.start_requested)
@@ -206,7 +231,15 @@ class SetupPanel(Panel):
         scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(inner)
+        self.scroll = scroll
+        self.wheel_guard = WheelGuard(scroll, self)
+        self.wheel_guard.guard(inner)
+        self.project_form.wheel_guard = self.wheel_guard
+        self.locked_note = QtWidgets.QLabel("settings are locked while the run goes")
+        self.locked_note.setObjectName("caption")
+        self.locked_note.setVisible(False)
         layout = QtWidgets.QVBoxLayout(self)
+        layout.addWidget(self.locked_note)
         layout.addWidget(scroll, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.message)
@@ -337,6 +370,7 @@ class SetupPanel(Panel):
                   self.polling, self.project, self.onset, self.delay, self.project_form, self.allowed,
                   self.add_folder, self.remove_folder):
             w.setEnabled(not running)
+        self.locked_note.setVisible(running)
 
     def on_event(self, event: Any) -> None:
         if isinstance(event, ev.StateChanged):

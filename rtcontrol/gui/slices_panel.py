@@ -1,4 +1,9 @@
-"""Live views: three orthogonal slices of the newest volume, the ROI overlay, contrast and a voxel cursor."""
+"""Live views: three orthogonal slices of the newest volume, the ROI overlay, contrast and a voxel cursor.
+
+Every view is drawn in a standard orientation whatever the acquisition (:mod:`rtcontrol.gui.orientation`):
+axial with anterior up, coronal and sagittal with superior up, left/right by the console's convention
+(radiological by default), with the anatomical direction written on each edge.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,17 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from rtcontrol.console import events as ev
 from rtcontrol.console.model import RunModel
+from rtcontrol.gui.orientation import VIEW_AXES, VIEWS, Orientation, cut, edge_labels, x_inverted
 from rtcontrol.gui.panel import Panel, caption
 
 ROI_RGBA = np.array([[0, 0, 0, 0], [255, 80, 60, 120]], dtype=np.ubyte)  # outside, inside the ROI
-VIEWS = ("axial", "coronal", "sagittal")
-
-
-def slice_of(data: np.ndarray, view: str, pos: tuple[int, int, int]) -> np.ndarray:
-    """The 2-D cut of ``data`` through voxel ``pos``: axial (i, j), coronal (i, k), sagittal (j, k)."""
-    i, j, k = pos
-    if view == "axial":
-        return data[:, :, k]
-    if view == "coronal":
-        return data[:, j, :]
-    return data[i, :, :]
+EDGE_COLOUR = "#f0b54a"
+#: Text anchor of each edge label: it sits just inside its edge of the image.
+ANCHORS = {"left": (0.0, 0.5), "right": (1.0, 0.5), "top": (0.5, 0.0), "bottom": (0.5, 1.0)}
 
 
 def levels_for(data: np.ndarray, upper_percentile: float) -> tuple[float, float]:
@@ -37,23 +35,31 @@ class SlicesPanel(Panel):
     title = "Live views"
     icon_name = "brain"
 
-    def __init__(self, model: RunModel, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, model: RunModel, parent: QtWidgets.QWidget | None = None,
+                 convention: str = "radiological") -> None:
         super().__init__(parent)
         self.model = model
-        self.pos: tuple[int, int, int] | None = None
-        self.shape: tuple[int, int, int] | None = None
+        self.convention = convention
+        self.pos: tuple[int, int, int] | None = None  # the cut, as a display (R, A, S-ordered) index
+        self.shape: tuple[int, int, int] | None = None  # display shape
+        self.orientation: Orientation | None = None
+        self._grid: tuple[Any, ...] | None = None
+        self._scales: dict[str, tuple[float, float]] = {}
         self.cursor_text = ""
-        self._drawn: tuple[object, int] | None = None
+        self._drawn: tuple[object, ...] | None = None
         self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setMinimumHeight(150)
         self.views: dict[str, pg.ViewBox] = {}
         self.images: dict[str, pg.ImageItem] = {}
         self.overlays: dict[str, pg.ImageItem] = {}
         self.lines: dict[str, tuple[pg.InfiniteLine, pg.InfiniteLine]] = {}
-        self.labels: dict[str, pg.TextItem] = {}
+        self.captions: dict[str, pg.LabelItem] = {}
+        self.edges: dict[str, dict[str, pg.TextItem]] = {}
         for col, name in enumerate(VIEWS):
-            vb = self.graphics.addViewBox(row=0, col=col, lockAspect=True, enableMouse=False)
+            # the caption is its own row above the view: drawing images never hides it
+            self.captions[name] = self.graphics.addLabel(name, row=0, col=col, color="#8a94a3", size="9pt")
+            vb = self.graphics.addViewBox(row=1, col=col, lockAspect=True, enableMouse=False)
             vb.setMenuEnabled(False)
-            vb.invertX(name == "sagittal" and False)
             img = pg.ImageItem()
             overlay = pg.ImageItem()
             vb.addItem(img)
@@ -62,13 +68,18 @@ class SlicesPanel(Panel):
             v = pg.InfiniteLine(angle=90, pen=pg.mkPen("#6fa0d8", width=1, style=QtCore.Qt.PenStyle.DashLine))
             vb.addItem(h)
             vb.addItem(v)
-            label = pg.TextItem(name, color="#8a94a3", anchor=(0, 1))  # above the image's top-left corner
-            vb.addItem(label)
-            self.labels[name] = label
+            self.edges[name] = {}
+            for edge, anchor in ANCHORS.items():
+                label = pg.TextItem("", color=EDGE_COLOUR, anchor=anchor)
+                label.setFont(QtGui.QFont("", 11, QtGui.QFont.Weight.Bold))
+                vb.addItem(label)
+                self.edges[name][edge] = label
             self.views[name], self.images[name], self.overlays[name] = vb, img, overlay
             self.lines[name] = (h, v)
             img.hoverEvent = self._hover_handler(name)  # type: ignore[method-assign]
             img.mouseClickEvent = self._click_handler(name)  # type: ignore[method-assign]
+        self.graphics.ci.layout.setRowStretchFactor(1, 1)
+        self.set_convention(convention)
 
         self.contrast = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.contrast.setRange(900, 1000)  # upper percentile x10
@@ -81,23 +92,76 @@ class SlicesPanel(Panel):
         self.cursor = QtWidgets.QLabel("move the mouse over a slice; click to move the cut")
         self.cursor.setObjectName("caption")
         self.volume_label = QtWidgets.QLabel("no volume yet")
+        self.convention_label = caption("")
 
+        # one row under the views (the views get the height): cursor readout, contrast, ROI, volume, convention
+        self.cursor.setMinimumWidth(120)
+        self.contrast.setMaximumWidth(220)
         controls = QtWidgets.QHBoxLayout()
+        controls.addWidget(self.cursor, 1)
         controls.addWidget(caption("contrast"))
-        controls.addWidget(self.contrast, 1)
+        controls.addWidget(self.contrast)
         controls.addWidget(self.show_roi)
         controls.addWidget(self.volume_label)
+        controls.addWidget(self.convention_label)
         layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.graphics, 1)
         layout.addLayout(controls)
-        layout.addWidget(self.cursor)
+        self._update_convention_label()
 
+    # --- orientation ----------------------------------------------------------------------
+    def set_convention(self, convention: str) -> None:
+        """Radiological (the patient's right on the screen's left) or neurological; takes effect at once."""
+        for name in VIEWS:
+            inverted = x_inverted(name, convention)  # raises on an unknown convention, before any change
+            self.views[name].invertX(inverted)
+        self.convention = convention
+        for name in VIEWS:
+            for edge, text in edge_labels(name, convention).items():
+                self.edges[name][edge].setText(text)
+        self._place_edges()
+        if hasattr(self, "convention_label"):
+            self._update_convention_label()
+
+    def _update_convention_label(self) -> None:
+        self.convention_label.setText(
+            "radiological: R on the left" if self.convention == "radiological" else "neurological: L on the left")
+
+    def edge_text(self, view: str) -> dict[str, str]:
+        """What each edge of a view says (tests, screenshots)."""
+        return {edge: item.toPlainText() for edge, item in self.edges[view].items()}
+
+    def _place_edges(self) -> None:
+        if self.shape is None or not self._scales:
+            for labels in self.edges.values():
+                for item in labels.values():
+                    item.setVisible(False)
+            return
+        for name in VIEWS:
+            ax, ay, _ = VIEW_AXES[name]
+            sx, sy = self._scales[name]
+            w, h = self.shape[ax] * sx, self.shape[ay] * sy
+            inverted = x_inverted(name, self.convention)
+            left, right = (w, 0.0) if inverted else (0.0, w)
+            spots = {"left": (left, h / 2), "right": (right, h / 2), "top": (w / 2, h), "bottom": (w / 2, 0.0)}
+            for edge, (x, y) in spots.items():
+                item = self.edges[name][edge]
+                item.setPos(x, y)
+                item.setVisible(True)
+
+    # --- events -------------------------------------------------------------------------
     def centre_on_roi(self) -> None:
         """Cut through the ROI's centre, so all three views show it."""
         mask = self.model.roi_mask
         if mask is not None and mask.any():
             centre = np.argwhere(mask).mean(axis=0).round().astype(int)
-            self.pos = (int(centre[0]), int(centre[1]), int(centre[2]))
+            ijk = (int(centre[0]), int(centre[1]), int(centre[2]))
+            o = self.orientation
+            if o is None or o.shape != mask.shape:
+                volume = self.model.latest
+                o = Orientation.of(volume.affine, mask.shape) if volume is not None else None
+            self.pos = o.to_display(ijk) if o is not None else None
         self._drawn = None
         self.dirty = True
 
@@ -111,78 +175,92 @@ class SlicesPanel(Panel):
         elif isinstance(event, ev.RoiPlaced):
             self.centre_on_roi()
         elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
-            self.pos = None
-            self.shape = None
-            self._drawn = None
+            self.clear()
+
+    def clear(self) -> None:
+        """A new run: nothing of the previous run's last volume stays on screen."""
+        self.pos = None
+        self.shape = None
+        self._grid = None
+        self._drawn = None
+        for name in VIEWS:
+            self.images[name].clear()
+            self.overlays[name].clear()
+            self.overlays[name].setVisible(False)
+        self._place_edges()
+        self.volume_label.setText("waiting for the first volume")
+        self.cursor_text = ""
+        self.cursor.setText("move the mouse over a slice; click to move the cut")
 
     def repaint_now(self) -> None:
         data = self.model.latest_scaled
         volume = self.model.latest
         if data is None or volume is None:
             return
-        shape = tuple(data.shape)
-        fit = self.shape != shape
+        grid = (tuple(data.shape), volume.affine.tobytes())
+        fit = grid != self._grid
         if fit:
-            self.shape = shape  # type: ignore[assignment]
-            self._set_aspect(volume.voxel_size)
+            self._grid = grid
+            self.orientation = Orientation.of(volume.affine, data.shape)
+            self.shape = self.orientation.display_shape
+            self._set_aspect(self.orientation.zooms(volume.voxel_size))
+        o = self.orientation
+        assert o is not None and self.shape is not None
+        shape = self.shape
         if self.pos is None or not all(0 <= p < n for p, n in zip(self.pos, shape)):
             self.pos = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
+        display = o.display(data)
         levels = levels_for(data, self.contrast.value() / 10.0)
         mask = self.model.roi_mask if self.show_roi.isChecked() else None
-        if mask is not None and mask.shape != shape:
+        if mask is not None and mask.shape != data.shape:
             mask = None
         for name in VIEWS:
-            self.images[name].setImage(slice_of(data, name, self.pos), levels=levels, autoLevels=False)
+            self.images[name].setImage(cut(display, name, self.pos), levels=levels, autoLevels=False)
         # the overlay and the cut lines change only with the cut or the ROI, not with every volume
-        key = (self.pos, id(mask))
+        key = (self.pos, id(mask), grid)
         if key != self._drawn:
             self._drawn = key
+            shown = o.display(mask) if mask is not None else None
             for name in VIEWS:
-                if mask is not None:
-                    rgba = ROI_RGBA[slice_of(mask, name, self.pos).astype(np.intp)]  # (w, h, 4): no colour table
+                if shown is not None:
+                    rgba = ROI_RGBA[cut(shown, name, self.pos).astype(np.intp)]  # (w, h, 4): no colour table
                     self.overlays[name].setImage(rgba, autoLevels=False, levels=None)
-                self.overlays[name].setVisible(mask is not None)
+                self.overlays[name].setVisible(shown is not None)
             self._place_lines()
         if fit:
+            self._place_edges()
             for vb in self.views.values():
                 vb.autoRange(padding=0.02)
-        self.volume_label.setText(f"volume {volume.index}  {shape[0]}×{shape[1]}×{shape[2]}")
+        i, j, k = data.shape
+        self.volume_label.setText(f"volume {volume.index}  {i}×{j}×{k}")
 
-    def _set_aspect(self, voxel: np.ndarray) -> None:
-        sx, sy, sz = (float(v) or 1.0 for v in voxel)
-        for name, (a, b) in zip(VIEWS, ((sx, sy), (sx, sz), (sy, sz))):
-            tr = QtCore.QPointF(a, b)
-            self.images[name].setTransform(_scale(tr))
-            self.overlays[name].setTransform(_scale(tr))
-        self._scales = {"axial": (sx, sy), "coronal": (sx, sz), "sagittal": (sy, sz)}
-        if self.shape is not None:
-            i, j, k = self.shape
-            for name, (a, b), top in zip(VIEWS, self._scales.values(), (j, k, k)):
-                self.labels[name].setPos(0, top * b)
+    def _set_aspect(self, zooms: tuple[float, float, float]) -> None:
+        for name in VIEWS:
+            ax, ay, _ = VIEW_AXES[name]
+            self._scales[name] = (zooms[ax], zooms[ay])
+            t = QtGui.QTransform()
+            t.scale(zooms[ax], zooms[ay])
+            self.images[name].setTransform(t)
+            self.overlays[name].setTransform(t)
 
     def _place_lines(self) -> None:
         assert self.pos is not None
-        i, j, k = self.pos
-        cuts = {"axial": (i, j), "coronal": (i, k), "sagittal": (j, k)}
-        for name, (x, y) in cuts.items():
+        for name in VIEWS:
+            ax, ay, _ = VIEW_AXES[name]
             a, b = self._scales[name]
             h, v = self.lines[name]
-            v.setValue((x + 0.5) * a)
-            h.setValue((y + 0.5) * b)
+            v.setValue((self.pos[ax] + 0.5) * a)
+            h.setValue((self.pos[ay] + 0.5) * b)
 
-    def _voxel_at(self, name: str, x: float, y: float) -> tuple[int, int, int] | None:
+    def _display_at(self, name: str, x: float, y: float) -> tuple[int, int, int] | None:
+        """The display index under image coordinates (x, y) of a view, or None outside the volume."""
         if self.pos is None or self.shape is None:
             return None
-        i, j, k = self.pos
-        x, y = int(np.floor(x)), int(np.floor(y))
-        if name == "axial":
-            ijk = (x, y, k)
-        elif name == "coronal":
-            ijk = (x, j, y)
-        else:
-            ijk = (i, x, y)
-        if all(0 <= c < n for c, n in zip(ijk, self.shape)):
-            return ijk
+        ax, ay, _ = VIEW_AXES[name]
+        d = list(self.pos)
+        d[ax], d[ay] = int(np.floor(x)), int(np.floor(y))
+        if all(0 <= c < n for c, n in zip(d, self.shape)):
+            return (d[0], d[1], d[2])
         return None
 
     def _hover_handler(self, name: str):  # type: ignore[no-untyped-def]
@@ -197,20 +275,21 @@ class SlicesPanel(Panel):
     def _click_handler(self, name: str):  # type: ignore[no-untyped-def]
         def click(event: Any) -> None:
             p = event.pos()
-            ijk = self._voxel_at(name, p.x(), p.y())
-            if ijk is not None:
-                self.pos = ijk
+            d = self._display_at(name, p.x(), p.y())
+            if d is not None:
+                self.pos = d
                 self.dirty = True
                 event.accept()
 
         return click
 
     def read_voxel(self, name: str, x: float, y: float) -> str:
-        """Show voxel coordinates, world mm and value at image coordinates (x, y) of a view."""
-        ijk = self._voxel_at(name, x, y)
-        data, volume = self.model.latest_scaled, self.model.latest
-        if ijk is None or data is None or volume is None:
+        """Show voxel coordinates (of the acquired grid), world mm and value at image coordinates (x, y) of a view."""
+        d = self._display_at(name, x, y)
+        data, volume, o = self.model.latest_scaled, self.model.latest, self.orientation
+        if d is None or data is None or volume is None or o is None or o.shape != data.shape:
             return ""
+        ijk = o.to_voxel(d)
         world = volume.world_coords(np.array(ijk))[0]
         roi = ""
         mask = self.model.roi_mask
@@ -222,11 +301,3 @@ class SlicesPanel(Panel):
         )
         self.cursor.setText(self.cursor_text)
         return self.cursor_text
-
-
-def _scale(p: QtCore.QPointF):  # type: ignore[no-untyped-def]
-    from PySide6 import QtGui
-
-    t = QtGui.QTransform()
-    t.scale(p.x(), p.y())
-    return t

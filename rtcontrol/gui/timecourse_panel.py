@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from rtcontrol.console import events as ev
-from rtcontrol.console.model import MOTION, RunModel
+from rtcontrol.console.model import MOTION, RunModel, condition_runs
 from rtcontrol.gui.panel import Panel
 from rtcontrol.gui.theme import pen
 
@@ -26,6 +26,8 @@ LATENCY = {
     "subject_delivered": "at subject",
 }
 ROI_METRICS = ("roi_mean", "roi", "roi_psc", "psc")
+#: Shading per condition code (the project's design order: baseline first), translucent behind the curves.
+CONDITION_BRUSHES = ("#ffffff0d", "#5fd3a02e", "#f0b54a2e", "#6fa0d82e", "#e07a9a2e")
 
 
 class Ranges:
@@ -114,22 +116,33 @@ class TimecoursePanel(Panel):
         self.signal = self._plot(0, "signal %", [("global", "global mean", pen(1)), ("roi", "ROI", pen(0, 2))])
         self.motion = self._plot(
             1, "motion mm/°",
-            [(name, name, pen(n, 1)) for n, name in enumerate(MOTION)] + [("fd", "FD", pg.mkPen("#ffffff", width=1))],
+            [(name, name, pen(n, 1)) for n, name in enumerate(MOTION)],
         )
-        self.feedback = self._plot(2, "feedback", [("feedback", "feedback", pen(0, 2))])
+        # framewise displacement on its own, with the threshold line and the count of volumes over it
+        self.fd = self._plot(2, "FD mm", [("fd", "FD", pg.mkPen("#ffffff", width=1))])
+        self.fd_threshold = 0.5
+        self.fd_line = pg.InfiniteLine(angle=0, pos=self.fd_threshold,
+                                       pen=pg.mkPen("#e05a5a", width=1, style=QtCore.Qt.PenStyle.DashLine))
+        self.fd.addItem(self.fd_line)
+        self.fd_text = ""
+        self.fd_over = 0
+        self.feedback = self._plot(3, "feedback", [("feedback", "feedback", pen(0, 2))])
         self.latency = self._plot(
-            3, "latency ms",
+            4, "latency ms",
             [("lat:" + stage, label, pen(n + 2, 1)) for n, (stage, label) in enumerate(LATENCY.items())],
         )
-        for p in (self.motion, self.feedback, self.latency):
+        for p in (self.motion, self.fd, self.feedback, self.latency):
             p.setXLink(self.signal)
-        for p in (self.signal, self.motion, self.feedback):
+        for p in (self.signal, self.motion, self.fd, self.feedback):
             p.getAxis("bottom").setStyle(showValues=False)
         self.latency.setLabel("bottom", "volume")
-        self.plots = {"signal": self.signal, "motion": self.motion, "feedback": self.feedback, "latency": self.latency}
+        self.plots = {"signal": self.signal, "motion": self.motion, "fd": self.fd, "feedback": self.feedback,
+                      "latency": self.latency}
         for p in self.plots.values():
             p.enableAutoRange(False)
         self.ranges = Ranges()
+        self.shading: list[tuple[pg.LinearRegionItem, ...]] = []  # one region per condition block, per plot
+        self._spare: list[tuple[pg.LinearRegionItem, ...]] = []  # hidden, for the next run's blocks
         self.expected = 0
         self._empty: set[str] = set()
         self._xs = np.arange(1024, dtype=np.float64)
@@ -144,10 +157,13 @@ class TimecoursePanel(Panel):
             f'<span style="color:{pen_.color().name()}">━ {label}</span>' for _, label, pen_ in lines
         ) if len(lines) > 1 else ""
         p.setTitle(f'<span style="color:#aeb8c7">{title}</span>&nbsp;&nbsp;&nbsp;{legend}', size="8pt")
+        p.base_title = title  # type: ignore[attr-defined]
         p.layout.setRowFixedHeight(0, 18)
         p.layout.setRowSpacing(0, 0)
         p.getAxis("left").setWidth(44)
         p.getAxis("left").enableAutoSIPrefix(False)
+        # a short plot (1366x768) shows fewer, non-overlapping numbers rather than a pile of them
+        p.getAxis("left").setStyle(maxTickLevel=0, textFillLimits=[(0, 0.6), (2, 0.4)])
         # no grid: its lines span the whole plot, so every frame would repaint them (a third of the cost)
         p.setMenuEnabled(False)
         p.hideButtons()
@@ -168,6 +184,20 @@ class TimecoursePanel(Panel):
             self._xs = np.arange(max(n, 2 * self._xs.size), dtype=np.float64)
         return self._xs[:n]
 
+    def set_fd_threshold(self, mm: float) -> None:
+        """The FD line (mm) and what counts as a volume over it; takes effect at once."""
+        self.fd_threshold = float(mm)
+        self.fd_line.setValue(self.fd_threshold)
+        self.ranges.y.pop("fd", None)
+        self.dirty = True
+
+    def fd_summary(self) -> tuple[float | None, int]:
+        """The latest FD (mm, None before any) and how many volumes are over the threshold."""
+        fd = self.model.metric("fd")
+        finite = fd[np.isfinite(fd)]
+        latest = float(finite[-1]) if finite.size else None
+        return latest, int(np.count_nonzero(finite > self.fd_threshold))
+
     def set_expected(self, volumes: int) -> None:
         """The x axis spans the expected run (or grows in steps when unknown)."""
         self.expected = volumes
@@ -179,7 +209,51 @@ class TimecoursePanel(Panel):
             self.dirty = True
         elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
             self.ranges = Ranges()
+            self.clear_shading()
             self.dirty = True
+
+    def clear_shading(self) -> None:
+        """No bands for a new run. The items are hidden and kept for reuse, never dropped: a removed
+        pyqtgraph item left to Python's garbage collector could be freed from another thread."""
+        self._spare = self.shading + self._spare
+        for regions in self.shading:
+            for region in regions:
+                region.setVisible(False)
+        self.shading = []
+
+    def _shaded_plots(self) -> tuple[pg.PlotItem, ...]:
+        return (self.signal, self.feedback)
+
+    def _shade(self, codes: np.ndarray) -> None:
+        """Condition blocks from the project's ``condition`` metric as shaded bands (items reused: one
+        ``setRegion`` per volume, new items only when a block starts)."""
+        runs = condition_runs(codes)
+        while len(self.shading) > len(runs):
+            spare = self.shading.pop()
+            for region in spare:
+                region.setVisible(False)
+            self._spare.insert(0, spare)
+        for n, (first, end, code) in enumerate(runs):
+            brush = CONDITION_BRUSHES[code % len(CONDITION_BRUSHES)]
+            if n == len(self.shading) and self._spare:
+                reused = self._spare.pop(0)
+                for region in reused:
+                    region.setVisible(True)
+                self.shading.append(reused)
+            elif n == len(self.shading):
+                regions = []
+                for plot in self._shaded_plots():
+                    region = pg.LinearRegionItem(movable=False, brush=brush, pen=pg.mkPen(None))
+                    region.setZValue(-10)
+                    plot.addItem(region)
+                    regions.append(region)
+                self.shading.append(tuple(regions))
+            for region in self.shading[n]:
+                if region.getRegion() != (first - 0.5, end - 0.5):
+                    region.setRegion((first - 0.5, end - 0.5))
+                if getattr(region, "condition", None) != code:
+                    region.setBrush(pg.mkBrush(brush))
+                    region.condition = code  # type: ignore[attr-defined]
 
     def repaint_now(self) -> None:
         m = self.model
@@ -201,8 +275,19 @@ class TimecoursePanel(Panel):
         put("roi", "signal", percent_change(roi) if roi.size else roi)
         for c, name in enumerate(MOTION):
             put(name, "motion", m.motion.values(c) if m.motion.length else np.empty(0))
-        put("fd", "motion", m.metric("fd"))
+        fd = m.metric("fd")
+        put("fd", "fd", fd)
+        ys["fd"].append(np.array([0.0, 1.5 * self.fd_threshold]))  # the threshold line stays in view
+        latest, over = self.fd_summary()
+        text = (f"latest {latest:.2f} mm · {over} over {self.fd_threshold:g} mm" if latest is not None
+                else f"threshold {self.fd_threshold:g} mm")
+        if text != self.fd_text:
+            self.fd_text, self.fd_over = text, over
+            colour = "#e05a5a" if over else "#aeb8c7"
+            self.fd.setTitle(f'<span style="color:#aeb8c7">FD mm</span>&nbsp;&nbsp;&nbsp;'
+                             f'<span style="color:{colour}">{text}</span>', size="8pt")
         put("feedback", "feedback", m.feedback.values())
+        self._shade(m.metric("condition"))
         for stage in LATENCY:
             put("lat:" + stage, "latency", m.latency_ms(stage) if m.stamps.length else np.empty(0))
         x = self.ranges.x_max(max(m.stamps.length, m.global_mean.length), self.expected)

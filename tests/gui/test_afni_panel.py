@@ -108,3 +108,21 @@ def test_panel_takes_the_console_controller(qtbot: Any) -> None:
     assert controller.afni is panel.link  # the console sends every volume through the panel's link
     assert panel.control_spin.value() == controller.settings.afni.control_port
     assert AfniPanel(controller).link is panel.link  # one link per console
+
+
+def test_a_repeated_problem_is_said_once_without_a_doubled_prefix(qtbot: Any, qloop: Any) -> None:
+    from rtcontrol.afni.sender import SenderEvent
+
+    link = AfniLink(AfniLinkSettings(control_port=free_port()))
+    panel = AfniPanel(link)
+    qtbot.addWidget(panel)
+    for _ in range(3):  # the link retries every few seconds with the same error
+        panel._on_link_event(SenderEvent("error", "AFNI: cannot connect to 127.0.0.1:7961 (refused)"))
+    panel.refresh()
+    assert panel.error_label.text() == "error: cannot connect to 127.0.0.1:7961 (refused)"
+    panel._on_link_event(SenderEvent("error", "AFNI: AFNI closed the connection"))
+    panel.refresh()
+    assert panel.error_label.text().splitlines() == [
+        "error: cannot connect to 127.0.0.1:7961 (refused)", "error: AFNI closed the connection"]
+    panel.close()  # its timer stops and it unsubscribes before the link and the loop go
+    qloop.run(link.stop())

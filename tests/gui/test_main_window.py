@@ -47,6 +47,8 @@ def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, sy
         await wait_until(lambda: c.state == ev.RUNNING, what=f"the run to start ({window.setup.message.text()})")
         assert not window.setup.start_button.isEnabled() and window.setup.stop_button.isEnabled()
         assert c.settings.project.settings["baseline"] == 2
+        window.refresh()
+        assert window.banner.text() == "WAITING FOR THE FIRST VOLUME"
         for i in range(VOLUMES):
             _scan(synth_series, watch, i)
             await wait_until(lambda: c.model.volumes > i, what=f"volume {i}; log: {[str(m) for m in window.log.pending] + window.log.lines}")
@@ -55,22 +57,40 @@ def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, sy
         await wait_until(lambda: v.painted is not None, what=f"the subject display to paint {v.isVisible()} {v.value} {v.pending} {v.size()}")
         window.refresh()
         # the panels show the run
+        assert window.banner.text() == f"RUNNING · volume {VOLUMES}" and window.banner.objectName() == "banner-running"
         assert window.scanner.volumes.text().startswith(str(VOLUMES))
         img = window.slices.images["axial"].image
         assert img is not None and img.shape == (32, 32)
-        assert np.allclose(img, c.model.latest_scaled[:, :, 6])
+        # the synthetic grid is L, P, S: shown in the standard orientation (R, A, S axes), flipped in x and y
+        assert np.allclose(img, c.model.latest_scaled[::-1, ::-1, 6])
         fb = window.timecourses.curves["feedback"].getData()[1]
         assert np.isnan(fb[:2]).all() and np.isfinite(fb[2:]).all()
         lat = window.timecourses.curves["lat:subject_delivered"].getData()[1]
         assert np.isfinite(lat[2:]).all() and (lat[2:] > 0).all()
         assert window.subject_view.value == pytest.approx(c.model.feedback.get(VOLUMES - 1))
         text = window.slices.read_voxel("axial", 16.5, 10.5)
-        assert "voxel (16, 10, 6)" in text
-        # stop with Esc
+        assert "voxel (15, 21, 6)" in text
+        # Esc asks first; Esc again (a stray key) keeps the run going
         qtbot.keyClick(window, QtCore.Qt.Key.Key_Escape)
+        await wait_until(lambda: getattr(window, "stop_box", None) is not None and window.stop_box.isVisible(),
+                    what="the stop confirmation")
+        await asyncio.sleep(0.3)
+        assert c.state == ev.RUNNING
+        qtbot.keyClick(window.stop_box, QtCore.Qt.Key.Key_Escape)
+        await wait_until(lambda: not window.stop_box.isVisible(), what="the confirmation to close")
+        await asyncio.sleep(0.3)
+        assert c.state == ev.RUNNING
+        # Esc, then the deliberate answer, stops it
+        window.activateWindow()
+        await wait_until(window.isActiveWindow, what="the window active again")
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_Escape)
+        await wait_until(lambda: window.stop_box.isVisible(), what="the stop confirmation again")
+        stop = next(b for b in window.stop_box.buttons() if b.text() == "Stop the run")
+        stop.click()
         await wait_until(lambda: c.state == ev.ENDED, what="the run to stop")
         window.refresh()
         assert window.setup.start_button.isEnabled()
+        assert window.banner.text() == f"ENDED · {VOLUMES} volumes"
         assert "stopped by the operator" in window.state_label.text()
         rows = {window.connections.table.item(r, 0).text(): window.connections.table.item(r, 2).text()
                 for r in range(window.connections.table.rowCount())}
