@@ -161,7 +161,7 @@ async def _feed(args: argparse.Namespace, runs: dict) -> int:
         if motion is not None and not bye.is_set():
             try:
                 await asyncio.wait_for(bye.wait(), 5)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 pass
     finally:
         await sender.close(timeout=2)  # also on SIGTERM / Ctrl-C: the shm segment is removed

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 
@@ -167,7 +167,7 @@ class AfniSender:
                 self._task.cancel()
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
@@ -227,7 +227,7 @@ class AfniSender:
             self._warn(f"volume {volume.index}: {image.clipped} voxels outside the int16 range were clipped")
         try:
             await asyncio.wait_for(self._channel.send(image.payload), self.settings.channel.send_timeout)
-        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (ConnectionError, OSError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             await self._drop_channel()
             self._next_attempt = time.monotonic() + self.settings.retry_interval
@@ -252,7 +252,7 @@ class AfniSender:
         try:
             timeout = self.settings.channel.send_timeout
             await asyncio.wait_for(self._channel.send(header.block, whole=True), timeout)
-        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (ConnectionError, OSError, TimeoutError) as exc:
             await self._drop_channel()
             self._next_attempt = time.monotonic() + self.settings.retry_interval
             self._set_state("waiting", f"AFNI dropped the connection at the header: {exc}")
@@ -305,7 +305,7 @@ class AfniSender:
                 marker = protocol.end_of_run_image(run.header.imsize)
                 await asyncio.wait_for(self._channel.send(marker), self.settings.channel.send_timeout)
                 message += " (end-of-run marker, connection kept)"
-            except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            except (ConnectionError, OSError, TimeoutError) as exc:
                 await self._drop_channel()
                 message += f" (AFNI connection lost at the end marker: {exc})"
         else:

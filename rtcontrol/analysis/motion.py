@@ -321,7 +321,7 @@ def _sample_points(smoothed: np.ndarray, max_points: int) -> np.ndarray:
     mask = smoothed > 0.1 * hi
     for axis, n in enumerate(mask.shape):
         if n > 2:
-            edge = [slice(None)] * 3
+            edge: list[slice | list[int]] = [slice(None)] * 3
             edge[axis] = [0, n - 1]
             mask[tuple(edge)] = False
     ijk = np.argwhere(mask)

@@ -23,11 +23,12 @@ import inspect
 import os
 import sys
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any
 
 from rtcontrol.analysis.steps import BUILTIN_STEPS, Step
 from rtcontrol.paths import plugins_dir

@@ -16,8 +16,8 @@ import inspect
 import logging
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from rtcontrol.link.certs import normalize_fingerprint
 from rtcontrol.paths import user_data_dir

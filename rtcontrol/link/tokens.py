@@ -15,9 +15,9 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from rtcontrol.paths import user_data_dir
 
@@ -66,7 +66,7 @@ class TokenStore:
                 "name": name,
                 "salt": salt.hex(),
                 "sha256": _digest(salt, token).hex(),
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             }
         )
         self._save(entries)

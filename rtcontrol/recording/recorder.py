@@ -16,9 +16,10 @@ import os
 import queue
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -273,7 +274,7 @@ def _run_info(settings: dict[str, Any]) -> dict[str, Any]:
     return {
         "rtcontrol": __version__,
         "format": FORMAT_VERSION,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": public_settings(settings),
     }
 

@@ -35,7 +35,6 @@ from rtcontrol.scanner.geometry import affine_lps_to_ras, dt_seconds, ms_to_s, o
 from rtcontrol.scanner.sidecar import series_name
 from rtcontrol.scanner.volume import Volume
 
-
 #: Private creator of Siemens XA's per-frame block (0021,11xx): slice time, phase-encoding polarity.
 SIEMENS_SDI = "SIEMENS MR SDI 02"
 

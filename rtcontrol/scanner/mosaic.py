@@ -174,7 +174,7 @@ def _compute_layout(df: DicomFile) -> MosaicLayout:
     reverse = bool(_REVERSED.search(phoenix))
     order = np.arange(n)
     times = _csa_value(csa, "MosaicRefAcqTimes", vector=True)
-    timing = tuple(ms_to_s(t) for t in times[:n]) if times and len(times) >= n else None  # type: ignore[misc]
+    timing = tuple(ms_to_s(t) for t in times[:n]) if times and len(times) >= n else None
     if reverse:
         order = order[::-1].copy()
         first = first + step * (n - 1)
@@ -192,7 +192,7 @@ def _compute_layout(df: DicomFile) -> MosaicLayout:
         csa_tag = ds.private_block(0x0029, "SIEMENS CSA HEADER")[0x10].tag
     except (KeyError, ValueError):
         csa_tag = None
-    return MosaicLayout(n, grid, tile_rows, tile_cols, order, affine, timing, facts, csa_tag, reverse)  # type: ignore[arg-type]
+    return MosaicLayout(n, grid, tile_rows, tile_cols, order, affine, timing, facts, csa_tag, reverse)
 
 
 def _slice_timing(ds: Any, layout: MosaicLayout) -> tuple[float, ...] | None:
@@ -203,7 +203,7 @@ def _slice_timing(ds: Any, layout: MosaicLayout) -> tuple[float, ...] | None:
     if times is None or len(times) < layout.n_slices:
         return layout.slice_timing
     out = tuple(ms_to_s(t) for t in times[: layout.n_slices])
-    return tuple(reversed(out)) if layout.reverse else out  # type: ignore[return-value]
+    return tuple(reversed(out)) if layout.reverse else out
 
 
 def csa_float_items(csa: bytes, name: bytes) -> list[float] | None:

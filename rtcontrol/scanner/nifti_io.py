@@ -13,13 +13,14 @@ import json
 import re
 import struct
 import zlib
-from io import BytesIO
 from collections.abc import Sequence
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.arrayproxy import ArrayProxy
 
 from rtcontrol.scanner.errors import CorruptFile, ForeignFile, IncompleteFile
 from rtcontrol.scanner.volume import Volume
@@ -69,7 +70,7 @@ def read_nifti_bytes(path: Path, raw: bytes) -> Volume | list[Volume]:
     if len(data) < need:
         raise IncompleteFile(path, f"NIfTI data has {len(data)} of {need} bytes")
     try:
-        arr = np.asanyarray(img.dataobj.get_unscaled())
+        arr = np.asanyarray(cast(ArrayProxy, img.dataobj).get_unscaled())
     except Exception as exc:
         raise CorruptFile(path, f"NIfTI data unreadable ({exc})") from exc
     slope, inter = getattr(img.dataobj, "slope", None), getattr(img.dataobj, "inter", None)  # header copy is reset

@@ -129,7 +129,7 @@ def read_bytes(path: Path, raw: bytes) -> Volume | SliceImage | list[Volume]:
         raise CorruptFile(path, f"{type(exc).__name__}: {exc}") from exc
 
 
-def _read_dicom(df: Any) -> Volume | SliceImage:
+def _read_dicom(df: Any) -> Volume | SliceImage | list[Volume]:
     from rtcontrol.scanner import dicomfile, enhanced, mosaic, slices
 
     if df.sop_class in (dicomfile.ENHANCED_MR_IMAGE, "1.2.840.10008.5.1.4.1.1.4.4") or df.groups[1] > df.groups[0]:

@@ -21,9 +21,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rtcontrol.scanner.errors import IngestError
 from rtcontrol.scanner.volume import HEADER_ALLOWLIST
@@ -73,6 +74,8 @@ def _plan_nifti(path: Path) -> ReplayPlan:
     import nibabel as nib
 
     img = nib.load(path)
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it
+        raise ValueError(f"{path}: not a NIfTI image")
     stem = _nifti_stem(path)
     facts = nifti_timing(path, img.header)
     tr = facts.get("RepetitionTime")
@@ -142,6 +145,8 @@ def _nifti_volume_bytes(path: Path, t: int) -> bytes:
     import numpy as np
 
     img = nib.load(path)
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it
+        raise ValueError(f"{path}: not a NIfTI image")
     data = np.asanyarray(img.dataobj[..., t])
     header = img.header.copy()
     header.set_data_shape(data.shape)
@@ -295,7 +300,7 @@ async def _wait_until(loop: asyncio.AbstractEventLoop, when: float, stop: asynci
         try:
             await asyncio.wait_for(stop.wait(), delay)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     return stop.is_set()
 

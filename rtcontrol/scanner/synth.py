@@ -297,7 +297,7 @@ def _shape(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(f"shape must look like 64,64,36, got {text!r}") from None
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"shape needs three sizes, got {text!r}")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

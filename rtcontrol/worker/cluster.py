@@ -47,8 +47,8 @@ async def check_reachable(address: str, timeout: float = 5.0) -> None:
     host, port = parse_scheduler(address)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
-        why = "no answer within {:.0f} s".format(timeout) if isinstance(exc, asyncio.TimeoutError) else str(exc)
+    except (TimeoutError, OSError) as exc:
+        why = f"no answer within {timeout:.0f} s" if isinstance(exc, asyncio.TimeoutError) else str(exc)
         raise SchedulerUnreachable(f"the Dask scheduler {address} cannot be reached: {why}") from None
     writer.close()
     try:

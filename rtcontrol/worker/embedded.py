@@ -16,9 +16,9 @@ import contextlib
 import re
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
 
 from rtcontrol.link.certs import make_certificate, server_context
 from rtcontrol.link.tokens import TokenStore
@@ -97,7 +97,7 @@ async def local_worker(
                 proc.terminate()
                 try:
                     await asyncio.wait_for(proc.wait(), 10)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     proc.kill()
                     await proc.wait()
             with contextlib.suppress(NameError):
@@ -117,7 +117,7 @@ async def _wait_ready(proc: asyncio.subprocess.Process, timeout: float) -> str:
 
     try:
         return await asyncio.wait_for(first_ready(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise RuntimeError(f"the local worker did not start within {timeout:.0f} s") from None
 
 

@@ -24,9 +24,10 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from rtcontrol.worker.pipe import JSON, SharedFrame, pack_json, read_frame, volume_head
 from rtcontrol.worker.store import RunStore
@@ -186,7 +187,7 @@ class RunProcess:
         }))
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), self.start_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._fail(f"project {self.project!r} did not start within {self.start_timeout:.0f} s", "start")
             raise RunFailed(self._error["message"]) from None  # type: ignore[index]
         except RunFailed:
@@ -212,7 +213,7 @@ class RunProcess:
         timeout = timeout if timeout is not None else self.volume_timeout * (self.queue.qsize() + 1) + 10
         try:
             await asyncio.wait_for(self._done.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._fail(f"the run did not end within {timeout:.0f} s after stop", "end_run")
 
     async def kill(self) -> None:
@@ -259,7 +260,7 @@ class RunProcess:
                     await self._write(volume_head(len(frame)), frame)
                 try:
                     result = await asyncio.wait_for(self._result, self.volume_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await self._fail(
                         f"process() took longer than {self.volume_timeout:g} s on volume {index}; "
                         "the run was stopped (endless loop?)", "process", index)
@@ -381,7 +382,7 @@ class RunProcess:
                 self.proc.kill()
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         current = asyncio.current_task()

@@ -8,9 +8,9 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from websockets.asyncio.server import serve

@@ -75,7 +75,7 @@ async def inject_ndjson(port: int, messages: list[dict[str, Any]], wait: float =
     got: list[str] = []
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         return [f"refused: {exc}"]
     try:
         for msg in [{"type": "hello", "name": "display"}, *messages]:
@@ -87,7 +87,7 @@ async def inject_ndjson(port: int, messages: list[dict[str, Any]], wait: float =
         while (left := end - loop.time()) > 0:
             try:
                 line = await asyncio.wait_for(reader.readline(), left)
-            except (asyncio.TimeoutError, ConnectionError, OSError):
+            except (TimeoutError, ConnectionError, OSError):
                 break
             if not line:
                 got.append("closed")

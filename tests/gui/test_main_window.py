@@ -162,8 +162,8 @@ def test_trust_on_first_use_prompt_pins_the_worker(qtbot: Any, qloop: Any, tmp_p
 
 def test_project_form_is_drawn_from_declared_settings(qtbot: Any, tmp_path: Path) -> None:
     """Every Setting type gets a field; values read back typed; a bad vector is refused with its name."""
-    from rtcontrol.project import Setting
     from rtcontrol.gui.setup_panel import SetupPanel
+    from rtcontrol.project import Setting
 
     declared = [
         Setting("threshold", 0.5, "float", minimum=0.0, maximum=1.0).to_dict(),

@@ -9,8 +9,9 @@ import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,6 @@ from rtcontrol.link.tokens import TokenStore
 from rtcontrol.subject.embedded import local_subject_agent
 from rtcontrol.subject.link import SubjectClient
 from rtcontrol.subject.secret import read_secret
-
 
 MAIN = Path(__file__).resolve().parents[2] / "main.py"
 
@@ -30,7 +30,7 @@ class LineConsumer:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, port: int, secret: str | None = None, name: str | None = None) -> "LineConsumer":
+    async def open(cls, port: int, secret: str | None = None, name: str | None = None) -> LineConsumer:
         """Connect and say hello with the agent's secret (default: the one in the test's rtcontrol home)."""
         r, w = await asyncio.open_connection("127.0.0.1", port)
         c = cls(r, w)
@@ -144,6 +144,6 @@ async def agent_process(home: Path, *extra: str) -> AsyncIterator[dict[str, Any]
             proc.send_signal(signal.SIGINT)
             try:
                 await asyncio.wait_for(proc.wait(), 20)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -14,7 +14,6 @@ from rtcontrol.worker.embedded import local_worker
 from rtcontrol.worker.runner import default_memory_limit, parse_memory, resident_memory
 
 from .helpers import make_volume, wait_for, write_project
-
 from .test_worker_runs import Recorder
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the limit reads /proc (Linux)")

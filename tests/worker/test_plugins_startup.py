@@ -92,7 +92,7 @@ async def test_worker_discovers_plugins_at_start_and_lists_them_to_the_console(t
             proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
 
