@@ -142,7 +142,7 @@ async def _feed(args: argparse.Namespace, runs: dict) -> int:
         print(f"listening for AFNI motion on {listen}:{port}", flush=True)
     await sender.start()
     try:
-        for r, (name, volumes) in enumerate(runs.items()):
+        for r, (_name, volumes) in enumerate(runs.items()):
             for volume in volumes:
                 before = processed
                 done.clear()

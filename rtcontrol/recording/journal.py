@@ -27,7 +27,7 @@ JOURNAL = "journal.jsonl"
 RAW = "volumes.raw"
 FORMAT_VERSION = 1
 
-Writer = Callable[[int, bytes], int]
+Writer = Callable[[int, memoryview], int]
 
 _sync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     used: set[str] = set()
     suffix = ".nii" if args.no_gzip else ".nii.gz"
-    for uid, vols in sorted(scan.series.items(), key=lambda kv: (kv[1][0].header.get("SeriesNumber") or 0, kv[0])):
+    for _uid, vols in sorted(scan.series.items(), key=lambda kv: (kv[1][0].header.get("SeriesNumber") or 0, kv[0])):
         base = name = series_name(vols[0].header, fallback=vols[0].run) + _echo_suffix(vols[0].run)
         n = 2
         while name in used:

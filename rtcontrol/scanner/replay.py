@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -206,6 +207,11 @@ def _plan_folder(folder: Path) -> ReplayPlan:
     return ReplayPlan(ordered, tr, skipped)
 
 
+def _write_from(path: Path, content: Callable[[], bytes], chunks: int, pause: float) -> None:
+    """Get the bytes and write them (in a worker thread: both may take a while)."""
+    _write_chunked(path, content(), chunks, pause)
+
+
 def _source_item(watch_dir: Path, src: Path) -> tuple[Path, Callable[[], bytes]]:
     """Where a source file goes and how to get its bytes: a gzipped DICOM (``x.dcm.gz``) is written
     decompressed (``x.dcm``), as a scanner writes it."""
@@ -271,9 +277,10 @@ async def replay(
     for n, vol in enumerate(todo):
         start = t0 + n * pace
         paths: list[Path] = []
+        items: list[tuple[Path, Callable[[], bytes]]]
         if vol.nifti is not None:
             src_4d, name = vol.nifti
-            items = [(watch_dir / name, lambda s=src_4d, t=vol.index: _nifti_volume_bytes(s, t))]
+            items = [(watch_dir / name, functools.partial(_nifti_volume_bytes, src_4d, vol.index))]
         else:
             items = [_source_item(watch_dir, p) for p in vol.files]
         for j, (dst, content) in enumerate(items):
@@ -283,7 +290,7 @@ async def replay(
             if j == 0 and vol.sidecar is not None:
                 side = dst.with_name(_nifti_stem(dst) + ".json")
                 await asyncio.to_thread(_write_sidecar, side, vol.sidecar)
-            await asyncio.to_thread(lambda d=dst, c=content: _write_chunked(d, c(), chunks, chunk_pause))
+            await asyncio.to_thread(_write_from, dst, content, chunks, chunk_pause)
             paths.append(dst)
         written += 1
         if on_volume is not None:

@@ -226,9 +226,8 @@ class ScanWatcher:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
-        watcher = self
-        loop = self._loop
-        assert loop is not None
+        assert self._loop is not None
+        watcher, loop = self, self._loop
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtcontrol.link import transport
 from rtcontrol.link.certs import make_certificate, server_context
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
@@ -64,7 +65,7 @@ async def local_worker(
                 tokens=tokens, ssl_context=server_context(cert.cert, cert.key),
                 catalog=ProjectCatalog(list(projects)), data_dir=data, volume_timeout=volume_timeout,
                 run_memory_limit=run_memory_limit, dask=DaskCluster(processes=dask_processes),
-                **({"max_size": max_size} if max_size else {}),
+                max_size=max_size or transport.DEFAULT_MAX_SIZE,
             )
             port = await server.start("127.0.0.1", 0)
             try:

@@ -277,7 +277,7 @@ class RunProcess:
             if frame is None:
                 break
             kind, body = frame
-            if kind != JSON:
+            if kind != JSON or not isinstance(body, dict):
                 continue
             k = body.get("k")
             if k == "result":
