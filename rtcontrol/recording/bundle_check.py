@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -96,14 +97,17 @@ class Program:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise StepFailed(f"{self.name} did not finish within {timeout:g} s\n{self.tail()}")
+            raise StepFailed(f"{self.name} did not finish within {timeout:g} s\n{self.tail()}") from None
         self._drain(5.0)
         return code
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM (then SIGKILL) this program only."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
+            if sys.platform == "win32":
+                self.proc.send_signal(signal.CTRL_BREAK_EVENT)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -579,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle check of {check.exe} (work folder {work})", flush=True)
     try:
         for name, fn in STEPS:
-            check.step(name, lambda fn=fn: fn(check))
+            check.step(name, functools.partial(fn, check))
     finally:
         check.close()
         if not args.keep:

@@ -63,7 +63,7 @@ def validate(validator: list[str], root: Path) -> dict:
     try:
         return json.loads(done.stdout)
     except ValueError:
-        raise AssertionError(f"bids-validator gave no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+        raise AssertionError(f"bids-validator gave no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}") from None
 
 
 def issues(report: dict, severity: str = "errors") -> list[str]:

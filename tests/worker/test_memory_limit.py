@@ -83,7 +83,7 @@ async def test_growing_project_is_stopped_naming_the_limit_and_other_runs_go_on(
             # 40 MB per volume: 20 volumes would be 800 MB, far over the 300 MB limit
             for i in range(20):
                 await a.send_volume(make_volume(i, run="greedy"))
-                await wait_for(lambda: len(grow.feedback) > i or ("greedy", "failed") in grow.runs, 20,
+                await wait_for(lambda i=i: len(grow.feedback) > i or ("greedy", "failed") in grow.runs, 20,
                                f"volume {i} of the growing run")
                 if ("greedy", "failed") in grow.runs:
                     break
