@@ -41,7 +41,8 @@ class SenderSettings:
     retry_interval: float = 1.0  # seconds between attempts to reach AFNI
     header_pause: float = 0.05  # seconds between the metadata block and the first image (Dimon: 50 ms)
     reconnect_grace: float = 3.0  # after we end a run AFNI saves it and refuses briefly: keep trying this long
-    wait_for_afni: float = 0.0  # seconds a volume waits for an unreachable AFNI (0: report it not sent; afni-feed waits)
+    # seconds a volume waits for an unreachable AFNI (0: report it not sent; afni-feed waits)
+    wait_for_afni: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,8 @@ class RunningModel:
             parts.append(np.asarray(task, dtype=np.float64).reshape(self.n_task))
         return np.concatenate(parts)
 
-    def update(self, t: int, y: np.ndarray, motion: ArrayLike | None = None, task: ArrayLike | None = None) -> np.ndarray:
+    def update(self, t: int, y: np.ndarray, motion: ArrayLike | None = None,
+               task: ArrayLike | None = None) -> np.ndarray:
         """Add volume ``t`` and return its cleaned signals (V,)."""
         x = self.row(t, motion, task)
         self.glm.add(x, y)

@@ -79,7 +79,8 @@ class PluginRegistry:
         if not cls.name:
             raise ValueError(f"step class {cls.__qualname__} has no name")
         if cls.name in self.steps and self.steps[cls.name] is not cls:
-            raise ValueError(f"a step named {cls.name!r} already exists (from {self.sources.get(cls.name, 'rtcontrol')})")
+            raise ValueError(f"a step named {cls.name!r} already exists (from "
+                             f"{self.sources.get(cls.name, 'rtcontrol')})")
         self.steps[cls.name] = cls
         self.sources[cls.name] = source
 

@@ -119,7 +119,8 @@ class RoiSpec:
             weights = np.ones(int(inside.sum()))
         else:
             frac = self._resampled_mask(shape3, affine)
-            inside = (frac >= self.threshold).reshape(-1) if self.interpolation == "linear" else (frac > 0.5).reshape(-1)
+            linear = self.interpolation == "linear"
+            inside = (frac >= self.threshold).reshape(-1) if linear else (frac > 0.5).reshape(-1)
             where = f"mask {self.path}"
             weights = frac.reshape(-1)[inside] if self.interpolation == "linear" else np.ones(int(inside.sum()))
         index = np.flatnonzero(inside)
@@ -220,7 +221,8 @@ class PercentSignalChange:
             return float("nan")
         base = self._sum_y / self._n_base
         if not base > 0:
-            raise ValueError(f"the baseline signal is {base:.4g}; percent change needs a positive baseline (is the ROI outside the head?)")
+            raise ValueError(f"the baseline signal is {base:.4g}; percent change needs a positive baseline (is the ROI "
+                             "outside the head?)")
         change = float(value) - base
         if self.model.glm.n >= self.min_volumes:
             change -= float(self.model.nuisance_fit(x - self._sum_x / self._n_base)[0])

@@ -99,7 +99,8 @@ class MotionStep(Step):
 
     def start(self) -> None:
         c = self.config
-        self.corrector = MotionCorrector(c["reference"] or None, reference_index=c["reference_index"], reslice=c["reslice"])
+        self.corrector = MotionCorrector(c["reference"] or None, reference_index=c["reference_index"],
+                                         reslice=c["reslice"])
 
     def process(self, frame: Frame) -> None:
         # register what earlier steps made of the volume (usually this step comes first)

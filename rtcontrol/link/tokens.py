@@ -45,7 +45,8 @@ class TokenStore:
             assert isinstance(entries, list)
             return entries
         except (json.JSONDecodeError, KeyError, AssertionError, TypeError) as exc:
-            raise ValueError(f"token store {self.path} is damaged ({exc}); recreate it with 'main.py token create'") from None
+            raise ValueError(f"token store {self.path} is damaged ({exc}); "
+                             "recreate it with 'main.py token create'") from None
 
     def _save(self, entries: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -177,7 +177,8 @@ class Check:
         if done.returncode == 2 and "not built yet" in done.stderr:
             raise Skip(done.stderr.strip())
         if done.returncode != 0:
-            raise StepFailed(f"'rtcontrol {' '.join(args)}' exited {done.returncode}\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+            raise StepFailed(f"'rtcontrol {' '.join(args)}' exited "
+                             f"{done.returncode}\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         return done
 
     def start(self, name: str, *args: str) -> Program:
@@ -399,7 +400,8 @@ def headless_run(c: Check) -> str:
 
 
 def run_flags(c: Check) -> str:
-    """``run --worker URL --subject URL`` must reach the console's run command, not start the worker or subject agent."""
+    """``run --worker URL --subject URL`` must reach the console's run command, not start the worker or subject
+    agent."""
     settings = c.work / "RUN.toml"
     if not settings.is_file():
         raise Skip("no run settings (the headless run was skipped)")
@@ -573,7 +575,8 @@ STEPS: list[tuple[str, Callable[[Check], str | None]]] = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rtcontrol.recording.bundle_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rtcontrol.recording.bundle_check",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("bundle", type=Path, help="the bundle folder (dist/rtcontrol)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder for a look afterwards")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every command's output")

@@ -40,7 +40,8 @@ class RecordingError(Exception):
 def describe_os_error(exc: OSError, where: Path | str) -> str:
     """A sentence an operator can act on."""
     if exc.errno == errno.ENOSPC:
-        return f"the disk holding {where} is full: free space there (volumes are not recorded until there is room again)"
+        return (f"the disk holding {where} is full: free space there "
+                "(volumes are not recorded until there is room again)")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write to {where} ({exc.strerror}): choose a writable recording folder"
     return f"writing {where} failed: {exc.strerror or exc}"
@@ -145,7 +146,8 @@ class Recorder:
         if self._finished is not None:
             return self._finished
         if not self._closed:
-            self._put("line", {"type": "event", "kind": "stop", "message": "run ended", "data": {}, "t": time.monotonic()})
+            self._put("line",
+                      {"type": "event", "kind": "stop", "message": "run ended", "data": {}, "t": time.monotonic()})
         self.close()
         from rtcontrol.recording.bids import write_run
 
@@ -255,7 +257,8 @@ def _timeline_dict(timeline: Timeline | dict | None) -> dict[str, float]:
 #: Words in a setting's key that keep it out of the saved run: secrets and local paths (a scanner's
 #: export folder is often named after the patient).
 _PRIVATE_WORDS = frozenset(
-    {"token", "tokens", "secret", "password", "key", "patient", "folder", "folders", "path", "paths", "dir", "directory"}
+    {"token", "tokens", "secret", "password", "key", "patient", "folder", "folders", "path", "paths", "dir",
+     "directory"}
 )
 
 
@@ -314,8 +317,8 @@ def summarize(run_dir: Path | str) -> str:
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
     run = (info.get("settings") or {}).get("run") or {}
-    who = " ".join(f"{k}-{run[key]}" for k, key in (("sub", "subject"), ("ses", "session"), ("task", "task"), ("run", "run"))
-                   if key in run) or run_dir.name
+    entities = (("sub", "subject"), ("ses", "session"), ("task", "task"), ("run", "run"))
+    who = " ".join(f"{k}-{run[key]}" for k, key in entities if key in run) or run_dir.name
     try:
         journal = read_journal(run_dir)
     except (OSError, ValueError) as exc:

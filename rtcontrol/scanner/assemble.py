@@ -173,7 +173,8 @@ def group_offline(slices: list[SliceImage]) -> tuple[dict[int, list[SliceImage]]
         if first is None:
             group[pos] = s
         elif first.path != s.path and np.array_equal(first.pixels, s.pixels):
-            warnings.append(f"{s.path.name}: the same slice as {first.path.name} (volume {t}, {s.slice_position:.2f} mm); one kept")
+            warnings.append(f"{s.path.name}: the same slice as {first.path.name} (volume {t}, {s.slice_position:.2f} "
+                            "mm); one kept")
         elif first.path != s.path:
             problems.append(f"{s.path.name}: a second, different slice at {s.slice_position:.2f} mm in volume {t} "
                             f"(first: {first.path.name}); kept the first")  # fmt: skip

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     scan = scan_folder(src, recursive=args.recursive)
     if not scan.series:
         if scan.files == 0:
-            _err(f"{src}: no files to convert" + ("" if args.recursive else " (series in sub-folders? add --recursive)"))
+            hint = "" if args.recursive else " (series in sub-folders? add --recursive)"
+            _err(f"{src}: no files to convert" + hint)
         else:
             _err(f"{src}: no readable image series among {scan.files} files "
                  f"({len(scan.foreign)} not scanner images, {len(scan.problems)} unreadable)")

@@ -78,7 +78,8 @@ def read_mosaic(df: DicomFile) -> Volume:
     layout = _layout(df)
     pix = df.pixels()[0]
     if pix.shape != (layout.grid * layout.tile_rows, layout.grid * layout.tile_cols):
-        raise CorruptFile(df.path, f"mosaic is {pix.shape}, expected {layout.grid}x{layout.grid} tiles of {layout.tile_rows}x{layout.tile_cols}")
+        raise CorruptFile(df.path, f"mosaic is {pix.shape}, expected {layout.grid}x{layout.grid} tiles of "
+                                   f"{layout.tile_rows}x{layout.tile_cols}")
     tiles = pix.reshape(layout.grid, layout.tile_rows, layout.grid, layout.tile_cols)
     order = layout.tile_order
     stack = tiles[order // layout.grid, :, order % layout.grid, :]  # (k, row, col): one copy
@@ -168,7 +169,8 @@ def _compute_layout(df: DicomFile) -> MosaicLayout:
     spacing_k = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
     ipp = np.asarray([float(x) for x in ds.ImagePositionPatient], dtype=np.float64)
     # the mosaic's corner -> the first tile's corner
-    first = ipp + col_cos * spacing_ps[0] * (rows - tile_rows) / 2.0 + row_cos * spacing_ps[1] * (cols - tile_cols) / 2.0
+    first = (ipp + col_cos * spacing_ps[0] * (rows - tile_rows) / 2.0
+             + row_cos * spacing_ps[1] * (cols - tile_cols) / 2.0)
     step = normal * spacing_k
     phoenix = _phoenix(ds)
     reverse = bool(_REVERSED.search(phoenix))

@@ -123,7 +123,8 @@ def gunzip_bounded(path: Path, raw: bytes, limit: int) -> bytes:
     except zlib.error as exc:
         raise IncompleteFile(path, f"gzip stream cut short or damaged ({exc})") from exc
     if len(out) > limit:
-        raise CorruptFile(path, f"gzip data expands beyond {limit / 2**20:.1f} MiB, more than its image can hold; skipped")
+        raise CorruptFile(path,
+                          f"gzip data expands beyond {limit / 2**20:.1f} MiB, more than its image can hold; skipped")
     if not d.eof:
         raise IncompleteFile(path, f"gzip stream cut short ({len(raw)} bytes so far)")
     return out
@@ -142,7 +143,8 @@ def _gunzip_nifti(path: Path, raw: bytes) -> bytes:
             raise IncompleteFile(path, f"NIfTI header needs 348 bytes, the gzip stream holds {len(head)} so far")
         raise ForeignFile(path, "named like NIfTI but has no NIfTI magic ('n+1')")
     if need > MAX_GUNZIP:
-        raise CorruptFile(path, f"NIfTI header declares {need / 2**30:.1f} GiB of image; more than a scan's file holds, skipped")
+        raise CorruptFile(path, f"NIfTI header declares {need / 2**30:.1f} GiB of image; more than a scan's file "
+                                "holds, skipped")
     return head + gunzip_bounded_rest(path, d, need - len(head))
 
 
@@ -152,7 +154,8 @@ def gunzip_bounded_rest(path: Path, d: Any, limit: int) -> bytes:
     except zlib.error as exc:
         raise IncompleteFile(path, f"gzip stream cut short or damaged ({exc})") from exc
     if len(rest) > limit:
-        raise CorruptFile(path, f"gzip data expands beyond the {limit / 2**20:.1f} MiB its NIfTI header declares; skipped")
+        raise CorruptFile(path,
+                          f"gzip data expands beyond the {limit / 2**20:.1f} MiB its NIfTI header declares; skipped")
     if not d.eof:
         raise IncompleteFile(path, "gzip stream cut short (no end marker yet)")
     return rest

@@ -100,7 +100,8 @@ def nifti_timing(path: Path, header: Any) -> dict[str, Any]:
     (``<stem>.json``: RepetitionTime, SliceTiming and the allowlisted facts), else what the NIfTI
     header says (pixdim[4] in its time unit; slice_code/slice_duration along the third axis)."""
     side = _read_side(path)
-    facts = {k: v for k, v in side.items() if k in HEADER_ALLOWLIST and k not in ("AcquisitionNumber", "NumberOfVolumes")}
+    facts = {k: v for k, v in side.items()
+             if k in HEADER_ALLOWLIST and k not in ("AcquisitionNumber", "NumberOfVolumes")}
     scale = {"msec": 1e-3, "usec": 1e-6}.get(header.get_xyzt_units()[1], 1.0)
     tr = side.get("RepetitionTime")
     zooms = header.get_zooms()

@@ -89,7 +89,8 @@ class SynthRun:
 
 
 def synth_affine(spec: SynthSpec) -> np.ndarray:
-    """An oblique grid in the native DICOM layout (i -> left, j -> posterior, k -> superior), centred near the origin."""
+    """An oblique grid in the native DICOM layout (i -> left, j -> posterior, k -> superior), centred near the
+    origin."""
     base = np.diag([-spec.voxel_mm[0], -spec.voxel_mm[1], spec.voxel_mm[2]])
     rot = rotation_matrix(spec.oblique_deg, 0.0, 0.0)
     A = np.eye(4)

@@ -87,7 +87,8 @@ class DaskCluster:
                     self.local = await asyncio.to_thread(_start_local, self.processes)
                 except Exception as exc:
                     log.exception("the local Dask cluster did not start")
-                    raise RuntimeError(f"the worker's local Dask cluster did not start: {type(exc).__name__}: {exc}") from exc
+                    raise RuntimeError("the worker's local Dask cluster did not start: "
+                                       f"{type(exc).__name__}: {exc}") from exc
                 log.info("Dask LocalCluster at %s", self.local.scheduler_address)
             return str(self.local.scheduler_address)
 

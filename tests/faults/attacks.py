@@ -47,7 +47,8 @@ async def bad_tokens(url: str, refusals: int, limit: float = 20.0, timeout: floa
     return answers
 
 
-async def flood(url: str, connections: int, frame_bytes: int, hold: float = 3.0, timeout: float = 20.0) -> dict[str, int]:
+async def flood(url: str, connections: int, frame_bytes: int, hold: float = 3.0,
+                timeout: float = 20.0) -> dict[str, int]:
     """``connections`` clients at once, each sending one ``frame_bytes`` binary frame before any hello and
     holding on for ``hold`` s; counts of how they ended."""
     outcome: dict[str, int] = {}

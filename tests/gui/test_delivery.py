@@ -48,7 +48,7 @@ def test_each_value_counted_and_warned_once(qtbot: Any, qloop: Any, tmp_path: Pa
             await session.start_run()
             for i in range(VOLUMES):
                 _scan(synth_series, watch, i)
-                await until(lambda: c.model.volumes > i, what=f"volume {i}")
+                await until(lambda i=i: c.model.volumes > i, what=f"volume {i}")
             ended = await c.wait_ended(timeout=30)
             assert ended is not None
             # the display's reports arrive after the ack: wait until every value was displayed

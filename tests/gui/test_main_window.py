@@ -23,7 +23,8 @@ from .conftest import VOLUMES, until
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
 
 
-def _window(tmp_path: Path, settings: S.RunSettings | None = None, **session_kw: Any) -> tuple[MainWindow, ConsoleSession]:
+def _window(tmp_path: Path, settings: S.RunSettings | None = None,
+            **session_kw: Any) -> tuple[MainWindow, ConsoleSession]:
     session = ConsoleSession(settings or S.default_settings(), runs_dir=tmp_path / "runs",
                              worker_options={"in_process": True}, **session_kw)
     store = QtCore.QSettings(str(tmp_path / "layout.ini"), QtCore.QSettings.Format.IniFormat)
@@ -65,10 +66,12 @@ def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, sy
         assert c.settings.project.settings["baseline"] == 2
         for i in range(VOLUMES):
             _scan(synth_series, watch, i)
-            await until(lambda: c.model.volumes > i, what=f"volume {i}; log: {[str(m) for m in window.log.pending] + window.log.lines}")
+            await until(lambda i=i: c.model.volumes > i,
+                        what=f"volume {i}; log: {[str(m) for m in window.log.pending] + window.log.lines}")
         await until(lambda: c.model.delivered == VOLUMES - 2, what="feedback at the subject agent")
         v = window.subject_view
-        await until(lambda: v.painted is not None, what=f"the subject display to paint {v.isVisible()} {v.value} {v.pending} {v.size()}")
+        await until(lambda: v.painted is not None,
+                    what=f"the subject display to paint {v.isVisible()} {v.value} {v.pending} {v.size()}")
         window.refresh()
         # the panels show the run
         assert window.scanner.volumes.text().startswith(str(VOLUMES))

@@ -38,7 +38,8 @@ def run_settings(subject: str = "01", run: int = 1, task: str = "nf", tr: float 
 
 @pytest.fixture(scope="session")
 def bids_validator() -> list[str]:
-    """The validator command; installed with npm on first use (or when the lock changed). Skips only without node/npm."""
+    """The validator command; installed with npm on first use (or when the lock changed). Skips only without
+    node/npm."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         pytest.skip("node and npm are needed for the BIDS validator (Debian: apt-get install nodejs npm)")
@@ -63,7 +64,8 @@ def validate(validator: list[str], root: Path) -> dict:
     try:
         return json.loads(done.stdout)
     except ValueError:
-        raise AssertionError(f"bids-validator gave no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}") from None
+        raise AssertionError(f"bids-validator gave no JSON (exit {done.returncode}):\n"
+                             f"{done.stdout}\n{done.stderr}") from None
 
 
 def issues(report: dict, severity: str = "errors") -> list[str]:

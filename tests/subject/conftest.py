@@ -137,7 +137,8 @@ async def agent_process(home: Path, *extra: str) -> AsyncIterator[dict[str, Any]
             "tcp": int(re.search(r"NDJSON for PsychToolbox/MATLAB on 127.0.0.1:(\d+)", text).group(1)),
             "local": int(re.search(r"websocket ws://127.0.0.1:(\d+)/ws", text).group(1)),
             "page": re.search(r"jsPsych page (http://\S+)", text).group(1),
-            "secret_file": re.search(r"consumer secret \(stimulus programs send it in their hello\): (.+)", text).group(1).strip(),
+            "secret_file": re.search(r"consumer secret \(stimulus programs send it in their hello\): (.+)",
+                                     text).group(1).strip(),
         }
     finally:
         if proc.returncode is None:

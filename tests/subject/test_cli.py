@@ -28,7 +28,8 @@ async def _read_banner(proc: asyncio.subprocess.Process) -> dict[str, str]:
         "fingerprint": re.search(r"fingerprint (SHA256:\S+)", text).group(1),
         "tcp": re.search(r"NDJSON for PsychToolbox/MATLAB on 127.0.0.1:(\d+)", text).group(1),
         "page": re.search(r"jsPsych page (http://\S+)", text).group(1),
-        "secret_file": re.search(r"consumer secret \(stimulus programs send it in their hello\): (.+)", text).group(1).strip(),
+        "secret_file": re.search(r"consumer secret \(stimulus programs send it in their hello\): (.+)",
+                                 text).group(1).strip(),
     }
 
 
