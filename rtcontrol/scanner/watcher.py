@@ -514,7 +514,7 @@ class ScanWatcher:
 
     # ---- results -------------------------------------------------------------------------------
     def _accept(self, result: Any, path: Path, state: _FileState, complete: float, parsed: float) -> None:
-        from rtcontrol.scanner.reader import SliceImage  # noqa: PLC0415  (light once imported)
+        from rtcontrol.scanner.reader import SliceImage  # here: light once imported
 
         released = Released()
         now = time.monotonic()

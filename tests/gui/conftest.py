@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from rtcontrol.scanner.synth import SynthSpec, write_run  # noqa: E402
+from rtcontrol.scanner.synth import SynthSpec, write_run
 
 VOLUMES = 12
 

@@ -12,11 +12,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no screen needed (make 
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtGui import QColor  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QApplication
 
-from rtcontrol.subject.agent import SubjectAgent  # noqa: E402
-from rtcontrol.subject.display import DisplayConsumer, FeedbackView  # noqa: E402
+from rtcontrol.subject.agent import SubjectAgent
+from rtcontrol.subject.display import DisplayConsumer, FeedbackView
 
 pytestmark = pytest.mark.gui
 
