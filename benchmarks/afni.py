@@ -11,13 +11,13 @@ import asyncio
 import socket
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
+from benchmarks.stats import Figure, timing
 from rtcontrol.afni.channel import ChannelSettings
 from rtcontrol.afni.sender import AfniSender, SenderSettings
-from benchmarks.stats import Figure, timing
 from rtcontrol.scanner.volume import Volume
 
 SHAPE = (96, 96, 66)

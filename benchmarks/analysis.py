@@ -17,15 +17,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # effective only if numpy is not loaded yet (bench run alone)
 
 import time  # noqa: E402
-from typing import Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from benchmarks.stats import Figure, timing  # noqa: E402
 from rtcontrol.analysis.drift import DriftBasis  # noqa: E402
 from rtcontrol.analysis.glm import RunningModel  # noqa: E402
 from rtcontrol.analysis.motion import MotionCorrector  # noqa: E402
-from benchmarks.stats import Figure, timing  # noqa: E402
 from rtcontrol.rigid import grid_centre, params_to_matrix, rotation_matrix  # noqa: E402
 from rtcontrol.scanner.volume import Volume  # noqa: E402
 

@@ -20,9 +20,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,8 @@ def bench() -> Iterable[Figure]:
         tmp = Path(tmp_name)
         series, truth = _series(tmp / "series", volumes, tr)
         r = asyncio.run(run_e2e(series, "template", {"baseline": 1}, tr, tmp))
-        yield _figure("e2e", r, f"template project, TR {tr:g} s, {volumes} volumes, TLS on loopback, file closed -> subject agent")
+        yield _figure("e2e", r, f"template project, TR {tr:g} s, {volumes} volumes, TLS on loopback, "
+                                "file closed -> subject agent")
         roi = _roi_settings(truth, volumes)
         r = asyncio.run(run_e2e(series, "roi_feedback", roi, tr, tmp))
         yield _figure("e2e_roi", r, f"roi_feedback as shipped (motion correction), TR {tr:g} s, {volumes} volumes")

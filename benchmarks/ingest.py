@@ -20,8 +20,8 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from benchmarks.stats import Figure, timing
 
@@ -120,7 +120,7 @@ async def _measure_slices(volumes: list[list[tuple[str, bytes]]]) -> list[float]
                 await loop.run_in_executor(None, write)
                 try:
                     await asyncio.wait_for(got.wait(), 2.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 await asyncio.sleep(0.02)
         finally:
@@ -171,7 +171,7 @@ async def _measure(polling: bool, files: list[tuple[str, bytes]], moved: bool = 
                 await loop.run_in_executor(None, write)
                 try:
                     await asyncio.wait_for(got.wait(), 2.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 await asyncio.sleep(rng.uniform(*INTERVAL))
         finally:
@@ -182,7 +182,8 @@ async def _measure(polling: bool, files: list[tuple[str, bytes]], moved: bool = 
 def bench() -> Iterable[Figure]:
     files = _mosaic_files(VOLUMES + WARMUP)
     size_note = f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} int16 mosaic, {len(files[0][1]) / 1e6:.1f} MB, n={VOLUMES}"
-    for name, polling, moved in (("ingest_event", False, False), ("ingest_poll", True, False), ("ingest_moved", False, True)):
+    cases = (("ingest_event", False, False), ("ingest_poll", True, False), ("ingest_moved", False, True))
+    for name, polling, moved in cases:
         latencies = asyncio.run(_measure(polling, files, moved))
         missing = VOLUMES - len(latencies)
         note = size_note + (f", {missing} volumes lost" if missing else "")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -45,7 +45,8 @@ async def _measure(n: int) -> dict[str, list[float]]:
     got: asyncio.Queue[FeedbackEvent] = asyncio.Queue()
     out: dict[str, list[float]] = {"roundtrip": [], "to_worker": [], "in_worker": [], "to_console": []}
     async with local_worker() as w:
-        async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_event=route({FeedbackEvent: got.put_nowait})) as c:
+        on_event = route({FeedbackEvent: got.put_nowait})
+        async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_event=on_event) as c:
             await c.start_run("template", {"baseline": 5}, run="bench", tr=2.0)
             loop = asyncio.get_running_loop()
             for i in range(n + WARMUP):
@@ -96,7 +97,8 @@ def bench() -> Iterable[Figure]:
     yield timing("link_roundtrip", out["roundtrip"],
                  f"{SHAPE} int16 {mb:.2f} MB, wss loopback, template project; load {load:.1f} on {os.cpu_count()} CPUs")
     yield timing("link_to_worker", out["to_worker"], "sent -> worker received (encode, TLS, websocket)")
-    yield timing("link_in_worker", out["in_worker"], "worker received -> result ready (shared memory to the run process + project)")
+    yield timing("link_in_worker", out["in_worker"],
+                 "worker received -> result ready (shared memory to the run process + project)")
     yield timing("link_to_console", out["to_console"], "result ready -> feedback received on the console")
     cpu = {"console_ms": out["cpu_console"][0] * 1e3}
     if out["cpu_worker"]:

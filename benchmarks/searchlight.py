@@ -8,7 +8,8 @@ talks to it exactly as in a run (:class:`rtcontrol.worker.parallel.DaskParallel`
 
 ``BENCH searchlight processes=N``: whole ``process()`` per volume (motion correction, sharing this
 volume's window, the map over the brain, the region and feedback); ``searchlight_median_ms`` is the
-parallel part alone. ``BENCH searchlight_speedup``: median per volume with 1 process / with 2 (``ratio_fastest``: of the fastest
+parallel part alone. ``BENCH searchlight_speedup``: median per volume with 1 process / with 2
+(``ratio_fastest``: of the fastest
 volumes, the least disturbed by other work). The two set-ups run side by
 side, volume by volume in turn, so both meet the same load; ``load_avg`` is the machine's 1-minute load
 average: on 2 cores shared with other work the ratio stays well under 2.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -16,8 +16,8 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from benchmarks.stats import Figure, timing
 from rtcontrol.link.tokens import TokenStore
@@ -95,7 +95,7 @@ async def _measure() -> tuple[list[float], list[float]]:
             proc.send_signal(signal.SIGINT)
             try:
                 await asyncio.wait_for(proc.wait(), 20)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
     return tcp, ws
 

@@ -28,8 +28,10 @@ class KalmanFilter(Step):
     description = "Kalman filter (local level) with spike clipping for a feedback value"
     settings = [
         Setting("key", "psc", "str", "which value to filter (frame.values[key])"),
-        Setting("process_var", 0.05, "float", "variance of the level's change per volume (signal units^2)", minimum=0.0),
-        Setting("measurement_var", 0.25, "float", "variance of the noise on each value (signal units^2)", minimum=1e-12),
+        Setting("process_var", 0.05, "float", "variance of the level's change per volume (signal units^2)",
+                minimum=0.0),
+        Setting("measurement_var", 0.25, "float", "variance of the noise on each value (signal units^2)",
+                minimum=1e-12),
         Setting("clip_sd", 3.0, "float", "innovations beyond this many predicted SDs are clipped", minimum=0.5),
     ]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -35,8 +36,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rtcontrol import __version__
 
@@ -96,14 +98,17 @@ class Program:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise StepFailed(f"{self.name} did not finish within {timeout:g} s\n{self.tail()}")
+            raise StepFailed(f"{self.name} did not finish within {timeout:g} s\n{self.tail()}") from None
         self._drain(5.0)
         return code
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM (then SIGKILL) this program only."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
+            if sys.platform == "win32":
+                self.proc.send_signal(signal.CTRL_BREAK_EVENT)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -171,7 +176,8 @@ class Check:
         if self.verbose:
             print(f"    $ rtcontrol {' '.join(args)} -> {done.returncode}\n{done.stdout}{done.stderr}", flush=True)
         if done.returncode != 0:
-            raise StepFailed(f"'rtcontrol {' '.join(args)}' exited {done.returncode}\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+            raise StepFailed(f"'rtcontrol {' '.join(args)}' exited "
+                             f"{done.returncode}\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         return done
 
     def start(self, name: str, *args: str) -> Program:
@@ -393,7 +399,8 @@ def headless_run(c: Check) -> str:
 
 
 def run_flags(c: Check) -> str:
-    """``run --worker URL --subject URL`` must reach the console's run command, not start the worker or subject agent."""
+    """``run --worker URL --subject URL`` must reach the console's run command, not start the worker or subject
+    agent."""
     settings = c.work / "RUN.toml"
     if not settings.is_file():
         raise Skip("no run settings (the headless run was skipped)")
@@ -577,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle check of {check.exe} (work folder {work})", flush=True)
     try:
         for name, fn in STEPS:
-            check.step(name, lambda fn=fn: fn(check))
+            check.step(name, functools.partial(fn, check))
     finally:
         check.close()
         if not args.keep:

@@ -35,7 +35,8 @@ class RoiFeedback(Project):
     settings = [
         Setting("roi_kind", "box_world", "choice", "how the ROI is given", choices=("box_world", "box_voxel", "mask")),
         # the default box is where the scanner simulator (main.py synth) puts its activation
-        Setting("roi_lo", [18.0, -48.0, 10.0], "vector3", "box corner: RAS+ mm (box_world) or voxel i, j, k (box_voxel)"),
+        Setting("roi_lo", [18.0, -48.0, 10.0], "vector3",
+                "box corner: RAS+ mm (box_world) or voxel i, j, k (box_voxel)"),
         Setting("roi_hi", [36.0, -28.0, 27.0], "vector3", "opposite box corner (inclusive)"),
         Setting("roi_mask", "", "path", "NIfTI mask in any space (roi_kind = mask)"),
         Setting("roi_label", 0, "int", "mask label to use; 0 = every non-zero voxel", minimum=0),
@@ -56,8 +57,10 @@ class RoiFeedback(Project):
         Setting("drift_order", 2, "int", "Legendre polynomial order (drift = legendre)", minimum=0, maximum=6),
         Setting("highpass_s", 128.0, "float", "high-pass cut-off period in s (drift = dct)", minimum=10.0),
         Setting("expected_volumes", 200, "int", "expected run length, for the drift basis", minimum=10),
-        Setting("block_volumes", 0, "int", "if > 0: off/on blocks of this length (starting off) are modelled", minimum=0),
-        Setting("smoothing_fwhm", 0.0, "float", "spatial smoothing before the ROI mean (mm FWHM; 0 = none)", minimum=0.0),
+        Setting("block_volumes", 0, "int", "if > 0: off/on blocks of this length (starting off) are modelled",
+                minimum=0),
+        Setting("smoothing_fwhm", 0.0, "float", "spatial smoothing before the ROI mean (mm FWHM; 0 = none)",
+                minimum=0.0),
         Setting("post_steps", "", "str", "plugin steps run after the percent change, comma-separated (e.g. kalman)"),
     ]
 

@@ -157,14 +157,14 @@ async def send_control(settings: ChannelSettings) -> None:
         raise AfniUnavailable(
             f"AFNI is not listening on {where} (not started with -rt, still finishing a run, or another port)"
         ) from exc
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         raise AfniUnavailable(f"no answer from {where} within {settings.connect_timeout:.1f} s") from exc
     except OSError as exc:
         raise AfniUnavailable(f"cannot reach AFNI at {where}: {exc.strerror or exc}") from exc
     try:
         writer.write(message)
         await asyncio.wait_for(writer.drain(), settings.connect_timeout)
-    except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+    except (ConnectionError, OSError, TimeoutError) as exc:
         raise AfniUnavailable(
             f"AFNI at {where} dropped the control connection ({exc}); is this host trusted (AFNI_TRUSTHOST)?"
         ) from exc
@@ -183,7 +183,7 @@ async def _connect_data(settings: ChannelSettings) -> TcpDataChannel:
                 asyncio.open_connection(settings.host, settings.data_port), settings.connect_timeout
             )
             return TcpDataChannel(reader, writer, f"tcp {settings.host}:{settings.data_port}")
-        except (ConnectionRefusedError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (ConnectionRefusedError, TimeoutError) as exc:
             last = exc
             await asyncio.sleep(0.01)
         except OSError as exc:

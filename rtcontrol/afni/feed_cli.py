@@ -142,7 +142,7 @@ async def _feed(args: argparse.Namespace, runs: dict) -> int:
         print(f"listening for AFNI motion on {listen}:{port}", flush=True)
     await sender.start()
     try:
-        for r, (name, volumes) in enumerate(runs.items()):
+        for r, (_name, volumes) in enumerate(runs.items()):
             for volume in volumes:
                 before = processed
                 done.clear()
@@ -161,7 +161,7 @@ async def _feed(args: argparse.Namespace, runs: dict) -> int:
         if motion is not None and not bye.is_set():
             try:
                 await asyncio.wait_for(bye.wait(), 5)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 pass
     finally:
         await sender.close(timeout=2)  # also on SIGTERM / Ctrl-C: the shm segment is removed

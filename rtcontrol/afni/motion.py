@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -120,7 +120,7 @@ class MotionStreamParser:
         if len(self._buf) < size:
             return None
         values = np.frombuffer(self._take(size), dtype=f"{self._order}f4").astype(float)
-        record = MotionRecord(self.records, tuple(values[:6]), tuple(values[6:]))  # type: ignore[arg-type]
+        record = MotionRecord(self.records, tuple(values[:6]), tuple(values[6:]))
         self.records += 1
         return record
 

@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 
@@ -62,7 +62,8 @@ class SenderSettings:
     retry_interval: float = 1.0  # seconds between attempts to reach AFNI
     header_pause: float = 0.05  # seconds between the metadata block and the first image (Dimon: 50 ms)
     reconnect_grace: float = 3.0  # after we end a run AFNI saves it and refuses briefly: keep trying this long
-    wait_for_afni: float = 0.0  # seconds a volume waits for an unreachable AFNI (0: report it not sent; afni-feed waits)
+    # seconds a volume waits for an unreachable AFNI (0: report it not sent; afni-feed waits)
+    wait_for_afni: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ class AfniSender:
                 self._task.cancel()
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
@@ -244,7 +245,7 @@ class AfniSender:
             self._warn(f"volume {volume.index}: {image.clipped} voxels outside the int16 range were clipped")
         try:
             await asyncio.wait_for(self._channel.send(image.payload), self.settings.channel.send_timeout)
-        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (ConnectionError, OSError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             await self._drop_channel()
             self._next_attempt = time.monotonic() + self.settings.retry_interval
@@ -269,7 +270,7 @@ class AfniSender:
         try:
             timeout = self.settings.channel.send_timeout
             await asyncio.wait_for(self._channel.send(header.block, whole=True), timeout)
-        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (ConnectionError, OSError, TimeoutError) as exc:
             await self._drop_channel()
             self._next_attempt = time.monotonic() + self.settings.retry_interval
             self._set_state(SenderState.WAITING, f"AFNI dropped the connection at the header: {exc}")
@@ -322,7 +323,7 @@ class AfniSender:
                 marker = protocol.end_of_run_image(run.header.imsize)
                 await asyncio.wait_for(self._channel.send(marker), self.settings.channel.send_timeout)
                 message += " (end-of-run marker, connection kept)"
-            except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            except (ConnectionError, OSError, TimeoutError) as exc:
                 await self._drop_channel()
                 message += f" (AFNI connection lost at the end marker: {exc})"
         else:

@@ -222,7 +222,10 @@ class ShmWriter(_Segment):
             ebot = 0
         etop = ebot + n - 1
         base = self.addr + _HDR  # type: ignore[operator]
-        src = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value + offset  # no copy of ``data``
+        start = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value  # no copy of ``data``
+        if start is None:  # NULL: ctypes gives no address for it
+            raise ValueError("no buffer to copy from")
+        src = start + offset
         if etop < size:
             ctypes.memmove(base + ebot, src, n)
             self._idx[1] = etop

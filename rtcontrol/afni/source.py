@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.arrayproxy import ArrayProxy
 
 from rtcontrol.scanner.volume import Volume
 
@@ -41,8 +43,10 @@ def load_nifti(path: Path | str, run: str | None = None) -> list[Volume]:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for a bad file
         raise ValueError(f"{path}: not a readable NIfTI file ({exc})") from exc
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it
+        raise ValueError(f"{path}: not a NIfTI file")
     header = img.header
-    data = np.asarray(img.dataobj.get_unscaled())
+    data = np.asarray(cast(ArrayProxy, img.dataobj).get_unscaled())
     if data.ndim == 3:
         data = data[..., np.newaxis]
     if data.ndim != 4:
@@ -90,8 +94,9 @@ def load_source(path: Path | str) -> dict[str, list[Volume]]:
         from rtcontrol.scanner.reader import read_file
 
         item = read_file(path)
-        volumes = item if isinstance(item, list) else [item]
-        if not all(isinstance(v, Volume) for v in volumes):
+        items = item if isinstance(item, list) else [item]
+        volumes = [v for v in items if isinstance(v, Volume)]
+        if len(volumes) != len(items):
             raise ValueError(f"{path}: one slice of a series; give the folder instead")
-        return {volumes[0].run or path.stem: volumes}  # type: ignore[union-attr]
+        return {volumes[0].run or path.stem: volumes}
     raise FileNotFoundError(f"{path}: no such file or folder")

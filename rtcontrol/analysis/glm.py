@@ -8,6 +8,7 @@ motion parameters, a few task regressors). This is the cumulative GLM real-time 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import linalg
 
 from rtcontrol.analysis.drift import DriftBasis
@@ -102,7 +103,7 @@ class RunningModel:
         self.nuisance = np.zeros(self.p, dtype=bool)
         self.nuisance[1 : 1 + self.n_drift + self.n_motion] = True
 
-    def row(self, t: int, motion: np.ndarray | None = None, task: np.ndarray | None = None) -> np.ndarray:
+    def row(self, t: int, motion: ArrayLike | None = None, task: ArrayLike | None = None) -> np.ndarray:
         """The design row for volume ``t`` (0-based within the modelled part of the run)."""
         parts = [np.ones(1)]
         if self.drift is not None:
@@ -117,7 +118,8 @@ class RunningModel:
             parts.append(np.asarray(task, dtype=np.float64).reshape(self.n_task))
         return np.concatenate(parts)
 
-    def update(self, t: int, y: np.ndarray, motion: np.ndarray | None = None, task: np.ndarray | None = None) -> np.ndarray:
+    def update(self, t: int, y: np.ndarray, motion: ArrayLike | None = None,
+               task: ArrayLike | None = None) -> np.ndarray:
         """Add volume ``t`` and return its cleaned signals (V,)."""
         x = self.row(t, motion, task)
         self.glm.add(x, y)

@@ -12,6 +12,7 @@ from rtcontrol.scanner.volume import Volume
 def load_volume(path: str | Path, index: int = 0) -> Volume:
     """Volume ``index`` of a 3-D or 4-D NIfTI file (scaling applied), e.g. an earlier run's reference."""
     import nibabel as nib  # imported here: only needed when a file is given
+    from nibabel.spatialimages import SpatialImage
 
     path = Path(path)
     if not path.is_file():
@@ -20,6 +21,8 @@ def load_volume(path: str | Path, index: int = 0) -> Volume:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for a foreign file
         raise ValueError(f"{path} is not a readable NIfTI image: {exc}") from None
+    if not isinstance(img, SpatialImage):
+        raise ValueError(f"{path} is not a volume image")
     shape = img.shape
     if len(shape) == 3 or (len(shape) == 4 and shape[3] == 1 and index == 0):
         data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:3])

@@ -216,7 +216,8 @@ class MotionCorrector:
     ) -> tuple[np.ndarray, float]:
         M = to_vox @ T
         coords = np.einsum("ij,jn->in", M[:3, :3], level.x) + M[:3, 3:4]  # einsum: no BLAS threads
-        w = ndimage.map_coordinates(src, coords, order=order, mode="constant", cval=np.nan, prefilter=False, output=np.float32)
+        w = ndimage.map_coordinates(src, coords, order=order, mode="constant", cval=np.nan, prefilter=False,
+                                    output=np.float32)
         invalid = np.isnan(w)
         r = level.r
         H = level.H
@@ -236,7 +237,8 @@ class MotionCorrector:
             inside = ~invalid if n_out else slice(None)
             gain = float(np.einsum("n,n->", w[inside], r[inside])) / level.rr(inside)
             if not gain > 0.05:
-                raise MotionError(f"the volume has almost no signal where the reference shows the head (gain {gain:.3g})")
+                raise MotionError("the volume has almost no signal where the reference shows the head (gain "
+                                  f"{gain:.3g})")
             w = w / gain
             if n_out:
                 w[invalid] = r[invalid]
@@ -322,7 +324,7 @@ def _sample_points(smoothed: np.ndarray, max_points: int) -> np.ndarray:
     mask = smoothed > 0.1 * hi
     for axis, n in enumerate(mask.shape):
         if n > 2:
-            edge = [slice(None)] * 3
+            edge: list[slice | list[int]] = [slice(None)] * 3
             edge[axis] = [0, n - 1]
             mask[tuple(edge)] = False
     ijk = np.argwhere(mask)

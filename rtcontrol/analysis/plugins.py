@@ -11,7 +11,8 @@ A plugin module either defines ``register(registry)`` (and calls :meth:`PluginRe
 / :meth:`PluginRegistry.add_display`), or simply defines :class:`~rtcontrol.analysis.steps.Step`
 subclasses with a ``name`` and/or a module-level ``DISPLAYS`` list of :class:`DisplayInfo`.
 A plugin that fails to import is recorded in ``registry.errors`` with its traceback and does
-not stop the others (bad input gets a clear error and the run goes on). Display plugins are metadata here (no Qt): the subject
+not stop the others (bad input gets a clear error and the run goes on). Display plugins are metadata here
+(no Qt): the subject
 display looks up ``factory`` ("module:callable") when it draws one.
 """
 
@@ -23,11 +24,12 @@ import inspect
 import os
 import sys
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any
 
 from rtcontrol.analysis.steps import BUILTIN_STEPS, Step
 from rtcontrol.paths import plugins_dir
@@ -78,7 +80,8 @@ class PluginRegistry:
         if not cls.name:
             raise ValueError(f"step class {cls.__qualname__} has no name")
         if cls.name in self.steps and self.steps[cls.name] is not cls:
-            raise ValueError(f"a step named {cls.name!r} already exists (from {self.sources.get(cls.name, 'rtcontrol')})")
+            raise ValueError(f"a step named {cls.name!r} already exists (from "
+                             f"{self.sources.get(cls.name, 'rtcontrol')})")
         self.steps[cls.name] = cls
         self.sources[cls.name] = source
 

@@ -8,9 +8,9 @@ the per-volume cost is a gather of the ROI's voxels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -101,16 +101,16 @@ class RoiSpec:
 
     def on_grid(self, shape: Sequence[int], affine: np.ndarray) -> Roi:
         """Place the ROI on a grid (done once per run)."""
-        shape3 = tuple(int(s) for s in shape[:3])
+        shape3 = (int(shape[0]), int(shape[1]), int(shape[2]))
         affine = np.asarray(affine, dtype=np.float64)
         if self.kind == "box_voxel":
-            lo, hi = np.minimum(self.lo, self.hi), np.maximum(self.lo, self.hi)
+            lo, hi = self._box()
             ijk = np.indices(shape3).reshape(3, -1).T
             inside = np.all((ijk >= lo) & (ijk <= hi), axis=1)
             where = f"voxel box {list(lo)}..{list(hi)} (grid is {list(shape3)})"
             weights = np.ones(int(inside.sum()))
         elif self.kind == "box_world":
-            lo, hi = np.minimum(self.lo, self.hi), np.maximum(self.lo, self.hi)
+            lo, hi = self._box()
             ijk = np.indices(shape3).reshape(3, -1).T.astype(np.float64)
             xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
             inside = np.all((xyz >= lo) & (xyz <= hi), axis=1)
@@ -119,7 +119,8 @@ class RoiSpec:
             weights = np.ones(int(inside.sum()))
         else:
             frac = self._resampled_mask(shape3, affine)
-            inside = (frac >= self.threshold).reshape(-1) if self.interpolation == "linear" else (frac > 0.5).reshape(-1)
+            linear = self.interpolation == "linear"
+            inside = (frac >= self.threshold).reshape(-1) if linear else (frac > 0.5).reshape(-1)
             where = f"mask {self.path}"
             weights = frac.reshape(-1)[inside] if self.interpolation == "linear" else np.ones(int(inside.sum()))
         index = np.flatnonzero(inside)
@@ -127,8 +128,15 @@ class RoiSpec:
             raise ValueError(f"ROI {self.name!r} is empty on the run's grid: {where}")
         return Roi(self.name, shape3, affine, index, weights.astype(np.float64))
 
+    def _box(self) -> tuple[np.ndarray, np.ndarray]:
+        """The box's corners, low to high (``__post_init__`` checked a box has both)."""
+        if self.lo is None or self.hi is None:
+            raise ValueError(f"a {self.kind} ROI needs two corners (lo and hi)")
+        return np.minimum(self.lo, self.hi), np.maximum(self.lo, self.hi)
+
     def _resampled_mask(self, shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
         import nibabel as nib
+        from nibabel.spatialimages import SpatialImage
 
         path = Path(self.path or "")
         if not path.is_file():
@@ -137,6 +145,8 @@ class RoiSpec:
             img = nib.load(str(path))
         except Exception as exc:
             raise ValueError(f"ROI mask {path} is not a readable NIfTI image: {exc}") from None
+        if not isinstance(img, SpatialImage):
+            raise ValueError(f"ROI mask {path} is not a volume image")
         data = np.asarray(img.dataobj)
         if data.ndim == 4 and data.shape[3] == 1:
             data = data[..., 0]
@@ -157,7 +167,7 @@ def _vec3(v: Sequence[float]) -> tuple[float, float, float]:
     t = tuple(float(x) for x in v)
     if len(t) != 3:
         raise ValueError(f"a corner needs three coordinates, got {list(v)}")
-    return t  # type: ignore[return-value]
+    return t
 
 
 class PercentSignalChange:
@@ -211,7 +221,8 @@ class PercentSignalChange:
             return float("nan")
         base = self._sum_y / self._n_base
         if not base > 0:
-            raise ValueError(f"the baseline signal is {base:.4g}; percent change needs a positive baseline (is the ROI outside the head?)")
+            raise ValueError(f"the baseline signal is {base:.4g}; percent change needs a positive baseline (is the ROI "
+                             "outside the head?)")
         change = float(value) - base
         if self.model.glm.n >= self.min_volumes:
             change -= float(self.model.nuisance_fit(x - self._sum_x / self._n_base)[0])

@@ -14,8 +14,9 @@ Plugins add Step subclasses (see ``plugins/README.md``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from rtcontrol.analysis.drift import DriftBasis
 from rtcontrol.analysis.glm import RunningModel
 from rtcontrol.analysis.motion import MotionCorrector, MotionError
 from rtcontrol.analysis.quality import QualityMonitor, head_mask
-from rtcontrol.analysis.roi import RoiSpec
+from rtcontrol.analysis.roi import Roi, RoiSpec
 from rtcontrol.analysis.smooth import smooth
 from rtcontrol.project import Setting, resolve_settings
 from rtcontrol.rigid import matrix_to_params
@@ -98,7 +99,8 @@ class MotionStep(Step):
 
     def start(self) -> None:
         c = self.config
-        self.corrector = MotionCorrector(c["reference"] or None, reference_index=c["reference_index"], reslice=c["reslice"])
+        self.corrector = MotionCorrector(c["reference"] or None, reference_index=c["reference_index"],
+                                         reslice=c["reslice"])
 
     def process(self, frame: Frame) -> None:
         # register what earlier steps made of the volume (usually this step comes first)
@@ -170,7 +172,7 @@ class RoiMeanStep(Step):
     def __init__(self, spec: RoiSpec | None = None, **settings: Any) -> None:
         super().__init__(**settings)
         c = self.config
-        self.roi = None
+        self.roi: Roi | None = None
         if spec is None:
             if c["roi_kind"] == "mask":
                 spec = RoiSpec.mask(c["mask"], name=c["roi_name"])

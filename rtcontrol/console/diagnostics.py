@@ -73,7 +73,8 @@ class Diagnostics:
             "analysis",
             took,
             index=index,
-            message=f"analysis late: volume {index} took {took:.2f} s from file to feedback (TR is {self.tr:g} s){where}",
+            message=f"analysis late: volume {index} took {took:.2f} s from file to feedback "
+                    f"(TR is {self.tr:g} s){where}",
         )
 
 

@@ -16,14 +16,17 @@ SUBJECT_TOKEN_ENV = "RTCONTROL_SUBJECT_TOKEN"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--demo", action="store_true", help="start a simulated scan at once (local worker and subject agent)")
-    parser.add_argument("--worker", metavar="URL", help="worker address, wss://host:port (default: start one on this machine)")
+    parser.add_argument("--demo", action="store_true",
+                        help="start a simulated scan at once (local worker and subject agent)")
+    parser.add_argument("--worker", metavar="URL",
+                        help="worker address, wss://host:port (default: start one on this machine)")
     parser.add_argument("--worker-token", metavar="TOKEN",
                         help="access token for the worker (or set RTCONTROL_WORKER_TOKEN)")
     parser.add_argument("--worker-fingerprint", metavar="SHA256",
                         help="accept only the worker certificate with this fingerprint (as 'main.py certs' or the "
                              "worker's WORKER READY line printed it); or [worker] fingerprint in the settings")
-    parser.add_argument("--subject", metavar="URL", help="subject agent address, wss://host:port (default: start one here)")
+    parser.add_argument("--subject", metavar="URL",
+                        help="subject agent address, wss://host:port (default: start one here)")
     parser.add_argument("--subject-token", metavar="TOKEN",
                         help="access token for the subject agent (or set RTCONTROL_SUBJECT_TOKEN)")
     parser.add_argument("--subject-fingerprint", metavar="SHA256",

@@ -20,9 +20,9 @@ feedback would come too late) are catch-up; the first volume the worker keeps up
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -102,7 +102,8 @@ class CatchUp:
         text += (f"{_volumes(range(n))} replayed as catch-up (no feedback shown for {len(dark)} of them"
                  + (f": {spans(dark)})" if dark else ")") if n else "no volume to replay")
         if self.live_from is None:
-            return text + f"; not caught up yet: feedback for {len(self.caught)} volume(s) was catch-up, none live since"
+            return text + (f"; not caught up yet: feedback for {len(self.caught)} volume(s) was catch-up, "
+                           "none live since")
         m = self.live_from
         if m > n:
             text += f"; {_volumes(range(n, m))} arrived during the catch-up (feedback recorded, not shown)"

@@ -185,7 +185,10 @@ class RunSettings:
             raise SettingsError(f"{where}: unknown section(s) [{'], ['.join(unknown)}]; known: {', '.join(sections)}")
         built: dict[str, Any] = {}
         for name, f in sections.items():
-            section_cls = f.default_factory().__class__  # type: ignore[misc]
+            factory = f.default_factory
+            if not callable(factory):  # each section is a field with a default_factory
+                raise TypeError(f"RunSettings.{name} has no default_factory")
+            section_cls = factory().__class__
             built[name] = _section(section_cls, name, data.get(name, {}), where)
         try:
             return cls(**built).validate()

@@ -64,7 +64,7 @@ def make_certificate(hosts: list[str], out_dir: Path, *, days: int = 825, name: 
             sans.append(x509.DNSName(host))
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from rtcontrol.link.pinning import PinError
-from rtcontrol.link.transport import AuthError, LinkError, ThrottleNotice, Throttled
+from rtcontrol.link.transport import AuthError, LinkError, Throttled, ThrottleNotice
 
 K = TypeVar("K", bound=Hashable)
 

@@ -10,9 +10,9 @@ type (``match event: case Delivery(): ...``) and ignore what they do not need.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from dataclasses import dataclass, field
+from typing import Any
 
 from rtcontrol.link.delivery import LinkState
 from rtcontrol.scanner.volume import Timeline
@@ -100,7 +100,7 @@ class Response:
     response: dict[str, Any]
 
 
-LinkEvent = Union[StateChanged, Problem, FeedbackEvent, LogLine, SubjectMessage, RunChanged, Delivery, Response]
+LinkEvent = StateChanged | Problem | FeedbackEvent | LogLine | SubjectMessage | RunChanged | Delivery | Response
 
 
 def route(handlers: Mapping[type, Callable[[Any], Any]]) -> Callable[[LinkEvent], Any]:

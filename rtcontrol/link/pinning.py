@@ -15,8 +15,8 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from rtcontrol.errors import RtcontrolError
 from rtcontrol.files import atomic_write

@@ -15,9 +15,9 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from rtcontrol.files import atomic_write
 from rtcontrol.paths import user_data_dir
@@ -46,7 +46,8 @@ class TokenStore:
             assert isinstance(entries, list)
             return entries
         except (json.JSONDecodeError, KeyError, AssertionError, TypeError) as exc:
-            raise ValueError(f"token store {self.path} is damaged ({exc}); recreate it with 'main.py token create'") from None
+            raise ValueError(f"token store {self.path} is damaged ({exc}); "
+                             "recreate it with 'main.py token create'") from None
 
     def _save(self, entries: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +64,7 @@ class TokenStore:
                 "name": name,
                 "salt": salt.hex(),
                 "sha256": _digest(salt, token).hex(),
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             }
         )
         self._save(entries)

@@ -20,7 +20,8 @@ from rtcontrol.recording.recorder import RecordingError, find_interrupted, recov
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rtcontrol.recording", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=("list", "finish"))
-    parser.add_argument("folder", type=Path, help="the runs folder (./runs by default in the console), or one run folder")
+    parser.add_argument("folder", type=Path,
+                        help="the runs folder (./runs by default in the console), or one run folder")
     parser.add_argument("--bids", type=Path, default=None, help="BIDS dataset to write into (default: <runs>/bids)")
     args = parser.parse_args(argv)
     runs = [args.folder] if (args.folder / JOURNAL).is_file() else find_interrupted(args.folder)

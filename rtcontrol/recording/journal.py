@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ JOURNAL = "journal.jsonl"
 RAW = "volumes.raw"
 FORMAT_VERSION = 1
 
-Writer = Callable[[int, bytes], int]
+Writer = Callable[[int, memoryview], int]
 
 _sync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 

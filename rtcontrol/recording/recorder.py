@@ -15,8 +15,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,8 @@ class Recorder:
             existing = self.run_dir / JOURNAL
             if existing.is_file() and existing.stat().st_size:
                 raise RecordingError(f"{self.run_dir} already holds a recorded run: use a new folder for each run")
-            atomic_write(self.run_dir / SETTINGS_FILE, json.dumps(run_info(self.settings), indent=2, default=str) + "\n")
+            info = json.dumps(run_info(self.settings), indent=2, default=str)
+            atomic_write(self.run_dir / SETTINGS_FILE, info + "\n")
             self._files = JournalFiles(self.run_dir, write=write)
         except OSError as exc:
             raise RecordingError(describe_os_error(exc, self.run_dir)) from exc
@@ -137,7 +139,8 @@ class Recorder:
         if self._finished is not None:
             return self._finished
         if not self._closed:
-            self._put("line", {"type": "event", "kind": "stop", "message": "run ended", "data": {}, "t": time.monotonic()})
+            self._put("line",
+                      {"type": "event", "kind": "stop", "message": "run ended", "data": {}, "t": time.monotonic()})
         self.close()
         from rtcontrol.recording.bids import write_run
 
@@ -264,8 +267,8 @@ def summarize(run_dir: Path | str) -> str:
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
     run = (info.get("settings") or {}).get("run") or {}
-    who = " ".join(f"{k}-{run[key]}" for k, key in (("sub", "subject"), ("ses", "session"), ("task", "task"), ("run", "run"))
-                   if key in run) or run_dir.name
+    entities = (("sub", "subject"), ("ses", "session"), ("task", "task"), ("run", "run"))
+    who = " ".join(f"{k}-{run[key]}" for k, key in entities if key in run) or run_dir.name
     try:
         journal = read_journal(run_dir)
     except (OSError, ValueError) as exc:

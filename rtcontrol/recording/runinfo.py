@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ class RecordingError(RtcontrolError):
 def describe_os_error(exc: OSError, where: Path | str) -> str:
     """A sentence an operator can act on."""
     if exc.errno == errno.ENOSPC:
-        return f"the disk holding {where} is full: free space there (volumes are not recorded until there is room again)"
+        return (f"the disk holding {where} is full: free space there "
+                "(volumes are not recorded until there is room again)")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write to {where} ({exc.strerror}): choose a writable recording folder"
     return f"writing {where} failed: {exc.strerror or exc}"
@@ -32,7 +33,8 @@ def describe_os_error(exc: OSError, where: Path | str) -> str:
 #: Words in a setting's key that keep it out of the saved run: secrets and local paths (a scanner's
 #: export folder is often named after the patient).
 _PRIVATE_WORDS = frozenset(
-    {"token", "tokens", "secret", "password", "key", "patient", "folder", "folders", "path", "paths", "dir", "directory"}
+    {"token", "tokens", "secret", "password", "key", "patient", "folder", "folders", "path", "paths", "dir",
+     "directory"}
 )
 
 
@@ -52,7 +54,7 @@ def run_info(settings: dict[str, Any]) -> dict[str, Any]:
     return {
         "rtcontrol": __version__,
         "format": FORMAT_VERSION,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": public_settings(settings),
     }
 

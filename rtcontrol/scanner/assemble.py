@@ -172,7 +172,8 @@ def group_offline(slices: list[SliceImage]) -> tuple[dict[int, list[SliceImage]]
         if first is None:
             group[pos] = s
         elif first.path != s.path and np.array_equal(first.pixels, s.pixels):
-            warnings.append(f"{s.path.name}: the same slice as {first.path.name} (volume {t}, {s.slice_position:.2f} mm); one kept")
+            warnings.append(f"{s.path.name}: the same slice as {first.path.name} (volume {t}, {s.slice_position:.2f} "
+                            "mm); one kept")
         elif first.path != s.path:
             problems.append(f"{s.path.name}: a second, different slice at {s.slice_position:.2f} mm in volume {t} "
                             f"(first: {first.path.name}); kept the first")  # fmt: skip
@@ -226,10 +227,11 @@ def build_volume(index: int, slices: list[SliceImage]) -> Volume:
 
 
 def _timing(slices: list[SliceImage]) -> tuple[float, ...] | None:
-    if all(s.slice_time is not None for s in slices):
-        return tuple(float(s.slice_time) for s in slices)  # type: ignore[arg-type]
-    times = [s.acquisition_time for s in slices]
-    if all(t is not None for t in times) and max(times) > min(times):  # type: ignore[type-var]
-        t0 = min(times)  # type: ignore[type-var]
-        return tuple(round(float(t) - t0, 6) for t in times)  # type: ignore[operator]
+    slice_times = [s.slice_time for s in slices if s.slice_time is not None]
+    if len(slice_times) == len(slices):
+        return tuple(float(t) for t in slice_times)
+    times = [s.acquisition_time for s in slices if s.acquisition_time is not None]
+    if len(times) == len(slices) and max(times) > min(times):
+        t0 = min(times)
+        return tuple(round(float(t) - t0, 6) for t in times)
     return None

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     scan = scan_folder(src, recursive=args.recursive)
     if not scan.series:
         if scan.files == 0:
-            _err(f"{src}: no files to convert" + ("" if args.recursive else " (series in sub-folders? add --recursive)"))
+            hint = "" if args.recursive else " (series in sub-folders? add --recursive)"
+            _err(f"{src}: no files to convert" + hint)
         else:
             _err(f"{src}: no readable image series among {scan.files} files "
                  f"({len(scan.foreign)} not scanner images, {len(scan.problems)} unreadable)")
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     used: set[str] = set()
     suffix = ".nii" if args.no_gzip else ".nii.gz"
-    for uid, vols in sorted(scan.series.items(), key=lambda kv: (kv[1][0].header.get("SeriesNumber") or 0, kv[0])):
+    for _uid, vols in sorted(scan.series.items(), key=lambda kv: (kv[1][0].header.get("SeriesNumber") or 0, kv[0])):
         base = name = series_name(vols[0].header, fallback=vols[0].run) + _echo_suffix(vols[0].run)
         n = 2
         while name in used:

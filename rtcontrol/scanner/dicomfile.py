@@ -119,7 +119,8 @@ def open_dicom(path: Path | str, raw: bytes | None = None) -> DicomFile:
             raise ForeignFile(path, f"DICOM but not an image we read (SOP class {sop})")
         raise _unreadable(path, raw, "DICOM header ends before the image description (Rows/Columns)")
     if sop and sop not in IMAGE_CLASSES:
-        raise ForeignFile(path, f"DICOM image of a kind we do not read (SOP class {sop}, modality {ds.get('Modality', '?')})")
+        raise ForeignFile(path,
+                          f"DICOM image of a kind we do not read (SOP class {sop}, modality {ds.get('Modality', '?')})")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise ForeignFile(path, "colour image (SamplesPerPixel > 1): not a scanner series")
     rows, cols = int(ds.Rows), int(ds.Columns)

@@ -35,7 +35,6 @@ from rtcontrol.scanner.geometry import affine_lps_to_ras, dt_seconds, ms_to_s, o
 from rtcontrol.scanner.sidecar import series_name
 from rtcontrol.scanner.volume import Volume
 
-
 #: Private creator of Siemens XA's per-frame block (0021,11xx): slice time, phase-encoding polarity.
 SIEMENS_SDI = "SIEMENS MR SDI 02"
 
@@ -91,7 +90,9 @@ class _Frames:
     def same_as(self, other: _Frames) -> bool:
         """The byte scan read what the full parse read (positions, timing, temporal index)."""
         def same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
-            return (a is None) == (b is None) and (a is None or np.allclose(a, b, equal_nan=True))
+            if a is None or b is None:
+                return a is None and b is None
+            return bool(np.allclose(a, b, equal_nan=True))
 
         return (
             same(self.positions, other.positions)
@@ -102,7 +103,7 @@ class _Frames:
 
 
 def read_enhanced(df: DicomFile) -> Volume | list[Volume]:
-    ds, path = df.ds, df.path
+    ds = df.ds
     n = int(ds.get("NumberOfFrames", 1) or 1)
     key = (str(ds.get("SeriesInstanceUID", "")), int(ds.Rows), int(ds.Columns), n)
     with _LOCK:  # read_file runs in a thread pool
@@ -195,7 +196,8 @@ def _read_multi(df: DicomFile, n: int, series: _Series, frames: _Frames) -> list
     groups: dict[tuple[int, int], list[int]] = {}
     seen: dict[tuple[int, float], int] = {}
     for f in range(n):
-        e = echo_keys.index(echo_times[f]) if echo_times[f] is not None else 0
+        te_f = echo_times[f]
+        e = echo_keys.index(te_f) if te_f is not None else 0
         t = temporals[f]
         if t is None:  # no temporal index: the n-th frame at a position (per echo) is volume n
             t = seen.get((e, proj[f]), 0) + 1
@@ -352,7 +354,7 @@ def _multiband(ds: Dataset, shared: Dataset | None, frame: Dataset, protocol: by
     for value in (
         _attr(shared, frame, "MRModifierSequence", "ParallelReductionFactorOutOfPlane"),
         (m.group(1) if (m := _MULTIBAND.search(protocol)) else None),
-        (m.group(1) if (m := re.search(r"MB(\d+)", str(ds.get("ImageComments", "") or ""))) else None),
+        (c.group(1) if (c := re.search(r"MB(\d+)", str(ds.get("ImageComments", "") or ""))) else None),
     ):
         try:
             mb = int(float(value))  # type: ignore[arg-type]

@@ -12,7 +12,8 @@ from pydicom.dataset import Dataset
 
 from rtcontrol.scanner.geometry import ms_to_s
 
-MANUFACTURERS = (("siemens", "Siemens"), ("ge ", "GE"), ("ge_", "GE"), ("philips", "Philips"), ("canon", "Canon"), ("toshiba", "Canon"))
+MANUFACTURERS = (("siemens", "Siemens"), ("ge ", "GE"), ("ge_", "GE"), ("philips", "Philips"), ("canon", "Canon"),
+                 ("toshiba", "Canon"))
 
 
 def manufacturer(ds: Dataset) -> str:
@@ -49,7 +50,9 @@ def header_facts(ds: Dataset, source_format: str, **overrides: Any) -> dict[str,
         "SequenceName": str(ds.get("SequenceName", "") or ds.get("PulseSequenceName", "") or "") or None,
         "ScanningSequence": _joined(ds.get("ScanningSequence")),
         "SequenceVariant": _joined(ds.get("SequenceVariant")),
-        "ImageType": [str(x) for x in image_type] if image_type is not None and not isinstance(image_type, str) else image_type,
+        "ImageType": (
+            [str(x) for x in image_type] if image_type is not None and not isinstance(image_type, str) else image_type
+        ),
         "AcquisitionNumber": _num(ds.get("AcquisitionNumber")),
         "AcquisitionTime": str(ds.get("AcquisitionTime", "") or "") or None,
         "RepetitionTime": ms_to_s(ds.get("RepetitionTime")),

@@ -9,6 +9,7 @@ direction cosine (IOP[3:6]) by PixelSpacing[0], ``k`` along the slice step vecto
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 
@@ -62,6 +63,10 @@ def dt_seconds(dt: object) -> float | None:
     return tm_seconds(s[8:]) if len(s) > 8 else None
 
 
+@overload
+def ms_to_s(value: float, ndigits: int = 6) -> float: ...
+@overload
+def ms_to_s(value: object, ndigits: int = 6) -> float | None: ...
 def ms_to_s(value: object, ndigits: int = 6) -> float | None:
     """Milliseconds (DICOM TR/TE) to seconds, rounded as dcm2niix reports them."""
     try:

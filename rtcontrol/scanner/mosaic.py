@@ -78,7 +78,8 @@ def read_mosaic(df: DicomFile) -> Volume:
     layout = _layout(df)
     pix = df.pixels()[0]
     if pix.shape != (layout.grid * layout.tile_rows, layout.grid * layout.tile_cols):
-        raise CorruptFile(df.path, f"mosaic is {pix.shape}, expected {layout.grid}x{layout.grid} tiles of {layout.tile_rows}x{layout.tile_cols}")
+        raise CorruptFile(df.path, f"mosaic is {pix.shape}, expected {layout.grid}x{layout.grid} tiles of "
+                                   f"{layout.tile_rows}x{layout.tile_cols}")
     tiles = pix.reshape(layout.grid, layout.tile_rows, layout.grid, layout.tile_cols)
     order = layout.tile_order
     stack = tiles[order // layout.grid, :, order % layout.grid, :]  # (k, row, col): one copy
@@ -168,13 +169,14 @@ def _compute_layout(df: DicomFile) -> MosaicLayout:
     spacing_k = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
     ipp = np.asarray([float(x) for x in ds.ImagePositionPatient], dtype=np.float64)
     # the mosaic's corner -> the first tile's corner
-    first = ipp + col_cos * spacing_ps[0] * (rows - tile_rows) / 2.0 + row_cos * spacing_ps[1] * (cols - tile_cols) / 2.0
+    first = (ipp + col_cos * spacing_ps[0] * (rows - tile_rows) / 2.0
+             + row_cos * spacing_ps[1] * (cols - tile_cols) / 2.0)
     step = normal * spacing_k
     phoenix = _phoenix(ds)
     reverse = bool(_REVERSED.search(phoenix))
     order = np.arange(n)
     times = _csa_value(csa, "MosaicRefAcqTimes", vector=True)
-    timing = tuple(ms_to_s(t) for t in times[:n]) if times and len(times) >= n else None  # type: ignore[misc]
+    timing = tuple(ms_to_s(t) for t in times[:n]) if times and len(times) >= n else None
     if reverse:
         order = order[::-1].copy()
         first = first + step * (n - 1)
@@ -192,7 +194,7 @@ def _compute_layout(df: DicomFile) -> MosaicLayout:
         csa_tag = ds.private_block(0x0029, "SIEMENS CSA HEADER")[0x10].tag
     except (KeyError, ValueError):
         csa_tag = None
-    return MosaicLayout(n, grid, tile_rows, tile_cols, order, affine, timing, facts, csa_tag, reverse)  # type: ignore[arg-type]
+    return MosaicLayout(n, grid, tile_rows, tile_cols, order, affine, timing, facts, csa_tag, reverse)
 
 
 def _slice_timing(ds: Any, layout: MosaicLayout) -> tuple[float, ...] | None:
@@ -203,7 +205,7 @@ def _slice_timing(ds: Any, layout: MosaicLayout) -> tuple[float, ...] | None:
     if times is None or len(times) < layout.n_slices:
         return layout.slice_timing
     out = tuple(ms_to_s(t) for t in times[: layout.n_slices])
-    return tuple(reversed(out)) if layout.reverse else out  # type: ignore[return-value]
+    return tuple(reversed(out)) if layout.reverse else out
 
 
 def csa_float_items(csa: bytes, name: bytes) -> list[float] | None:

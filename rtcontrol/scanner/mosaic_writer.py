@@ -18,6 +18,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -59,7 +60,7 @@ class MosaicSeries:
         return math.ceil(math.sqrt(self.shape[2]))
 
 
-def _dicom_geometry(series: MosaicSeries) -> dict[str, object]:
+def _dicom_geometry(series: MosaicSeries) -> dict[str, Any]:
     lps = LPS_FROM_RAS @ series.affine
     dx, dy, dz = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
     row_cos, col_cos, normal = lps[:3, 0] / dx, lps[:3, 1] / dy, lps[:3, 2] / dz

@@ -12,13 +12,14 @@ import json
 import re
 import struct
 import zlib
-from io import BytesIO
 from collections.abc import Sequence
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.arrayproxy import ArrayProxy
 
 from rtcontrol.scanner.errors import CorruptFile, ForeignFile, IncompleteFile
 from rtcontrol.scanner.volume import Volume
@@ -68,7 +69,7 @@ def read_nifti_bytes(path: Path, raw: bytes) -> Volume | list[Volume]:
     if len(data) < need:
         raise IncompleteFile(path, f"NIfTI data has {len(data)} of {need} bytes")
     try:
-        arr = np.asanyarray(img.dataobj.get_unscaled())
+        arr = np.asanyarray(cast(ArrayProxy, img.dataobj).get_unscaled())
     except Exception as exc:
         raise CorruptFile(path, f"NIfTI data unreadable ({exc})") from exc
     slope, inter = getattr(img.dataobj, "slope", None), getattr(img.dataobj, "inter", None)  # header copy is reset
@@ -121,7 +122,8 @@ def gunzip_bounded(path: Path, raw: bytes, limit: int) -> bytes:
     except zlib.error as exc:
         raise IncompleteFile(path, f"gzip stream cut short or damaged ({exc})") from exc
     if len(out) > limit:
-        raise CorruptFile(path, f"gzip data expands beyond {limit / 2**20:.1f} MiB, more than its image can hold; skipped")
+        raise CorruptFile(path,
+                          f"gzip data expands beyond {limit / 2**20:.1f} MiB, more than its image can hold; skipped")
     if not d.eof:
         raise IncompleteFile(path, f"gzip stream cut short ({len(raw)} bytes so far)")
     return out
@@ -140,7 +142,8 @@ def _gunzip_nifti(path: Path, raw: bytes) -> bytes:
             raise IncompleteFile(path, f"NIfTI header needs 348 bytes, the gzip stream holds {len(head)} so far")
         raise ForeignFile(path, "named like NIfTI but has no NIfTI magic ('n+1')")
     if need > MAX_GUNZIP:
-        raise CorruptFile(path, f"NIfTI header declares {need / 2**30:.1f} GiB of image; more than a scan's file holds, skipped")
+        raise CorruptFile(path, f"NIfTI header declares {need / 2**30:.1f} GiB of image; more than a scan's file "
+                                "holds, skipped")
     return head + gunzip_bounded_rest(path, d, need - len(head))
 
 
@@ -150,7 +153,8 @@ def gunzip_bounded_rest(path: Path, d: Any, limit: int) -> bytes:
     except zlib.error as exc:
         raise IncompleteFile(path, f"gzip stream cut short or damaged ({exc})") from exc
     if len(rest) > limit:
-        raise CorruptFile(path, f"gzip data expands beyond the {limit / 2**20:.1f} MiB its NIfTI header declares; skipped")
+        raise CorruptFile(path,
+                          f"gzip data expands beyond the {limit / 2**20:.1f} MiB its NIfTI header declares; skipped")
     if not d.eof:
         raise IncompleteFile(path, "gzip stream cut short (no end marker yet)")
     return rest

@@ -59,9 +59,11 @@ def _check_large(path: Path, size: int) -> None:
     if dicomfile.looks_like_dicom(head):
         need = dicomfile.declared_size(head)
         if need is None:
-            raise ForeignFile(path, f"{size / 2**30:.1f} GiB file whose first 4 MiB hold no DICOM image header; skipped unread")
+            raise ForeignFile(path, f"{size / 2**30:.1f} GiB file whose first 4 MiB hold no DICOM image header; "
+                                    "skipped unread")
         if size > need + (need >> 3) + (16 << 20):
-            raise CorruptFile(path, f"{size / 2**30:.1f} GiB file whose header describes an image of {need / 2**20:.1f} MiB; skipped unread")
+            raise CorruptFile(path, f"{size / 2**30:.1f} GiB file whose header describes an image of "
+                                    f"{need / 2**20:.1f} MiB; skipped unread")
     elif head[:2] == b"\x1f\x8b" or head[344:348] in (b"n+1\x00", b"ni1\x00"):
         return  # NIfTI: decompression is bounded by its own header
     else:
@@ -90,7 +92,7 @@ def read_bytes(path: Path, raw: bytes) -> Volume | SliceImage | list[Volume]:
         raise CorruptFile(path, f"{type(exc).__name__}: {exc}") from exc
 
 
-def _read_dicom(df: Any) -> Volume | SliceImage:
+def _read_dicom(df: Any) -> Volume | SliceImage | list[Volume]:
     from rtcontrol.scanner import dicomfile, enhanced, mosaic, slices
 
     if df.sop_class in (dicomfile.ENHANCED_MR_IMAGE, "1.2.840.10008.5.1.4.1.1.4.4") or df.groups[1] > df.groups[0]:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rtcontrol.files import atomic_write
 from rtcontrol.scanner.errors import IngestError
@@ -73,6 +75,8 @@ def _plan_nifti(path: Path) -> ReplayPlan:
     import nibabel as nib
 
     img = nib.load(path)
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it
+        raise ValueError(f"{path}: not a NIfTI image")
     stem = _nifti_stem(path)
     facts = nifti_timing(path, img.header)
     tr = facts.get("RepetitionTime")
@@ -96,7 +100,8 @@ def nifti_timing(path: Path, header: Any) -> dict[str, Any]:
     (``<stem>.json``: RepetitionTime, SliceTiming and the allowlisted facts), else what the NIfTI
     header says (pixdim[4] in its time unit; slice_code/slice_duration along the third axis)."""
     side = _read_side(path)
-    facts = {k: v for k, v in side.items() if k in HEADER_ALLOWLIST and k not in ("AcquisitionNumber", "NumberOfVolumes")}
+    facts = {k: v for k, v in side.items()
+             if k in HEADER_ALLOWLIST and k not in ("AcquisitionNumber", "NumberOfVolumes")}
     scale = {"msec": 1e-3, "usec": 1e-6}.get(header.get_xyzt_units()[1], 1.0)
     tr = side.get("RepetitionTime")
     zooms = header.get_zooms()
@@ -142,6 +147,8 @@ def _nifti_volume_bytes(path: Path, t: int) -> bytes:
     import numpy as np
 
     img = nib.load(path)
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it
+        raise ValueError(f"{path}: not a NIfTI image")
     data = np.asanyarray(img.dataobj[..., t])
     header = img.header.copy()
     header.set_data_shape(data.shape)
@@ -199,6 +206,11 @@ def _plan_folder(folder: Path) -> ReplayPlan:
         raise ValueError(f"{folder}: no scanner images to replay ({why})")
     ordered = sorted(volumes.values(), key=lambda v: (series_order.get(v.series, (0, 0)), v.series, v.index))
     return ReplayPlan(ordered, tr, skipped)
+
+
+def _write_from(path: Path, content: Callable[[], bytes], chunks: int, pause: float) -> None:
+    """Get the bytes and write them (in a worker thread: both may take a while)."""
+    _write_chunked(path, content(), chunks, pause)
 
 
 def _source_item(watch_dir: Path, src: Path) -> tuple[Path, Callable[[], bytes]]:
@@ -264,9 +276,10 @@ async def replay(
     for n, vol in enumerate(todo):
         start = t0 + n * pace
         paths: list[Path] = []
+        items: list[tuple[Path, Callable[[], bytes]]]
         if vol.nifti is not None:
             src_4d, name = vol.nifti
-            items = [(watch_dir / name, lambda s=src_4d, t=vol.index: _nifti_volume_bytes(s, t))]
+            items = [(watch_dir / name, functools.partial(_nifti_volume_bytes, src_4d, vol.index))]
         else:
             items = [_source_item(watch_dir, p) for p in vol.files]
         for j, (dst, content) in enumerate(items):
@@ -276,7 +289,7 @@ async def replay(
             if j == 0 and vol.sidecar is not None:
                 side = dst.with_name(_nifti_stem(dst) + ".json")
                 await asyncio.to_thread(_write_sidecar, side, vol.sidecar)
-            await asyncio.to_thread(lambda d=dst, c=content: _write_chunked(d, c(), chunks, chunk_pause))
+            await asyncio.to_thread(_write_from, dst, content, chunks, chunk_pause)
             paths.append(dst)
         written += 1
         if on_volume is not None:
@@ -293,7 +306,7 @@ async def _wait_until(loop: asyncio.AbstractEventLoop, when: float, stop: asynci
         try:
             await asyncio.wait_for(stop.wait(), delay)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     return stop.is_set()
 

@@ -40,7 +40,8 @@ def scan_folder(folder: Path | str, recursive: bool = False) -> FolderScan:
     slices: dict[str, list[SliceImage]] = defaultdict(list)
     paths = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file())
     for path in paths:
-        if path.name.startswith(".") or path.stem.split(".")[0] in SKIP_NAMES or path.suffix.lower() in (".json", ".txt", ".md"):
+        if (path.name.startswith(".") or path.stem.split(".")[0] in SKIP_NAMES
+                or path.suffix.lower() in (".json", ".txt", ".md")):
             continue
         scan.files += 1
         try:

@@ -55,7 +55,8 @@ def sidecar(volumes: Sequence[Volume]) -> dict[str, Any]:
     if first.acquisition_time is not None and "AcquisitionTime" not in out:
         out["AcquisitionTime"] = _clock(first.acquisition_time)
     elif "AcquisitionTime" in out:
-        out["AcquisitionTime"] = _clock(first.acquisition_time) if first.acquisition_time is not None else out["AcquisitionTime"]
+        if first.acquisition_time is not None:
+            out["AcquisitionTime"] = _clock(first.acquisition_time)
     fmt = first.header.get("SourceFormat")
     if fmt:
         out["SourceFormat"] = fmt
@@ -72,7 +73,8 @@ def series_slice_timing(volumes: Sequence[Volume], agree: float = 0.001) -> tupl
     first = volumes[0].slice_timing
     for a, b in zip(volumes[:3], volumes[1:4]):
         ta, tb = a.slice_timing, b.slice_timing
-        if ta is not None and tb is not None and len(ta) == len(tb) and max(abs(x - y) for x, y in zip(ta, tb)) <= agree:
+        if (ta is not None and tb is not None and len(ta) == len(tb)
+                and max(abs(x - y) for x, y in zip(ta, tb)) <= agree):
             return ta
     return first
 

@@ -5,7 +5,8 @@ What each slice needs for assembly, and where vendors keep it:
 * position in space: ImagePositionPatient projected on the slice normal (IOP cross product);
 * position in time (0-based ``temporal_index``): TemporalPositionIdentifier (Philips; any vendor
   that writes it; an ASL run's control and label images share one, so each becomes two volumes,
-  control first, by MRImageLabelType (2005,1429) or ImageType, as dcm2niix orders them); Siemens: AcquisitionNumber; GE writes neither for fMRI but numbers images
+  control first, by MRImageLabelType (2005,1429) or ImageType, as dcm2niix orders them); Siemens:
+  AcquisitionNumber; GE writes neither for fMRI but numbers images
   volume after volume, so ``(InstanceNumber - 1) // slices per volume`` with the slice count from
   GE's LocationsInAcquisition; the assembler checks that the slice positions of each volume are
   distinct, so a wrong count cannot silently mix volumes;
@@ -79,8 +80,10 @@ def _series_facts(df: DicomFile) -> _SeriesFacts:
     iop = ds.get("ImageOrientationPatient")
     spacing = ds.get("PixelSpacing")
     if iop is None or ds.get("ImagePositionPatient") is None or spacing is None:
-        raise CorruptFile(df.path, "image without ImagePositionPatient/ImageOrientationPatient/PixelSpacing: no geometry")
-    key = (str(ds.get("SeriesInstanceUID", "")), int(ds.Rows), int(ds.Columns), tuple(map(str, iop)), tuple(map(str, spacing)))
+        raise CorruptFile(df.path,
+                          "image without ImagePositionPatient/ImageOrientationPatient/PixelSpacing: no geometry")
+    key = (str(ds.get("SeriesInstanceUID", "")), int(ds.Rows), int(ds.Columns), tuple(map(str, iop)),
+           tuple(map(str, spacing)))
     with _LOCK:  # read_file runs in a thread pool
         found = _SERIES.get(key)
     if found is not None:
@@ -93,7 +96,8 @@ def _series_facts(df: DicomFile) -> _SeriesFacts:
     facts = header_facts(ds, "slices", PhaseEncodingDirection=_ge_phase_encoding(ds) if ge else None,
                          MultibandAccelerationFactor=mb if mb > 1 else None)
     _, _, normal = orientation(iop)
-    found = _SeriesFacts(vendor, n_slices, tr, facts, normal, tuple(float(x) for x in iop), (float(spacing[0]), float(spacing[1])))
+    found = _SeriesFacts(vendor, n_slices, tr, facts, normal, tuple(float(x) for x in iop),
+                         (float(spacing[0]), float(spacing[1])))
     with _LOCK:
         _SERIES[key] = found
         while len(_SERIES) > 32:
@@ -268,7 +272,8 @@ def _ge_version(ds: Dataset) -> tuple[float, int]:
     return float(m.group(1)), int(m.group(2) or 0)
 
 
-def ge_excitation_times(n_slices: int, tr: float, order: str, mb: int, version: tuple[float, int]) -> list[float] | None:
+def ge_excitation_times(n_slices: int, tr: float, order: str, mb: int,
+                        version: tuple[float, int]) -> list[float] | None:
     """Slice times in prescribed-stack order for GE EPI (as dcm2niix's sliceTimeGE): ``ceil(n / mb)``
     excitations spread over the TR, sequential (SLICEORDER 0) or interleaved (1); with HyperBand, slices
     ``n / mb`` apart share an excitation. Before release 27.0 R03 an even excitation count gains one;

@@ -89,7 +89,8 @@ class SynthRun:
 
 
 def synth_affine(spec: SynthSpec) -> np.ndarray:
-    """An oblique grid in the native DICOM layout (i -> left, j -> posterior, k -> superior), centred near the origin."""
+    """An oblique grid in the native DICOM layout (i -> left, j -> posterior, k -> superior), centred near the
+    origin."""
     base = np.diag([-spec.voxel_mm[0], -spec.voxel_mm[1], spec.voxel_mm[2]])
     rot = rotation_matrix(spec.oblique_deg, 0.0, 0.0)
     A = np.eye(4)
@@ -297,7 +298,7 @@ def _shape(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(f"shape must look like 64,64,36, got {text!r}") from None
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"shape needs three sizes, got {text!r}")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -152,7 +152,7 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.data.shape)  # type: ignore[return-value]
+        return tuple(self.data.shape)
 
     @property
     def voxel_size(self) -> np.ndarray:
@@ -161,7 +161,7 @@ class Volume:
 
     def scaled(self, dtype: type = np.float32) -> np.ndarray:
         """Real values (``data * scl_slope + scl_inter``) as ``dtype``."""
-        out = self.data.astype(dtype, copy=True)
+        out: np.ndarray = self.data.astype(dtype, copy=True)
         if self.scl_slope not in (0.0, 1.0) or self.scl_inter != 0.0:
             out *= dtype(self.scl_slope)
             out += dtype(self.scl_inter)

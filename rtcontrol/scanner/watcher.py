@@ -29,12 +29,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from rtcontrol.scanner.errors import CorruptFile, ForeignFile, IncompleteFile, IngestError
+from rtcontrol.scanner.errors import ForeignFile, IncompleteFile, IngestError
 from rtcontrol.scanner.runs import Released, RunNote, RunTracker
 from rtcontrol.scanner.volume import SliceImage, Volume
 
@@ -225,8 +226,8 @@ class ScanWatcher:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
+        assert self._loop is not None
         watcher, loop = self, self._loop
-        assert loop is not None
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
@@ -397,6 +398,7 @@ class ScanWatcher:
     def _read(self, path: Path) -> tuple[Any, BaseException | None, float, tuple[int, int] | None]:
         """In the executor: parse, then stat. Stat *after* reading, so a file that was still growing when
         the event came but complete when read is not read a second time for the same bytes."""
+        error: BaseException | None
         try:
             if os.stat(path).st_size == 0:  # just created, nothing written yet: not an error
                 raise IncompleteFile(path, "empty so far (0 bytes)")

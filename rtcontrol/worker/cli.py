@@ -143,7 +143,8 @@ async def _serve(server: WorkerServer, args: argparse.Namespace, tls: bool) -> i
     scheme = "wss" if tls else "ws"
     fp = fingerprint_file(args.cert) if tls else "none"
     print(f"WORKER READY url={scheme}://{args.host}:{port} fingerprint={fp}", flush=True)
-    print(f"projects: {', '.join(server.catalog.folders()) or 'none found'}; runs saved in {server.data_dir}", flush=True)
+    print(f"projects: {', '.join(server.catalog.folders()) or 'none found'}; runs saved in {server.data_dir}",
+          flush=True)
     limit = server.run_memory_limit
     print(f"memory per run: {format_mb(limit) + ' (--run-memory-limit)' if limit else 'no limit'}", flush=True)
     scan = asyncio.create_task(_print_plugins(server))

@@ -49,8 +49,8 @@ async def check_reachable(address: str, timeout: float = 5.0) -> None:
     host, port = parse_scheduler(address)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
-        why = "no answer within {:.0f} s".format(timeout) if isinstance(exc, asyncio.TimeoutError) else str(exc)
+    except (TimeoutError, OSError) as exc:
+        why = f"no answer within {timeout:.0f} s" if isinstance(exc, asyncio.TimeoutError) else str(exc)
         raise SchedulerUnreachable(f"the Dask scheduler {address} cannot be reached: {why}") from None
     writer.close()
     try:
@@ -89,7 +89,8 @@ class DaskCluster:
                     self.local = await asyncio.to_thread(_start_local, self.processes)
                 except Exception as exc:
                     log.exception("the local Dask cluster did not start")
-                    raise RuntimeError(f"the worker's local Dask cluster did not start: {type(exc).__name__}: {exc}") from exc
+                    raise RuntimeError("the worker's local Dask cluster did not start: "
+                                       f"{type(exc).__name__}: {exc}") from exc
                 log.info("Dask LocalCluster at %s", self.local.scheduler_address)
             return str(self.local.scheduler_address)
 

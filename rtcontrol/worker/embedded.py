@@ -16,10 +16,11 @@ import contextlib
 import re
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
 
+from rtcontrol.link import transport
 from rtcontrol.link.certs import make_certificate, server_context
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
@@ -64,7 +65,7 @@ async def local_worker(
                 tokens=tokens, ssl_context=server_context(cert.cert, cert.key),
                 catalog=ProjectCatalog(list(projects)), data_dir=data, volume_timeout=volume_timeout,
                 run_memory_limit=run_memory_limit, dask=DaskCluster(processes=dask_processes),
-                **({"max_size": max_size} if max_size else {}),
+                max_size=max_size or transport.DEFAULT_MAX_SIZE,
             )
             port = await server.start("127.0.0.1", 0)
             try:
@@ -97,7 +98,7 @@ async def local_worker(
                 proc.terminate()
                 try:
                     await asyncio.wait_for(proc.wait(), 10)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     proc.kill()
                     await proc.wait()
             with contextlib.suppress(NameError):
@@ -117,7 +118,7 @@ async def _wait_ready(proc: asyncio.subprocess.Process, timeout: float) -> str:
 
     try:
         return await asyncio.wait_for(first_ready(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise RuntimeError(f"the local worker did not start within {timeout:.0f} s") from None
 
 

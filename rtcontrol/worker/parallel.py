@@ -23,8 +23,9 @@ import functools
 import logging
 import sys
 import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from rtcontrol.worker.cluster import SchedulerUnreachable
 

@@ -78,7 +78,7 @@ class SharedFrame:
         return hasattr(os, "memfd_create")
 
     @classmethod
-    def create(cls, size: int) -> "SharedFrame":
+    def create(cls, size: int) -> SharedFrame:
         fd = os.memfd_create("rtcontrol-volume", 0)  # pages are allocated only when touched
         os.ftruncate(fd, size)
         return cls(fd, size)

@@ -34,7 +34,7 @@ async def discover_plugins(folders: list[Path], timeout: float = 60.0) -> dict[s
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+    except (TimeoutError, asyncio.CancelledError) as exc:
         proc.kill()
         await proc.wait()
         if isinstance(exc, asyncio.CancelledError):
@@ -103,7 +103,7 @@ class ProjectCatalog:
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self.describe_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise ProjectError(f"project {name!r}: loading took longer than {self.describe_timeout:.0f} s") from None

@@ -24,9 +24,10 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from rtcontrol.errors import RtcontrolError
 from rtcontrol.worker.pipe import JSON, SharedFrame, pack_json, read_frame, volume_head
@@ -187,7 +188,7 @@ class RunProcess:
         }))
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), self.start_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._fail(f"project {self.project!r} did not start within {self.start_timeout:.0f} s", "start")
             raise RunFailed(self._error["message"]) from None  # type: ignore[index]
         except RunFailed:
@@ -213,7 +214,7 @@ class RunProcess:
         timeout = timeout if timeout is not None else self.volume_timeout * (self.queue.qsize() + 1) + 10
         try:
             await asyncio.wait_for(self._done.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._fail(f"the run did not end within {timeout:.0f} s after stop", "end_run")
 
     async def kill(self) -> None:
@@ -260,7 +261,7 @@ class RunProcess:
                     await self._write(volume_head(len(frame)), frame)
                 try:
                     result = await asyncio.wait_for(self._result, self.volume_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await self._fail(
                         f"process() took longer than {self.volume_timeout:g} s on volume {index}; "
                         "the run was stopped (endless loop?)", "process", index)
@@ -277,7 +278,7 @@ class RunProcess:
             if frame is None:
                 break
             kind, body = frame
-            if kind != JSON:
+            if kind != JSON or not isinstance(body, dict):
                 continue
             k = body.get("k")
             if k == "result":
@@ -382,7 +383,7 @@ class RunProcess:
                 _kill(self.proc)
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 _kill(self.proc)
                 await self.proc.wait()
         current = asyncio.current_task()

@@ -30,7 +30,7 @@ class RunStore:
     """``<data>/<UTC time>[_restart<N>]_<run>/`` with ``settings.json``, ``feedback.jsonl``, ``project.log``."""
 
     def __init__(self, data_dir: Path, run: str, restart: int = 0) -> None:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         self.dir = Path(data_dir) / f"{stamp}{f'_restart{restart}' if restart else ''}_{safe_name(run)}"
         self.dir.mkdir(parents=True, exist_ok=False)
         self._feedback = open(self.dir / "feedback.jsonl", "a", buffering=1, encoding="utf-8")
@@ -48,7 +48,7 @@ class RunStore:
         old = self.dir.parent / name if name else None
         if old is None or old == self.dir or not old.is_dir() or not name.endswith(f"_{safe_name(run)}"):
             old = None
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         (self.dir / "restart.json").write_text(json.dumps({
             "run": run, "restart": count, "started": now, "replaces": name or None,
             "replaces_found_here": old is not None,
@@ -71,7 +71,7 @@ class RunStore:
     def log(self, level: str, message: str) -> None:
         if self._log.closed:
             return
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         for line in message.splitlines() or [""]:
             self._log.write(f"{now} {level:<7} {line}\n")
 

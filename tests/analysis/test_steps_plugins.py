@@ -109,7 +109,8 @@ def test_entry_points_are_loaded(monkeypatch, tmp_path: Path) -> None:
                 registry.add_display(DisplayInfo("bar", "a bar", "bars:Bar"), "extra")
             return register
 
-    monkeypatch.setattr(plugin_mod.metadata, "entry_points", lambda group: [FakeEntryPoint()] if group == plugin_mod.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(plugin_mod.metadata, "entry_points",
+                        lambda group: [FakeEntryPoint()] if group == plugin_mod.ENTRY_POINT_GROUP else [])
     registry = discover([tmp_path])
     assert "bar" in registry.displays
 
@@ -138,7 +139,8 @@ def test_glm_step_finds_the_activation_box() -> None:
 
 
 def test_default_discovery_adds_the_workers_plugin_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A project's own ``discover()`` (roi_feedback's post_steps) sees the worker's --plugins folders via the environment."""
+    """A project's own ``discover()`` (roi_feedback's post_steps) sees the worker's --plugins folders via the
+    environment."""
     (tmp_path / "halver.py").write_text(
         "from rtcontrol.analysis.steps import Step\n"
         "class Halver(Step):\n"

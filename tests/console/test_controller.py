@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rtcontrol.console import events as ev, settings as S
+from rtcontrol.console import events as ev
+from rtcontrol.console import settings as S
 from rtcontrol.console.controller import ConsoleController
 from rtcontrol.console.session import ConsoleSession
 from tests.support.console import VOLUMES, scan_into

@@ -5,9 +5,10 @@ empty runs, in milliseconds. What the real parts do over sockets is tested in th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

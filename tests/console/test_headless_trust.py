@@ -8,9 +8,9 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from websockets.asyncio.server import serve
@@ -79,7 +79,8 @@ async def test_unknown_certificates_are_refused_before_the_token_leaves(tmp_path
     code, out = await console(tmp_path, worker, subject)
     assert code == 2, out
     assert worker.tokens == [] and subject.tokens == [], "a token reached a certificate nobody approved"
-    assert f"REFUSED: {worker.peer} presented an unknown certificate, {worker.fingerprint}; the token was not sent" in out
+    refused = f"REFUSED: {worker.peer} presented an unknown certificate, {worker.fingerprint}; the token was not sent"
+    assert refused in out
     assert f"--worker-fingerprint {worker.fingerprint}" in out and f"--subject-fingerprint {subject.fingerprint}" in out
     assert not known_hosts(tmp_path).exists() or worker.fingerprint not in known_hosts(tmp_path).read_text()
     assert not list((tmp_path / "runs").glob("sub-*")), "a run was started"
@@ -104,7 +105,8 @@ async def test_a_wrong_fingerprint_is_refused(tmp_path: Path, peers) -> None:
 async def test_fingerprints_from_the_settings_file(tmp_path: Path, peers) -> None:
     worker, subject = peers
     settings = tmp_path / "run.toml"
-    settings.write_text(f'[worker]\nfingerprint = "{worker.fingerprint}"\n[subject]\nfingerprint = "{subject.fingerprint}"\n')
+    settings.write_text(f'[worker]\nfingerprint = "{worker.fingerprint}"\n[subject]\nfingerprint = '
+                        f'"{subject.fingerprint}"\n')
     code, out = await console(tmp_path, worker, subject, "--settings", str(settings))
     assert worker.tokens == [WORKER_TOKEN] and subject.tokens == [SUBJECT_TOKEN], out
 

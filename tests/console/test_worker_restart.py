@@ -102,7 +102,7 @@ class WorkerProcess:
             self.proc.stdin.close()  # --exit-with-parent: it stops on its own
             try:
                 await asyncio.wait_for(self.proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         if self._drain is not None:

@@ -47,7 +47,8 @@ async def bad_tokens(url: str, refusals: int, limit: float = 20.0, timeout: floa
     return answers
 
 
-async def flood(url: str, connections: int, frame_bytes: int, hold: float = 3.0, timeout: float = 20.0) -> dict[str, int]:
+async def flood(url: str, connections: int, frame_bytes: int, hold: float = 3.0,
+                timeout: float = 20.0) -> dict[str, int]:
     """``connections`` clients at once, each sending one ``frame_bytes`` binary frame before any hello and
     holding on for ``hold`` s; counts of how they ended."""
     outcome: dict[str, int] = {}
@@ -75,7 +76,7 @@ async def inject_ndjson(port: int, messages: list[dict[str, Any]], wait: float =
     got: list[str] = []
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         return [f"refused: {exc}"]
     try:
         for msg in [{"type": "hello", "name": "display"}, *messages]:
@@ -87,7 +88,7 @@ async def inject_ndjson(port: int, messages: list[dict[str, Any]], wait: float =
         while (left := end - loop.time()) > 0:
             try:
                 line = await asyncio.wait_for(reader.readline(), left)
-            except (asyncio.TimeoutError, ConnectionError, OSError):
+            except (TimeoutError, ConnectionError, OSError):
                 break
             if not line:
                 got.append("closed")

@@ -16,7 +16,8 @@ from pathlib import Path
 from .stimulus import Received
 
 #: Console lines that account for feedback the subject did not get.
-_LOSS_WORDS = re.compile(r"lost|missing|not shown|not delivered|not confirmed|catch.?up|never|gave up|no feedback", re.I)
+_LOSS_WORDS = re.compile(r"lost|missing|not shown|not delivered|not confirmed|catch.?up|never|gave up|no feedback",
+                         re.I)
 _VOLUME_LIST = re.compile(r"volumes?\s+((?:\d+(?:\s*(?:-|–|\.\.|to)\s*\d+)?(?:\s*,\s*|\s+and\s+|\s+)?)+)", re.I)
 _NUMBER_OR_RANGE = re.compile(r"(\d+)(?:\s*(?:-|–|\.\.|to)\s*(\d+))?")
 _SUMMARY = re.compile(r"^run (\S+): (\d+) volumes, (\d+) feedback values, (\d+) delivered\b", re.M)

@@ -101,7 +101,7 @@ class Proc:
         """The exit status; the program is killed (and the test fails) if it runs longer than ``timeout``."""
         try:
             await asyncio.wait_for(self.proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.kill_group()
             raise AssertionError(f"{self.name} still running after {timeout:.0f} s:\n" + self.text[-4000:]) from None
         with contextlib.suppress(asyncio.TimeoutError):
@@ -185,7 +185,7 @@ class Rig:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise AssertionError(f"main.py {' '.join(args)} took over {timeout:.0f} s") from None

@@ -26,7 +26,8 @@ def _got(indices: list[int], values: dict[int, float] | None = None) -> list[Rec
 
 
 def _console(delivered: int, extra: str = "", volumes: int = 10) -> str:
-    return extra + f"\nrun {RUN}: {volumes} volumes, {volumes} feedback values, {delivered} delivered to the subject; ended: x\n"
+    return extra + (f"\nrun {RUN}: {volumes} volumes, {volumes} feedback values, "
+                    f"{delivered} delivered to the subject; ended: x\n")
 
 
 def test_a_balanced_run_has_no_problems(tmp_path: Path) -> None:

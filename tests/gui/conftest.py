@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Awaitable
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from rtcontrol.scanner.synth import SynthSpec, write_run  # noqa: E402
+from rtcontrol.scanner.synth import SynthSpec, write_run
 from tests.support.gui import VOLUMES
 
 

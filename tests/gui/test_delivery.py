@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from rtcontrol.console import events as ev, settings as S
+from rtcontrol.console import events as ev
+from rtcontrol.console import settings as S
 from rtcontrol.gui.app import open_session
-from tests.support.gui import _scan, _window, VOLUMES
+from tests.support.gui import VOLUMES, _scan, _window
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
@@ -46,7 +47,7 @@ def test_each_value_counted_and_warned_once(qtbot: Any, qloop: Any, tmp_path: Pa
             await session.start_run()
             for i in range(VOLUMES):
                 _scan(synth_series, watch, i)
-                await wait_until(lambda: c.model.volumes > i, what=f"volume {i}")
+                await wait_until(lambda i=i: c.model.volumes > i, what=f"volume {i}")
             ended = await c.wait_ended(timeout=30)
             assert ended is not None
             # the display's reports arrive after the ack: wait until every value was displayed

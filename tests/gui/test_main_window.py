@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PySide6 import QtCore
 
-from rtcontrol.console import events as ev, settings as S
+from rtcontrol.console import events as ev
+from rtcontrol.console import settings as S
 from rtcontrol.console.session import ConsoleSession
 from rtcontrol.gui.app import open_session
 from rtcontrol.gui.main_window import MainWindow
-from tests.support.gui import _scan, _window, VOLUMES
+from tests.support.gui import VOLUMES, _scan, _window
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
@@ -51,10 +52,12 @@ def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, sy
         assert window.banner.text() == "WAITING FOR THE FIRST VOLUME"
         for i in range(VOLUMES):
             _scan(synth_series, watch, i)
-            await wait_until(lambda: c.model.volumes > i, what=f"volume {i}; log: {[str(m) for m in window.log.pending] + window.log.lines}")
+            log = [str(m) for m in window.log.pending] + window.log.lines
+            await wait_until(lambda i=i: c.model.volumes > i, what=f"volume {i}; log: {log}")
         await wait_until(lambda: c.model.delivered == VOLUMES - 2, what="feedback at the subject agent")
         v = window.subject_view
-        await wait_until(lambda: v.painted is not None, what=f"the subject display to paint {v.isVisible()} {v.value} {v.pending} {v.size()}")
+        await wait_until(lambda: v.painted is not None,
+                         what=f"the subject display to paint {v.isVisible()} {v.value} {v.pending} {v.size()}")
         window.refresh()
         # the panels show the run
         assert window.banner.text() == f"RUNNING · volume {VOLUMES}" and window.banner.objectName() == "banner-running"
@@ -166,8 +169,8 @@ def test_trust_on_first_use_prompt_pins_the_worker(qtbot: Any, qloop: Any, tmp_p
 
 def test_project_form_is_drawn_from_declared_settings(qtbot: Any, tmp_path: Path) -> None:
     """Every Setting type gets a field; values read back typed; a bad vector is refused with its name."""
-    from rtcontrol.project import Setting
     from rtcontrol.gui.setup_panel import SetupPanel
+    from rtcontrol.project import Setting
 
     declared = [
         Setting("threshold", 0.5, "float", minimum=0.0, maximum=1.0).to_dict(),

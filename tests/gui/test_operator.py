@@ -196,7 +196,8 @@ def test_condition_shading_follows_the_projects_condition_metric(qtbot: Any) -> 
     panel.repaint_now()
     assert [(r[0].getRegion(), r[0].condition) for r in panel.shading] == [
         ((-0.5, 3.5), 0), ((3.5, 6.5), 1), ((6.5, 8.5), 0)]
-    assert all(region in plot.items for regions in panel.shading for region, plot in zip(regions, (panel.signal, panel.feedback)))
+    plots = (panel.signal, panel.feedback)
+    assert all(region in plot.items for regions in panel.shading for region, plot in zip(regions, plots))
     panel.on_event(ev.StateChanged(ev.RUNNING, "next"))
     assert panel.shading == [] and not any(r.isVisible() for regions in panel._spare for r in regions)
     model.reset("next")

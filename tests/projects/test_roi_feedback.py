@@ -57,7 +57,8 @@ def test_world_box_with_known_protocol(synth_run) -> None:
                                     block_volumes=synth_run.spec.block_volumes)
     check_recovers_blocks(synth_run, feedback, 0.9)
     last = metrics[-1]
-    for key in ("roi_mean", "psc", "feedback", "fd", "dvars", "tsnr_median", "spike", "tx", "ty", "tz", "rx", "ry", "rz"):
+    for key in ("roi_mean", "psc", "feedback", "fd", "dvars", "tsnr_median", "spike", "tx", "ty", "tz", "rx", "ry",
+                "rz"):
         assert key in last and np.isfinite(last[key]), key
     # the motion the project saw is the simulator's (rotation about S is noise-limited in this
     # phantom at 1% noise; tests/analysis/test_motion.py checks the accuracy itself)

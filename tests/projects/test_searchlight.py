@@ -36,9 +36,11 @@ async def test_the_searchlight_finds_the_activated_box_on_a_worker(synth, tmp_pa
     box = synth.truth["activation"]["box_voxels"]
     feedback = []
     errors = []
-    async with local_worker(data_dir=tmp_path / "runs", dask_processes=1) as w:  # main.py --worker, as the console starts it
+    # main.py --worker, as the console starts it
+    async with local_worker(data_dir=tmp_path / "runs", dask_processes=1) as w:
         async with WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_event=route({
-                                    FeedbackEvent: feedback.append, Problem: lambda e: errors.append(e.message)})) as client:
+                                    FeedbackEvent: feedback.append,
+                                    Problem: lambda e: errors.append(e.message)})) as client:
             await client.start_run("searchlight", {"window": 30}, run="sl", tr=SPEC.tr)
             for t in range(SPEC.volumes):
                 await client.send_volume(synth.to_volume(t, run="sl"))

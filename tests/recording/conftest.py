@@ -19,7 +19,8 @@ def synth_run() -> SynthRun:
 
 @pytest.fixture(scope="session")
 def bids_validator() -> list[str]:
-    """The validator command; installed with npm on first use (or when the lock changed). Skips only without node/npm."""
+    """The validator command; installed with npm on first use (or when the lock changed).
+    Skips only without node/npm."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         pytest.skip("node and npm are needed for the BIDS validator (Debian: apt-get install nodejs npm)")

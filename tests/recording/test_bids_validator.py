@@ -48,7 +48,8 @@ def test_a_real_siemens_run_validates_and_matches_dcm2niix(tmp_path: Path, dicom
 
     series = "siemens_mosaic_ep2d_int_6vol"
     rec = Recorder(tmp_path / "run", run_settings(task="rest", tr=3.2))
-    for index, path in enumerate(sorted((dicom_root / series).glob("*.dcm")) or sorted((dicom_root / series).iterdir())):
+    files = sorted((dicom_root / series).glob("*.dcm")) or sorted((dicom_root / series).iterdir())
+    for index, path in enumerate(files):
         if path.name.startswith("LICENSE"):
             continue
         volume = reader.read_file(path)

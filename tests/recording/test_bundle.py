@@ -1,4 +1,5 @@
-"""The bundle check, from pytest: only on request (a bundle build takes minutes; ``make bundle-check`` is the usual way)."""
+"""The bundle check, from pytest: only on request (a bundle build takes minutes; ``make bundle-check`` is the
+usual way)."""
 
 from __future__ import annotations
 

@@ -44,5 +44,6 @@ def test_dash_c_with_interpreter_flags_and_exit_status(hook: Path) -> None:
 
 
 def test_main_py_path_is_dropped_and_other_arguments_pass_through(hook: Path) -> None:
-    assert "MAIN ['--worker', '--port', '0']" in run(hook, "/opt/rtcontrol/_internal/main.py", "--worker", "--port", "0").stdout
+    done = run(hook, "/opt/rtcontrol/_internal/main.py", "--worker", "--port", "0")
+    assert "MAIN ['--worker', '--port', '0']" in done.stdout
     assert "MAIN ['run', '--no-gui']" in run(hook, "run", "--no-gui").stdout

@@ -49,7 +49,7 @@ def _peak(fn) -> tuple[object, int]:
     try:
         try:
             out: object = fn()
-        except Exception as exc:  # noqa: BLE001  (the error is the result under test)
+        except Exception as exc:  # the error is the result under test
             out = exc
         return out, tracemalloc.get_traced_memory()[1]
     finally:

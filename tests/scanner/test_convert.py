@@ -100,7 +100,8 @@ def test_truncated_file_is_reported_and_the_rest_converted(dicom_root: Path, tmp
 
 def test_main_py_convert_as_a_user_runs_it(dicom_root: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(app_root() / "main.py"), "convert", str(dicom_root / "siemens_mosaic_ep2d_int_HF_6vol"), "-o", str(tmp_path)],
+        [sys.executable, str(app_root() / "main.py"), "convert", str(dicom_root / "siemens_mosaic_ep2d_int_HF_6vol"),
+         "-o", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,

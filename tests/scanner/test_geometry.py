@@ -82,7 +82,8 @@ def test_world_geometry_and_values_match_dcm2niix(series: str, dicom_root: Path,
 
 @pytest.mark.parametrize(
     "series",
-    ["siemens_mosaic_ep2d_int_HF_6vol", "siemens_xa30_enhanced_bold_20vol", "philips_epi_magdeburg", "ge_epi_nih_10vol"],
+    ["siemens_mosaic_ep2d_int_HF_6vol", "siemens_xa30_enhanced_bold_20vol", "philips_epi_magdeburg",
+     "ge_epi_nih_10vol"],
 )
 def test_live_dcm2niix_oracle(series: str, dicom_root: Path, tmp_path: Path) -> None:
     """Run the real dcm2niix now, on the same files, and agree with what it writes."""
@@ -113,7 +114,8 @@ def test_big_mosaic_any_grid_vs_live_dcm2niix(tmp_path: Path, fixtures_root: Pat
     assert all(isinstance(v, Volume) and v.shape == (96, 96, 66) and v.data.dtype == np.int16 for v in vols)
     out = tmp_path / "nii"
     out.mkdir()
-    proc = subprocess.run([_dcm2niix(), "-z", "n", "-o", str(out), str(src)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([_dcm2niix(), "-z", "n", "-o", str(out), str(src)], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr or proc.stdout
     (nii,) = out.glob("*.nii")
     assert_same_world(vols, nib.load(nii))

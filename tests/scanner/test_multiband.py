@@ -72,7 +72,8 @@ def _make_mb5(src: Path, dst: Path) -> list[Path]:
         ds = pydicom.dcmread(f)
         frames = ds.PerFrameFunctionalGroupsSequence
         group = next(g for g in (frames[0], ds.SharedFunctionalGroupsSequence[0]) if "PlaneOrientationSequence" in g)
-        normal = np.cross(*np.reshape([float(x) for x in group.PlaneOrientationSequence[0].ImageOrientationPatient], (2, 3)))
+        normal = np.cross(*np.reshape([float(x) for x in group.PlaneOrientationSequence[0].ImageOrientationPatient],
+                                      (2, 3)))
         proj = [np.dot([float(x) for x in fr.PlanePositionSequence[0].ImagePositionPatient], normal) for fr in frames]
         rank = np.argsort(np.argsort(proj))  # spatial slice number of each frame
         start = frames[0].FrameContentSequence[0].FrameAcquisitionDateTime
@@ -88,7 +89,8 @@ def _make_mb5(src: Path, dst: Path) -> list[Path]:
         ds.save_as(dst / f.name)
         raw = (dst / f.name).read_bytes()  # the protocol text, same length: MB 2 -> 5
         assert b"lMultiBandFactor\t = \t2" in raw
-        raw = raw.replace(b"lMultiBandFactor\t = \t2", b"lMultiBandFactor\t = \t5").replace(b"p3 s2", b"p3 s5")  # PATModeText
+        raw = raw.replace(b"lMultiBandFactor\t = \t2", b"lMultiBandFactor\t = \t5")
+        raw = raw.replace(b"p3 s2", b"p3 s5")  # PATModeText
         (dst / f.name).write_bytes(raw)
         out.append(dst / f.name)
     return out
@@ -100,7 +102,8 @@ def test_generated_multiband5_series_matches_live_dcm2niix(dicom_root: Path, tmp
     clear_cache()
     nii_dir = tmp_path / "dcm2niix"
     nii_dir.mkdir()
-    proc = subprocess.run([_dcm2niix(), "-z", "n", "-b", "y", "-o", str(nii_dir), str(src)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([_dcm2niix(), "-z", "n", "-b", "y", "-o", str(nii_dir), str(src)], capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr or proc.stdout
     (nii,) = nii_dir.glob("*.nii")
     theirs = json.loads(nii.with_suffix(".json").read_text())

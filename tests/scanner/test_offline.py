@@ -21,7 +21,8 @@ from tests.support.scanner import _dcm2niix, _reference, assert_same_world
 
 def _dcm2niix_nii(src: Path, out: Path) -> nib.Nifti1Image:
     out.mkdir()
-    proc = subprocess.run([_dcm2niix(), "-z", "n", "-o", str(out), str(src)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([_dcm2niix(), "-z", "n", "-o", str(out), str(src)], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr or proc.stdout
     (nii,) = out.glob("*.nii")
     return nib.load(nii)
@@ -52,7 +53,8 @@ def test_philips_label_control_asl_converts_to_every_volume(dicom_root: Path, tm
 
 
 @pytest.mark.parametrize("series", ["ge_hyperband_hb3_48sl", "philips_epi_magdeburg", "ge_epi_nih_10vol"])
-def test_any_listing_order_gives_the_same_series(series: str, dicom_root: Path, reference_root: Path, tmp_path: Path) -> None:
+def test_any_listing_order_gives_the_same_series(series: str, dicom_root: Path, reference_root: Path,
+                                                 tmp_path: Path) -> None:
     """Files renamed at random (the listing order is the order of nothing) convert to the reference."""
     src = tmp_path / "in"
     src.mkdir()
@@ -144,7 +146,8 @@ def test_enhanced_file_with_several_volumes_is_split(dicom_root: Path, reference
     assert len(plan.volumes) == 1 and plan.volumes[0].files == [src / "packed.dcm"]  # the file is written once
 
 
-def test_enhanced_file_with_two_echoes_becomes_two_series(dicom_root: Path, reference_root: Path, tmp_path: Path) -> None:
+def test_enhanced_file_with_two_echoes_becomes_two_series(dicom_root: Path, reference_root: Path,
+                                                          tmp_path: Path) -> None:
     """Two echoes in one file: series '<name>_e1' and '<name>_e2', each the stack its frames came from.
     (dcm2niix itself writes this generated file as one 20-slice image, so the oracle is the reference
     NIfTI of the real volumes the echoes were made from.)"""
@@ -155,7 +158,8 @@ def test_enhanced_file_with_two_echoes_becomes_two_series(dicom_root: Path, refe
     pack_enhanced(_xa60(dicom_root)[:2], src / "echoes.dcm", echoes=True)
     assert main(["convert", str(src), "-o", str(tmp_path / "out")]) == 0
     names = sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz"))
-    assert [n.replace("_e1.", "_eN.").replace("_e2.", "_eN.") for n in names] == ["4_PRODUCT__ep2d_bold__p3_sms2_eN.nii.gz"] * 2
+    echoes = [n.replace("_e1.", "_eN.").replace("_e2.", "_eN.") for n in names]
+    assert echoes == ["4_PRODUCT__ep2d_bold__p3_sms2_eN.nii.gz"] * 2
     assert names[0].endswith("_e1.nii.gz") and names[1].endswith("_e2.nii.gz")
     ref_img = _reference(reference_root, "siemens_xa60_enhanced_sms2")[0]
     ref = np.asarray(ref_img.dataobj)

@@ -144,7 +144,8 @@ async def test_4d_nifti_with_sidecar_arrives_with_its_tr_slice_timing_and_indice
         assert v.tr == pytest.approx(1.5)
         assert v.slice_timing == pytest.approx(MB_TIMING)
         assert v.header["EchoTime"] == 0.03 and v.header["AcquisitionNumber"] == v.index + 1
-    assert not [e for e in events if e.kind in ("file_error", "gave_up", "duplicate", "gap")]  # sidecars are not files to report
+    # sidecars are not files to report
+    assert not [e for e in events if e.kind in ("file_error", "gave_up", "duplicate", "gap")]
 
 
 async def test_4d_nifti_header_timing_in_milliseconds(tmp_path: Path):
@@ -169,7 +170,8 @@ async def test_4d_nifti_header_timing_in_milliseconds(tmp_path: Path):
 
 
 async def test_bids_func_folder_replays_its_4d_run_one_volume_per_file(tmp_path: Path):
-    """A folder holding a 4-D NIfTI (a BIDS func/ folder) replays it volume by volume, not the whole file again and again."""
+    """A folder holding a 4-D NIfTI (a BIDS func/ folder) replays it volume by volume, not the whole file again
+    and again."""
     spec = SynthSpec(**SPEC)
     run = generate(spec)
     func = tmp_path / "func"

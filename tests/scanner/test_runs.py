@@ -110,6 +110,7 @@ def test_volume_with_another_matrix_is_refused_and_its_index_stays_open():
     out = tr.add(odd, 0.1, "/scan/IM_0002.dcm")
     assert out.volumes == [] and [n.kind for n in out.notes] == ["refused"]
     assert "IM_0002.dcm" in out.notes[0].message and "3x2x2" in out.notes[0].message and "2x2x2" in out.notes[0].message
-    moved = Volume(np.zeros((2, 2, 2), np.int16), np.diag([2.0, 1, 1, 1]), index=1, header={"SeriesNumber": 7}, series_uid="1.2.3")
+    moved = Volume(np.zeros((2, 2, 2), np.int16), np.diag([2.0, 1, 1, 1]), index=1, header={"SeriesNumber": 7},
+                   series_uid="1.2.3")
     assert [n.kind for n in tr.add(moved, 0.2).notes] == ["refused"]
     assert [x.index for x in tr.add(vol(1), 0.3).volumes] == [1]  # the right volume 1 still takes its place

@@ -6,9 +6,8 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np

@@ -53,7 +53,7 @@ async def test_out_of_order_arrival_is_handed_on_in_acquisition_order(tmp_path, 
     async with make_watcher(tmp_path, sink, mode) as w:
         for n, i in enumerate([0, 2, 1, 5, 3, 4]):
             await write(tmp_path / mosaic[i].name, mosaic[i].read_bytes())
-            await sink.until(lambda: w.stats.files_seen == n + 1 and not any(s.busy for s in w._files.values()))
+            await sink.until(lambda n=n: w.stats.files_seen == n + 1 and not any(s.busy for s in w._files.values()))
             if i == 2:
                 await asyncio.sleep(0.05)
                 assert [v.index for v in sink.volumes] == [0], "volume 2 must wait for volume 1"

@@ -10,7 +10,7 @@ import sys
 
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.subject.link import SubjectClient
-from tests.support.subject import _read_banner, LineConsumer, MAIN, Recorder
+from tests.support.subject import MAIN, LineConsumer, Recorder, _read_banner
 from tests.support.wait import wait_until
 
 

@@ -13,7 +13,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from rtcontrol.subject import FeedbackClient, secret as S
+from rtcontrol.subject import FeedbackClient
+from rtcontrol.subject import secret as S
 from tests.support.subject import LineConsumer
 from tests.support.wait import wait_until
 

@@ -59,7 +59,7 @@ async def test_the_same_run_twice_against_one_agent_reaches_the_stimulus_program
                 status, text = await _headless_run(agent, tmp_path / f"runs-{n}", known_hosts)
                 assert status == 0, text
                 summaries.append(text)
-                await wait_until(lambda: len(got) == n * VALUES, timeout=10,
+                await wait_until(lambda n=n: len(got) == n * VALUES, timeout=10,
                                  what=f"run {n}'s values at the stimulus program (got {got})")
         finally:
             reader.cancel()

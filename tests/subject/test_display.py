@@ -12,11 +12,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no screen needed (make 
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtGui import QColor  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QApplication
 
-from rtcontrol.subject.agent import SubjectAgent  # noqa: E402
-from rtcontrol.subject.display import DisplayConsumer, FeedbackView  # noqa: E402
+from rtcontrol.subject.agent import SubjectAgent
+from rtcontrol.subject.display import DisplayConsumer, FeedbackView
 
 pytestmark = pytest.mark.gui
 
@@ -100,9 +100,8 @@ async def test_subject_mode_with_display_stamps_displayed(tmp_path) -> None:
 
     from rtcontrol.link.tokens import TokenStore
     from rtcontrol.subject.link import SubjectClient
-    from tests.support.subject import Recorder
+    from tests.support.subject import MAIN, Recorder, _read_banner
     from tests.support.wait import wait_until
-    from tests.support.subject import MAIN, _read_banner
 
     store = tmp_path / "tokens.json"
     token = TokenStore(store).create("console")

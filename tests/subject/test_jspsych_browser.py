@@ -73,7 +73,8 @@ async def test_page_receives_pushed_feedback_and_sends_keys_back(runner, tmp_pat
             await client.close()
 
 
-@pytest.mark.parametrize("query", ["?runner=builtin", "?runner=builtin&secret=wrong"], ids=["no-secret", "wrong-secret"])
+@pytest.mark.parametrize("query", ["?runner=builtin", "?runner=builtin&secret=wrong"],
+                         ids=["no-secret", "wrong-secret"])
 async def test_the_page_without_the_secret_is_refused_and_says_why(query, tmp_path) -> None:
     async with local_subject_agent() as info:
         browser = Browser(tmp_path / "profile")

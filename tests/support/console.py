@@ -6,7 +6,6 @@ import asyncio
 import shutil
 from pathlib import Path
 
-
 VOLUMES = 12
 
 

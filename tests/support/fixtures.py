@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 SERIES = (
     "ge_epi_nih_10vol",
     "philips_epi_magdeburg",

@@ -12,11 +12,12 @@ from rtcontrol.console import settings as S
 from rtcontrol.console.session import ConsoleSession
 from rtcontrol.gui.main_window import MainWindow
 
-
 VOLUMES = 12
 
 
-def _window(tmp_path: Path, settings: S.RunSettings | None = None, **session_kw: Any) -> tuple[MainWindow, ConsoleSession]:
+def _window(
+    tmp_path: Path, settings: S.RunSettings | None = None, **session_kw: Any
+) -> tuple[MainWindow, ConsoleSession]:
     session = ConsoleSession(settings or S.default_settings(), runs_dir=tmp_path / "runs",
                              worker_options={"in_process": True}, **session_kw)
     store = QtCore.QSettings(str(tmp_path / "layout.ini"), QtCore.QSettings.Format.IniFormat)

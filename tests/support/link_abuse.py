@@ -49,7 +49,7 @@ async def flood_one(port: int, source: str, frame: int, total: int, timeout: flo
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(
             "127.0.0.1", port, ssl=insecure_context(), local_addr=(source, 0)), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         return f"connect: {type(exc).__name__}"
     try:
         writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -69,7 +69,7 @@ async def flood_one(port: int, source: str, frame: int, total: int, timeout: flo
                 left -= len(piece)
             sent += frame
         return "sent all"
-    except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
         return f"closed: {type(exc).__name__}"
     finally:
         writer.transport.abort()

@@ -468,7 +468,8 @@ class FakeAfni(threading.Thread):
         finally:
             source.close()
 
-    def _read_header(self, source: _Source, session: Session, pending: bytes, deadline: float) -> tuple[bytes, bytes] | None:
+    def _read_header(self, source: _Source, session: Session, pending: bytes,
+                     deadline: float) -> tuple[bytes, bytes] | None:
         buf = bytearray(pending)
         if not buf:
             while not buf:  # wait (no timeout in AFNI; bounded here) for the first bytes

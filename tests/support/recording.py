@@ -11,7 +11,6 @@ from rtcontrol.paths import app_root
 from rtcontrol.recording import Recorder
 from rtcontrol.scanner.synth import SynthRun
 
-
 #: The npm bids-validator (v1.x, runs offline under node), pinned with its whole dependency tree by
 #: bids_validator/package-lock.json and installed with ``npm ci`` into the git-ignored .cache/.
 LOCK_DIR = Path(__file__).parents[1] / "recording" / "bids_validator"
@@ -38,7 +37,8 @@ def validate(validator: list[str], root: Path) -> dict:
     try:
         return json.loads(done.stdout)
     except ValueError:
-        raise AssertionError(f"bids-validator gave no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"bids-validator gave no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}") from None
 
 
 def issues(report: dict, severity: str = "errors") -> list[str]:

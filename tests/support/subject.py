@@ -9,13 +9,13 @@ import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from rtcontrol.link.events import Delivery, Problem, Response, StateChanged
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.subject.secret import read_secret
-
 
 MAIN = Path(__file__).resolve().parents[2] / "main.py"
 
@@ -27,7 +27,7 @@ class LineConsumer:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, port: int, secret: str | None = None, name: str | None = None) -> "LineConsumer":
+    async def open(cls, port: int, secret: str | None = None, name: str | None = None) -> LineConsumer:
         """Connect and say hello with the agent's secret (default: the one in the test's rtcontrol home)."""
         r, w = await asyncio.open_connection("127.0.0.1", port)
         c = cls(r, w)
@@ -73,12 +73,20 @@ class Recorder:
             case Response(response=response):
                 self.responses.append(response)
             case StateChanged():
-                self.states.append({**event.agent, "link": event.state, **({"error": event.error} if event.error else {})})
+                error = {"error": event.error} if event.error else {}
+                self.states.append({**event.agent, "link": event.state, **error})
             case Problem(message=message):
                 self.errors.append(message)
 
     def kw(self) -> dict[str, Any]:
         return dict(on_event=self.on_event)
+
+
+def _secret_file(banner: str) -> str:
+    """Where the agent's banner says its consumer secret is."""
+    found = re.search(r"consumer secret \(stimulus programs send it in their hello\): (.+)", banner)
+    assert found, banner
+    return found.group(1).strip()
 
 
 @contextlib.asynccontextmanager
@@ -107,14 +115,14 @@ async def agent_process(home: Path, *extra: str) -> AsyncIterator[dict[str, Any]
             "tcp": int(re.search(r"NDJSON for PsychToolbox/MATLAB on 127.0.0.1:(\d+)", text).group(1)),
             "local": int(re.search(r"websocket ws://127.0.0.1:(\d+)/ws", text).group(1)),
             "page": re.search(r"jsPsych page (http://\S+)", text).group(1),
-            "secret_file": re.search(r"consumer secret \(stimulus programs send it in their hello\): (.+)", text).group(1).strip(),
+            "secret_file": _secret_file(text),
         }
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
             try:
                 await asyncio.wait_for(proc.wait(), 20)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
 
@@ -130,5 +138,5 @@ async def _read_banner(proc: asyncio.subprocess.Process) -> dict[str, str]:
         "fingerprint": re.search(r"fingerprint (SHA256:\S+)", text).group(1),
         "tcp": re.search(r"NDJSON for PsychToolbox/MATLAB on 127.0.0.1:(\d+)", text).group(1),
         "page": re.search(r"jsPsych page (http://\S+)", text).group(1),
-        "secret_file": re.search(r"consumer secret \(stimulus programs send it in their hello\): (.+)", text).group(1).strip(),
+        "secret_file": _secret_file(text),
     }

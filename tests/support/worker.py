@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rtcontrol.scanner.volume import Volume
 from rtcontrol.link.events import FeedbackEvent, LogLine, Problem, RunChanged, route
+from rtcontrol.scanner.volume import Volume
 
 
 def make_volume(index: int, shape=(16, 16, 8), run: str = "run-1", level: float = 1000.0) -> Volume:

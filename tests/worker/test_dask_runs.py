@@ -9,8 +9,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
@@ -64,7 +64,8 @@ LEAKY = """
 
 
 @contextlib.asynccontextmanager
-async def worker(projects: Path, processes: int = 1, scheduler: str | None = None) -> AsyncIterator[tuple[WorkerServer, str, str, str]]:
+async def worker(projects: Path, processes: int = 1,
+                 scheduler: str | None = None) -> AsyncIterator[tuple[WorkerServer, str, str, str]]:
     with tempfile.TemporaryDirectory(prefix="rtcontrol-dask-") as tmp:
         cert = make_certificate(["127.0.0.1"], Path(tmp) / "certs", days=1)
         tokens = TokenStore(Path(tmp) / "tokens.json")

@@ -187,8 +187,9 @@ async def test_feedback_nested_too_deep_is_dropped_with_a_message_and_later_feed
     feedback: list[FeedbackEvent] = []
     logs: list[tuple] = []
     async with local_worker(projects=[tmp_path / "projects"], in_process=True, data_dir=tmp_path / "runs") as w:
-        client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_event=route({FeedbackEvent: feedback.append,
-                                              LogLine: lambda e: logs.append((e.run, e.level, e.message))}))
+        on_event = route({FeedbackEvent: feedback.append,
+                          LogLine: lambda e: logs.append((e.run, e.level, e.message))})
+        client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint, on_event=on_event)
         await client.connect()
         try:
             await client.start_run("deep", {}, run="deep", tr=0.05)

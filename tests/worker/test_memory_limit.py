@@ -82,12 +82,13 @@ async def test_growing_project_is_stopped_naming_the_limit_and_other_runs_go_on(
             # 40 MB per volume: 20 volumes would be 800 MB, far over the 300 MB limit
             for i in range(20):
                 await a.send_volume(make_volume(i, run="greedy"))
-                await wait_until(lambda: len(grow.feedback) > i or ("greedy", "failed") in grow.runs, 20,
+                await wait_until(lambda i=i: len(grow.feedback) > i or ("greedy", "failed") in grow.runs, 20,
                                f"volume {i} of the growing run")
                 if ("greedy", "failed") in grow.runs:
                     break
                 await asyncio.sleep(0.15)  # a (fast) TR between volumes, as in a scan
-            assert ("greedy", "failed") in grow.runs, f"the growing run was never stopped ({len(grow.feedback)} volumes)"
+            assert ("greedy", "failed") in grow.runs, \
+                f"the growing run was never stopped ({len(grow.feedback)} volumes)"
             message = grow.errors[0][0]
             assert "used more than 300 MB" in message and "--run-memory-limit" in message, message
             assert 3 <= len(grow.feedback) <= 9  # stopped near 300 MB, not at the end of the data
@@ -104,7 +105,8 @@ async def test_growing_project_is_stopped_naming_the_limit_and_other_runs_go_on(
             assert [e.index for e in grow.feedback if e.run == "again"] == [0, 1]
             assert len(await a.list_projects()) >= 3  # the worker still answers
         worker_rss = resident_memory(w.pid)
-        assert worker_rss is not None and worker_rss < 250 * MB, worker_rss  # the memory was the run's, not the worker's
+        # the memory was the run's, not the worker's
+        assert worker_rss is not None and worker_rss < 250 * MB, worker_rss
     (log_file,) = (tmp_path / "runs").glob("*_greedy/project.log")
     assert "used more than 300 MB" in log_file.read_text()
 
@@ -132,7 +134,8 @@ async def test_a_run_killed_from_outside_says_it_was_likely_out_of_memory(projec
                 await client.send_volume(make_volume(i, run="k"))
             await wait_until(lambda: ("k", "failed") in rec.runs, 15, "the run to fail")
     message = rec.errors[0][0]
-    assert "exit code -9" in message and "killed (SIGKILL), most likely because the machine ran out of memory" in message
+    assert "exit code -9" in message
+    assert "killed (SIGKILL), most likely because the machine ran out of memory" in message
     assert "--run-memory-limit is 300 MB" in message
 
 

@@ -76,7 +76,8 @@ async def test_worker_discovers_plugins_at_start_and_lists_them_to_the_console(t
 
         async with WorkerClient(url, token, expected_fingerprint=cert.fingerprint) as client:
             projects = await client.list_projects()
-            assert isinstance(projects, list) and "template" in {p["name"] for p in projects}  # the reply's shape is kept
+            # the reply's shape is kept
+            assert isinstance(projects, list) and "template" in {p["name"] for p in projects}
             assert client.plugins is not None
             listed = {(p["name"], p["kind"]): p for p in client.plugins["plugins"]}
             assert listed[("doubler", "step")]["source"] == str(plugins.resolve() / "good_plugin.py")
@@ -85,14 +86,15 @@ async def test_worker_discovers_plugins_at_start_and_lists_them_to_the_console(t
             assert not any(name == "broken_plugin" for name, _ in listed)
             [error] = client.plugins["errors"]
             assert error["source"] == str(plugins.resolve() / "broken_plugin.py")
-            assert error["error"] == "broken_plugin.py: ModuleNotFoundError: No module named 'a_module_nobody_installed'"
+            assert error["error"] == ("broken_plugin.py: ModuleNotFoundError: "
+                                      "No module named 'a_module_nobody_installed'")
             assert "line 3" in error["traceback"]  # where in the plugin, for whoever fixes it
     finally:
         if proc.returncode is None:
             proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
 

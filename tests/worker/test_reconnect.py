@@ -169,7 +169,8 @@ async def test_a_restarted_worker_gets_the_run_again_with_every_volume_once_in_o
     assert restarted["lost"] == [] and restarted["previous_data_dir"] == first["data_dir"]
     assert client.run_restarts == 1
     # the lost worker's feedback, then the new worker's for every volume: each once, in order, state rebuilt
-    assert [(e.index, e.feedback) for e in feedback] == [(i, i + 1.0) for i in range(3)] + [(i, i + 1.0) for i in range(5)]
+    expected = [(i, i + 1.0) for i in range(3)] + [(i, i + 1.0) for i in range(5)]
+    assert [(e.index, e.feedback) for e in feedback] == expected
     (new_dir,) = workers.data[1].iterdir()
     assert new_dir.name.endswith("_restart1_a") and restarted["data_dir"] == str(new_dir)
     assert processed(new_dir) == [(i, i + 1.0) for i in range(5)]
