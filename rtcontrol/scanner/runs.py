@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,25 @@ import numpy as np
 from rtcontrol.scanner.volume import Volume
 
 
+class WatchKind(StrEnum):
+    """What a watch event is about (its text is what logs and the run journal keep)."""
+
+    NEW_RUN = "new_run"  # a new series started: a new run
+    RUN_END = "run_end"  # the run's last volume was handed on (the message names missing volumes)
+    FILE_ERROR = "file_error"  # a foreign or corrupt file, skipped
+    GAVE_UP = "gave_up"  # a file that never completed
+    DUPLICATE = "duplicate"  # a volume or slice delivered again, ignored
+    GAP = "gap"  # volumes missing; later ones released
+    LATE = "late"  # a volume arriving after its gap was reported
+    ASSEMBLY = "assembly"  # the slice assembler dropped a slice or volume
+    REFUSED = "refused"  # a volume that does not fit its run
+
+
 @dataclass
 class RunNote:
     """Something the operator should hear about: kind is new_run, duplicate, gap, late or run_end."""
 
-    kind: str
+    kind: WatchKind
     run: str
     message: str
     index: int | None = None
@@ -118,7 +133,7 @@ class RunTracker:
         if run is None:
             run = self._new_run(volume)
             what = f"{run.description!r} " if run.description else ""
-            out.notes.append(RunNote("new_run", run.run_id, f"new run {run.run_id}: series {what}started"))
+            out.notes.append(RunNote(WatchKind.NEW_RUN, run.run_id, f"new run {run.run_id}: series {what}started"))
         index = volume.index
         if run.shape is None:
             run.shape, run.affine, run.tr = volume.shape, volume.affine, volume.tr
@@ -127,20 +142,20 @@ class RunTracker:
                     f"{'x'.join(map(str, run.shape))}" if volume.shape != run.shape else
                     "a different position or orientation (affine) than the run's first volume")  # fmt: skip
             where = f" ({Path(source).name})" if source else ""
-            out.notes.append(RunNote("refused", run.run_id, f"{run.run_id} volume {index}{where}: {what}; refused, "
-                                     "the run goes on without it", index, source))  # fmt: skip
+            message = f"{run.run_id} volume {index}{where}: {what}; refused, the run goes on without it"
+            out.notes.append(RunNote(WatchKind.REFUSED, run.run_id, message, index, source))
             return out
         volume.run = run.run_id
         if index in run.seen:
             out.notes.append(
-                RunNote("duplicate", run.run_id, f"{run.run_id} volume {index} delivered again: ignored", index)
+                RunNote(WatchKind.DUPLICATE, run.run_id, f"{run.run_id} volume {index} delivered again: ignored", index)
             )
             return out
         run.seen.add(index)
         if index < run.next_index:  # its gap was given up on: hand it on anyway, out of order
             run.missing.discard(index)
-            out.notes.append(RunNote("late", run.run_id, f"{run.run_id} volume {index} arrived after its gap was "
-                                     "reported: passed on out of order", index))  # fmt: skip
+            message = f"{run.run_id} volume {index} arrived after its gap was reported: passed on out of order"
+            out.notes.append(RunNote(WatchKind.LATE, run.run_id, message, index))
             out.volumes.append(volume)
             run.emitted += 1
             return out
@@ -165,8 +180,9 @@ class RunTracker:
         first_held = min(run.held)
         missing = (f"volume {run.next_index}" if first_held == run.next_index + 1
                    else f"volumes {run.next_index}-{first_held - 1}")  # fmt: skip
-        note = RunNote("gap", run.run_id, f"{run.run_id}: {missing} did not arrive within {self.wait(run):g} s; "
-                       f"passing on volume {first_held} and later", run.next_index)  # fmt: skip
+        message = (f"{run.run_id}: {missing} did not arrive within {self.wait(run):g} s; "
+                   f"passing on volume {first_held} and later")
+        note = RunNote(WatchKind.GAP, run.run_id, message, run.next_index)
         run.missing.update(i for i in range(run.next_index, first_held) if i not in run.seen)
         run.next_index = first_held
         run.waiting_since = None
@@ -200,5 +216,6 @@ class RunTracker:
                 out.extend(self._skip_gap(run, now))
             gone = sorted(run.missing)
             lost = f"; missing: volume{'s' if len(gone) > 1 else ''} {', '.join(map(str, gone))}" if gone else ""
-            out.notes.append(RunNote("run_end", run.run_id, f"{run.run_id}: {run.emitted} volumes received{lost}"))
+            message = f"{run.run_id}: {run.emitted} volumes received{lost}"
+            out.notes.append(RunNote(WatchKind.RUN_END, run.run_id, message))
         return out

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rtcontrol.scanner.errors import ForeignFile, IncompleteFile, IngestError
-from rtcontrol.scanner.runs import Released, RunNote, RunTracker
+from rtcontrol.scanner.runs import Released, RunNote, RunTracker, WatchKind
 from rtcontrol.scanner.volume import SliceImage, Volume
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class WatchEvent:
     volume arriving after its gap was reported), assembly (the slice assembler dropped a slice/volume).
     """
 
-    kind: str
+    kind: WatchKind
     path: Path | None = None  # the file concerned, when there is one
     message: str = ""  # says what happened and where, for the operator
     run: str | None = None
@@ -477,8 +477,9 @@ class ScanWatcher:
                 state.retry = None
             if now - state.changed_at >= self.incomplete_timeout:
                 state.done = True
-                self._report("gave_up", f"{path.name}: still incomplete {now - state.changed_at:.1f} s after it "
-                             f"last changed, giving up: {error.reason}", path)  # fmt: skip
+                message = (f"{path.name}: still incomplete {now - state.changed_at:.1f} s after it "
+                           f"last changed, giving up: {error.reason}")
+                self._report(WatchKind.GAVE_UP, message, path)
             elif state.again:
                 state.again = False
                 self._parse(path, state, now)
@@ -496,10 +497,11 @@ class ScanWatcher:
         state.done = True
         if isinstance(error, IngestError):
             kind = "foreign" if isinstance(error, ForeignFile) else "corrupt"
-            self._report("file_error", f"{path.name}: {kind} file skipped: {error.reason}", path)
+            self._report(WatchKind.FILE_ERROR, f"{path.name}: {kind} file skipped: {error.reason}", path)
         else:  # a reader bug must not stop the run
             log.error("reader failed on %s", path, exc_info=error)
-            self._report("file_error", f"{path.name}: could not be read ({type(error).__name__}: {error})", path)
+            message = f"{path.name}: could not be read ({type(error).__name__}: {error})"
+            self._report(WatchKind.FILE_ERROR, message, path)
         self._maybe_again(path, state, now)
 
     def _maybe_again(self, path: Path, state: _FileState, now: float) -> None:
@@ -524,7 +526,7 @@ class ScanWatcher:
             elif isinstance(item, SliceImage):
                 released.extend(self._add_slice(item, state, complete, parsed, now))
             else:
-                self._report("file_error", f"{path.name}: reader returned {type(item).__name__}", path)
+                self._report(WatchKind.FILE_ERROR, f"{path.name}: reader returned {type(item).__name__}", path)
         self._deliver(released)
         self._arm_gap_timer()
 
@@ -532,7 +534,7 @@ class ScanWatcher:
         key = (s.series_uid, s.temporal_index, round(float(s.slice_position), 3), s.acquisition_time)
         if key in self._slice_keys:
             self.stats.duplicates += 1
-            self._report("duplicate", f"{s.path.name}: slice at {s.slice_position:.2f} mm of volume "
+            self._report(WatchKind.DUPLICATE, f"{s.path.name}: slice at {s.slice_position:.2f} mm of volume "
                          f"{s.temporal_index} delivered again: ignored", s.path)  # fmt: skip
             return Released()
         self._slice_keys.add(key)
@@ -554,7 +556,7 @@ class ScanWatcher:
     def _assembly_problems(self, assembler: Any, known: int) -> None:
         """Pass on what the slice assembler had to drop or ignore (lost slices, given-up volumes)."""
         for message in assembler.problems[known:]:
-            self._report("assembly", message)
+            self._report(WatchKind.ASSEMBLY, message)
 
     def _stamp_assembled(self, volume: Volume, now: float, complete: float | None = None,
                          parsed: float | None = None) -> None:  # fmt: skip
@@ -583,22 +585,22 @@ class ScanWatcher:
                 log.exception("on_volume failed for %s volume %d", volume.run, volume.index)
 
     def _note(self, note: RunNote) -> None:
-        if note.kind == "refused":  # a volume that does not fit its run: an error about its file
+        if note.kind == WatchKind.REFUSED:  # a volume that does not fit its run: an error about its file
             path = Path(note.source) if note.source else None
-            self._report("file_error", note.message, path, note.run, note.index)
+            self._report(WatchKind.FILE_ERROR, note.message, path, note.run, note.index)
             return
-        if note.kind == "new_run":
+        if note.kind == WatchKind.NEW_RUN:
             self.stats.series.append(note.run)
-        if note.kind == "duplicate":
+        if note.kind == WatchKind.DUPLICATE:
             self.stats.duplicates += 1
         self._report(note.kind, note.message, None, note.run, note.index)
 
-    def _report(self, kind: str, message: str, path: Path | None = None, run: str | None = None,
+    def _report(self, kind: WatchKind, message: str, path: Path | None = None, run: str | None = None,
                 index: int | None = None) -> None:  # fmt: skip
-        if kind in ("file_error", "gave_up", "assembly"):
+        if kind in (WatchKind.FILE_ERROR, WatchKind.GAVE_UP, WatchKind.ASSEMBLY):
             self.stats.errors += 1
         event = WatchEvent(kind, path=path, message=message, run=run, index=index)
-        (log.warning if kind in ("file_error", "gave_up", "gap") else log.info)("%s", message)
+        (log.warning if kind in (WatchKind.FILE_ERROR, WatchKind.GAVE_UP, WatchKind.GAP) else log.info)("%s", message)
         if self.on_event is not None:
             try:
                 self.on_event(event)
@@ -620,7 +622,7 @@ class ScanWatcher:
         now = time.monotonic()
         released = self.runs.expire(now)
         self._deliver(released)
-        gaps = {n.run for n in released.notes if n.kind == "gap"}
+        gaps = {n.run for n in released.notes if n.kind == WatchKind.GAP}
         if gaps:
             waits = [self.runs.wait(r) for r in self.runs.runs.values() if r.run_id in gaps]
             self._give_up_stalled(now, min(waits) if waits else self.runs.gap_timeout)
@@ -638,8 +640,9 @@ class ScanWatcher:
                 state.retry.cancel()
                 state.retry = None
             state.done = True
-            self._report("gave_up", f"{path.name}: still incomplete {now - state.changed_at:.1f} s after it last "
-                         f"changed while later volumes went on (the missing volume?): {state.error}", path)  # fmt: skip
+            message = (f"{path.name}: still incomplete {now - state.changed_at:.1f} s after it last "
+                       f"changed while later volumes went on (the missing volume?): {state.error}")
+            self._report(WatchKind.GAVE_UP, message, path)
 
 
 def _has_bytes(path: Path) -> bool:
