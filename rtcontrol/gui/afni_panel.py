@@ -233,7 +233,7 @@ class AfniPanel(Panel):
             for i, curve in enumerate(self.curves):
                 curve.setData(xs, [r.motion[i] for r in motion.records])
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+    def closeEvent(self, event: Any) -> None:  # Qt name
         self.timer.stop()
         self._unsubscribe()
         super().closeEvent(event)

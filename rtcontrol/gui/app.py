@@ -6,10 +6,14 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from rtcontrol.console import settings as settings_io
 from rtcontrol.console.options import add_arguments, settings_from_args  # noqa: F401  (main.py's flags)
 from rtcontrol.console.session import ConsoleSession
+
+if TYPE_CHECKING:
+    from rtcontrol.gui.main_window import MainWindow
 
 log = logging.getLogger("rtcontrol.gui")
 
@@ -21,13 +25,14 @@ def run(args: argparse.Namespace) -> int:
     except settings_io.SettingsError as exc:
         print(f"main.py: {exc}", file=sys.stderr)
         return 2
-    import qasync
+    import qasync  # type: ignore[import-untyped]  # qasync ships no type information (no py.typed)
     from PySide6 import QtWidgets
 
     from rtcontrol.gui import theme
     from rtcontrol.gui.main_window import MainWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    assert isinstance(app, QtWidgets.QApplication)  # instance() is typed as the QCoreApplication base
     app.setApplicationName("rtcontrol")
     app.setOrganizationName("rtcontrol")
     theme.apply(app)
@@ -54,21 +59,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def open_session(window: object, session: ConsoleSession, *, start: bool) -> None:
+async def open_session(window: MainWindow, session: ConsoleSession, *, start: bool) -> None:
     """Connect the links, fill the project list and (for the demo) start the first run."""
     c = session.controller
     try:
         await session.open()
         agent = session.embedded.get("subject")
-        if getattr(agent, "display", None) is not None:
-            window.add_subject_view(agent.display)  # type: ignore[attr-defined]
+        display = getattr(agent, "display", None)
+        if display is not None:
+            window.add_subject_view(display)
         projects = await c.list_projects()
         if projects:
             await c.project_settings(c.settings.project.name)
     except Exception as exc:
         c.error(f"could not connect: {exc}")
-        window.offer_interrupted(session.interrupted)  # type: ignore[attr-defined]
+        window.offer_interrupted(session.interrupted)
         return
-    window.offer_interrupted(session.interrupted)  # type: ignore[attr-defined]
+    window.offer_interrupted(session.interrupted)
     if start:
-        window.start_run()  # type: ignore[attr-defined]
+        window.start_run()

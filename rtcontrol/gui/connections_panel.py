@@ -63,12 +63,12 @@ class ConnectionsPanel(Panel):
             if name not in LINKS:
                 continue
             row = LINKS.index(name)
-            self.table.item(row, 1).setText(c.url or "—")
-            item = self.table.item(row, 2)
+            self._cell(row, 1).setText(c.url or "—")
+            item = self._cell(row, 2)
             item.setText(c.state)
             item.setForeground(QtGui.QColor(STATE_COLOURS.get(c.state, "#8a94a3")))
-            self.table.item(row, 3).setText("—" if c.rtt_ms is None else f"{c.rtt_ms:.1f} ms")
-            fp = self.table.item(row, 4)
+            self._cell(row, 3).setText("—" if c.rtt_ms is None else f"{c.rtt_ms:.1f} ms")
+            fp = self._cell(row, 4)
             fp.setText(c.fingerprint or "—")
             fp.setToolTip(c.fingerprint)
             if c.detail:
@@ -78,8 +78,13 @@ class ConnectionsPanel(Panel):
             self.table.resizeColumnToContents(col)
         self.table.horizontalHeader().setStretchLastSection(True)
 
+    def _cell(self, row: int, col: int) -> QtWidgets.QTableWidgetItem:
+        item = self.table.item(row, col)
+        assert item is not None  # __init__ gives every cell an item
+        return item
 
-def ask_trust(parent: QtWidgets.QWidget, peer: str, fingerprint: str) -> "QtCore.QObject":
+
+def ask_trust(parent: QtWidgets.QWidget, peer: str, fingerprint: str) -> QtWidgets.QMessageBox:
     """A non-blocking trust-on-first-use question; see :func:`rtcontrol.gui.main_window.MainWindow.trust_prompt`."""
     box = QtWidgets.QMessageBox(parent)
     box.setIcon(QtWidgets.QMessageBox.Icon.Question)

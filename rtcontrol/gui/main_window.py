@@ -417,7 +417,8 @@ class MainWindow(QtWidgets.QMainWindow):
         s = self.setup.checked_settings()
         if s is None:
             return
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save run settings", f"{s.run_id}.toml", "Run settings (*.toml)")
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save run settings", f"{s.run_id}.toml",
+                                                        "Run settings (*.toml)")
         if path:
             settings_io.save(s, path)
             self.controller.info(f"settings saved to {path}")
@@ -484,7 +485,12 @@ class MainWindow(QtWidgets.QMainWindow):
         strip = [dock for name, dock in d.items() if name in ("Connections", "AFNI", "Log", "Subject display")]
         for dock in strip:
             dock.setMaximumHeight(bottom)
-        QtCore.QTimer.singleShot(100, self, lambda: [dock.setMaximumHeight(16777215) for dock in strip])
+
+        def uncap() -> None:
+            for dock in strip:
+                dock.setMaximumHeight(16777215)
+
+        QtCore.QTimer.singleShot(100, self, uncap)
         self.resizeDocks([d["Run setup"], d["Scanner"]], [int(h * 0.62), int(h * 0.38)], V)
         self.resizeDocks([d["Live views"], d["Timecourses"]], [int((h - bottom) * 0.45), int((h - bottom) * 0.55)], V)
         bottoms = [d["Connections"], d["Log"]] + ([d["Subject display"]] if "Subject display" in d else [])
@@ -567,7 +573,8 @@ class MainWindow(QtWidgets.QMainWindow):
         return path
 
     def save_screenshot_as(self) -> None:
-        name = f"{self.controller.model.run or 'console'}-{QtCore.QDateTime.currentDateTime().toString('yyyyMMdd-HHmmss')}.png"
+        stamp = QtCore.QDateTime.currentDateTime().toString("yyyyMMdd-HHmmss")
+        name = f"{self.controller.model.run or 'console'}-{stamp}.png"
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save screenshot", name, "PNG image (*.png)")
         if path:
             try:

@@ -17,7 +17,7 @@ class ScannerPanel(Panel):
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
-        self.tr = 2.0
+        self.tr_seconds = 2.0  # not "tr": that would hide QObject.tr
         self.expected = 0
         self.status: ev.ScannerStatus | None = None
         self.status_time = 0.0
@@ -54,7 +54,7 @@ class ScannerPanel(Panel):
         layout.addStretch(1)
 
     def set_run(self, tr: float, expected: int, folder: str = "") -> None:
-        self.tr, self.expected = tr, expected
+        self.tr_seconds, self.expected = tr, expected
         if folder:
             self.folder.setText(folder)
         self.dirty = True
@@ -100,8 +100,8 @@ class ScannerPanel(Panel):
                 self.since.setText("waiting for the first volume")
                 set_role(self.since, "caption")
             else:
-                self.since.setText(f"{s.since_last:.1f} s  (TR {self.tr:g} s)")
-                set_role(self.since, "warn" if s.since_last > 1.5 * self.tr else "big")
+                self.since.setText(f"{s.since_last:.1f} s  (TR {self.tr_seconds:g} s)")
+                set_role(self.since, "warn" if s.since_last > 1.5 * self.tr_seconds else "big")
         self.late.setText(f"scanner late {self.scanner_late} · analysis late {self.analysis_late}")
         self.warning.setText(self.last_warning)
         set_role(self.warning, "warn" if self.last_warning else "caption")

@@ -67,31 +67,31 @@ def _widget_for(d: dict[str, Any], value: Any) -> QtWidgets.QWidget:
     lo = d.get("minimum")
     hi = d.get("maximum")
     if kind == "float":
-        w = QtWidgets.QDoubleSpinBox()
-        w.setDecimals(3)
-        w.setRange(-1e6 if lo is None else lo, 1e6 if hi is None else hi)
-        w.setValue(float(value))
-        return w
+        real = QtWidgets.QDoubleSpinBox()
+        real.setDecimals(3)
+        real.setRange(-1e6 if lo is None else lo, 1e6 if hi is None else hi)
+        real.setValue(float(value))
+        return real
     if kind == "int":
-        w = QtWidgets.QSpinBox()
-        w.setRange(-(10**6) if lo is None else int(lo), 10**6 if hi is None else int(hi))
-        w.setValue(int(value))
-        return w
+        integer = QtWidgets.QSpinBox()
+        integer.setRange(-(10**6) if lo is None else int(lo), 10**6 if hi is None else int(hi))
+        integer.setValue(int(value))
+        return integer
     if kind == "bool":
-        w = QtWidgets.QCheckBox()
-        w.setChecked(bool(value))
-        return w
+        check = QtWidgets.QCheckBox()
+        check.setChecked(bool(value))
+        return check
     if kind == "choice":
-        w = QtWidgets.QComboBox()
+        combo = QtWidgets.QComboBox()
         for c in d.get("choices") or []:
-            w.addItem(str(c), c)
-        w.setCurrentIndex(max(0, w.findText(str(value))))
-        return w
+            combo.addItem(str(c), c)
+        combo.setCurrentIndex(max(0, combo.findText(str(value))))
+        return combo
     if kind == "vector3":
-        w = QtWidgets.QLineEdit(", ".join(f"{float(v):g}" for v in list(value or [0, 0, 0])[:3]))
-        w.setProperty("vector3", True)
-        w.setPlaceholderText("x, y, z")
-        return w
+        line = QtWidgets.QLineEdit(", ".join(f"{float(v):g}" for v in list(value or [0, 0, 0])[:3]))
+        line.setProperty("vector3", True)
+        line.setPlaceholderText("x, y, z")
+        return line
     return QtWidgets.QLineEdit("" if value is None else str(value))
 
 
@@ -136,10 +136,10 @@ class SetupPanel(Panel):
         self.run_number = QtWidgets.QSpinBox()
         self.run_number.setRange(1, 999)
         self.task = QtWidgets.QLineEdit()
-        self.tr = QtWidgets.QDoubleSpinBox()
-        self.tr.setRange(0.05, 60)
-        self.tr.setDecimals(3)
-        self.tr.setSuffix(" s")
+        self.tr_field = QtWidgets.QDoubleSpinBox()  # not "tr": that would hide QObject.tr
+        self.tr_field.setRange(0.05, 60)
+        self.tr_field.setDecimals(3)
+        self.tr_field.setSuffix(" s")
         self.expected = QtWidgets.QSpinBox()
         self.expected.setRange(0, 100000)
         self.expected.setSpecialValueText("unknown")
@@ -191,7 +191,7 @@ class SetupPanel(Panel):
         form.addRow("session", self.session)
         form.addRow("run", self.run_number)
         form.addRow("task", self.task)
-        form.addRow("TR", self.tr)
+        form.addRow("TR", self.tr_field)
         form.addRow("volumes", self.expected)
         form.addRow("watch folder", watch_row)
         form.addRow("", self.polling)
@@ -231,7 +231,7 @@ class SetupPanel(Panel):
         scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(inner)
-        self.scroll = scroll
+        self.scroll_area = scroll  # not "scroll": that would hide QWidget.scroll
         self.wheel_guard = WheelGuard(scroll, self)
         self.wheel_guard.guard(inner)
         self.project_form.wheel_guard = self.wheel_guard
@@ -254,7 +254,7 @@ class SetupPanel(Panel):
         self.session.setText(r.session)
         self.run_number.setValue(r.run)
         self.task.setText(r.task)
-        self.tr.setValue(r.tr)
+        self.tr_field.setValue(r.tr)
         self.expected.setValue(r.expected_volumes)
         self.watch.setText(r.watch_folder)
         self.polling.setChecked(r.polling)
@@ -276,7 +276,8 @@ class SetupPanel(Panel):
             self.allowed.addItem(folder)
 
     def remove_allowed_folder(self) -> None:
-        for item in self.allowed.selectedItems() or ([self.allowed.currentItem()] if self.allowed.currentItem() else []):
+        current = self.allowed.currentItem()
+        for item in self.allowed.selectedItems() or ([current] if current else []):
             self.allowed.takeItem(self.allowed.row(item))
 
     def _choose_allowed_folder(self) -> None:
@@ -295,7 +296,7 @@ class SetupPanel(Panel):
                 session=self.session.text().strip(),
                 run=self.run_number.value(),
                 task=self.task.text().strip(),
-                tr=self.tr.value(),
+                tr=self.tr_field.value(),
                 expected_volumes=self.expected.value(),
                 watch_folder=self.watch.text().strip(),
                 polling=self.polling.isChecked(),
@@ -331,7 +332,8 @@ class SetupPanel(Panel):
         for p in projects:
             name = str(p.get("name", ""))
             self.project.addItem(name)
-            self.project.setItemData(self.project.count() - 1, p.get("description", ""), QtCore.Qt.ItemDataRole.ToolTipRole)
+            self.project.setItemData(self.project.count() - 1, p.get("description", ""),
+                                     QtCore.Qt.ItemDataRole.ToolTipRole)
         if current and self.project.findText(current) < 0:
             self.project.addItem(current)
         self.project.setCurrentText(current)
@@ -366,7 +368,7 @@ class SetupPanel(Panel):
         self.start_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
         self.next_button.setEnabled(not running)
-        for w in (self.subject, self.session, self.run_number, self.task, self.tr, self.expected, self.watch,
+        for w in (self.subject, self.session, self.run_number, self.task, self.tr_field, self.expected, self.watch,
                   self.polling, self.project, self.onset, self.delay, self.project_form, self.allowed,
                   self.add_folder, self.remove_folder):
             w.setEnabled(not running)

@@ -7,6 +7,7 @@ axial with anterior up, coronal and sagittal with superior up, left/right by the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ class SlicesPanel(Panel):
         super().__init__(parent)
         self.model = model
         self.convention = convention
-        self.pos: tuple[int, int, int] | None = None  # the cut, as a display (R, A, S-ordered) index
+        self.cut_index: tuple[int, int, int] | None = None  # the cut, as a display (R, A, S-ordered) index
         self.shape: tuple[int, int, int] | None = None  # display shape
         self.orientation: Orientation | None = None
         self._grid: tuple[Any, ...] | None = None
@@ -76,8 +77,8 @@ class SlicesPanel(Panel):
                 self.edges[name][edge] = label
             self.views[name], self.images[name], self.overlays[name] = vb, img, overlay
             self.lines[name] = (h, v)
-            img.hoverEvent = self._hover_handler(name)  # type: ignore[method-assign]
-            img.mouseClickEvent = self._click_handler(name)  # type: ignore[method-assign]
+            img.hoverEvent = self._hover_handler(name)
+            img.mouseClickEvent = self._click_handler(name)
         self.graphics.ci.layout.setRowStretchFactor(1, 1)
         self.set_convention(convention)
 
@@ -89,16 +90,16 @@ class SlicesPanel(Panel):
         self.show_roi = QtWidgets.QCheckBox("ROI")
         self.show_roi.setChecked(True)
         self.show_roi.toggled.connect(self._mark)
-        self.cursor = QtWidgets.QLabel("move the mouse over a slice; click to move the cut")
-        self.cursor.setObjectName("caption")
+        self.cursor_label = QtWidgets.QLabel("move the mouse over a slice; click to move the cut")
+        self.cursor_label.setObjectName("caption")
         self.volume_label = QtWidgets.QLabel("no volume yet")
         self.convention_label = caption("")
 
         # one row under the views (the views get the height): cursor readout, contrast, ROI, volume, convention
-        self.cursor.setMinimumWidth(120)
+        self.cursor_label.setMinimumWidth(120)
         self.contrast.setMaximumWidth(220)
         controls = QtWidgets.QHBoxLayout()
-        controls.addWidget(self.cursor, 1)
+        controls.addWidget(self.cursor_label, 1)
         controls.addWidget(caption("contrast"))
         controls.addWidget(self.contrast)
         controls.addWidget(self.show_roi)
@@ -161,7 +162,7 @@ class SlicesPanel(Panel):
             if o is None or o.shape != mask.shape:
                 volume = self.model.latest
                 o = Orientation.of(volume.affine, mask.shape) if volume is not None else None
-            self.pos = o.to_display(ijk) if o is not None else None
+            self.cut_index = o.to_display(ijk) if o is not None else None
         self._drawn = None
         self.dirty = True
 
@@ -179,7 +180,7 @@ class SlicesPanel(Panel):
 
     def clear(self) -> None:
         """A new run: nothing of the previous run's last volume stays on screen."""
-        self.pos = None
+        self.cut_index = None
         self.shape = None
         self._grid = None
         self._drawn = None
@@ -190,7 +191,7 @@ class SlicesPanel(Panel):
         self._place_edges()
         self.volume_label.setText("waiting for the first volume")
         self.cursor_text = ""
-        self.cursor.setText("move the mouse over a slice; click to move the cut")
+        self.cursor_label.setText("move the mouse over a slice; click to move the cut")
 
     def repaint_now(self) -> None:
         data = self.model.latest_scaled
@@ -207,23 +208,23 @@ class SlicesPanel(Panel):
         o = self.orientation
         assert o is not None and self.shape is not None
         shape = self.shape
-        if self.pos is None or not all(0 <= p < n for p, n in zip(self.pos, shape)):
-            self.pos = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
+        if self.cut_index is None or not all(0 <= p < n for p, n in zip(self.cut_index, shape)):
+            self.cut_index = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
         display = o.display(data)
         levels = levels_for(data, self.contrast.value() / 10.0)
         mask = self.model.roi_mask if self.show_roi.isChecked() else None
         if mask is not None and mask.shape != data.shape:
             mask = None
         for name in VIEWS:
-            self.images[name].setImage(cut(display, name, self.pos), levels=levels, autoLevels=False)
+            self.images[name].setImage(cut(display, name, self.cut_index), levels=levels, autoLevels=False)
         # the overlay and the cut lines change only with the cut or the ROI, not with every volume
-        key = (self.pos, id(mask), grid)
+        key = (self.cut_index, id(mask), grid)
         if key != self._drawn:
             self._drawn = key
             shown = o.display(mask) if mask is not None else None
             for name in VIEWS:
                 if shown is not None:
-                    rgba = ROI_RGBA[cut(shown, name, self.pos).astype(np.intp)]  # (w, h, 4): no colour table
+                    rgba = ROI_RGBA[cut(shown, name, self.cut_index).astype(np.intp)]  # (w, h, 4): no colour table
                     self.overlays[name].setImage(rgba, autoLevels=False, levels=None)
                 self.overlays[name].setVisible(shown is not None)
             self._place_lines()
@@ -244,26 +245,26 @@ class SlicesPanel(Panel):
             self.overlays[name].setTransform(t)
 
     def _place_lines(self) -> None:
-        assert self.pos is not None
+        assert self.cut_index is not None
         for name in VIEWS:
             ax, ay, _ = VIEW_AXES[name]
             a, b = self._scales[name]
             h, v = self.lines[name]
-            v.setValue((self.pos[ax] + 0.5) * a)
-            h.setValue((self.pos[ay] + 0.5) * b)
+            v.setValue((self.cut_index[ax] + 0.5) * a)
+            h.setValue((self.cut_index[ay] + 0.5) * b)
 
     def _display_at(self, name: str, x: float, y: float) -> tuple[int, int, int] | None:
         """The display index under image coordinates (x, y) of a view, or None outside the volume."""
-        if self.pos is None or self.shape is None:
+        if self.cut_index is None or self.shape is None:
             return None
         ax, ay, _ = VIEW_AXES[name]
-        d = list(self.pos)
+        d = list(self.cut_index)
         d[ax], d[ay] = int(np.floor(x)), int(np.floor(y))
         if all(0 <= c < n for c, n in zip(d, self.shape)):
             return (d[0], d[1], d[2])
         return None
 
-    def _hover_handler(self, name: str):  # type: ignore[no-untyped-def]
+    def _hover_handler(self, name: str) -> Callable[[Any], None]:
         def hover(event: Any) -> None:
             if event.isExit():
                 return
@@ -272,12 +273,12 @@ class SlicesPanel(Panel):
 
         return hover
 
-    def _click_handler(self, name: str):  # type: ignore[no-untyped-def]
+    def _click_handler(self, name: str) -> Callable[[Any], None]:
         def click(event: Any) -> None:
             p = event.pos()
             d = self._display_at(name, p.x(), p.y())
             if d is not None:
-                self.pos = d
+                self.cut_index = d
                 self.dirty = True
                 event.accept()
 
@@ -299,5 +300,5 @@ class SlicesPanel(Panel):
             f"voxel ({ijk[0]}, {ijk[1]}, {ijk[2]})  world ({world[0]:.1f}, {world[1]:.1f}, {world[2]:.1f}) mm"
             f"  value {data[ijk]:.1f}{roi}"
         )
-        self.cursor.setText(self.cursor_text)
+        self.cursor_label.setText(self.cursor_text)
         return self.cursor_text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pyqtgraph as pg
 from PySide6 import QtGui, QtWidgets
@@ -24,7 +24,7 @@ def apply(app: QtWidgets.QApplication) -> None:
     pg.setConfigOptions(background=BACKGROUND, foreground=FOREGROUND, antialias=False, imageAxisOrder="col-major")
 
 
-@lru_cache(maxsize=None)
+@cache
 def icon(name: str) -> QtGui.QIcon:
     """An icon from ``resources/icons/<name>.svg`` (an empty icon if it is missing)."""
     path = resources_dir() / "icons" / f"{name}.svg"

@@ -157,7 +157,7 @@ class TimecoursePanel(Panel):
             f'<span style="color:{pen_.color().name()}">━ {label}</span>' for _, label, pen_ in lines
         ) if len(lines) > 1 else ""
         p.setTitle(f'<span style="color:#aeb8c7">{title}</span>&nbsp;&nbsp;&nbsp;{legend}', size="8pt")
-        p.base_title = title  # type: ignore[attr-defined]
+        p.base_title = title
         p.layout.setRowFixedHeight(0, 18)
         p.layout.setRowSpacing(0, 0)
         p.getAxis("left").setWidth(44)
@@ -253,7 +253,7 @@ class TimecoursePanel(Panel):
                     region.setRegion((first - 0.5, end - 0.5))
                 if getattr(region, "condition", None) != code:
                     region.setBrush(pg.mkBrush(brush))
-                    region.condition = code  # type: ignore[attr-defined]
+                    region.condition = code
 
     def repaint_now(self) -> None:
         m = self.model

@@ -40,7 +40,7 @@ def test_whole_run_through_the_window(qtbot: Any, qloop: Any, tmp_path: Path, sy
         assert window.subject_view is not None
         await wait_until(window.isActiveWindow, what="the window to be active again after docking the subject display")
         # set the run up through the form
-        window.setup.tr.setValue(0.5)
+        window.setup.tr_field.setValue(0.5)
         window.setup.expected.setValue(0)
         window.setup.watch.setText(str(watch))
         window.setup.project_form.fields["baseline"][1].setValue(2)

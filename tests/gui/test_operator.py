@@ -52,9 +52,9 @@ def test_wheel_over_an_unfocused_spin_box_scrolls_the_form_not_the_value(qtbot: 
     panel.set_project_settings(panel.project.currentText(),
                                [{"name": "level", "default": 5, "type": "int", "minimum": 0, "maximum": 100}])
     form_field = panel.project_form.fields["level"][1]
-    bar = panel.scroll.verticalScrollBar()
+    bar = panel.scroll_area.verticalScrollBar()
     assert bar.maximum() > 0, "the form should be taller than the panel for this test"
-    for spin, start in ((panel.run_number, 3), (panel.tr, 2.0), (form_field, 5)):
+    for spin, start in ((panel.run_number, 3), (panel.tr_field, 2.0), (form_field, 5)):
         spin.setValue(start)
         panel.setFocus()
         bar.setValue(0)
