@@ -359,20 +359,6 @@ class MainWindow(QtWidgets.QMainWindow):
                         "volumes; what arrived so far is kept.")
             box.open()
         return box
-        box = QtWidgets.QMessageBox(
-            QtWidgets.QMessageBox.Icon.Question, "Stop the run?",
-            f"Stop run {self.controller.model.run or ''} now? The scanner may still be sending volumes; "
-            "what arrived so far is kept.", QtWidgets.QMessageBox.StandardButton.NoButton, self)
-        box.setObjectName("confirm-stop")
-        stop = box.addButton("Stop the run", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
-        keep = box.addButton("Keep running", QtWidgets.QMessageBox.ButtonRole.RejectRole)
-        box.setDefaultButton(keep)
-        box.setEscapeButton(keep)
-        box.buttonClicked.connect(lambda button: self.stop_run() if button is stop else None)
-        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
-        self.stop_box = box
-        box.open()
-        return box
 
     def stop_run(self) -> asyncio.Task[Any] | None:
         """Stop now, without asking (the confirmed answer, closing the window, tests)."""
