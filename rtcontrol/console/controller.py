@@ -18,8 +18,9 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from rtcontrol.console import events as ev
 from rtcontrol.console import settings as settings_io
@@ -372,7 +373,7 @@ class ConsoleController:
 
     # --- inbound: worker and subject -----------------------------------------------------
     def handle_feedback(
-        self, run: str, index: int, value: Any, metrics: dict[str, float] | None, timeline: Timeline
+        self, run: str, index: int, value: Any, metrics: dict[str, float | None] | None, timeline: Timeline
     ) -> None:
         """From the worker link: the result for one volume. Passed on to the subject agent."""
         if run and self.model.run and run != self.model.run:
@@ -481,7 +482,7 @@ class ConsoleController:
         for message in held:
             text = str(message.get("text") or message)
             log.info("project: not shown to the subject (catch-up, %s): %s", what, text)  # one per volume: journal only
-            self._record(lambda r: r.record_event("catch_up_message", text, content=message))
+            self._record_event("catch_up_message", text, content=message)
 
     def worker_restarting(self, run: str, info: dict[str, Any]) -> None:
         """The worker link found a worker that does not know the run (it restarted): catch up from now."""
@@ -489,7 +490,7 @@ class ConsoleController:
         n = self._catch_up.restart()
         for report in self._catch_up.reports[said:]:  # it restarted again before it had caught up
             self.warn(f"run {run}: {report}", "worker")
-            self._record(lambda r: r.record_event("worker_restarted", report))
+            self._record_event("worker_restarted", report)
         self.warn(f"the worker restarted during run {run} (at volume {n}): starting the run again there with the "
                   f"same settings and replaying volumes 0..{n - 1} to it; their feedback is catch-up "
                   "(recorded, not shown to the subject)" if n else
@@ -724,6 +725,10 @@ class ConsoleController:
         except Exception as exc:
             self.error(f"recording failed: {exc}; recording is off for the rest of the run", "recording")
             self.recorder = None
+
+    def _record_event(self, kind: str, message: str, **data: Any) -> None:
+        """``recorder.record_event(kind, message, **data)`` through :meth:`_record` (binds the values now)."""
+        self._record(lambda r: r.record_event(kind, message, **data))
 
     async def _close_recorder(self, reason: str) -> None:
         recorder, self.recorder = self.recorder, None

@@ -10,8 +10,9 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from rtcontrol.link.delivery import LinkState
 from rtcontrol.scanner.volume import Timeline, Volume
@@ -61,7 +62,7 @@ class FeedbackArrived:
     run: str
     index: int
     value: Any
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]  # a project's metric may be None for a volume
     timeline: Timeline
 
 

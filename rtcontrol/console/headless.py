@@ -23,8 +23,9 @@ import math
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from rtcontrol.console import events as ev
@@ -189,7 +190,8 @@ class Printer:
             if event.level == "error":
                 self.errors += 1
             if not self.quiet or event.level == "error":
-                self._line(f"[{event.source}] {event.level if event.level != 'info' else ''}{': ' if event.level != 'info' else ''}{event.text}")
+                level = f"{event.level}: " if event.level != "info" else ""
+                self._line(f"[{event.source}] {level}{event.text}")
         elif isinstance(event, ev.FeedbackArrived) and not self.quiet:
             took = event.timeline.between("file_seen", "feedback_received")
             value = event.value if not isinstance(event.value, float) else round(event.value, 4)

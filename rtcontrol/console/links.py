@@ -20,7 +20,15 @@ from rtcontrol.console import events as ev
 from rtcontrol.console.controller import ConsoleController
 from rtcontrol.link.delivery import LinkState
 from rtcontrol.link.events import (
-    Delivery, FeedbackEvent, LinkEvent, LogLine, Problem, Response, RunChange, RunChanged, StateChanged,
+    Delivery,
+    FeedbackEvent,
+    LinkEvent,
+    LogLine,
+    Problem,
+    Response,
+    RunChange,
+    RunChanged,
+    StateChanged,
     SubjectMessage,
 )
 from rtcontrol.scanner.volume import Timeline
@@ -138,36 +146,45 @@ class WorkerAdapter:
         self.client: WorkerClient | None = None
         self.url = ""
 
+    @property
+    def linked(self) -> WorkerClient:
+        """The client; set by :func:`_connect_worker` before the controller gets this adapter."""
+        if self.client is None:
+            raise RuntimeError("the worker link is not set up yet")
+        return self.client
+
     async def list_projects(self) -> list[dict[str, Any]]:
-        return list(await self.client.list_projects())
+        return list(await self.linked.list_projects())
 
     @property
     def plugins(self) -> dict[str, Any] | None:
         """The worker's plugins as its last project list carried them (None from an older worker)."""
-        return self.client.plugins
+        return self.linked.plugins
 
     async def project_settings(self, project: str) -> list[dict[str, Any]]:
-        return list(await self.client.project_settings(project))
+        return list(await self.linked.project_settings(project))
 
     async def start_run(self, run: str, project: str, settings: dict[str, Any], tr: float) -> None:
         from rtcontrol.worker.console_files import ConsoleFiles
 
         # the run's [files] allowed_folders (the operator may have changed them since the link came up)
-        self.client.files = ConsoleFiles([Path(f) for f in self.c.settings.files.allowed_folders])
-        await self.client.start_run(project, settings, run, tr)
+        client = self.linked
+        client.files = ConsoleFiles([Path(f) for f in self.c.settings.files.allowed_folders])
+        await client.start_run(project, settings, run, tr)
 
     async def send_volume(self, volume: Any) -> None:
-        await self.client.send_volume(volume)
+        await self.linked.send_volume(volume)
 
     async def send_response(self, response: dict[str, Any]) -> None:
-        await self.client.send_response(response)
+        await self.linked.send_response(response)
 
     async def stop_run(self) -> None:
-        if self.client.run is not None:
-            await self.client.stop_run()
+        client = self.linked
+        if client.run is not None:
+            await client.stop_run()
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.linked.close()
 
     def refresh_status(self) -> None:
         """Re-publish the link state with the latest round-trip time."""
@@ -199,7 +216,7 @@ class WorkerAdapter:
     def show_state(self, state: LinkState) -> None:
         shown = state.shown
         rtt = self.client.rtt if self.client is not None else None
-        self.c.connection("worker", shown, url=self.url, fingerprint=str(self.client.fingerprint or ""),
+        self.c.connection("worker", shown, url=self.url, fingerprint=str(self.linked.fingerprint or ""),
                           rtt_ms=None if rtt is None else rtt * 1e3,
                           detail="" if shown == state else f"{state} after a drop")
 
@@ -244,24 +261,31 @@ class SubjectAdapter:
         self.url = ""
         self.run = ""
 
+    @property
+    def linked(self) -> SubjectClient:
+        """The client; set by :func:`_connect_subject` before the controller gets this adapter."""
+        if self.client is None:
+            raise RuntimeError("the subject link is not set up yet")
+        return self.client
+
     async def start_run(self, run: str, tr: float, onset: str, delay: float) -> None:
         self.run = run
-        await self.client.start_run(
+        await self.linked.start_run(
             {"run": run, "tr": tr, "onset": {"mode": OnsetMode(onset), "delay": delay, "tr": tr}}
         )
 
     async def send_feedback(self, run: str, index: int, value: Any, timeline: Timeline) -> None:
-        self.client.send_feedback(run, index, value, timeline.to_dict(), acquired=timeline.get("file_seen"))
+        self.linked.send_feedback(run, index, value, timeline.to_dict(), acquired=timeline.get("file_seen"))
 
     async def send_message(self, message: dict[str, Any]) -> None:
-        self.client.send_message(str(message.get("text") or ""), kind=str(message.get("kind") or "text"),
+        self.linked.send_message(str(message.get("text") or ""), kind=str(message.get("kind") or "text"),
                                  run=self.run or None, data=message.get("data"))
 
     async def stop_run(self) -> None:
-        await self.client.stop_run(self.run or None)
+        await self.linked.stop_run(self.run or None)
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.linked.close()
 
     def refresh_status(self) -> None:
         if self.client is not None:
@@ -291,7 +315,7 @@ class SubjectAdapter:
         detail = (event.error.removeprefix(f"{self.url}: ")  # the address is said beside it
                   or (f"{len(consumers)} stimulus program(s) attached" if consumers else ""))
         self.c.connection("subject", event.state.shown, url=self.url, detail=detail,
-                          fingerprint=event.fingerprint or str(self.client.fingerprint or ""),
+                          fingerprint=event.fingerprint or str(self.linked.fingerprint or ""),
                           rtt_ms=None if rtt is None else rtt * 1e3)
 
 

@@ -85,7 +85,7 @@ class RunModel:
         self.global_mean.set(volume.index, float(scaled.mean(dtype=np.float64)))
         self._stamp(volume.index, volume.timeline)
 
-    def add_feedback(self, index: int, value: Any, metrics: dict[str, float], timeline: Timeline) -> None:
+    def add_feedback(self, index: int, value: Any, metrics: dict[str, float | None], timeline: Timeline) -> None:
         self.feedbacks += 1
         self.last_feedback_value = value
         if value is not None:

@@ -33,7 +33,10 @@ class WatchEvent(Protocol):
 
 
 class Watcher(Protocol):
-    stats: WatchStats
+    @property
+    def stats(self) -> WatchStats:
+        """Read-only here, so the watcher's own stats class (with more fields) conforms."""
+        ...
 
     async def start(self) -> None: ...
 

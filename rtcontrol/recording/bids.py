@@ -22,9 +22,10 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -77,7 +78,8 @@ def _label(value: Any, default: str) -> str:
 
 def labels_from_settings(settings: dict[str, Any]) -> tuple[Labels, float | None]:
     """BIDS labels and the TR from run settings (``RunSettings.to_dict()`` with a [run] table, or flat)."""
-    run_table = settings.get("run") if isinstance(settings.get("run"), dict) else settings
+    run = settings.get("run")
+    run_table: dict[str, Any] = run if isinstance(run, dict) else settings
     try:
         run_number = int(run_table.get("run", 1))
     except (TypeError, ValueError):
@@ -154,7 +156,8 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
             "events": [_event_row(r, ref) for r in contents.of_type("event")],
         }
         if run_number != labels.run:
-            runlog["note"] = f"run-{labels.run:02d} already existed in {func}; this run was written as run-{run_number:02d}"
+            runlog["note"] = (f"run-{labels.run:02d} already existed in {func}; "
+                              f"this run was written as run-{run_number:02d}")
         _write_json(deriv / f"{stem}_desc-runlog.json", runlog)
     except OSError as exc:
         raise RecordingError(
@@ -197,7 +200,7 @@ class RecordedSeries:
                 f"{contents.run_dir}: the volumes have different shapes {sorted(shapes)}; cannot make one 4-D image"
             )
         self.contents, self.first, self.count = contents, first, count
-        self.shape: tuple[int, int, int] = shapes.pop()  # type: ignore[assignment]
+        self.shape: tuple[int, int, int] = shapes.pop()
         self.by_index = {int(r["index"]): r for r in records}
         self.indices = list(range(first, first + count))
         self.missing = [i for i in self.indices if i not in self.by_index]
@@ -206,7 +209,7 @@ class RecordedSeries:
         self.dtype = np.dtype(np.float32) if self.mixed else np.result_type(*{np.dtype(r["dtype"]) for r in records})
         self.slope, self.inter = (1.0, 0.0) if self.mixed else scales.pop()
 
-    def __iter__(self) -> Iterable[tuple[int, np.ndarray | None]]:
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray | None]]:
         """(index, stored values in the series dtype) per time point; None where the volume is missing."""
         for index in self.indices:
             r = self.by_index.get(index)
@@ -289,9 +292,9 @@ def bold_sidecar(task: str, tr: float, slice_timing: list[float] | None, header:
                 value = str(value)
         except (TypeError, ValueError):
             continue
-        if key == "EchoTime" and value > 1.0:  # milliseconds (DICOM) -> seconds (BIDS)
+        if key == "EchoTime" and isinstance(value, float) and value > 1.0:  # milliseconds (DICOM) -> seconds (BIDS)
             value = value / 1000.0
-        if key == "PhaseEncodingDirection" and not re.fullmatch(r"[ijk]-?", value):
+        if key == "PhaseEncodingDirection" and isinstance(value, str) and not re.fullmatch(r"[ijk]-?", value):
             continue
         out[key] = value
     for key in ("SourceFormat", "ConversionSoftware", "ConversionSoftwareVersion"):
@@ -337,12 +340,14 @@ def scan_clock_origin(records: list[dict], tr: float) -> float:
 
 EVENT_COLUMNS = {
     "onset": {"Description": "Seconds from the scan's start (the first volume's arrival at the console, less the "
-              "smallest reconstruction delay seen) to when the person was shown the feedback or responded", "Units": "s"},
+              "smallest reconstruction delay seen) to when the person was shown the feedback or responded",
+              "Units": "s"},
     "duration": {"Description": "Feedback: until the next feedback (one TR for the last); responses: 0", "Units": "s"},
     "trial_type": {"Description": "What happened", "Levels": {"feedback": "feedback shown for one volume",
                                                               "response": "a response from the person in the scanner"}},
     "value": {"Description": "The feedback value (a number, or JSON for structured feedback) or the response given"},
-    "volume": {"Description": "Index of the volume the feedback was computed from (responses: the volume given, if any)"},
+    "volume": {"Description": "Index of the volume the feedback was computed from "
+               "(responses: the volume given, if any)"},
     "stage": {"Description": "Which timeline stage gave the onset (displayed is best; see the timeline derivative)"},
     "latency": {"Description": "From the volume file appearing on the console to that stage", "Units": "s"},
 }
@@ -394,7 +399,8 @@ def _cell_value(value: Any) -> Any:
 # --- derivatives --------------------------------------------------------------------------------------
 
 
-def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray, feedback: list[dict]) -> dict[str, Any]:
+def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
+                     feedback: list[dict]) -> dict[str, Any]:
     """Motion (from the project's metrics), framewise displacement, global signal, DVARS and the feedback per volume."""
     indices, missing = series.indices, series.missing
     mask = mean_image > 0.5 * float(mean_image.mean())  # brain: the mean image above half its mean
@@ -428,7 +434,8 @@ def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
         columns += list(MOTION) + ["framewise_displacement"]
     columns += [m for m in metric_names if m not in MOTION]
 
-    rows, prev_motion = [], None
+    rows: list[dict[str, Any]] = []
+    prev_motion: np.ndarray | None = None
     for i, idx in enumerate(indices):
         fb = by_index.get(idx, {})
         metrics = fb.get("metrics") or {}
@@ -441,25 +448,30 @@ def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
         if len(motion) == 6:
             params = [metrics.get(m) for m in MOTION]
             if all(isinstance(p, (int, float)) for p in params):
-                row["framewise_displacement"] = (framewise_displacement(prev_motion, params)
+                cur = np.asarray(params, float)
+                row["framewise_displacement"] = (framewise_displacement(prev_motion, cur)
                                                  if prev_motion is not None else 0.0)
-                prev_motion = params
+                prev_motion = cur
         rows.append(row)
     _write_tsv(base.with_suffix(".tsv"), columns, rows)
 
     described = {
         "volume": {"Description": "Volume index in the run (0 = first volume)"},
-        "global_signal": {"Description": "Mean of the brain voxels (mean image above half its mean)", "Units": "arbitrary"},
+        "global_signal": {"Description": "Mean of the brain voxels (mean image above half its mean)",
+                          "Units": "arbitrary"},
         "dvars": {"Description": "RMS over brain voxels of the change since the previous volume", "Units": "arbitrary"},
         "feedback": {"Description": "The numeric feedback the project returned for this volume"},
-        "framewise_displacement": {"Description": "Power et al. FD from the motion estimates (50 mm sphere)", "Units": "mm"},
+        "framewise_displacement": {"Description": "Power et al. FD from the motion estimates (50 mm sphere)",
+                                   "Units": "mm"},
     }
     for m in MOTION[:3]:
-        described[m] = {"Description": f"Translation along {m[1].upper()} (rtcontrol.rigid: R, A, S world axes)", "Units": "mm"}
+        described[m] = {"Description": f"Translation along {m[1].upper()} (rtcontrol.rigid: R, A, S world axes)",
+                        "Units": "mm"}
     for m in MOTION[3:]:
-        described[m] = {"Description": f"Rotation about {m[1].upper()} (rtcontrol.rigid: R, A, S world axes)", "Units": "degrees"}
-    _write_json(base.with_suffix(".json"), {c: described.get(c, {"Description": f"Metric '{c}' reported by the project"})
-                                            for c in columns})
+        described[m] = {"Description": f"Rotation about {m[1].upper()} (rtcontrol.rigid: R, A, S world axes)",
+                        "Units": "degrees"}
+    _write_json(base.with_suffix(".json"),
+                {c: described.get(c, {"Description": f"Metric '{c}' reported by the project"}) for c in columns})
 
     summary: dict[str, Any] = {"brain_voxels": int(mask.sum())}
     if present > 2 and total.size:
@@ -467,7 +479,7 @@ def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
         sd = np.sqrt(np.maximum(total_sq / present - mu * mu, 0.0))
         tsnr = mu[sd > 0] / sd[sd > 0]
         summary["tsnr_median"] = float(np.median(tsnr)) if tsnr.size else None
-    fd = [r.get("framewise_displacement") for r in rows if r.get("framewise_displacement") is not None]
+    fd = [d for r in rows if (d := r.get("framewise_displacement")) is not None]
     if fd:
         summary["framewise_displacement_mean_mm"] = float(np.mean(fd))
         summary["framewise_displacement_max_mm"] = float(np.max(fd))
@@ -487,11 +499,12 @@ def _write_timeline(base: Path, indices: list[int], records: list[dict], timelin
     _write_tsv(base.with_suffix(".tsv"), columns, rows)
     meta: dict[str, Any] = {
         "volume": {"Description": "Volume index in the run"},
-        "acquisition_time": {"Description": "Scanner clock at acquisition, seconds since midnight (no date)", "Units": "s"},
+        "acquisition_time": {"Description": "Scanner clock at acquisition, seconds since midnight (no date)",
+                             "Units": "s"},
     }
     for s in STAGES:
-        meta[s] = {"Description": f"When the volume reached stage '{s}', seconds from the scan's start as in events.tsv "
-                                  "(console clock; remote stamps translated by the link)", "Units": "s"}
+        meta[s] = {"Description": f"When the volume reached stage '{s}', seconds from the scan's start as in "
+                                  "events.tsv (console clock; remote stamps translated by the link)", "Units": "s"}
     _write_json(base.with_suffix(".json"), meta)
 
 
@@ -506,8 +519,8 @@ def redact_paths(text: Any) -> Any:
 def _event_row(r: dict[str, Any], ref: float) -> dict[str, Any]:
     t = r.get("t")
     data = public_settings(r.get("data") or {})
-    return {"time": (t - ref) if t is not None else None, "kind": r.get("kind"), "message": redact_paths(r.get("message")),
-            "data": {k: redact_paths(v) for k, v in data.items()}}
+    return {"time": (t - ref) if t is not None else None, "kind": r.get("kind"),
+            "message": redact_paths(r.get("message")), "data": {k: redact_paths(v) for k, v in data.items()}}
 
 
 # --- dataset files ------------------------------------------------------------------------------------

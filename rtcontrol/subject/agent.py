@@ -79,7 +79,7 @@ class Record:
         return DROPPED if self.offered else NO_CONSUMER
 
 
-class FeedbackItem(dict):  # type: ignore[type-arg]
+class FeedbackItem(dict[str, Any]):
     """A feedback item as consumers get it (a plain JSON object), remembering its record here."""
 
     record: Record

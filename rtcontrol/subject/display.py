@@ -15,7 +15,8 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QPainter, QPen
@@ -92,7 +93,7 @@ class FeedbackView(QWidget):
 
     # ------------------------------------------------------------------ painting
 
-    def paintEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+    def paintEvent(self, event: Any) -> None:
         s = self.settings
         w, h = self.width(), self.height()
         p = QPainter(self)
@@ -178,12 +179,12 @@ class _Window(FeedbackView):
         self._agent = agent
         self.closed = asyncio.Event()
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802
+    def closeEvent(self, event: Any) -> None:
         self._agent.hub.remove(self.consumer)
         self.closed.set()
         super().closeEvent(event)
 
-    def keyPressEvent(self, event: Any) -> None:  # noqa: N802
+    def keyPressEvent(self, event: Any) -> None:
         if event.key() == Qt.Key.Key_Escape and event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
             self.close()  # Shift+Esc: a deliberate key, so a subject's button box cannot close it
         else:

@@ -1,8 +1,8 @@
 """A subject agent inside the calling process, on 127.0.0.1, for the console's embedded default and tests.
 
 A fresh certificate and token are made in a temporary folder, so the embedded link is exactly the one a
-presentation PC gets (TLS, pinned fingerprint, token); nothing is written to the user's known hosts. Stimulus programs authenticate
-with the same consumer secret as a stand-alone agent's (``consumer.secret`` in the user's rtcontrol home,
+presentation PC gets (TLS, pinned fingerprint, token); nothing is written to the user's known hosts. Stimulus programs
+authenticate with the same consumer secret as a stand-alone agent's (``consumer.secret`` in the user's rtcontrol home,
 made on first use), so a script set up once works with both::
 
     async with local_subject_agent() as info:
@@ -12,10 +12,11 @@ made on first use), so a script set up once works with both::
 from __future__ import annotations
 
 import tempfile
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from rtcontrol.link.certs import make_certificate, server_context
 from rtcontrol.link.tokens import TokenStore

@@ -28,9 +28,11 @@ the event loop) with an event of :mod:`rtcontrol.link.events`:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import websockets
@@ -72,9 +74,11 @@ class SubjectClient:
         reply_timeout: float = 5.0,
     ) -> None:
         self.url = url
-        self._connect_kw = dict(token=token, pins=pins, expected_fingerprint=expected_fingerprint,
-                                allow_plain_loopback=allow_plain_loopback, max_size=1024 * 1024,
-                                hello={"role": "console", "protocol": P.PROTOCOL})
+        self._allow_plain_loopback = allow_plain_loopback
+        self._connect = functools.partial(
+            transport.connect, token=token, pins=pins, expected_fingerprint=expected_fingerprint,
+            allow_plain_loopback=allow_plain_loopback, max_size=1024 * 1024,
+            hello={"role": "console", "protocol": P.PROTOCOL})
         self.on_event = on_event
         self.backoff = backoff
         self.reply_timeout = reply_timeout
@@ -119,12 +123,12 @@ class SubjectClient:
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise transport.LinkError(f"{self.url!r} is not a wss:// (or loopback ws://) address of a subject agent")
         if parts.scheme == "ws":  # a setup mistake, not worth retrying
-            transport.check_plain_allowed(parts.hostname, bool(self._connect_kw["allow_plain_loopback"]), self.url)
+            transport.check_plain_allowed(parts.hostname, self._allow_plain_loopback, self.url)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"subject link {self.url}")
         try:
             await asyncio.wait_for(self._first.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise transport.LinkError(f"subject agent at {self.url} not reachable within {timeout} s; "
                                       "still retrying") from None
         if self._fatal is not None:
@@ -196,7 +200,7 @@ class SubjectClient:
             self._send_now(msg)
             try:
                 answer = await asyncio.wait_for(fut, self.reply_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise SubjectError(f"the subject agent did not answer {msg['type']} within "
                                    f"{self.reply_timeout:g} s") from None
         finally:
@@ -246,7 +250,7 @@ class SubjectClient:
 
     async def _dial(self) -> transport.Connected:
         self._state(LinkState.CONNECTING)
-        return await transport.connect(self.url, **self._connect_kw)
+        return await self._connect(self.url)
 
     def _waiting(self, wait: Wait) -> None:
         if wait.notice:  # a busy agent, said once per episode
@@ -279,7 +283,7 @@ class SubjectClient:
                     done, _ = await asyncio.wait({reader}, timeout=CLOCK_REFRESH_S)
                     if not done:
                         await self._sync_clock(1)
-            except (websockets.ConnectionClosed, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, websockets.ConnectionClosed, ConnectionError):
                 pass
             finally:
                 self._box.disconnected()
@@ -343,9 +347,9 @@ class SubjectClient:
                     fut.set_result(msg)
         elif kind == "error":
             op = msg.get("op")
-            fut = self._replies.get((str(op), str(msg.get("run"))))
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
+            waiting = self._replies.get((str(op), str(msg.get("run"))))
+            if waiting is not None and not waiting.done():
+                waiting.set_result(msg)
             else:
                 self._emit(Problem(str(msg.get("message"))))
 

@@ -129,11 +129,10 @@ class TcpServer:
             try:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"), HELLO_TIMEOUT_S)
                 authenticate(consumer, line, self.secret)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
-                    P.ProtocolError) as exc:
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, P.ProtocolError) as exc:
                 if isinstance(exc, asyncio.IncompleteReadError):
                     return  # closed without a word
-                if isinstance(exc, asyncio.TimeoutError):
+                if isinstance(exc, TimeoutError):
                     exc = P.ProtocolError(f"no hello within {HELLO_TIMEOUT_S:g} s; {P.HELLO_HINT}")
                 elif isinstance(exc, asyncio.LimitOverrunError):
                     exc = P.ProtocolError(f"a first line over {P.MAX_FRAME_BYTES} bytes; {P.HELLO_HINT}")
@@ -156,7 +155,7 @@ class TcpServer:
                     break
                 if line.strip():
                     _handle_line(agent, consumer, line)
-        except (ConnectionError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, OSError):
             pass
         finally:
             self._clients.pop(task, None)
@@ -174,7 +173,7 @@ async def _close_gently(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         async with asyncio.timeout(1.0):
             while await reader.read(65536):
                 pass
-    except (asyncio.TimeoutError, ConnectionError, OSError):
+    except (TimeoutError, ConnectionError, OSError):
         pass
 
 
@@ -258,8 +257,8 @@ async def serve_local(agent: SubjectAgent, port: int = 0, host: str = LOOPBACK, 
         try:
             first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S)
             authenticate(consumer, first, secret)
-        except (asyncio.TimeoutError, P.ProtocolError) as exc:
-            if isinstance(exc, asyncio.TimeoutError):
+        except (TimeoutError, P.ProtocolError) as exc:
+            if isinstance(exc, TimeoutError):
                 exc = P.ProtocolError(f"no hello within {HELLO_TIMEOUT_S:g} s; {P.HELLO_HINT}")
             try:
                 await ws.send(P.encode(_refused(consumer, exc)))
