@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     except settings_io.SettingsError as exc:
         print(f"main.py: {exc}", file=sys.stderr)
         return 2
-    import qasync  # type: ignore[import-untyped]  # qasync ships no type information (no py.typed)
+    import qasync  # qasync ships no type information (no py.typed)
     from PySide6 import QtWidgets
 
     from rtcontrol.gui import theme
