@@ -33,6 +33,7 @@ from rtcontrol.link.delivery import LinkState
 from rtcontrol.recording.preflight import DEFAULT_VOLUME_BYTES, preflight
 from rtcontrol.recording.recorder import Recorder as RunRecorder
 from rtcontrol.recording.recorder import find_interrupted, recover, summarize
+from rtcontrol.scanner.runs import WatchKind
 from rtcontrol.scanner.volume import Timeline, Volume
 from rtcontrol.scanner.watcher import ScanWatcher
 
@@ -351,20 +352,22 @@ class ConsoleController:
         self._publish_status(now)
 
     #: Watch events and how loudly to report them (anything else is "info").
-    WATCH_LEVELS = {"file_error": "warning", "gave_up": "error", "gap": "warning", "late": "warning",
-                    "duplicate": "info", "new_run": "info", "run_end": "info"}
+    WATCH_LEVELS: dict[str, str] = {
+        WatchKind.FILE_ERROR: "warning", WatchKind.GAVE_UP: "error", WatchKind.GAP: "warning",
+        WatchKind.LATE: "warning", WatchKind.DUPLICATE: "info", WatchKind.NEW_RUN: "info", WatchKind.RUN_END: "info",
+    }
 
     def handle_watch_event(self, event: WatchEvent) -> None:
         """From the watcher: new series, skipped files, gaps; turned into plain log lines."""
         kind, message, path = event.kind, event.message or str(event), event.path
-        if kind == "new_run":
+        if kind == WatchKind.NEW_RUN:
             run = str(event.run or "")
             if self._series and run and run != self._series:
                 self.warn(f"a new series started in the watch folder ({run}); stop this run and press Next run "
                           "to record it as its own run", "scanner")
             self._series = self._series or run
         level = self.WATCH_LEVELS.get(kind, "info")
-        if kind == "run_end" and "missing:" in message:  # the end-of-run summary names volumes never received
+        if kind == WatchKind.RUN_END and "missing:" in message:  # the end-of-run summary names volumes never received
             level = "warning"
         text = message if path is None or str(path) in message else f"{message} ({path})"
         self.events.publish(ev.LogMessage(level, text, "scanner"))
