@@ -185,8 +185,18 @@ class SubjectClient:
             raise SubjectError(str(exc)) from None
         await self._request(msg, str(settings["run"]))
 
-    async def stop_run(self, run: str | None = None) -> None:
-        """Stop the run (pending delayed onsets are cancelled); waits for the agent if connected."""
+    async def stop_run(self, run: str | None = None, link_wait: float = 5.0) -> None:
+        """Stop the run (pending delayed onsets are cancelled); waits for the agent if connected.
+
+        A run often ends right after its last feedback: if the link is down then while values of the run
+        are still unacknowledged, wait up to ``link_wait`` seconds for it to come back, so they are
+        delivered (marked late) before the stop instead of being lost with the run.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + link_wait
+        while (not self._box.ready and loop.time() < deadline
+               and any(run is None or key[0] == run for key in self.unacked)):
+            await asyncio.sleep(0.05)
         await self._request({"type": "run_stop", "run": run}, str(run))
 
     async def _request(self, msg: dict[str, Any], run: str) -> None:

@@ -99,9 +99,6 @@ async def test_a_frozen_process_catches_up_after_sigcont(rig, series: Path, froz
     assert out.status == 0, out.context()
 
 
-@pytest.mark.xfail(strict=True, reason="bug outside issue 12's items (found by this suite): at the end of a run the "
-                   "console does not wait for a subject link that is reconnecting; the last values are never "
-                   "delivered though the link is back 2 s later")
 async def test_a_subject_link_cut_as_the_run_ends_still_delivers_the_last_values(rig, series: Path) -> None:
     """The subject link drops just before the last volumes' feedback and is back 2 s later, well within the
     console's wait at the end of a run: the README promises what is in flight is delivered first."""
