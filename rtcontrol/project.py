@@ -24,11 +24,12 @@ import inspect
 import logging
 import re
 import sys
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from rtcontrol.errors import RtcontrolError
 from rtcontrol.scanner.volume import Volume
@@ -142,7 +143,7 @@ class NoRemoteFiles:
     def _refuse(self, *_: Any) -> Any:
         raise PermissionError("no console is connected, so no console files are available")
 
-    list = read = write = _refuse  # type: ignore[assignment]
+    list = read = write = _refuse
 
 
 @dataclass
@@ -275,7 +276,8 @@ class Block:
 
     def __post_init__(self) -> None:
         if self.onset < 0 or self.volumes < 1:
-            raise ValueError(f"block {self.condition!r}: onset {self.onset} and length {self.volumes} must be >= 0 and >= 1")
+            raise ValueError(f"block {self.condition!r}: onset {self.onset} and length {self.volumes} "
+                             "must be >= 0 and >= 1")
 
 
 @dataclass(frozen=True)

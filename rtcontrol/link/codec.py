@@ -78,8 +78,10 @@ def loads_json(text: str | bytes, *, parse_constant: Any = None, max_depth: int 
     many brackets gets its parsed value walked (without recursion). A JSONDecodeError passes through.
     """
     refused = f"JSON nested deeper than {max_depth} levels is refused"
-    brackets = text.count(b"[" if isinstance(text, (bytes, bytearray)) else "[")
-    brackets += text.count(b"{" if isinstance(text, (bytes, bytearray)) else "{")
+    if isinstance(text, (bytes, bytearray)):
+        brackets = text.count(b"[") + text.count(b"{")
+    else:
+        brackets = text.count("[") + text.count("{")
     try:
         value = json.loads(text, parse_constant=parse_constant)
     except RecursionError:
@@ -218,7 +220,7 @@ def encode_volume(volume: Volume, seq: int = 0, run: str | None = None) -> bytes
     """One binary frame for a volume: header + little-endian C-order array bytes."""
     header = volume_header(volume, seq, run)
     arr = np.ascontiguousarray(volume.data, dtype=np.dtype(header["dtype"]))
-    return encode_blob(header, memoryview(arr).cast("B"))
+    return encode_blob(header, arr.data.cast("B"))
 
 
 def decode_volume(frame: bytes | bytearray | memoryview, *, copy: bool = False) -> tuple[Volume, int]:

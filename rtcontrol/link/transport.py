@@ -29,9 +29,10 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import websockets
@@ -254,8 +255,8 @@ async def serve(
             hello = decode_message(raw)
             if hello["type"] != "hello":
                 raise FrameError(f"the first message must be 'hello', got {hello['type']!r}")
-        except (asyncio.TimeoutError, FrameError) as exc:
-            reason = (f"no valid hello within {limits.hello_timeout:.0f} s" if isinstance(exc, asyncio.TimeoutError)
+        except (TimeoutError, FrameError) as exc:
+            reason = (f"no valid hello within {limits.hello_timeout:.0f} s" if isinstance(exc, TimeoutError)
                       else str(exc))
             quiet.warning(f"hello {address}", "%s: closed a connection from %s before authentication: %s",
                           role, address, reason)
@@ -400,7 +401,7 @@ async def connect(
             raise Throttled(f"{url}: {body or f'HTTP {status}'}",
                             DEFAULT_RETRY_WAIT if retry is None else retry) from None
         raise LinkError(f"{url}: refused with HTTP {status} {body}") from None
-    except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
+    except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
         raise LinkError(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
     fingerprint = None
     try:
@@ -422,7 +423,7 @@ async def connect(
     except websockets.ConnectionClosed as exc:
         await conn.close()
         raise LinkError(f"{url} closed the link during the handshake: {exc}") from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await conn.close()
         raise LinkError(f"{url} did not answer the hello within {open_timeout:.0f} s") from None
     except BaseException:

@@ -29,8 +29,9 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import websockets
 
@@ -40,7 +41,14 @@ from rtcontrol.link.clock import ClockSync
 from rtcontrol.link.codec import FrameError, decode_message, encode_message, encode_volume
 from rtcontrol.link.delivery import LinkState, Outbox, Redial, Wait
 from rtcontrol.link.events import (
-    FeedbackEvent, LinkEvent, LogLine, Problem, RunChange, RunChanged, StateChanged, SubjectMessage,
+    FeedbackEvent,
+    LinkEvent,
+    LogLine,
+    Problem,
+    RunChange,
+    RunChanged,
+    StateChanged,
+    SubjectMessage,
 )
 from rtcontrol.link.pinning import KnownHosts, PinError
 from rtcontrol.link.reconnect import redial
@@ -318,11 +326,11 @@ class WorkerClient:
         reply = fut.result()
         if not reply.get("ok"):
             self._restarting, self._restart_request = False, None
-            lost = len(self._box.session_lost())
+            n_lost = len(self._box.session_lost())
             self._acked_all.set()
             self._run = None
             self._fail_run(run, f"the worker restarted and could not start run {run!r} again: {reply.get('error')}"
-                           + (f" ({lost} volumes not delivered)" if lost else "") + "; start the run again")
+                           + (f" ({n_lost} volumes not delivered)" if n_lost else "") + "; start the run again")
             return True
         restart = args["restart"]
         self.run_restarts = restart["count"]
@@ -333,13 +341,14 @@ class WorkerClient:
         why = ""
         if missing and self.replay_source is None:
             why = "this console keeps no record to replay them from"
-        elif missing:
+        elif missing and self.replay_source is not None:
             try:
                 got = self.replay_source(run, missing)
                 volumes = await got if inspect.isawaitable(got) else got
             except Exception as exc:
                 why = f"{type(exc).__name__}: {exc}"
-        replayed, lost = [], []
+        replayed: list[int] = []
+        lost: list[int] = []
         for i in indices:
             key = (run, i)
             if key not in self._box:
@@ -392,7 +401,7 @@ class WorkerClient:
                 await conn.send(send.frame)
         try:
             reply = await asyncio.wait_for(fut, self._request_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise WorkerError(f"the worker did not answer {op!r} within {self._request_timeout:.0f} s") from None
         finally:
             self._replies.pop(rid, None)
@@ -406,7 +415,7 @@ class WorkerClient:
         reply = await self._reply("list_projects")
         if isinstance(reply.get("plugins"), dict):
             self.plugins = reply["plugins"]
-        return reply.get("result")
+        return reply["result"]  # an answer that is ok always has a result
 
     async def project_settings(self, name: str) -> list[dict]:
         return await self._request("project_settings", name=name)
@@ -504,7 +513,9 @@ class WorkerClient:
                 self._emit(Problem(f"worker: {msg.get('message')}"))
 
     def _on_ack(self, msg: dict[str, Any]) -> None:
-        self._box.ack((msg.get("run"), msg.get("index")))  # type: ignore[arg-type]
+        run, index = msg.get("run"), msg.get("index")
+        if run is not None and index is not None:  # no item is open under a key with None
+            self._box.ack((run, index))
         if not len(self._box):
             self._acked_all.set()
         if msg.get("error"):
@@ -526,7 +537,8 @@ class WorkerClient:
             for stage, t in worker_tl.items():
                 tl.stamp(stage, self.clock.to_local(float(t)))
             tl.stamp("feedback_received")
-            ev = FeedbackEvent(run, int(msg["index"]), msg.get("feedback"), msg.get("metrics") or {}, tl, worker_tl)
+            ev = FeedbackEvent(str(run), int(msg["index"]), msg.get("feedback"), msg.get("metrics") or {}, tl,
+                               worker_tl)
             self._emit(ev)
         elif event == "log":
             self._emit(LogLine(run, msg.get("level", "INFO"), msg.get("message", "")))
@@ -537,14 +549,14 @@ class WorkerClient:
             if state is RunChange.FAILED:
                 self._emit(Problem(f"run {run}: {msg.get('message')}", msg.get("traceback", "")))
             self._emit(RunChanged(str(run), state, msg))
-            done = self._run_done.get(run)
+            done = self._run_done.get(run) if run is not None else None
             if done is not None and not done.done():
                 done.set_result(msg)
 
     async def _answer_file(self, conn: websockets.ClientConnection, msg: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"id": msg.get("id")}
         try:
-            result = await asyncio.to_thread(self.files.handle, msg.get("op"), msg.get("path"), msg.get("data"))
+            result = await asyncio.to_thread(self.files.handle, msg["op"], msg["path"], msg.get("data"))
             reply.update(ok=True, result=result)
         except PermissionError as exc:
             reply.update(ok=False, code="permission", error=str(exc))

@@ -48,7 +48,7 @@ class _PipeLogHandler(logging.Handler):
 class ChildFiles:
     """``ctx.files`` in a run process: each call is a request to the console via the worker."""
 
-    def __init__(self, runner: "Runner") -> None:
+    def __init__(self, runner: Runner) -> None:
         self.runner = runner
 
     def list(self, folder: str) -> list[str]:
@@ -69,6 +69,12 @@ def _json_safe(value: Any, what: str) -> Any:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what} must be JSON-serializable numbers/strings/lists/dicts without NaN: {exc}") from None
     return value
+
+
+def _json_body(frame: tuple[bytes, bytes | dict[str, Any]]) -> dict[str, Any]:
+    """The object of a JSON frame; ``{}`` for a volume frame (its payload is bytes)."""
+    payload = frame[1]
+    return payload if isinstance(payload, dict) else {}
 
 
 def _clean_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -102,11 +108,12 @@ class Runner:
             frame = self.chan.recv()
             if frame is None:
                 raise ConnectionError("the worker went away during a console file request")
-            kind, body = frame
+            kind, body = frame[0], _json_body(frame)
             if kind == JSON and body.get("k") == "file_reply" and body.get("id") == fid:
                 if body.get("ok"):
                     return body.get("result")
-                exc_type = {"permission": PermissionError, "not_found": FileNotFoundError}.get(body.get("code"), OSError)
+                code = body.get("code", "")
+                exc_type = {"permission": PermissionError, "not_found": FileNotFoundError}.get(code, OSError)
                 raise exc_type(body.get("error", "console file request failed"))
             self.pending.append(frame)
 
@@ -123,9 +130,9 @@ class Runner:
 
     def main(self) -> int:
         frame = self.chan.recv()
-        if frame is None or frame[0] != JSON or frame[1].get("k") != "init":
+        if frame is None or frame[0] != JSON or _json_body(frame).get("k") != "init":
             return 3
-        init = frame[1]
+        init = _json_body(frame)
         try:
             cls = load_project_class(Path(init["project_dir"]))
             project = cls()
@@ -140,7 +147,8 @@ class Runner:
             ctx = RunContext(
                 run=init["run"], settings=settings, tr=init.get("tr"), output_dir=out,
                 files=ChildFiles(self), logger=logger,
-                _to_subject=lambda message: self.chan.send({"k": "subject", "message": _json_safe(message, "a subject message")}),
+                _to_subject=lambda message: self.chan.send(
+                    {"k": "subject", "message": _json_safe(message, "a subject message")}),
             )
             ctx.parallel = DaskParallel(self.dask_scheduler, project_dir=Path(init["project_dir"]), logger=logger)
             self.project, self.ctx = project, ctx
@@ -155,7 +163,7 @@ class Runner:
         self.chan.send({"k": "ready", "settings": settings})
         while True:
             frame = self.recv()
-            if frame is None or (frame[0] == JSON and frame[1].get("k") == "stop"):
+            if frame is None or (frame[0] == JSON and _json_body(frame).get("k") == "stop"):
                 try:
                     project.end_run(ctx)
                 except BaseException as exc:
@@ -163,12 +171,13 @@ class Runner:
                     return 1
                 self.chan.send({"k": "ended"})
                 return 0
-            kind, body = frame
+            kind, payload = frame
+            body = _json_body(frame)
             if kind == VOLUME or body.get("k") == "shm_volume":
                 index = None
                 try:
-                    if kind == VOLUME:
-                        volume, _ = decode_volume(body, copy=True)
+                    if isinstance(payload, bytes):  # kind == VOLUME
+                        volume, _ = decode_volume(payload, copy=True)
                     else:
                         assert self.shm is not None, "shared memory volume without a shared slot"
                         view = self.shm.view(int(body["n"]))
@@ -179,7 +188,8 @@ class Runner:
                     index = volume.index
                     result = Result.of(project.process(volume, ctx))
                     if left := ctx.parallel.end_volume():  # work belongs to its volume: nothing piles up
-                        ctx.logger.warning(f"volume {index}: {left} ctx.submit task(s) unfinished when process() returned: cancelled")
+                        ctx.logger.warning(f"volume {index}: {left} ctx.submit task(s) unfinished when process() "
+                                           "returned: cancelled")
                     msg = {
                         "k": "result", "index": index,
                         "feedback": _json_safe(result.feedback, "feedback"),

@@ -40,7 +40,12 @@ from websockets.asyncio.server import Server, ServerConnection
 from rtcontrol import __version__
 from rtcontrol.link import transport
 from rtcontrol.link.codec import (
-    FrameError, JsonTooDeep, decode_message, decode_volume, encode_message, split_blob,
+    FrameError,
+    JsonTooDeep,
+    decode_message,
+    decode_volume,
+    encode_message,
+    split_blob,
 )
 from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import plugins_dir
@@ -265,15 +270,17 @@ class WorkerServer:
             if session.run and session.run.state in ACTIVE:
                 session.run.respond(msg.get("response") or {})
         elif kind == "file_reply":
-            fut = session.file_waiters.pop(msg.get("id"), None)
+            fid = msg.get("id")
+            fut = session.file_waiters.pop(fid, None) if isinstance(fid, int) else None
             if fut and not fut.done():
                 fut.set_result(msg)
         elif kind == "bye":  # the console is done: end its run and forget the session
             self.sessions.pop(session.id, None)
-            if session.run and session.run.state in ACTIVE:
-                self._ending.add(session.run)
-                task = asyncio.create_task(session.run.stop())
-                task.add_done_callback(lambda _t, rp=session.run: self._ending.discard(rp))
+            ending = session.run
+            if ending and ending.state in ACTIVE:
+                self._ending.add(ending)
+                task = asyncio.create_task(ending.stop())
+                task.add_done_callback(lambda _t: self._ending.discard(ending))
             await conn.close()
         else:
             await conn.send(encode_message("error", code="unexpected", message=f"the worker does not take {kind!r}"))
@@ -356,7 +363,7 @@ class WorkerServer:
             raise ValueError(f"run {session.run.run!r} is still {session.run.state}; stop it first")
         folder = self.catalog.folder(project)
         tr = args.get("tr")
-        restart = args.get("restart") if isinstance(args.get("restart"), dict) else {}
+        restart: dict[str, Any] = args["restart"] if isinstance(args.get("restart"), dict) else {}
         count = max(0, int(restart.get("count") or 0))
         store = RunStore(self.data_dir, run_name, restart=count)
         store.log("INFO", f"project {project} ({folder}), run {run_name}, TR {tr}")
@@ -414,8 +421,9 @@ class WorkerServer:
             raise ConnectionError("the console link dropped; console files are unavailable")
         try:
             reply = await asyncio.wait_for(fut, self.file_timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"the console did not answer the file request within {self.file_timeout:.0f} s") from None
+        except TimeoutError:
+            raise TimeoutError("the console did not answer the file request within "
+                               f"{self.file_timeout:.0f} s") from None
         finally:
             session.file_waiters.pop(fid, None)
         if reply.get("ok"):
