@@ -116,17 +116,9 @@ def read_nifti_bytes(path: Path, raw: bytes) -> Volume | list[Volume]:
 def gunzip_bounded(path: Path, raw: bytes, limit: int) -> bytes:
     """Decompress a gzip stream, refusing it once it grows past ``limit`` bytes (a file that inflates
     without bound must not take the machine's memory); a stream cut short is incomplete."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        raise IncompleteFile(path, f"gzip stream cut short or damaged ({exc})") from exc
-    if len(out) > limit:
-        raise CorruptFile(path,
-                          f"gzip data expands beyond {limit / 2**20:.1f} MiB, more than its image can hold; skipped")
-    if not d.eof:
-        raise IncompleteFile(path, f"gzip stream cut short ({len(raw)} bytes so far)")
-    return out
+    return _inflate(path, zlib.decompressobj(16 + zlib.MAX_WBITS), raw, limit,
+                    f"beyond {limit / 2**20:.1f} MiB, more than its image can hold",
+                    f"{len(raw)} bytes so far")
 
 
 def _gunzip_nifti(path: Path, raw: bytes) -> bytes:
@@ -144,20 +136,23 @@ def _gunzip_nifti(path: Path, raw: bytes) -> bytes:
     if need > MAX_GUNZIP:
         raise CorruptFile(path, f"NIfTI header declares {need / 2**30:.1f} GiB of image; more than a scan's file "
                                 "holds, skipped")
-    return head + gunzip_bounded_rest(path, d, need - len(head))
+    limit = need - len(head)
+    return head + _inflate(path, d, d.unconsumed_tail, limit,
+                           f"beyond the {limit / 2**20:.1f} MiB its NIfTI header declares", "no end marker yet")
 
 
-def gunzip_bounded_rest(path: Path, d: Any, limit: int) -> bytes:
+def _inflate(path: Path, d: Any, data: bytes, limit: int, too_big: str, short: str) -> bytes:
+    """Feed ``data`` to the decompressor ``d``, taking at most ``limit`` bytes out: more is refused as corrupt
+    ("expands ``too_big``"), a stream without its end marker is incomplete ("cut short (``short``)")."""
     try:
-        rest = d.decompress(d.unconsumed_tail, limit + 1) if d.unconsumed_tail else b""
+        out = d.decompress(data, limit + 1) if data else b""
     except zlib.error as exc:
         raise IncompleteFile(path, f"gzip stream cut short or damaged ({exc})") from exc
-    if len(rest) > limit:
-        raise CorruptFile(path,
-                          f"gzip data expands beyond the {limit / 2**20:.1f} MiB its NIfTI header declares; skipped")
+    if len(out) > limit:
+        raise CorruptFile(path, f"gzip data expands {too_big}; skipped")
     if not d.eof:
-        raise IncompleteFile(path, "gzip stream cut short (no end marker yet)")
-    return rest
+        raise IncompleteFile(path, f"gzip stream cut short ({short})")
+    return out
 
 
 def _declared_nifti_size(head: bytes) -> int | None:
