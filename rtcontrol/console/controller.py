@@ -29,10 +29,12 @@ from rtcontrol.console.model import RunModel
 from rtcontrol.console.ports import Recorder, SubjectLink, VolumeSink, Watcher, WatchEvent, WorkerLink
 from rtcontrol.console.resume import CatchUp, recorded_volumes, spans
 from rtcontrol.console.settings import RunSettings
+from rtcontrol.console.summary import save_summary
 from rtcontrol.link.delivery import LinkState
 from rtcontrol.recording.preflight import DEFAULT_VOLUME_BYTES, preflight
 from rtcontrol.recording.recorder import Recorder as RunRecorder
 from rtcontrol.recording.recorder import find_interrupted, recover, summarize
+from rtcontrol.recording.summary import RunSummary
 from rtcontrol.scanner.runs import WatchKind
 from rtcontrol.scanner.volume import Timeline, Volume
 from rtcontrol.scanner.watcher import ScanWatcher
@@ -85,6 +87,7 @@ class ConsoleController:
         self.run_dir: Path | None = None
         self._declared: dict[str, list[dict[str, Any]]] = {}
         self.last_ended: ev.RunEnded | None = None
+        self.last_summary: RunSummary | None = None  # the last run's end-of-run summary
         self._accepting = False  # volumes are taken from the run's start until its watcher has stopped
         self._ending: asyncio.Task[Any] | None = None
         self._warned: set[tuple[str, int, str]] = set()  # (run, volume, warning) already said
@@ -289,6 +292,7 @@ class ConsoleController:
             self.warn(f"run {self.model.run}: {unfinished}", "worker")
             self._record(lambda r: r.record_event("worker_restarted", unfinished))
         await self._close_recorder(reason)
+        self.last_summary = save_summary(self, reason)  # summary.json beside the recording, before RunEnded
         ended = ev.RunEnded(self.model.run, reason, self.model.volumes, self.model.feedbacks)
         self.last_ended = ended
         self._set_state(ev.ENDED, reason)

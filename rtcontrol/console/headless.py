@@ -25,6 +25,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ from rtcontrol.console.settings import SettingsError
 from rtcontrol.link.delivery import LinkState
 from rtcontrol.link.pinning import PinRejected
 from rtcontrol.paths import user_data_dir
+from rtcontrol.recording.summary import SUMMARY_JSON, SUMMARY_PNG, RunSummary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,4 +241,23 @@ class Printer:
         if c.subject is not None and m.valued:
             print(f"feedback: {m.delivery_report()}", file=self.out, flush=True)
         lost_feedback = undelivered and bool(c.settings.subject.url)  # an agent given by address must show it
+        self._run_summary(c.last_summary, c.run_dir)
         return 1 if lost or self.errors or ended is None or lost_feedback else 0
+
+    def _run_summary(self, summary: RunSummary | None, run_dir: Path | None) -> None:
+        """The end-of-run summary (as saved in summary.json), and its timecourses drawn as summary.png."""
+        if summary is None:
+            return
+        print("summary:", file=self.out)
+        for line in summary.text():
+            print(f"  {line}", file=self.out)
+        if run_dir is None or not (run_dir / SUMMARY_JSON).is_file():
+            print("  not saved: the run was not recorded", file=self.out, flush=True)
+            return
+        saved = [str(run_dir / SUMMARY_JSON)]
+        try:  # Qt draws it, on the offscreen platform (no display needed); loaded only here, as the window is
+            plot = importlib.import_module("rtcontrol.gui.summary_plot")
+            saved.append(str(plot.write_png(summary, run_dir / SUMMARY_PNG)))
+        except Exception as exc:
+            print(f"  {SUMMARY_PNG} not written: {exc}", file=self.out)
+        print(f"  saved: {', '.join(saved)}", file=self.out, flush=True)
