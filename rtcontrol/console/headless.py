@@ -226,6 +226,8 @@ class Printer:
         m = c.model
         expected = c.settings.run.expected_volumes
         lost = max(0, expected - m.volumes) if expected else 0
+        summary = c.last_summary
+        missing = len(summary.missing) if summary is not None else 0  # also those before the last volume
         for report in c.restart_reports:  # a worker restarted mid-run: what was shown, what not
             print(f"run {m.run}: {report}", file=self.out, flush=True)
         print(
@@ -241,15 +243,15 @@ class Printer:
         if c.subject is not None and m.valued:
             print(f"feedback: {m.delivery_report()}", file=self.out, flush=True)
         lost_feedback = undelivered and bool(c.settings.subject.url)  # an agent given by address must show it
-        self._run_summary(c.last_summary, c.run_dir)
-        return 1 if lost or self.errors or ended is None or lost_feedback else 0
+        self._run_summary(summary, c.run_dir)
+        return 1 if lost or missing or self.errors or ended is None or lost_feedback else 0
 
     def _run_summary(self, summary: RunSummary | None, run_dir: Path | None) -> None:
         """The end-of-run summary (as saved in summary.json), and its timecourses drawn as summary.png."""
         if summary is None:
             return
         print("summary:", file=self.out)
-        for line in summary.text():
+        for line in summary.text(restarts=False):  # each restart is said just above
             print(f"  {line}", file=self.out)
         if run_dir is None or not (run_dir / SUMMARY_JSON).is_file():
             print("  not saved: the run was not recorded", file=self.out, flush=True)

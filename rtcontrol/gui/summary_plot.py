@@ -81,6 +81,8 @@ def write_png(summary: RunSummary, path: Path | str, size: tuple[int, int] = (WI
     fd_plot.setYRange(0, max(1.5 * summary.fd_threshold, summary.fd_max or 0.0) * 1.05, padding=0)
     for plot in plots:
         plot.setXRange(-0.5, max(n - 0.5, 1.0), padding=0)
+        if n <= 30:
+            plot.getAxis("bottom").setTickSpacing(5, 1)  # whole volumes on a short run
         if plot is not plots[0]:
             plot.setXLink(plots[0])
     plots[-1].setLabel("bottom", "volume", color="#000000")
@@ -94,8 +96,8 @@ def write_png(summary: RunSummary, path: Path | str, size: tuple[int, int] = (WI
     image: QtGui.QImage = exporter.export(toBytes=True)
     view.deleteLater()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if not image.save(str(tmp), b"PNG"):
+    tmp = path.with_name(f".{path.stem}.tmp.png")  # the format from the suffix
+    if not image.save(str(tmp)):
         raise OSError(f"could not write {path}")
     tmp.replace(path)  # whole or not at all, as summary.json
     return path

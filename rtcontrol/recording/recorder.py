@@ -278,6 +278,15 @@ def summarize(run_dir: Path | str) -> str:
 
 
 def recover(run_dir: Path | str, bids_root: Path | str | None = None) -> Path:
-    """Finish an interrupted run: write its BIDS files from the journal; return the bold NIfTI's path."""
+    """Finish an interrupted run: write its BIDS files from the journal, and its ``summary.json`` from the
+    journal too if the console could not write one at the run's end; return the bold NIfTI's path."""
+    from rtcontrol.recording import summary
+
     run_dir = Path(run_dir)
-    return write_run(run_dir, Path(bids_root) if bids_root else run_dir.parent / "bids", recovered=True)
+    bold = write_run(run_dir, Path(bids_root) if bids_root else run_dir.parent / "bids", recovered=True)
+    if not (run_dir / summary.SUMMARY_JSON).is_file():
+        try:
+            summary.write(summary.from_journal(run_dir), run_dir)
+        except (OSError, ValueError) as exc:
+            raise RecordingError(f"{run_dir}: the BIDS files are written but summary.json is not: {exc}") from exc
+    return bold

@@ -80,8 +80,9 @@ class RunSummary:
         data = {"format": FORMAT, **data, "delivered": self.delivered}
         return data
 
-    def text(self) -> list[str]:
-        """The summary as terminal lines (``run --no-gui``) and the window's summary view."""
+    def text(self, restarts: bool = True) -> list[str]:
+        """The summary as terminal lines (``run --no-gui``) and the window's summary view; ``restarts=False``
+        leaves out the worker-restart statements (said already, just above)."""
         expected = f" of {self.expected_volumes} expected" if self.expected_volumes else ""
         lines = [f"volumes: {self.received} received{expected}; "
                  + (f"MISSING {len(self.missing)}: {spans(self.missing)}" if self.missing else "none missing")]
@@ -95,7 +96,7 @@ class RunSummary:
             fb += (f"; catch-up after a worker restart (recorded, not shown): {len(self.catch_up)} "
                    f"({spans(self.catch_up)})")
         lines.append(fb)
-        lines += [f"worker restart: {r}" for r in self.restarts]
+        lines += [f"worker restart: {r}" for r in self.restarts] if restarts else []
         lat = [f"{k} {_ms(v['median'])}/{_ms(v['p99'])}" for k, v in self.latency_ms.items() if v["n"]]
         lines.append("latency ms (median/p99): " + (", ".join(lat) if lat else "none measured"))
         if self.fd_max is None:
