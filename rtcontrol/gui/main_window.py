@@ -23,6 +23,7 @@ from rtcontrol.gui.panel import Panel, set_role
 from rtcontrol.gui.scanner_panel import ScannerPanel
 from rtcontrol.gui.setup_panel import SetupPanel
 from rtcontrol.gui.slices_panel import SlicesPanel
+from rtcontrol.gui.summary_view import SummaryView
 from rtcontrol.gui.theme import icon
 from rtcontrol.gui.timecourse_panel import TimecoursePanel
 from rtcontrol.recording.recorder import RecordingError
@@ -99,6 +100,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self._default_state = self.saveState(LAYOUT_VERSION)  # what View > Reset layout brings back
         self._actions()
+        self.summary = SummaryView(self)  # the end-of-run summary: shown as a run ends; View > Last run summary
         self.state_label = QtWidgets.QLabel("idle")
         self.statusBar().addPermanentWidget(self.state_label)
         self.setup.start_requested.connect(self.start_run)
@@ -220,6 +222,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def on_event(self, event: Any) -> None:
         for panel in self.panels:
             panel.on_event(event)
+        self.summary.on_event(event)
         if isinstance(event, ev.StateChanged):
             running = event.state in (ev.RUNNING, ev.STOPPING)
             self.start_action.setEnabled(not running)
