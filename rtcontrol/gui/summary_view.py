@@ -68,7 +68,12 @@ class SummaryDialog(QtWidgets.QDialog):
             url = QtCore.QUrl.fromLocalFile(str(run_dir)).toString()
             drawn = f" and {SUMMARY_PNG}" if png is not None else f" ({SUMMARY_PNG} could not be drawn)"
             files = SUMMARY_JSON + drawn
-            self.saved.setText(f'Saved as {files} in <a href="{url}">{run_dir}</a>')
+            self.saved.setText(f'Saved as {files} in <a href="{url}" style="color:#7fb2ff">{run_dir}</a>')
+
+    def fit_screen(self, screen: QtCore.QRect) -> None:
+        """At most 90 % of the screen (the Close button stays on a 1366x768 screen), centred on it."""
+        self.resize(min(1000, int(screen.width() * 0.9)), min(860, int(screen.height() * 0.9)))
+        self.move(screen.center() - self.rect().center())
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
@@ -119,6 +124,7 @@ class SummaryView(QtCore.QObject):
             return None
         if self.dialog is None:
             self.dialog = SummaryDialog(self.window)
+            self.dialog.fit_screen(self.window.screen().availableGeometry())
         self.dialog.set_summary(self.summary, self.png, self.run_dir)
         self.dialog.show()  # not modal: the window, and the next run, go on
         self.dialog.raise_()
