@@ -201,6 +201,14 @@ async def test_a_worker_killed_mid_run_and_restarted_resumes_the_run(tmp_path: P
     held = [r["message"] for r in records if r.get("type") == "event" and r.get("kind") == "catch_up_message"]
     assert held == [f"volume {i}" for i in caught], held  # the project's messages of catch-up volumes: kept
 
+    # the end-of-run summary after the resume: live values delivered are what the stimulus program got, the
+    # catch-up volumes are named as such, nothing is missing, and the restart is stated
+    summary = json.loads((tmp_path / "runs" / run_id / "summary.json").read_text())
+    assert summary["received"] == VOLUMES and summary["missing"] == []
+    assert summary["outcomes"]["delivered"] == sorted(got) and summary["feedback_values"] == len(live)
+    assert summary["catch_up"] == sorted(caught)
+    assert len(summary["restarts"]) == 1 and f"live again from volume {m}" in summary["restarts"][0]
+
     # the worker: the restarted run is saved apart from the lost worker's partial save, each says which it is,
     # and the new worker processed every volume once, in order
     folders = sorted(p for p in worker_data.iterdir() if p.is_dir())
