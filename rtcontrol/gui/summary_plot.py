@@ -66,9 +66,10 @@ def write_png(summary: RunSummary, path: Path | str, size: tuple[int, int] = (WI
             legend.setBrush(pg.mkBrush("#ffffffc0"))
         for name, y, colour in curves:
             if y is not None and len(y) == n and np.isfinite(y).any():
+                # dots on a short run: a lone value between missing ones still shows
                 dots = {"symbol": "o", "symbolSize": 4, "symbolBrush": colour, "symbolPen": None} if n <= 60 else {}
-                plot.plot(x, y, pen=pg.mkPen(colour, width=2), name=name, connect="finite", **dots)  # dots: a lone
-                # value between missing ones still shows
+                line = pg.mkPen(colour, width=2 if n <= 300 else 1)
+                plot.plot(x, y, pen=line, name=name, connect="finite", **dots)
         for i in summary.missing:
             plot.addItem(pg.InfiniteLine(pos=i, angle=90, pen=pg.mkPen("#d62728", width=2,
                                                                         style=QtCore.Qt.PenStyle.DashLine)))

@@ -85,7 +85,8 @@ class RunSummary:
         leaves out the worker-restart statements (said already, just above)."""
         expected = f" of {self.expected_volumes} expected" if self.expected_volumes else ""
         lines = [f"volumes: {self.received} received{expected}; "
-                 + (f"MISSING {len(self.missing)}: {spans(self.missing)}" if self.missing else "none missing")]
+                 + (f"MISSING {len(self.missing)}: volume{'s' if len(self.missing) > 1 else ''} {spans(self.missing)}"
+                    if self.missing else "none missing")]
         fb = f"feedback: {self.feedback_values} value(s) for the subject from {self.feedback_computed} result(s)"
         if self.outcomes is None:
             fb += "; no subject agent: none delivered"

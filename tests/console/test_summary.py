@@ -103,7 +103,7 @@ fd_threshold = {FD_THRESHOLD}
     # the missing volume is named, in the file and in the printed summary
     assert summary["missing"] == [LEFT_OUT], text
     assert summary["received"] == 5 and summary["last_index"] == 5, summary
-    assert f"MISSING 1: {LEFT_OUT}" in text, text
+    assert f"MISSING 1: volume {LEFT_OUT}" in text, text
     assert proc.returncode == 1, text  # a volume was lost: a scripted run says so in its exit status
     # what the stimulus program received is what the summary counts as delivered, volume for volume
     assert sorted(got) == summary["outcomes"]["delivered"], (sorted(got), summary["outcomes"], text)

@@ -72,7 +72,7 @@ def test_the_summary_is_shown_when_a_run_ends_and_can_be_opened_again(
     saved = json.loads((run_dir / "summary.json").read_text())
     assert saved["missing"] == [LEFT_OUT] and saved["received"] == VOLUMES - 1
     facts = dialog.facts.text()
-    assert f"volumes: {VOLUMES - 1} received of {VOLUMES} expected; MISSING 1: {LEFT_OUT}" in facts, facts
+    assert f"volumes: {VOLUMES - 1} received of {VOLUMES} expected; MISSING 1: volume {LEFT_OUT}" in facts, facts
     assert "latency ms (median/p99): watch" in facts and "VOLUMES MISSING" in dialog.heading.text()
     assert "summary.json and summary.png" in dialog.saved.text()
     image = QtGui.QImage(str(run_dir / "summary.png"))
@@ -82,5 +82,5 @@ def test_the_summary_is_shown_when_a_run_ends_and_can_be_opened_again(
     dialog.close()
     assert window.summary.action.isEnabled() and "Last run summary" in window.summary.action.text()
     window.summary.action.trigger()
-    assert dialog.isVisible() and f"MISSING 1: {LEFT_OUT}" in dialog.facts.text()
+    assert dialog.isVisible() and f"MISSING 1: volume {LEFT_OUT}" in dialog.facts.text()
     window.close()
