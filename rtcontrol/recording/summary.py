@@ -56,7 +56,7 @@ class RunSummary:
     last_index: int
     feedback_values: int  # live feedback values passed on to the subject agent
     feedback_computed: int  # live feedback results (with or without a value)
-    catch_up: list[int]  # volumes whose feedback was catch-up after a worker restart (recorded, not shown)
+    catch_up: list[int]  # volumes whose only feedback was catch-up after a worker restart (recorded, never shown)
     outcomes: dict[str, list[int]] | None  # outcome -> volumes; None: no subject agent / not recorded
     latency_ms: dict[str, dict[str, float | int]]  # span -> {median, p99, n}
     fd_threshold: float
@@ -227,7 +227,8 @@ def from_journal(run_dir: Path | str, fd_threshold: float = 0.5) -> RunSummary:
     return summarize(
         run=run or Path(run_dir).name, reason=reason, tr=float(r.get("tr") or 0.0),
         expected_volumes=int(r.get("expected_volumes") or 0), fd_threshold=fd_threshold, received=received,
-        timelines=timelines, feedback=feedback, metrics=metrics, outcomes=None, catch_up=catch_up,
+        timelines=timelines, feedback=feedback, metrics=metrics, outcomes=None,
+        catch_up=set(catch_up) - set(feedback),  # recomputed after a restart and never passed on live
         restarts=restarts, source="journal",
     )
 
