@@ -2,9 +2,11 @@
 
 Prints one line per volume (index, feedback, latency) and exits when the run ends: the
 expected volumes arrived, no volume came for ``end_after_trs`` TRs after the last, or Ctrl-C.
-Exit status: 0 when the run ended normally, 1 when volumes were lost or errors happened (or, with a
-subject agent given by address, a feedback value reached no stimulus program), 2 for bad settings or a
-link that could not be reached.
+At the end it prints the run's summary (the controller's ``last_summary``, already saved as ``summary.json``) and
+draws ``summary.png`` beside it with Qt on the offscreen platform (no display needed).
+Exit status: 0 when the run ended normally, 1 when volumes were lost (also one before the last) or errors
+happened (or, with a subject agent given by address, a feedback value reached no stimulus program), 2 for
+bad settings or a link that could not be reached.
 
 Without a window nobody can approve a certificate seen for the first time: an unknown worker or
 subject agent is refused before the token is sent, unless its fingerprint is given
