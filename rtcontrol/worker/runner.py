@@ -454,6 +454,11 @@ class SpareProcess:
         if self._next is None:
             self._next = asyncio.create_task(spawn(shm_size), name="spare run process")
 
+    @property
+    def filled(self) -> bool:
+        """Whether a spare is started (or starting) for the next run."""
+        return self._next is not None
+
     async def waiting(self) -> Spawned | None:
         """The spare once it has started, without taking it (None if there is none)."""
         return await asyncio.shield(self._next) if self._next is not None else None
