@@ -10,7 +10,8 @@ its result still travels back like every other.
 
 * ``median_ms``/``p99_ms``/``max_ms``: volume 0, over the repetitions.
 * ``others_median_ms``: the median over repetitions of each run's median for volumes 1..N-1.
-* ``excess_median_ms``/``excess_max_ms``: volume 0 minus its own run's others' median.
+* ``excess_median_ms``/``excess_max_ms``: volume 0 minus its own run's others' median; ``excess_<stamp>_ms``:
+  the same per stage (the time up to that stamp from the one before it, the first from the file's close).
 
 ``RTCONTROL_BENCH_FIRST_RUNS`` (default 5), ``RTCONTROL_BENCH_FIRST_VOLUMES`` (default 10) and
 ``RTCONTROL_BENCH_FIRST_TR`` (default 0.5) set the size.
@@ -38,11 +39,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _child(series: Path, tmp: Path, tr: float) -> None:
     """One fresh console: run the e2e set-up once and print each volume's close -> feedback in ms."""
-    from benchmarks.e2e import run_e2e
+    from benchmarks.e2e import PATH, run_e2e
 
     r = asyncio.run(run_e2e(series, "template", {"baseline": 1}, tr, tmp))
     ms = [(f - c) * 1e3 for c, f in zip(r["closed"], r["feedback_received"], strict=True)]
-    print(json.dumps({"to_console_ms": [x if math.isfinite(x) else None for x in ms],
+    stages: dict[str, list[float | None]] = {}
+    before = r["closed"]
+    for name in PATH:  # each stage's time per volume: from the stamp before it
+        now = r["stamps"][name]
+        stages[name] = [(b - a) * 1e3 if math.isfinite(b - a) else None for a, b in zip(before, now, strict=True)]
+        before = now
+    print(json.dumps({"to_console_ms": [x if math.isfinite(x) else None for x in ms], "stages_ms": stages,
                       "files": r["files"], "feedbacks": r["feedbacks"], "errors": r["errors"]}), flush=True)
 
 
@@ -66,6 +73,7 @@ def bench() -> Iterable[Figure]:
     first: list[float] = []
     others: list[float] = []
     excess: list[float] = []
+    stage_excess: dict[str, list[float]] = {}
     lost = errors = 0
     with tempfile.TemporaryDirectory(prefix="rtcontrol-bench-first-") as tmp_name:
         tmp = Path(tmp_name)
@@ -84,12 +92,18 @@ def bench() -> Iterable[Figure]:
             first.append(lat[0] / 1e3)
             others.append(float(np.median(rest)))
             excess.append(lat[0] - others[-1])
+            for name, values in r["stages_ms"].items():  # where volume 0's extra time went
+                later = [x for x in values[1:] if x is not None]
+                if values[0] is not None and later:
+                    stage_excess.setdefault(name, []).append(values[0] - float(np.median(later)))
     fig = timing("first_volume", first, f"volume 0 of a fresh console's first run, {runs} consoles x {volumes} "
                                         f"volumes at TR {tr:g} s, file closed -> feedback at the console")
     if others:
         fig.values["others_median_ms"] = float(np.median(others))
         fig.values["excess_median_ms"] = float(np.median(excess))
         fig.values["excess_max_ms"] = float(np.max(excess))
+        for name, values in stage_excess.items():  # volume 0 minus the others, per stage (median over consoles)
+            fig.values[f"excess_{name}_ms"] = round(float(np.median(values)), 2)
     fig.values["lost"] = int(lost)
     fig.values["errors"] = int(errors)
     yield fig
