@@ -116,7 +116,16 @@ async def run_e2e(series: Path, project: str, project_settings: dict[str, Any], 
         "with_feedback": len(feedback_expected),
         "delivered": m.at_agent,  # at the subject agent (no stimulus program in this bench)
         "errors": errors,
+        # per volume (NaN where absent), in the one monotonic clock: for benchmarks.first_volume
+        "closed": [closed.get(i, float("nan")) for i in range(m.volumes)],
+        "feedback_received": m.stamps.values(m_stage("feedback_received"))[: m.volumes].tolist(),
+        "subject_delivered": delivered[: m.volumes].tolist(),
+        "stamps": {s: m.stamps.values(m_stage(s))[: m.volumes].tolist() for s in PATH},
     }
+
+
+#: The stamps on a volume's way from the watch folder to the console's feedback, in order.
+PATH = ("file_seen", "parsed", "sent", "worker_received", "result_ready", "feedback_received")
 
 
 def m_stage(stage: str) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import shutil
 import time
@@ -47,6 +48,10 @@ WatcherFactory = Callable[[Path, Callable[[Volume], Any], Callable[[WatchEvent],
 RecorderFactory = Callable[[RunSettings, Path, Callable[[str], None]], Recorder]
 
 TICK = 0.1  # seconds between status/lateness checks
+#: Modules the first volume needs that are slow to import (the ROI overlay's code pulls in scipy: 0.2-0.5 s of
+#: CPU). Imported in a thread while a run starts: on the event loop at volume 0 they held that volume's
+#: feedback back by about 300 ms on the first run of every console.
+RUN_MODULES = ("rtcontrol.console.roi",)
 
 
 class ConsoleController:
@@ -192,6 +197,7 @@ class ConsoleController:
                 "run number) so it is not mixed up with the earlier recording"
             )
         self._preflight(s)  # before anything starts: a run that cannot be recorded is refused whole
+        preload = asyncio.ensure_future(asyncio.to_thread(_import_run_modules))  # beside the links' start
         self.watch_folder = folder
         self.model.reset(run_id)
         self._diag = Diagnostics(s.run.tr)
@@ -238,6 +244,7 @@ class ConsoleController:
                 await self.subject.start_run(run_id, s.run.tr, s.feedback.onset, s.feedback.delay)
             except Exception as exc:
                 self.error(f"the subject agent did not take the run start: {exc}", "subject")
+        await preload  # done by now, usually: the worker took longer to load the project
         self._tasks += [
             asyncio.create_task(self._pump_worker(), name="console-to-worker"),
             asyncio.create_task(self._pump_subject(), name="console-to-subject"),
@@ -554,10 +561,8 @@ class ConsoleController:
 
     async def _place_roi(self, shape: tuple[int, int, int], affine: Any) -> None:
         """Draw the project's ROI (from its settings) over the live views, computed off the loop."""
-        from rtcontrol.console.roi import roi_mask
-
         try:
-            mask = await asyncio.to_thread(roi_mask, self.project_values(), shape, affine)
+            mask = await asyncio.to_thread(_roi_mask, self.project_values(), shape, affine)
         except Exception as exc:  # a wrong ROI is the project's to report; the overlay is only a view
             self.warn(f"the project's ROI cannot be drawn: {exc}", "console")
             return
@@ -765,6 +770,22 @@ class ConsoleController:
             self.warn(f"the empty run folder {run_dir} could not be removed: {exc}", "recording")
             return
         self.info(f"no volume arrived, so nothing was recorded (run {self.model.run} can be used again)", "recording")
+
+
+def _import_run_modules() -> None:
+    """Import :data:`RUN_MODULES` (in a thread); a module that fails is reported where it is used."""
+    for name in RUN_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            log.exception("cannot import %s ahead of the run", name)
+
+
+def _roi_mask(values: dict[str, Any], shape: tuple[int, int, int], affine: Any) -> Any:
+    """The ROI overlay's mask, in a thread (its module is imported there too, never on the loop)."""
+    from rtcontrol.console.roi import roi_mask
+
+    return roi_mask(values, shape, affine)
 
 
 def default_watcher_factory(

@@ -442,9 +442,9 @@ class SpareProcess:
     busy machine; a run that starts in a process already waiting pays only for loading its project. That is
     what a console waits for at a run's start and after a restarted worker (feedback must resume within
     2 TRs). Each run still gets a fresh process of its own: a spare is handed out once, and refilled only
-    when the worker asks (after the run has started, so the two do not compete for the CPU). A spare whose
-    environment is no longer the worker's (a variable set since) is not used. A spare that waits is idle
-    on its stdin and exits by itself if the worker dies (end of file).
+    when the worker asks (after the run's first result, so its start-up does not compete with the run's first
+    volume for the CPU). A spare whose environment is no longer the worker's (a variable set since) is not
+    used. A spare that waits is idle on its stdin and exits by itself if the worker dies (end of file).
     """
 
     def __init__(self) -> None:
@@ -453,6 +453,11 @@ class SpareProcess:
     def fill(self, shm_size: int) -> None:
         if self._next is None:
             self._next = asyncio.create_task(spawn(shm_size), name="spare run process")
+
+    @property
+    def filled(self) -> bool:
+        """Whether a spare is started (or starting) for the next run."""
+        return self._next is not None
 
     async def waiting(self) -> Spawned | None:
         """The spare once it has started, without taking it (None if there is none)."""

@@ -382,8 +382,13 @@ class WorkerServer:
             memory_limit=self.run_memory_limit, dask_scheduler=self.dask.address,
         )
         session.run = rp
-        settings = await rp.start(self.spare)
-        self.spare.fill(rp.shm_size)  # for the next run, now that this one is going
+        try:
+            settings = await rp.start(self.spare)
+        except BaseException:
+            self.spare.fill(rp.shm_size)  # for the next run
+            raise
+        # the next run's spare is started after this run's first result (see _run_event), not now: its start-up
+        # (Python and numpy, ~0.5 s of CPU) would compete with the run's first volume
         return {"run": run_name, "project": project, "settings": settings, "data_dir": str(store.dir)}
 
     def _run_event(self, session: Session, store: RunStore, run: str, kind: str, fields: dict[str, Any]) -> None:
@@ -402,6 +407,8 @@ class WorkerServer:
             session.emit("subject_message", run=run, **fields)
         elif kind in ("run_failed", "run_ended"):
             session.emit(kind, run=run, **fields)
+        if kind in ("result", "run_failed", "run_ended"):  # the next run's process, once this event is on its way
+            asyncio.get_running_loop().call_soon(self.spare.fill, usable_shm_size())
 
     async def _console_file(self, session: Session, op: str, path: str, data: str | None) -> Any:
         if session.conn is None:
