@@ -33,6 +33,8 @@ REPAINT_MS = 40
 #: Side panels never take more than this share of the window when it is resized.
 SIDE_SHARE = 0.3
 LAYOUT_VERSION = 1
+#: The window's first size where the screen has room for it.
+DEFAULT_SIZE = (1560, 960)
 
 
 def layout_store() -> QtCore.QSettings:
@@ -79,7 +81,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timecourses = TimecoursePanel(model)
         self.connections = ConnectionsPanel()
         self.log = LogPanel()
-        self.afni = self._afni_panel()
+        self.afni = AfniPanel(self.controller)
         self.panels: list[Panel] = [
             self.setup, self.scanner, self.slices, self.timecourses, self.connections, self.afni, self.log,
         ]
@@ -93,9 +95,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self._dock(self.connections, Area.BottomDockWidgetArea)
         self._dock(self.log, Area.BottomDockWidgetArea)
         self.splitDockWidget(self.docks["Connections"], self.docks["Log"], QtCore.Qt.Orientation.Horizontal)
-        self._dock(self.afni, Area.BottomDockWidgetArea)
-        self.tabifyDockWidget(self.docks["Connections"], self.docks["AFNI"])
-        self.docks["Connections"].raise_()
+        # AFNI is set up like the run and mostly left alone: a tab behind Run setup, so the strip under the
+        # views holds no tab bar and is only as tall as the connections table
+        self._dock(self.afni, Area.LeftDockWidgetArea)
+        self.setTabPosition(Area.LeftDockWidgetArea, QtWidgets.QTabWidget.TabPosition.North)
+        self.tabifyDockWidget(self.docks["Run setup"], self.docks["AFNI"])
+        self.docks["Run setup"].raise_()
 
         self._default_state = self.saveState(LAYOUT_VERSION)  # what View > Reset layout brings back
         self._actions()
@@ -115,26 +120,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self._sides: tuple[int, int] | None = None  # setup column width, bottom strip height, as last seen
         self._resizing = False
         self.apply_display(self.controller.settings)
-        self.resize(1560, 960)
+        self._fit_screen()
         self._sized = self._restore_layout()
 
     # --- construction -------------------------------------------------------------------
-    def _afni_panel(self) -> Panel:
-        panel = AfniPanel(self.controller)
-        # in a scroll area: its form must not make the whole bottom strip tall
-        wrapper = _SmallPanel()
-        wrapper.title = "AFNI"
-        wrapper.inner = panel  # type: ignore[attr-defined]
-        scroll = QtWidgets.QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
-        scroll.setWidget(panel)
-        layout = QtWidgets.QVBoxLayout(wrapper)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(scroll)
-        wrapper.on_event = panel.on_event  # type: ignore[method-assign]
-        wrapper.refresh = panel.refresh  # type: ignore[method-assign]
-        return wrapper
+    def _fit_screen(self) -> None:
+        """1560x960 where it fits; on a smaller screen (a 1366x768 laptop) maximised, never larger than it."""
+        screen = self.screen() or QtGui.QGuiApplication.primaryScreen()
+        room = screen.availableGeometry().size() if screen is not None else QtCore.QSize(1560, 960)
+        self.resize(min(DEFAULT_SIZE[0], room.width()), min(DEFAULT_SIZE[1], room.height()))
+        if room.width() < DEFAULT_SIZE[0] or room.height() < DEFAULT_SIZE[1]:
+            self.setWindowState(self.windowState() | QtCore.Qt.WindowState.WindowMaximized)
 
     def _dock(self, panel: Panel, area: QtCore.Qt.DockWidgetArea) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(panel.title, self)
@@ -248,7 +244,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def refresh(self) -> None:
         if self.isVisible() and not self._resizing:
-            self._sides = (self.docks["Run setup"].width(), self.docks["Connections"].height())
+            left = [d.width() for t, d in self.docks.items() if t in ("Run setup", "AFNI", "Scanner") and d.isVisible()]
+            self._sides = (max(left, default=self.docks["Run setup"].width()), self.docks["Connections"].height())
         for panel in self.panels:
             panel.refresh()
         self._update_banner()
@@ -261,7 +258,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def add_subject_view(self, view: QtWidgets.QWidget) -> None:
         """Dock the embedded subject agent's built-in display: what the person in the scanner sees."""
         view.unsetCursor()
-        view.setMinimumSize(200, 150)
+        view.setMinimumSize(160, 110)  # the strip under the views stays short at 1366x768
         holder = _SmallPanel()
         holder.title = "Subject display"
         row = QtWidgets.QHBoxLayout(holder)
@@ -468,7 +465,7 @@ class MainWindow(QtWidgets.QMainWindow):
         bottom = max(150, int(h * 0.2))
         self.resizeDocks([d["Connections"]], [bottom], V)
         # the dock layout honours size hints over resizeDocks on first show: cap the strip briefly
-        strip = [dock for name, dock in d.items() if name in ("Connections", "AFNI", "Log", "Subject display")]
+        strip = [dock for name, dock in d.items() if name in ("Connections", "Log", "Subject display")]
         for dock in strip:
             dock.setMaximumHeight(bottom)
 
@@ -478,9 +475,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
         QtCore.QTimer.singleShot(100, self, uncap)
         self.resizeDocks([d["Run setup"], d["Scanner"]], [int(h * 0.62), int(h * 0.38)], V)
-        self.resizeDocks([d["Live views"], d["Timecourses"]], [int((h - bottom) * 0.45), int((h - bottom) * 0.55)], V)
+        self.resizeDocks([d["Live views"], d["Timecourses"]], [int((h - bottom) * 0.57), int((h - bottom) * 0.43)], V)
         bottoms = [d["Connections"], d["Log"]] + ([d["Subject display"]] if "Subject display" in d else [])
-        self.resizeDocks(bottoms, [int(w * 0.34), int(w * 0.46), int(w * 0.2)][: len(bottoms)], H)
+        self.resizeDocks(bottoms, [int(w * 0.36), int(w * 0.4), int(w * 0.18)][: len(bottoms)], H)
 
     def showEvent(self, event: QtGui.QShowEvent) -> None:
         super().showEvent(event)
@@ -526,7 +523,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.restoreState(self._default_state, LAYOUT_VERSION)
         for dock in self.docks.values():
             dock.show()
-        self.docks["Connections"].raise_()
+        self.docks["Run setup"].raise_()
         self.default_sizes()
         self.store.remove("state")
         self.store.remove("geometry")
