@@ -32,7 +32,7 @@ log = logging.getLogger("rtcontrol.gui")
 REPAINT_MS = 40
 #: Side panels never take more than this share of the window when it is resized.
 SIDE_SHARE = 0.3
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: AFNI moved beside Run setup (a layout saved before puts it back in the strip)
 #: The window's first size where the screen has room for it.
 DEFAULT_SIZE = (1560, 960)
 
@@ -76,7 +76,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         model = self.controller.model
         self.setup = SetupPanel(self.controller.settings)
-        self.scanner = ScannerPanel()
+        self.scanner = ScannerPanel(model)
         self.slices = SlicesPanel(model)
         self.timecourses = TimecoursePanel(model)
         self.connections = ConnectionsPanel()
@@ -240,6 +240,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controller = controller
         self.slices.model = controller.model
         self.timecourses.model = controller.model
+        self.scanner.model = controller.model
         self._unsubscribe = controller.events.subscribe(self.on_event)
 
     def refresh(self) -> None:
@@ -587,6 +588,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def apply_display(self, s: settings_io.RunSettings) -> None:
         self.slices.set_convention(s.display.left_right)
         self.timecourses.set_fd_threshold(s.display.fd_threshold)
+        self.scanner.set_fd_threshold(s.display.fd_threshold)
         action = self.convention_actions.get(s.display.left_right)
         if action is not None:
             action.setChecked(True)

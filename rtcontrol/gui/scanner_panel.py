@@ -1,22 +1,35 @@
-"""Scanner panel: the watch folder, what was seen in it, and whether the scanner keeps pace."""
+"""Scanner panel: the watch folder, what was seen in it, whether the scanner keeps pace, and the head's
+framewise displacement (FD) against its threshold."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from rtcontrol.console import events as ev
+from rtcontrol.console.model import RunModel
 from rtcontrol.gui.panel import Panel, caption, set_role
+
+
+def fd_numbers(fd: np.ndarray, threshold: float) -> tuple[float | None, float | None, int]:
+    """(latest FD, largest FD, volumes over ``threshold``) in mm; volumes without an FD are skipped."""
+    finite = fd[np.isfinite(fd)]
+    if not finite.size:
+        return None, None, 0
+    return float(finite[-1]), float(finite.max()), int(np.count_nonzero(finite > threshold))
 
 
 class ScannerPanel(Panel):
     title = "Scanner"
     icon_name = "scanner"
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, model: RunModel | None = None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
+        self.model = model  # FD comes from the project's "fd" metric in the run's model
+        self.fd_threshold = 0.5
         self.tr_seconds = 2.0  # not "tr": that would hide QObject.tr
         self.expected = 0
         self.status: ev.ScannerStatus | None = None
@@ -36,6 +49,11 @@ class ScannerPanel(Panel):
         self.volumes.setObjectName("big")
         self.since = QtWidgets.QLabel("—")
         self.since.setObjectName("big")
+        self.fd = QtWidgets.QLabel("—")
+        self.fd.setObjectName("big")
+        self.fd.setToolTip("Framewise displacement of the newest volume (from the project's fd metric)")
+        self.fd_detail = QtWidgets.QLabel(f"threshold {self.fd_threshold:g} mm")
+        self.fd_detail.setObjectName("caption")
         self.late = QtWidgets.QLabel("scanner late 0 · analysis late 0")
         self.warning = QtWidgets.QLabel("")
         self.warning.setWordWrap(True)
@@ -47,6 +65,8 @@ class ScannerPanel(Panel):
         form.addRow(caption("files seen"), self.files)
         form.addRow(caption("volumes"), self.volumes)
         form.addRow(caption("since last volume"), self.since)
+        form.addRow(caption("FD"), self.fd)
+        form.addRow("", self.fd_detail)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.late)
@@ -59,8 +79,15 @@ class ScannerPanel(Panel):
             self.folder.setText(folder)
         self.dirty = True
 
+    def set_fd_threshold(self, mm: float) -> None:
+        """What counts as a volume over the threshold (``[display] fd_threshold``), at once."""
+        self.fd_threshold = float(mm)
+        self.dirty = True
+
     def on_event(self, event: Any) -> None:
-        if isinstance(event, ev.RunEnded):
+        if isinstance(event, ev.FeedbackArrived):
+            self.dirty = True  # a new FD
+        elif isinstance(event, ev.RunEnded):
             self.ended = event
             self.last_warning = ""  # a warning about the run that ended no longer applies
             self.dirty = True
@@ -102,6 +129,20 @@ class ScannerPanel(Panel):
             else:
                 self.since.setText(f"{s.since_last:.1f} s  (TR {self.tr_seconds:g} s)")
                 set_role(self.since, "warn" if s.since_last > 1.5 * self.tr_seconds else "big")
+        self._repaint_fd()
         self.late.setText(f"scanner late {self.scanner_late} · analysis late {self.analysis_late}")
         self.warning.setText(self.last_warning)
         set_role(self.warning, "warn" if self.last_warning else "caption")
+
+    def _repaint_fd(self) -> None:
+        fd = self.model.metric("fd") if self.model is not None else np.empty(0)
+        latest, largest, over = fd_numbers(fd, self.fd_threshold)
+        if latest is None or largest is None:
+            self.fd.setText("—")
+            set_role(self.fd, "caption")
+            self.fd_detail.setText(f"threshold {self.fd_threshold:g} mm")
+            return
+        self.fd.setText(f"{latest:.2f} mm")
+        set_role(self.fd, "warn" if latest > self.fd_threshold else "big")
+        self.fd_detail.setText(f"max {largest:.2f} mm · {over} over {self.fd_threshold:g} mm")
+        set_role(self.fd_detail, "warn" if over else "caption")
