@@ -17,6 +17,7 @@ from rtcontrol.afni.motion import MOTION_LABELS
 from rtcontrol.afni.sender import SenderEvent
 from rtcontrol.console.links import attach_to_console
 from rtcontrol.gui.panel import Panel, caption, set_role
+from rtcontrol.gui.setup_panel import WheelGuard
 
 REPAINT_MS = 200
 STATE_ROLE = {"sending": "ok", "idle": "ok", "connecting": "warn", "waiting": "warn", "error": "error", "off": ""}
@@ -80,6 +81,8 @@ class AfniPanel(Panel):
         form.addRow(motion_row)
         self.settings_box = QtWidgets.QWidget()
         self.settings_box.setLayout(form)
+        self.wheel_guard = WheelGuard(None, self)  # a port changes only in a field the operator clicked
+        self.wheel_guard.guard(self.settings_box)
         # the settings in their own window: the panel lives in a short strip under the views, and a form
         # of eight rows there would be clipped or scroll under the mouse; the status stays in the strip
         self.settings_dialog = QtWidgets.QDialog(self)
@@ -144,13 +147,11 @@ class AfniPanel(Panel):
         self.box.addWidget(self.header_view, 2)
         self.box.addLayout(right, 3)
 
-    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
-        """Side by side when wide (a strip), one above the other when tall (a column)."""
-        super().resizeEvent(event)
+    def set_strip(self, strip: bool) -> None:
+        """Side by side in a strip (docked above or below the views), one above the other in a column."""
         Direction = QtWidgets.QBoxLayout.Direction
-        wide = self.width() > 1.5 * self.height()
-        self.box.setDirection(Direction.LeftToRight if wide else Direction.TopToBottom)
-        self.box.setStretch(0, 3 if wide else 0)
+        self.box.setDirection(Direction.LeftToRight if strip else Direction.TopToBottom)
+        self.box.setStretch(0, 3 if strip else 0)
 
     def sizeHint(self) -> QtCore.QSize:  # a column beside the views, or a strip under them
         return QtCore.QSize(300, 400)

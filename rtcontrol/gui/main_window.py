@@ -101,6 +101,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setTabPosition(Area.LeftDockWidgetArea, QtWidgets.QTabWidget.TabPosition.North)
         self.tabifyDockWidget(self.docks["Run setup"], self.docks["AFNI"])
         self.docks["Run setup"].raise_()
+        self.docks["AFNI"].dockLocationChanged.connect(
+            lambda area: self.afni.set_strip(area in (Area.TopDockWidgetArea, Area.BottomDockWidgetArea)))
 
         self._default_state = self.saveState(LAYOUT_VERSION)  # what View > Reset layout brings back
         self._actions()
@@ -245,8 +247,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def refresh(self) -> None:
         if self.isVisible() and not self._resizing:
-            left = [d.width() for t, d in self.docks.items() if t in ("Run setup", "AFNI", "Scanner") and d.isVisible()]
-            self._sides = (max(left, default=self.docks["Run setup"].width()), self.docks["Connections"].height())
+            self._sides = (self._left_dock().width(), self.docks["Connections"].height())
         for panel in self.panels:
             panel.refresh()
         self._update_banner()
@@ -501,13 +502,20 @@ class MainWindow(QtWidgets.QMainWindow):
         left, bottom = min(left, int(self.width() * SIDE_SHARE)), min(bottom, int(self.height() * SIDE_SHARE))
         H, V = QtCore.Qt.Orientation.Horizontal, QtCore.Qt.Orientation.Vertical
         d = self.docks
-        self.resizeDocks([d["Run setup"], d["Live views"]], [left, self.width() - left], H)
+        self.resizeDocks([self._left_dock(), d["Live views"]], [left, self.width() - left], H)
         top = self.docks["Live views"].height() + self.docks["Timecourses"].height()
         views = d["Live views"].height() / max(1, top)
         rest = top + d["Connections"].height() - bottom
         self.resizeDocks([d["Connections"]], [bottom], V)
         self.resizeDocks([d["Live views"], d["Timecourses"]], [int(rest * views), rest - int(rest * views)], V)
         self._resizing = False
+
+    def _left_dock(self) -> QtWidgets.QDockWidget:
+        """The left column's dock on show (Run setup, or AFNI when its tab is raised): the one to measure
+        and resize (a dock behind a tab keeps a stale size)."""
+        shown = [d for t, d in self.docks.items()  # behind a tab a dock stays "visible", moved off screen
+                 if t in ("Run setup", "AFNI") and not d.visibleRegion().isEmpty()]
+        return shown[0] if shown else self.docks["Run setup"]
 
     def save_layout(self) -> None:
         self.store.setValue("geometry", self.saveGeometry())

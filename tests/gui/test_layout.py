@@ -67,6 +67,14 @@ def _tick_labels(axis: Any) -> list[tuple[QtCore.QRectF, str]]:
     return [] if specs is None else [(rect, text) for rect, _flags, text in specs[2]]
 
 
+def _wheel(widget: QtWidgets.QWidget, steps: int = 3) -> None:
+    pos = QtCore.QPointF(widget.width() / 2, widget.height() / 2)
+    event = QtGui.QWheelEvent(pos, widget.mapToGlobal(pos), QtCore.QPoint(), QtCore.QPoint(0, 120 * steps),
+                              QtCore.Qt.MouseButton.NoButton, QtCore.Qt.KeyboardModifier.NoModifier,
+                              QtCore.Qt.ScrollPhase.NoScrollPhase, False)
+    QtWidgets.QApplication.sendEvent(widget, event)
+
+
 def _in(widget: QtWidgets.QWidget, container: QtWidgets.QWidget) -> bool:
     """``widget`` lies wholly inside ``container`` (not clipped by it)."""
     top_left = widget.mapTo(container, QtCore.QPoint(0, 0))
@@ -181,5 +189,30 @@ def test_afni_settings_open_in_their_own_window_whole(qtbot: Any, themed: Any, t
         assert field.isVisible() and _in(field, dialog), field
     assert not any(bar.isVisible() for bar in dialog.findChildren(QtWidgets.QScrollBar))
     assert afni.settings_box.isEnabled() and "switched on" in afni.settings_note.text()
+    # a wheel over a port the operator has not clicked leaves it alone
+    port = afni.control_spin.value()
+    _wheel(afni.control_spin)
+    assert afni.control_spin.value() == port
     dialog.close()
+    window.close()
+
+
+def test_maximised_with_the_afni_tab_raised_the_column_keeps_its_width(qtbot: Any, themed: Any,
+                                                                        tmp_path: Path) -> None:
+    window, _session = _window(tmp_path)
+    qtbot.addWidget(window)
+    window.setWindowState(QtCore.Qt.WindowState.WindowNoState)
+    window.resize(1366, 768)
+    window.show()
+    qtbot.waitExposed(window)
+    _settle(window, 400)
+    window.docks["AFNI"].raise_()
+    _settle(window)
+    before = window.docks["AFNI"].width()
+    window.resize(1920, 1080)
+    _settle(window)
+    assert abs(window.docks["AFNI"].width() - before) <= 8, (before, window.docks["AFNI"].width())
+    window.docks["Run setup"].raise_()
+    _settle(window)
+    assert abs(window.docks["Run setup"].width() - before) <= 8
     window.close()
