@@ -17,13 +17,14 @@ from rtcontrol.console.model import MOTION, RunModel, condition_runs
 from rtcontrol.gui.panel import Panel
 from rtcontrol.gui.theme import pen
 
-#: Latency curves: stage -> legend label (ms after the file was first seen).
+#: Latency curves: stage -> legend label (ms after the file was first seen; short: the legend is the
+#: plot's title and must fit a third of a 1366 px window).
 LATENCY = {
-    "parsed": "volume ready",
-    "worker_received": "at worker",
+    "parsed": "ready",
+    "worker_received": "worker",
     "result_ready": "result",
-    "feedback_received": "feedback back",
-    "subject_delivered": "at subject",
+    "feedback_received": "returned",
+    "subject_delivered": "subject",
 }
 ROI_METRICS = ("roi_mean", "roi", "roi_psc", "psc")
 #: Shading per condition code (the project's design order: baseline first), translucent behind the curves.
@@ -56,6 +57,8 @@ COLUMNS = {
     3: (("signal", "feedback"), ("motion", "fd"), ("latency",)),
     2: (("signal", "feedback", "latency"), ("motion", "fd")),
 }
+#: Each column's share of the width: the run's signal and feedback widest, then latency, then motion.
+SHARES = {1: (1.0,), 2: (0.55, 0.45), 3: (0.37, 0.3, 0.33)}
 #: Below this plot height (px, title included) in one column, the plots go into columns.
 ONE_COLUMN_MIN = 95
 #: The narrowest a column of plots may be (px).
@@ -223,6 +226,18 @@ class TimecoursePanel(Panel):
             self.arrange(1)
         else:
             self.arrange(3 if self.width() >= 3 * COLUMN_MIN else 2)
+        self._share_width()
+
+    def _share_width(self) -> None:
+        """Columns by :data:`SHARES`, not by their titles' length (a long legend would take the room)."""
+        grid = self.graphics.ci.layout
+        left, _, right, _ = grid.getContentsMargins()
+        shares = SHARES[self.columns]
+        room = self.graphics.width() - left - right - grid.horizontalSpacing() * (len(shares) - 1) - 4
+        for col in range(len(self._column_layouts)):
+            # a preferred width, not a fixed one: a column whose title needs more still gets it
+            grid.setColumnPreferredWidth(col, max(0.0, room * shares[col]) if col < len(shares) else 0.0)
+            grid.setColumnMaximumWidth(col, room * shares[col] * 1.15 if 1 < len(shares) > col else 1e6)
 
     def arrange(self, columns: int) -> None:
         """Lay the plots out in one column or in :data:`COLUMNS`, each column its own layout (so a column's

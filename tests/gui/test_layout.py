@@ -14,6 +14,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from rtcontrol.console import events as ev
 from rtcontrol.gui import theme
 from rtcontrol.link.delivery import LinkState
+from rtcontrol.scanner.volume import Timeline
 from rtcontrol.subject.display import FeedbackView
 from tests.support.gui import _window
 
@@ -55,6 +56,15 @@ def _fill(window: Any) -> None:
     window.connections.refresh()
     for key, plot in window.timecourses.plots.items():
         plot.setYRange(*Y_RANGES[key], padding=0)
+    folder = "/tmp/rtcontrol-m1i67de4/watch-001"  # as long as the demo's: it wraps in the scanner panel
+    window.scanner.set_run(0.5, 120, folder)
+    window.scanner.on_event(ev.ScannerStatus(folder, 44, 44, "siemens_mosaic", "series-007", since_last=0.4))
+    window.scanner.on_event(ev.Lateness("scanner", 0.9, None, "scanner late: no new volume for 0.9 s (TR is 0.5 s)"))
+    model = window.controller.model
+    for i, fd in enumerate([0.0, 0.2, 0.6, 0.1]):
+        model.add_feedback(i, 0.5, {"fd": fd}, Timeline())
+    window.scanner.on_event(ev.FeedbackArrived("r", 3, 0.5, {"fd": 0.1}, Timeline()))
+    window.refresh()
 
 
 def _tick_labels(axis: Any) -> list[tuple[QtCore.QRectF, str]]:
@@ -90,6 +100,8 @@ def _check(window: Any, width: int, height: int) -> dict[str, Any]:
         h = plot.vb.sceneBoundingRect().height()
         if h < MIN_PLOT:
             problems.append(f"plot {key} is {h:.0f} px high (< {MIN_PLOT})")
+        if plot.sceneBoundingRect().right() > window.timecourses.graphics.width() + 1:
+            problems.append(f"plot {key} is cut on the right")
         labels = _tick_labels(plot.getAxis("left"))
         if len(labels) < 2:
             problems.append(f"plot {key}: {len(labels)} y numbers")
