@@ -476,10 +476,11 @@ class MainWindow(QtWidgets.QMainWindow):
                 dock.setMaximumHeight(16777215)
 
         QtCore.QTimer.singleShot(100, self, uncap)
-        self.resizeDocks([d["Run setup"], d["Scanner"]], [int(h * 0.62), int(h * 0.38)], V)
+        scanner = max(int(h * 0.38), d["Scanner"].sizeHint().height())  # its numbers whole, setup scrolls
+        self.resizeDocks([d["Run setup"], d["Scanner"]], [h - scanner, scanner], V)
         self.resizeDocks([d["Live views"], d["Timecourses"]], [int((h - bottom) * 0.57), int((h - bottom) * 0.43)], V)
         bottoms = [d["Connections"], d["Log"]] + ([d["Subject display"]] if "Subject display" in d else [])
-        self.resizeDocks(bottoms, [int(w * 0.36), int(w * 0.4), int(w * 0.18)][: len(bottoms)], H)
+        self.resizeDocks(bottoms, [int(w * 0.42), int(w * 0.34), int(w * 0.18)][: len(bottoms)], H)
 
     def showEvent(self, event: QtGui.QShowEvent) -> None:
         super().showEvent(event)

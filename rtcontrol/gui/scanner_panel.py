@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 import numpy as np
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtWidgets
 
 from rtcontrol.console import events as ev
 from rtcontrol.console.model import RunModel
-from rtcontrol.gui.panel import Panel, caption, set_role
+from rtcontrol.gui.panel import ElidedLabel, Panel, caption, set_role
 
 
 def fd_numbers(fd: np.ndarray, threshold: float) -> tuple[float | None, float | None, int]:
@@ -39,9 +39,7 @@ class ScannerPanel(Panel):
         self.last_warning = ""
         self.ended: ev.RunEnded | None = None  # after a run: no "scanner late", no ticking "since last volume"
 
-        self.folder = QtWidgets.QLabel("—")
-        self.folder.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.folder.setWordWrap(True)
+        self.folder = ElidedLabel("—")  # one line: a wrapped path was cut in a short panel
         self.format = QtWidgets.QLabel("—")
         self.series = QtWidgets.QLabel("—")
         self.files = QtWidgets.QLabel("0")

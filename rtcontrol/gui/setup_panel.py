@@ -42,6 +42,8 @@ class ProjectForm(QtWidgets.QWidget):
         super().__init__(parent)
         self.layout_ = QtWidgets.QFormLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
+        # a long name beside a wide field goes above it: the setup column stays narrow
+        self.layout_.setRowWrapPolicy(QtWidgets.QFormLayout.RowWrapPolicy.WrapLongRows)
         self.fields: dict[str, tuple[dict[str, Any], Any]] = {}
         self.wheel_guard: WheelGuard | None = None
 

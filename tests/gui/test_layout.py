@@ -14,8 +14,10 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from rtcontrol.console import events as ev
 from rtcontrol.gui import theme
 from rtcontrol.link.delivery import LinkState
+from rtcontrol.paths import projects_dir
 from rtcontrol.scanner.volume import Timeline
 from rtcontrol.subject.display import FeedbackView
+from rtcontrol.worker.projects import describe_folder
 from tests.support.gui import _window
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
@@ -65,6 +67,9 @@ def _fill(window: Any) -> None:
         model.add_feedback(i, 0.5, {"fd": fd}, Timeline())
     window.scanner.on_event(ev.FeedbackArrived("r", 3, 0.5, {"fd": 0.1}, Timeline()))
     window.refresh()
+    if not window.setup.project_form.fields:  # the demo project's own settings, as its worker declares them
+        declared = describe_folder(projects_dir() / "roi_feedback")["settings"]
+        window.setup.set_project_settings(window.setup.project.currentText(), declared)
 
 
 def _tick_labels(axis: Any) -> list[tuple[QtCore.QRectF, str]]:

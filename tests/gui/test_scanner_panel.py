@@ -55,3 +55,18 @@ def test_the_windows_fd_threshold_reaches_the_scanner_panel(qtbot: Any, tmp_path
     assert window.scanner.fd_detail.text() == "max 0.60 mm · 2 over 0.3 mm"
     assert window.timecourses.fd_threshold == 0.3
     window.close()
+
+
+def test_a_long_watch_folder_is_one_line_shortened_in_the_middle(qtbot: Any) -> None:
+    panel = ScannerPanel()
+    qtbot.addWidget(panel)
+    panel.resize(260, 300)
+    panel.show()
+    qtbot.waitExposed(panel)
+    folder = "/mnt/scanner/export/2026-12-05/sub-01/series-007-ep2d-bold-feedback"
+    panel.set_run(0.5, 0, folder)
+    panel.refresh()
+    shown = panel.folder.shown_text()
+    assert shown != folder and "…" in shown and shown.startswith("/mnt") and shown.endswith("feedback")
+    assert panel.folder.toolTip() == folder
+    assert panel.folder.height() < 2 * panel.folder.fontMetrics().height()  # one line, not a cut second one
