@@ -47,6 +47,7 @@ class ScannerPanel(Panel):
         self.volumes.setObjectName("big")
         self.since = QtWidgets.QLabel("—")
         self.since.setObjectName("big")
+        self.since.setWordWrap(True)  # "waiting for the first volume" must not widen the column for good
         self.fd = QtWidgets.QLabel("—")
         self.fd.setObjectName("big")
         self.fd.setToolTip("Framewise displacement of the newest volume (from the project's fd metric)")

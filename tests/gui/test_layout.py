@@ -58,6 +58,10 @@ def _fill(window: Any) -> None:
     window.connections.refresh()
     for key, plot in window.timecourses.plots.items():
         plot.setYRange(*Y_RANGES[key], padding=0)
+    if window.controller.state != ev.RUNNING:  # a run starts: "waiting for the first volume" for a while
+        window.on_event(ev.StateChanged(ev.RUNNING, window.controller.settings.run_id))
+        window.refresh()
+        _settle(window, 150)
     folder = "/tmp/rtcontrol-m1i67de4/watch-001"  # as long as the demo's: it wraps in the scanner panel
     window.scanner.set_run(0.5, 120, folder)
     window.scanner.on_event(ev.ScannerStatus(folder, 44, 44, "siemens_mosaic", "series-007", since_last=0.4))
