@@ -233,11 +233,13 @@ class TimecoursePanel(Panel):
         grid = self.graphics.ci.layout
         left, _, right, _ = grid.getContentsMargins()
         shares = SHARES[self.columns]
-        room = self.graphics.width() - left - right - grid.horizontalSpacing() * (len(shares) - 1) - 4
+        # the panel's width: the view inside it has not been resized yet when this runs
+        room = self.contentsRect().width() - left - right - grid.horizontalSpacing() * (len(shares) - 1) - 4
         for col in range(len(self._column_layouts)):
-            # a preferred width, not a fixed one: a column whose title needs more still gets it
-            grid.setColumnPreferredWidth(col, max(0.0, room * shares[col]) if col < len(shares) else 0.0)
-            grid.setColumnMaximumWidth(col, room * shares[col] * 1.15 if 1 < len(shares) > col else 1e6)
+            share = shares[col] if col < len(shares) else 0.0
+            # preferred, not fixed: a column whose title needs more still gets it
+            grid.setColumnPreferredWidth(col, max(0.0, room * share))
+            grid.setColumnStretchFactor(col, round(100 * share))
 
     def arrange(self, columns: int) -> None:
         """Lay the plots out in one column or in :data:`COLUMNS`, each column its own layout (so a column's

@@ -117,6 +117,10 @@ def _check(window: Any, width: int, height: int) -> dict[str, Any]:
         for (a, ta), (b, tb) in zip(labels, labels[1:]):
             if a.intersects(b):
                 problems.append(f"plot {key}: y numbers {ta!r} and {tb!r} overlap")
+    rights = [p.sceneBoundingRect().right() for p in window.timecourses.plots.values()]
+    if max(rights) < 0.95 * window.timecourses.graphics.width():
+        problems.append(f"the plots leave the right of their panel empty ({max(rights):.0f} of "
+                        f"{window.timecourses.graphics.width()} px)")
     # the connections table: every row and column inside the view, no column squeezed below its header
     table = window.connections.table
     viewport = table.viewport()
@@ -236,4 +240,23 @@ def test_maximised_with_the_afni_tab_raised_the_column_keeps_its_width(qtbot: An
     window.docks["Run setup"].raise_()
     _settle(window)
     assert abs(window.docks["Run setup"].width() - before) <= 8
+    window.close()
+
+
+def test_first_shown_on_a_large_screen(qtbot: Any, themed: Any, tmp_path: Path) -> None:
+    """Opened at 1920x1080 straight away (no smaller size first): the same checks."""
+    window, _session = _window(tmp_path)
+    qtbot.addWidget(window)
+    window.add_subject_view(FeedbackView())
+    window.setWindowState(QtCore.Qt.WindowState.WindowNoState)
+    window.resize(1920, 1080)
+    window.show()
+    qtbot.waitExposed(window)
+    _settle(window, 400)
+    _fill(window)
+    _settle(window)
+    large = _check(window, 1920, 1080)
+    assert not large["problems"], "\n".join(large["problems"])
+    assert large["setup"] <= 0.2 * 1920
+    assert all(min(r.width(), r.height()) >= large["setup"] for r in large["views"].values()), large
     window.close()
