@@ -62,7 +62,9 @@ class ElidedLabel(QtWidgets.QLabel):
 
     def shown_text(self) -> str:
         """What is drawn: the text, shortened in the middle to the label's width."""
-        return self.fontMetrics().elidedText(self.text(), QtCore.Qt.TextElideMode.ElideMiddle, self.width())
+        # a few pixels spare: drawn glyphs can be a little wider than the metrics say
+        room = self.contentsRect().width() - 4
+        return self.fontMetrics().elidedText(self.text(), QtCore.Qt.TextElideMode.ElideMiddle, room)
 
     def paintEvent(self, event: QtGui.QPaintEvent) -> None:  # Qt name
         painter = QtGui.QPainter(self)
