@@ -147,6 +147,9 @@ class TimecoursePanel(Panel):
         self.graphics = pg.GraphicsLayoutWidget()
         # the plots sit in column layouts: one column, or two when the panel is short and wide (arrange)
         self._column_layouts = (self.graphics.addLayout(row=0, col=0), pg.GraphicsLayout(), pg.GraphicsLayout())
+        for column in self._column_layouts[1:]:
+            column.setParentItem(self.graphics.ci)  # hidden until the plots go into columns (arrange)
+            column.setVisible(False)
         for column in self._column_layouts:
             column.setContentsMargins(0, 0, 0, 0)
             column.layout.setSpacing(0)  # the titles already keep the plots apart
@@ -248,14 +251,20 @@ class TimecoursePanel(Panel):
             return
         self.columns = columns
         outer = self.graphics.ci
-        for p in self.plots.values():
-            p.parentItem().layout.removeItem(p)  # the column layout it is in
         for column in self._column_layouts:
+            for p in self.plots.values():
+                if p in column.items:
+                    column.removeItem(p)
             if column in outer.items:
                 outer.removeItem(column)
+            # an unused column stays a hidden child of the view: never left to Python's garbage collector,
+            # which could free a Qt item from another thread
+            column.setParentItem(outer)
+            column.setVisible(False)
         order = [list(self.plots)] if columns == 1 else [list(c) for c in COLUMNS[columns]]
         for col, names in enumerate(order):
             column = self._column_layouts[col]
+            column.setVisible(True)
             outer.addItem(column, row=0, col=col)
             for n, name in enumerate(names):
                 column.addItem(self.plots[name], row=n, col=0)

@@ -260,3 +260,34 @@ def test_first_shown_on_a_large_screen(qtbot: Any, themed: Any, tmp_path: Path) 
     assert large["setup"] <= 0.2 * 1920
     assert all(min(r.width(), r.height()) >= large["setup"] for r in large["views"].values()), large
     window.close()
+
+
+def test_plots_go_into_columns_when_short_and_back(qtbot: Any) -> None:
+    from rtcontrol.console.model import RunModel
+    from rtcontrol.gui.timecourse_panel import COLUMNS, TimecoursePanel
+    from rtcontrol.scanner.volume import Timeline
+
+    model = RunModel()
+    panel = TimecoursePanel(model)
+    qtbot.addWidget(panel)
+    for i in range(30):
+        model.add_feedback(i, i / 30, {"fd": 0.1 * (i % 7)}, Timeline())
+    panel.show()
+    for size, columns in (((1000, 900), 1), ((1000, 220), 3), ((700, 220), 2), ((1000, 900), 1), ((1600, 330), 3)):
+        panel.resize(*size)
+        qtbot.waitUntil(lambda columns=columns: panel.columns == columns, timeout=2000)
+        panel.repaint_now()
+        QtWidgets.QApplication.processEvents()
+        order = [list(panel.plots)] if columns == 1 else COLUMNS[columns]
+        lefts = []
+        for names in order:
+            xs = {round(panel.plots[n].sceneBoundingRect().left()) for n in names}
+            assert len(xs) == 1, (size, names, xs)  # one column: the same left edge
+            lefts.append(xs.pop())
+            tops = [panel.plots[n].sceneBoundingRect().top() for n in names]
+            assert tops == sorted(tops), (size, names, tops)
+        assert lefts == sorted(lefts) and len(set(lefts)) == len(order), (size, lefts)
+        assert all(p.isVisible() and p.scene() is panel.graphics.scene() for p in panel.plots.values())
+        _x, y = panel.curves["feedback"].getData()
+        assert y is not None and len(y) == 30  # the curves stay in their plots
+        assert panel.feedback.getViewBox().linkedView(0) is panel.signal.getViewBox()
