@@ -145,7 +145,7 @@ class TimecoursePanel(Panel):
         super().__init__(parent)
         self.model = model
         self.graphics = pg.GraphicsLayoutWidget()
-        # the plots sit in column layouts: one column, or two when the panel is short and wide (arrange)
+        # the plots sit in column layouts: one column, or two or three when the panel is short (arrange)
         self._column_layouts = (self.graphics.addLayout(row=0, col=0), pg.GraphicsLayout(), pg.GraphicsLayout())
         for column in self._column_layouts[1:]:
             column.setParentItem(self.graphics.ci)  # hidden until the plots go into columns (arrange)
@@ -223,7 +223,7 @@ class TimecoursePanel(Panel):
         return p
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
-        """Short and wide (1366x768, a maximised window): two columns of taller plots."""
+        """Short (1366x768, a maximised window): the plots in columns, taller; tall: one column."""
         super().resizeEvent(event)
         if self.height() >= len(self.plots) * ONE_COLUMN_MIN or self.width() < 2 * COLUMN_MIN:
             self.arrange(1)
