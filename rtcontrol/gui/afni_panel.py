@@ -17,6 +17,7 @@ from rtcontrol.afni.motion import MOTION_LABELS
 from rtcontrol.afni.sender import SenderEvent
 from rtcontrol.console.links import attach_to_console
 from rtcontrol.gui.panel import Panel, caption, set_role
+from rtcontrol.gui.setup_panel import WheelGuard
 
 REPAINT_MS = 200
 STATE_ROLE = {"sending": "ok", "idle": "ok", "connecting": "warn", "waiting": "warn", "error": "error", "off": ""}
@@ -46,7 +47,8 @@ class AfniPanel(Panel):
 
     # --- construction -------------------------------------------------------------------
     def _build(self) -> None:
-        self.enable_box = QtWidgets.QCheckBox("Send every volume to AFNI (afni -rt)")
+        self.enable_box = QtWidgets.QCheckBox("Send volumes to AFNI")
+        self.enable_box.setToolTip("Send every volume to AFNI's realtime plugin (afni -rt)")
         self.enable_box.toggled.connect(self._toggled)
         self.state_label = QtWidgets.QLabel("off")
         self.state_label.setWordWrap(True)
@@ -79,6 +81,25 @@ class AfniPanel(Panel):
         form.addRow(motion_row)
         self.settings_box = QtWidgets.QWidget()
         self.settings_box.setLayout(form)
+        self.wheel_guard = WheelGuard(None, self)  # a port changes only in a field the operator clicked
+        self.wheel_guard.guard(self.settings_box)
+        # the settings in their own window: the panel lives in a short strip under the views, and a form
+        # of eight rows there would be clipped or scroll under the mouse; the status stays in the strip
+        self.settings_dialog = QtWidgets.QDialog(self)
+        self.settings_dialog.setWindowTitle("AFNI settings")
+        self.settings_dialog.setObjectName("afni-settings")
+        buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.settings_dialog.reject)
+        self.settings_note = QtWidgets.QLabel("")
+        self.settings_note.setObjectName("caption")
+        self.settings_note.setWordWrap(True)
+        box = QtWidgets.QVBoxLayout(self.settings_dialog)
+        box.addWidget(self.settings_box)
+        box.addWidget(self.settings_note)
+        box.addWidget(buttons)
+        self.settings_button = QtWidgets.QPushButton("Settings…")
+        self.settings_button.setToolTip("Where AFNI runs, its ports, channel, note and motion")
+        self.settings_button.clicked.connect(self.show_settings)
 
         self.sent_label = QtWidgets.QLabel("0")
         self.not_sent_label = QtWidgets.QLabel("0")
@@ -86,35 +107,63 @@ class AfniPanel(Panel):
         self.error_label = QtWidgets.QLabel("")
         self.error_label.setWordWrap(True)
         self.error_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        counts = QtWidgets.QFormLayout()
-        counts.addRow("Volumes sent", self.sent_label)
-        counts.addRow("Not sent", self.not_sent_label)
-        counts.addRow("AFNI runs", self.runs_label)
+        counts = QtWidgets.QHBoxLayout()
+        for text, label in (("sent", self.sent_label), ("not sent", self.not_sent_label),
+                            ("AFNI runs", self.runs_label)):
+            counts.addWidget(caption(text))
+            counts.addWidget(label)
+            counts.addSpacing(8)
+        counts.addStretch(1)
 
         self.header_view = QtWidgets.QPlainTextEdit()
         self.header_view.setReadOnly(True)
         self.header_view.setPlaceholderText("The metadata block sent at the start of each AFNI run appears here.")
         self.header_view.setMaximumBlockCount(200)
         self.header_view.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont))
+        self.header_view.setToolTip("Metadata sent to AFNI at the start of each AFNI run")
 
         self.motion_label = QtWidgets.QLabel("AFNI motion: not listening")
+        self.motion_label.setObjectName("caption")
+        self.motion_label.setWordWrap(True)
         self.plot = self._motion_plot()
 
+        top = QtWidgets.QHBoxLayout()
+        top.addWidget(self.enable_box, 1)
+        top.addWidget(self.settings_button)
         left = QtWidgets.QVBoxLayout()
-        left.addWidget(self.enable_box)
+        left.setSpacing(2)
+        left.addLayout(top)
         left.addWidget(self.state_label)
-        left.addWidget(self.settings_box)
         left.addLayout(counts)
         left.addWidget(self.error_label)
         left.addStretch(1)
         right = QtWidgets.QVBoxLayout()
-        right.addWidget(caption("Metadata sent to AFNI"))
-        right.addWidget(self.header_view, 1)
+        right.setSpacing(2)
         right.addWidget(self.motion_label)
-        right.addWidget(self.plot, 2)
-        layout = QtWidgets.QHBoxLayout(self)
-        layout.addLayout(left, 1)
-        layout.addLayout(right, 2)
+        right.addWidget(self.plot, 1)
+        self.box = QtWidgets.QBoxLayout(QtWidgets.QBoxLayout.Direction.TopToBottom, self)
+        self.box.setContentsMargins(4, 4, 4, 4)
+        self.box.addLayout(left, 0)
+        self.box.addWidget(self.header_view, 2)
+        self.box.addLayout(right, 3)
+
+    def set_strip(self, strip: bool) -> None:
+        """Side by side in a strip (docked above or below the views), one above the other in a column."""
+        Direction = QtWidgets.QBoxLayout.Direction
+        self.box.setDirection(Direction.LeftToRight if strip else Direction.TopToBottom)
+        self.box.setStretch(0, 3 if strip else 0)
+
+    def sizeHint(self) -> QtCore.QSize:  # a column beside the views, or a strip under them
+        return QtCore.QSize(300, 400)
+
+    def show_settings(self) -> QtWidgets.QDialog:
+        """The settings window (not modal: the console keeps running). Locked while AFNI is on."""
+        on = self.link.enabled
+        self.settings_note.setText("Switch AFNI off to change these." if on else
+                                   "Taken when AFNI is switched on.")
+        self.settings_dialog.show()
+        self.settings_dialog.raise_()
+        return self.settings_dialog
 
     @staticmethod
     def _port_spin() -> QtWidgets.QSpinBox:
@@ -124,9 +173,9 @@ class AfniPanel(Panel):
 
     def _motion_plot(self) -> Any:
         plot = pg.PlotWidget()
-        plot.setMinimumHeight(140)
-        plot.addLegend(offset=(5, 5))
-        plot.setLabel("bottom", "TR")
+        plot.setMinimumHeight(60)
+        plot.addLegend(offset=(5, 5), labelTextSize="7pt", colCount=3)
+        plot.getPlotItem().getAxis("left").setWidth(36)
         plot.showGrid(x=True, y=True, alpha=0.2)
         self.curves = [
             plot.plot([], [], pen=pg.mkPen(colour, width=1.5), name=label)

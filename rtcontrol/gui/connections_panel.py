@@ -26,7 +26,13 @@ class ConnectionsPanel(Panel):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        # every column always in view: the short ones as wide as their text, address and fingerprint share
+        # the rest and are shortened in the middle (the whole text on hover)
+        header = self.table.horizontalHeader()
+        Mode = QtWidgets.QHeaderView.ResizeMode
+        for col, name in enumerate(COLUMNS):
+            header.setSectionResizeMode(col, Mode.Stretch if name in ("address", "fingerprint")
+                                        else Mode.ResizeToContents)
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setVerticalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -46,7 +52,12 @@ class ConnectionsPanel(Panel):
         layout.addWidget(self.detail)
 
     def sizeHint(self) -> QtCore.QSize:  # a short strip under the views, not half the window
-        return QtCore.QSize(520, 170)
+        return QtCore.QSize(520, 130)
+
+    def minimumSizeHint(self) -> QtCore.QSize:
+        """Room for the header and the three rows (the table never scrolls), and a line of detail."""
+        rows = self.table.horizontalHeader().sizeHint().height() + len(LINKS) * 22 + 2 * self.table.frameWidth()
+        return QtCore.QSize(300, rows + self.detail.fontMetrics().height() + 10)
 
     def on_event(self, event: Any) -> None:
         if isinstance(event, ev.ConnectionChanged):
@@ -64,6 +75,7 @@ class ConnectionsPanel(Panel):
                 continue
             row = LINKS.index(name)
             self._cell(row, 1).setText(c.url or "—")
+            self._cell(row, 1).setToolTip(c.url)
             item = self._cell(row, 2)
             item.setText(c.state)
             item.setForeground(QtGui.QColor(STATE_COLOURS.get(c.state, "#8a94a3")))
@@ -74,9 +86,6 @@ class ConnectionsPanel(Panel):
             if c.detail:
                 details.append(f"{name}: {c.detail}")
         self.detail.setText("\n".join(details))
-        for col in range(len(COLUMNS) - 1):
-            self.table.resizeColumnToContents(col)
-        self.table.horizontalHeader().setStretchLastSection(True)
 
     def _cell(self, row: int, col: int) -> QtWidgets.QTableWidgetItem:
         item = self.table.item(row, col)

@@ -33,7 +33,9 @@ log = logging.getLogger("rtcontrol.gui")
 REPAINT_MS = 40
 #: Side panels never take more than this share of the window when it is resized.
 SIDE_SHARE = 0.3
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: AFNI moved beside Run setup (a layout saved before puts it back in the strip)
+#: The window's first size where the screen has room for it.
+DEFAULT_SIZE = (1560, 960)
 
 
 def layout_store() -> QtCore.QSettings:
@@ -75,12 +77,12 @@ class MainWindow(QtWidgets.QMainWindow):
 
         model = self.controller.model
         self.setup = SetupPanel(self.controller.settings)
-        self.scanner = ScannerPanel()
+        self.scanner = ScannerPanel(model)
         self.slices = SlicesPanel(model)
         self.timecourses = TimecoursePanel(model)
         self.connections = ConnectionsPanel()
         self.log = LogPanel()
-        self.afni = self._afni_panel()
+        self.afni = AfniPanel(self.controller)
         self.panels: list[Panel] = [
             self.setup, self.scanner, self.slices, self.timecourses, self.connections, self.afni, self.log,
         ]
@@ -94,9 +96,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self._dock(self.connections, Area.BottomDockWidgetArea)
         self._dock(self.log, Area.BottomDockWidgetArea)
         self.splitDockWidget(self.docks["Connections"], self.docks["Log"], QtCore.Qt.Orientation.Horizontal)
-        self._dock(self.afni, Area.BottomDockWidgetArea)
-        self.tabifyDockWidget(self.docks["Connections"], self.docks["AFNI"])
-        self.docks["Connections"].raise_()
+        # AFNI is set up like the run and mostly left alone: a tab behind Run setup, so the strip under the
+        # views holds no tab bar and is only as tall as the connections table
+        self._dock(self.afni, Area.LeftDockWidgetArea)
+        self.setTabPosition(Area.LeftDockWidgetArea, QtWidgets.QTabWidget.TabPosition.North)
+        self.tabifyDockWidget(self.docks["Run setup"], self.docks["AFNI"])
+        self.docks["Run setup"].raise_()
+        self.docks["AFNI"].dockLocationChanged.connect(
+            lambda area: self.afni.set_strip(area in (Area.TopDockWidgetArea, Area.BottomDockWidgetArea)))
 
         self._default_state = self.saveState(LAYOUT_VERSION)  # what View > Reset layout brings back
         self._actions()
@@ -117,26 +124,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self._sides: tuple[int, int] | None = None  # setup column width, bottom strip height, as last seen
         self._resizing = False
         self.apply_display(self.controller.settings)
-        self.resize(1560, 960)
+        self._fit_screen()
         self._sized = self._restore_layout()
 
     # --- construction -------------------------------------------------------------------
-    def _afni_panel(self) -> Panel:
-        panel = AfniPanel(self.controller)
-        # in a scroll area: its form must not make the whole bottom strip tall
-        wrapper = _SmallPanel()
-        wrapper.title = "AFNI"
-        wrapper.inner = panel  # type: ignore[attr-defined]
-        scroll = QtWidgets.QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
-        scroll.setWidget(panel)
-        layout = QtWidgets.QVBoxLayout(wrapper)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(scroll)
-        wrapper.on_event = panel.on_event  # type: ignore[method-assign]
-        wrapper.refresh = panel.refresh  # type: ignore[method-assign]
-        return wrapper
+    def _fit_screen(self) -> None:
+        """1560x960 where it fits; on a smaller screen (a 1366x768 laptop) maximised, never larger than it."""
+        screen = self.screen() or QtGui.QGuiApplication.primaryScreen()
+        room = screen.availableGeometry().size() if screen is not None else QtCore.QSize(1560, 960)
+        self.resize(min(DEFAULT_SIZE[0], room.width()), min(DEFAULT_SIZE[1], room.height()))
+        if room.width() < DEFAULT_SIZE[0] or room.height() < DEFAULT_SIZE[1]:
+            self.setWindowState(self.windowState() | QtCore.Qt.WindowState.WindowMaximized)
 
     def _dock(self, panel: Panel, area: QtCore.Qt.DockWidgetArea) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(panel.title, self)
@@ -247,11 +245,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controller = controller
         self.slices.model = controller.model
         self.timecourses.model = controller.model
+        self.scanner.model = controller.model
         self._unsubscribe = controller.events.subscribe(self.on_event)
 
     def refresh(self) -> None:
         if self.isVisible() and not self._resizing:
-            self._sides = (self.docks["Run setup"].width(), self.docks["Connections"].height())
+            self._sides = (self._left_dock().width(), self.docks["Connections"].height())
         for panel in self.panels:
             panel.refresh()
         self._update_banner()
@@ -264,7 +263,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def add_subject_view(self, view: QtWidgets.QWidget) -> None:
         """Dock the embedded subject agent's built-in display: what the person in the scanner sees."""
         view.unsetCursor()
-        view.setMinimumSize(200, 150)
+        view.setMinimumSize(160, 110)  # the strip under the views stays short at 1366x768
         holder = _SmallPanel()
         holder.title = "Subject display"
         row = QtWidgets.QHBoxLayout(holder)
@@ -471,7 +470,7 @@ class MainWindow(QtWidgets.QMainWindow):
         bottom = max(150, int(h * 0.2))
         self.resizeDocks([d["Connections"]], [bottom], V)
         # the dock layout honours size hints over resizeDocks on first show: cap the strip briefly
-        strip = [dock for name, dock in d.items() if name in ("Connections", "AFNI", "Log", "Subject display")]
+        strip = [dock for name, dock in d.items() if name in ("Connections", "Log", "Subject display")]
         for dock in strip:
             dock.setMaximumHeight(bottom)
 
@@ -480,10 +479,11 @@ class MainWindow(QtWidgets.QMainWindow):
                 dock.setMaximumHeight(16777215)
 
         QtCore.QTimer.singleShot(100, self, uncap)
-        self.resizeDocks([d["Run setup"], d["Scanner"]], [int(h * 0.62), int(h * 0.38)], V)
-        self.resizeDocks([d["Live views"], d["Timecourses"]], [int((h - bottom) * 0.45), int((h - bottom) * 0.55)], V)
+        scanner = max(int(h * 0.38), d["Scanner"].sizeHint().height())  # its numbers whole, setup scrolls
+        self.resizeDocks([d["Run setup"], d["Scanner"]], [h - scanner, scanner], V)
+        self.resizeDocks([d["Live views"], d["Timecourses"]], [int((h - bottom) * 0.57), int((h - bottom) * 0.43)], V)
         bottoms = [d["Connections"], d["Log"]] + ([d["Subject display"]] if "Subject display" in d else [])
-        self.resizeDocks(bottoms, [int(w * 0.34), int(w * 0.46), int(w * 0.2)][: len(bottoms)], H)
+        self.resizeDocks(bottoms, [int(w * 0.42), int(w * 0.34), int(w * 0.18)][: len(bottoms)], H)
 
     def showEvent(self, event: QtGui.QShowEvent) -> None:
         super().showEvent(event)
@@ -506,13 +506,20 @@ class MainWindow(QtWidgets.QMainWindow):
         left, bottom = min(left, int(self.width() * SIDE_SHARE)), min(bottom, int(self.height() * SIDE_SHARE))
         H, V = QtCore.Qt.Orientation.Horizontal, QtCore.Qt.Orientation.Vertical
         d = self.docks
-        self.resizeDocks([d["Run setup"], d["Live views"]], [left, self.width() - left], H)
+        self.resizeDocks([self._left_dock(), d["Live views"]], [left, self.width() - left], H)
         top = self.docks["Live views"].height() + self.docks["Timecourses"].height()
         views = d["Live views"].height() / max(1, top)
         rest = top + d["Connections"].height() - bottom
         self.resizeDocks([d["Connections"]], [bottom], V)
         self.resizeDocks([d["Live views"], d["Timecourses"]], [int(rest * views), rest - int(rest * views)], V)
         self._resizing = False
+
+    def _left_dock(self) -> QtWidgets.QDockWidget:
+        """The left column's dock on show (Run setup, or AFNI when its tab is raised): the one to measure
+        and resize (a dock behind a tab keeps a stale size)."""
+        shown = [d for t, d in self.docks.items()  # behind a tab a dock stays "visible", moved off screen
+                 if t in ("Run setup", "AFNI") and not d.visibleRegion().isEmpty()]
+        return shown[0] if shown else self.docks["Run setup"]
 
     def save_layout(self) -> None:
         self.store.setValue("geometry", self.saveGeometry())
@@ -529,7 +536,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.restoreState(self._default_state, LAYOUT_VERSION)
         for dock in self.docks.values():
             dock.show()
-        self.docks["Connections"].raise_()
+        self.docks["Run setup"].raise_()
         self.default_sizes()
         self.store.remove("state")
         self.store.remove("geometry")
@@ -593,6 +600,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def apply_display(self, s: settings_io.RunSettings) -> None:
         self.slices.set_convention(s.display.left_right)
         self.timecourses.set_fd_threshold(s.display.fd_threshold)
+        self.scanner.set_fd_threshold(s.display.fd_threshold)
         action = self.convention_actions.get(s.display.left_right)
         if action is not None:
             action.setChecked(True)

@@ -1,22 +1,35 @@
-"""Scanner panel: the watch folder, what was seen in it, and whether the scanner keeps pace."""
+"""Scanner panel: the watch folder, what was seen in it, whether the scanner keeps pace, and the head's
+framewise displacement (FD) against its threshold."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from PySide6 import QtCore, QtWidgets
+import numpy as np
+from PySide6 import QtWidgets
 
 from rtcontrol.console import events as ev
-from rtcontrol.gui.panel import Panel, caption, set_role
+from rtcontrol.console.model import RunModel
+from rtcontrol.gui.panel import ElidedLabel, Panel, caption, set_role
+
+
+def fd_numbers(fd: np.ndarray, threshold: float) -> tuple[float | None, float | None, int]:
+    """(latest FD, largest FD, volumes over ``threshold``) in mm; volumes without an FD are skipped."""
+    finite = fd[np.isfinite(fd)]
+    if not finite.size:
+        return None, None, 0
+    return float(finite[-1]), float(finite.max()), int(np.count_nonzero(finite > threshold))
 
 
 class ScannerPanel(Panel):
     title = "Scanner"
     icon_name = "scanner"
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, model: RunModel | None = None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
+        self.model = model  # FD comes from the project's "fd" metric in the run's model
+        self.fd_threshold = 0.5
         self.tr_seconds = 2.0  # not "tr": that would hide QObject.tr
         self.expected = 0
         self.status: ev.ScannerStatus | None = None
@@ -26,9 +39,7 @@ class ScannerPanel(Panel):
         self.last_warning = ""
         self.ended: ev.RunEnded | None = None  # after a run: no "scanner late", no ticking "since last volume"
 
-        self.folder = QtWidgets.QLabel("—")
-        self.folder.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.folder.setWordWrap(True)
+        self.folder = ElidedLabel("—")  # one line: a wrapped path was cut in a short panel
         self.format = QtWidgets.QLabel("—")
         self.series = QtWidgets.QLabel("—")
         self.files = QtWidgets.QLabel("0")
@@ -36,6 +47,13 @@ class ScannerPanel(Panel):
         self.volumes.setObjectName("big")
         self.since = QtWidgets.QLabel("—")
         self.since.setObjectName("big")
+        self.since.setWordWrap(True)  # "waiting for the first volume" must not widen the column for good
+        self.fd = QtWidgets.QLabel("—")
+        self.fd.setObjectName("big")
+        self.fd.setToolTip("Framewise displacement of the newest volume (from the project's fd metric)")
+        self.fd_detail = QtWidgets.QLabel(f"threshold {self.fd_threshold:g} mm")
+        self.fd_detail.setObjectName("caption")
+        self.fd_detail.setWordWrap(True)
         self.late = QtWidgets.QLabel("scanner late 0 · analysis late 0")
         self.warning = QtWidgets.QLabel("")
         self.warning.setWordWrap(True)
@@ -46,7 +64,14 @@ class ScannerPanel(Panel):
         form.addRow(caption("series"), self.series)
         form.addRow(caption("files seen"), self.files)
         form.addRow(caption("volumes"), self.volumes)
-        form.addRow(caption("since last volume"), self.since)
+        self.tr_note = caption("")  # beside the big number, not in it: the column stays narrow
+        since_row = QtWidgets.QHBoxLayout()
+        since_row.addWidget(self.since)
+        since_row.addWidget(self.tr_note)
+        since_row.addStretch(1)
+        form.addRow(caption("since last volume"), since_row)
+        form.addRow(caption("FD"), self.fd)
+        form.addRow(self.fd_detail)  # the whole width: it may be bold and long
         layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.late)
@@ -59,8 +84,15 @@ class ScannerPanel(Panel):
             self.folder.setText(folder)
         self.dirty = True
 
+    def set_fd_threshold(self, mm: float) -> None:
+        """What counts as a volume over the threshold (``[display] fd_threshold``), at once."""
+        self.fd_threshold = float(mm)
+        self.dirty = True
+
     def on_event(self, event: Any) -> None:
-        if isinstance(event, ev.RunEnded):
+        if isinstance(event, ev.FeedbackArrived):
+            self.dirty = True  # a new FD
+        elif isinstance(event, ev.RunEnded):
             self.ended = event
             self.last_warning = ""  # a warning about the run that ended no longer applies
             self.dirty = True
@@ -100,8 +132,23 @@ class ScannerPanel(Panel):
                 self.since.setText("waiting for the first volume")
                 set_role(self.since, "caption")
             else:
-                self.since.setText(f"{s.since_last:.1f} s  (TR {self.tr_seconds:g} s)")
+                self.since.setText(f"{s.since_last:.1f} s")
                 set_role(self.since, "warn" if s.since_last > 1.5 * self.tr_seconds else "big")
+        self.tr_note.setText(f"TR {self.tr_seconds:g} s")
+        self._repaint_fd()
         self.late.setText(f"scanner late {self.scanner_late} · analysis late {self.analysis_late}")
         self.warning.setText(self.last_warning)
         set_role(self.warning, "warn" if self.last_warning else "caption")
+
+    def _repaint_fd(self) -> None:
+        fd = self.model.metric("fd") if self.model is not None else np.empty(0)
+        latest, largest, over = fd_numbers(fd, self.fd_threshold)
+        if latest is None or largest is None:
+            self.fd.setText("—")
+            set_role(self.fd, "caption")
+            self.fd_detail.setText(f"threshold {self.fd_threshold:g} mm")
+            return
+        self.fd.setText(f"{latest:.2f} mm")
+        set_role(self.fd, "warn" if latest > self.fd_threshold else "big")
+        self.fd_detail.setText(f"max {largest:.2f} mm · {over} over {self.fd_threshold:g} mm")
+        set_role(self.fd_detail, "warn" if over else "caption")

@@ -42,6 +42,8 @@ class ProjectForm(QtWidgets.QWidget):
         super().__init__(parent)
         self.layout_ = QtWidgets.QFormLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
+        # a long name beside a wide field goes above it: the setup column stays narrow
+        self.layout_.setRowWrapPolicy(QtWidgets.QFormLayout.RowWrapPolicy.WrapLongRows)
         self.fields: dict[str, tuple[dict[str, Any], Any]] = {}
         self.wheel_guard: WheelGuard | None = None
 
@@ -199,7 +201,8 @@ class SetupPanel(Panel):
         form.addRow("plugins", self.plugins)
         form.addRow("feedback onset", self.onset)
         form.addRow("delay", self.delay)
-        form.addRow("project files", allowed_box)
+        form.addRow("project files", QtWidgets.QWidget())  # the list under its label, the column's whole width
+        form.addRow(allowed_box)
         project_box = QtWidgets.QGroupBox("project settings")
         QtWidgets.QVBoxLayout(project_box).addWidget(self.project_form)
 
@@ -232,6 +235,7 @@ class SetupPanel(Panel):
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(inner)
         self.scroll_area = scroll  # not "scroll": that would hide QWidget.scroll
+        self._fit_width()
         self.wheel_guard = WheelGuard(scroll, self)
         self.wheel_guard.guard(inner)
         self.project_form.wheel_guard = self.wheel_guard
@@ -245,6 +249,13 @@ class SetupPanel(Panel):
         layout.addWidget(self.message)
         self.set_settings(settings)
         self.set_running(False)
+
+    def _fit_width(self) -> None:
+        """The column is never narrower than the form (it scrolls up and down, never sideways)."""
+        form = self.scroll_area.widget()
+        if form is not None:
+            bar = self.scroll_area.verticalScrollBar().sizeHint().width()
+            self.scroll_area.setMinimumWidth(form.minimumSizeHint().width() + bar)
 
     # --- settings <-> fields ---------------------------------------------------------------
     def set_settings(self, s: RunSettings) -> None:
@@ -345,6 +356,7 @@ class SetupPanel(Panel):
         if project == self.project.currentText():
             values = self._base.project.settings if project == self._base.project.name else {}
             self.project_form.set_settings(declared, values)
+            self._fit_width()
 
     def _project_changed(self, name: str) -> None:
         if name in self._declared:

@@ -10,24 +10,59 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from rtcontrol.console import events as ev
 from rtcontrol.console.model import MOTION, RunModel, condition_runs
 from rtcontrol.gui.panel import Panel
 from rtcontrol.gui.theme import pen
 
-#: Latency curves: stage -> legend label (ms after the file was first seen).
+#: Latency curves: stage -> legend label (ms after the file was first seen; short: the legend is the
+#: plot's title and must fit a third of a 1366 px window).
 LATENCY = {
-    "parsed": "volume ready",
-    "worker_received": "at worker",
+    "parsed": "ready",
+    "worker_received": "worker",
     "result_ready": "result",
-    "feedback_received": "feedback back",
-    "subject_delivered": "at subject",
+    "feedback_received": "returned",
+    "subject_delivered": "subject",
 }
 ROI_METRICS = ("roi_mean", "roi", "roi_psc", "psc")
 #: Shading per condition code (the project's design order: baseline first), translucent behind the curves.
 CONDITION_BRUSHES = ("#ffffff0d", "#5fd3a02e", "#f0b54a2e", "#6fa0d82e", "#e07a9a2e")
+
+
+class SparseAxis(pg.AxisItem):
+    """A y axis whose numbers never overlap: major ticks at least :attr:`GAP` text lines apart (a short
+    plot shows two or three numbers instead of a pile of them)."""
+
+    GAP = 1.25
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:
+        levels = super().tickSpacing(minVal, maxVal, size)
+        if not levels or size <= 0:
+            return levels
+        font = self.style.get("tickFont") or QtGui.QFont()
+        least = abs(maxVal - minVal) * self.GAP * QtGui.QFontMetricsF(font).height() / size
+        step = levels[0][0]
+        while step < least:  # the next of 1, 2, 2.5, 5 x 10^k
+            power = 10.0 ** np.floor(np.log10(step) + 1e-9)
+            step = power * next(m for m in (2.0, 2.5, 5.0, 10.0) if m > step / power + 1e-9)
+        return [(step, 0.0)]
+
+
+#: The plots in columns when the panel is short (1366x768, a maximised window): signal over feedback, motion
+#: over FD, latency; in two columns (short and narrow) latency goes under feedback. In one column (a tall
+#: panel) they are in the order they are made in.
+COLUMNS = {
+    3: (("signal", "feedback"), ("motion", "fd"), ("latency",)),
+    2: (("signal", "feedback", "latency"), ("motion", "fd")),
+}
+#: Each column's share of the width: the run's signal and feedback widest, then latency, then motion.
+SHARES = {1: (1.0,), 2: (0.55, 0.45), 3: (0.37, 0.3, 0.33)}
+#: Below this plot height (px, title included) in one column, the plots go into columns.
+ONE_COLUMN_MIN = 95
+#: The narrowest a column of plots may be (px).
+COLUMN_MIN = 300
 
 
 class Ranges:
@@ -110,6 +145,14 @@ class TimecoursePanel(Panel):
         super().__init__(parent)
         self.model = model
         self.graphics = pg.GraphicsLayoutWidget()
+        # the plots sit in column layouts: one column, or two or three when the panel is short (arrange)
+        self._column_layouts = (self.graphics.addLayout(row=0, col=0), pg.GraphicsLayout(), pg.GraphicsLayout())
+        for column in self._column_layouts[1:]:
+            column.setParentItem(self.graphics.ci)  # hidden until the plots go into columns (arrange)
+            column.setVisible(False)
+        for column in self._column_layouts:
+            column.setContentsMargins(0, 0, 0, 0)
+            column.layout.setSpacing(0)  # the titles already keep the plots apart
         # PlotCurveItem, not PlotDataItem: a few thousand points need no downsampling, and its setData
         # costs a fifth; NaN (no value for that volume) leaves a gap
         self.curves: dict[str, pg.PlotCurveItem] = {}
@@ -138,6 +181,7 @@ class TimecoursePanel(Panel):
         self.latency.setLabel("bottom", "volume")
         self.plots = {"signal": self.signal, "motion": self.motion, "fd": self.fd, "feedback": self.feedback,
                       "latency": self.latency}
+        self.columns = 1
         for p in self.plots.values():
             p.enableAutoRange(False)
         self.ranges = Ranges()
@@ -152,18 +196,18 @@ class TimecoursePanel(Panel):
 
     def _plot(self, row: int, title: str, lines: list[tuple[str, str, Any]]) -> pg.PlotItem:
         """A plot with its curves; the legend is the coloured title (it never hides data)."""
-        p = self.graphics.addPlot(row=row, col=0)
+        p = self._column_layouts[0].addPlot(row=row, col=0, axisItems={"left": SparseAxis("left")})
         legend = "  ".join(
             f'<span style="color:{pen_.color().name()}">━ {label}</span>' for _, label, pen_ in lines
         ) if len(lines) > 1 else ""
         p.setTitle(f'<span style="color:#aeb8c7">{title}</span>&nbsp;&nbsp;&nbsp;{legend}', size="8pt")
         p.base_title = title
-        p.layout.setRowFixedHeight(0, 18)
+        p.layout.setRowFixedHeight(0, 16)
         p.layout.setRowSpacing(0, 0)
         p.getAxis("left").setWidth(44)
         p.getAxis("left").enableAutoSIPrefix(False)
         # a short plot (1366x768) shows fewer, non-overlapping numbers rather than a pile of them
-        p.getAxis("left").setStyle(maxTickLevel=0, textFillLimits=[(0, 0.6), (2, 0.4)])
+        p.getAxis("left").setStyle(maxTickLevel=0)
         # no grid: its lines span the whole plot, so every frame would repaint them (a third of the cost)
         p.setMenuEnabled(False)
         p.hideButtons()
@@ -177,6 +221,55 @@ class TimecoursePanel(Panel):
             p.getAxis(name).setCacheMode(cache)
         p.titleLabel.setCacheMode(cache)
         return p
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        """Short (1366x768, a maximised window): the plots in columns, taller; tall: one column."""
+        super().resizeEvent(event)
+        if self.height() >= len(self.plots) * ONE_COLUMN_MIN or self.width() < 2 * COLUMN_MIN:
+            self.arrange(1)
+        else:
+            self.arrange(3 if self.width() >= 3 * COLUMN_MIN else 2)
+        self._share_width()
+
+    def _share_width(self) -> None:
+        """Columns by :data:`SHARES`, not by their titles' length (a long legend would take the room)."""
+        grid = self.graphics.ci.layout
+        left, _, right, _ = grid.getContentsMargins()
+        shares = SHARES[self.columns]
+        # the panel's width: the view inside it has not been resized yet when this runs
+        room = self.contentsRect().width() - left - right - grid.horizontalSpacing() * (len(shares) - 1) - 4
+        for col in range(len(self._column_layouts)):
+            share = shares[col] if col < len(shares) else 0.0
+            # preferred, not fixed: a column whose title needs more still gets it
+            grid.setColumnPreferredWidth(col, max(0.0, room * share))
+            grid.setColumnStretchFactor(col, round(100 * share))
+
+    def arrange(self, columns: int) -> None:
+        """Lay the plots out in one column or in :data:`COLUMNS`, each column its own layout (so a column's
+        plots share its height evenly whatever the other columns hold)."""
+        if columns == self.columns:
+            return
+        self.columns = columns
+        outer = self.graphics.ci
+        for column in self._column_layouts:
+            for p in self.plots.values():
+                if p in column.items:
+                    column.removeItem(p)
+            if column in outer.items:
+                outer.removeItem(column)
+            # an unused column stays a hidden child of the view: never left to Python's garbage collector,
+            # which could free a Qt item from another thread
+            column.setParentItem(outer)
+            column.setVisible(False)
+        order = [list(self.plots)] if columns == 1 else [list(c) for c in COLUMNS[columns]]
+        for col, names in enumerate(order):
+            column = self._column_layouts[col]
+            column.setVisible(True)
+            outer.addItem(column, row=0, col=col)
+            for n, name in enumerate(names):
+                column.addItem(self.plots[name], row=n, col=0)
+                self.plots[name].getAxis("bottom").setStyle(showValues=n == len(names) - 1)
+        self.latency.setLabel("bottom", "volume" if columns == 1 else None)  # columns: room for the data
 
     def _x(self, n: int) -> np.ndarray:
         """Volume numbers 0..n-1 as a view of one growing array (no allocation per curve)."""

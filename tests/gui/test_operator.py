@@ -182,6 +182,22 @@ def test_feedback_text() -> None:
     assert feedback_text({"value": 1}) == "1.00"
 
 
+def test_latest_feedback_value_beside_the_subject_display(qtbot: Any, tmp_path: Path) -> None:
+    from rtcontrol.subject.display import FeedbackView
+
+    window = _window(tmp_path)
+    qtbot.addWidget(window)
+    window.add_subject_view(FeedbackView())
+    window.refresh()
+    assert window.feedback_value.text() == "—"
+    holder = window.docks["Subject display"].widget()
+    assert window.feedback_value.parent() is holder and window.subject_view.parent() is holder
+    window.controller.model.add_feedback(0, 0.4567, {}, Timeline())
+    window.refresh()
+    assert window.feedback_value.text() == "0.46"
+    window.close()
+
+
 def test_condition_shading_follows_the_projects_condition_metric(qtbot: Any) -> None:
     model = RunModel()
     panel = TimecoursePanel(model)
