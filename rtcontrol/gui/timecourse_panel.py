@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from rtcontrol.console import events as ev
-from rtcontrol.console.model import MOTION, RunModel, condition_runs
+from rtcontrol.console.model import MOTION, RunModel
 from rtcontrol.gui.panel import Panel
 from rtcontrol.gui.theme import pen
 
@@ -28,6 +28,8 @@ LATENCY = {
 ROI_METRICS = ("roi_mean", "roi", "roi_psc", "psc")
 #: Shading per condition code (the project's design order: baseline first), translucent behind the curves.
 CONDITION_BRUSHES = ("#ffffff0d", "#5fd3a02e", "#f0b54a2e", "#6fa0d82e", "#e07a9a2e")
+#: The same colours, opaque, for the legend of condition names in the feedback plot's title.
+CONDITION_LEGEND = ("#c8ccd4", "#5fd3a0", "#f0b54a", "#6fa0d8", "#e07a9a")
 
 
 class Ranges:
@@ -143,6 +145,8 @@ class TimecoursePanel(Panel):
         self.ranges = Ranges()
         self.shading: list[tuple[pg.LinearRegionItem, ...]] = []  # one region per condition block, per plot
         self._spare: list[tuple[pg.LinearRegionItem, ...]] = []  # hidden, for the next run's blocks
+        self._shaded: list[tuple[int, int, int]] = []  # the blocks the shading shows now
+        self.legend: tuple[str, ...] = ()  # the condition names in the feedback plot's title
         self.expected = 0
         self._empty: set[str] = set()
         self._xs = np.arange(1024, dtype=np.float64)
@@ -205,7 +209,7 @@ class TimecoursePanel(Panel):
         self.dirty = True
 
     def on_event(self, event: Any) -> None:
-        if isinstance(event, (ev.VolumeArrived, ev.FeedbackArrived, ev.Delivered)):
+        if isinstance(event, (ev.VolumeArrived, ev.FeedbackArrived, ev.Delivered, ev.DesignKnown)):
             self.dirty = True
         elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
             self.ranges = Ranges()
@@ -220,14 +224,18 @@ class TimecoursePanel(Panel):
             for region in regions:
                 region.setVisible(False)
         self.shading = []
+        self._shaded = []
 
     def _shaded_plots(self) -> tuple[pg.PlotItem, ...]:
         return (self.signal, self.feedback)
 
-    def _shade(self, codes: np.ndarray) -> None:
-        """Condition blocks from the project's ``condition`` metric as shaded bands (items reused: one
-        ``setRegion`` per volume, new items only when a block starts)."""
-        runs = condition_runs(codes)
+    def _shade(self, runs: list[tuple[int, int, int]]) -> None:
+        """Condition blocks ``(first, last + 1, code)`` as shaded bands: the project's whole design from the
+        run's start, or its ``condition`` metric volume by volume (items reused: one ``setRegion`` per
+        volume, new items only when a block starts)."""
+        if runs == self._shaded:
+            return
+        self._shaded = list(runs)
         while len(self.shading) > len(runs):
             spare = self.shading.pop()
             for region in spare:
@@ -254,6 +262,16 @@ class TimecoursePanel(Panel):
                 if getattr(region, "condition", None) != code:
                     region.setBrush(pg.mkBrush(brush))
                     region.condition = code
+
+    def _show_legend(self, names: tuple[str, ...]) -> None:
+        """The condition names in the shading's colours, in the feedback plot's title (never over the data)."""
+        if names == self.legend:
+            return
+        self.legend = names
+        p = self.feedback
+        legend = "  ".join(f'<span style="color:{CONDITION_LEGEND[n % len(CONDITION_LEGEND)]}">■ {name}</span>'
+                           for n, name in enumerate(names))
+        p.setTitle(f'<span style="color:#aeb8c7">{p.base_title}</span>&nbsp;&nbsp;&nbsp;{legend}', size="8pt")
 
     def repaint_now(self) -> None:
         m = self.model
@@ -287,10 +305,12 @@ class TimecoursePanel(Panel):
             self.fd.setTitle(f'<span style="color:#aeb8c7">FD mm</span>&nbsp;&nbsp;&nbsp;'
                              f'<span style="color:{colour}">{text}</span>', size="8pt")
         put("feedback", "feedback", m.feedback.values())
-        self._shade(m.metric("condition"))
+        self._shade(m.condition_blocks())
+        self._show_legend(m.design.conditions if m.design is not None else ())
         for stage in LATENCY:
             put("lat:" + stage, "latency", m.latency_ms(stage) if m.stamps.length else np.empty(0))
-        x = self.ranges.x_max(max(m.stamps.length, m.global_mean.length), self.expected)
+        expected = max(self.expected, m.design.volumes if m.design is not None else 0)  # the whole protocol
+        x = self.ranges.x_max(max(m.stamps.length, m.global_mean.length), expected)
         if x >= 0:
             self.signal.setXRange(-0.5, x + 0.5, padding=0)
         for key, plot in self.plots.items():

@@ -5,7 +5,9 @@ Protocol (JSON control frames from :mod:`rtcontrol.link.codec`, volumes as binar
 console -> worker                              worker -> console
   hello {token, session}                         welcome {session, resumed, max_size, worker}
   request {id, op, args}                         reply {id, ok, result | error, traceback}
-                                                   (list_projects: also plugins {plugins, errors})
+                                                   (list_projects: also plugins {plugins, errors};
+                                                    start_run: {run, project, settings, data_dir, design},
+                                                    design = the project's blocks (Design.to_dict) or null)
   <volume frame>                                 ack {run, index, duplicate?, error?}
   event_ack {upto}                               event {seq, event, ...}  (feedback, log, subject_message,
   response {response}                                                   run_failed, run_ended)
@@ -384,7 +386,8 @@ class WorkerServer:
         session.run = rp
         settings = await rp.start(self.spare)
         self.spare.fill(rp.shm_size)  # for the next run, now that this one is going
-        return {"run": run_name, "project": project, "settings": settings, "data_dir": str(store.dir)}
+        return {"run": run_name, "project": project, "settings": settings, "data_dir": str(store.dir),
+                "design": rp.design}
 
     def _run_event(self, session: Session, store: RunStore, run: str, kind: str, fields: dict[str, Any]) -> None:
         if kind == "result":
