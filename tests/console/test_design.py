@@ -105,3 +105,21 @@ async def test_the_design_is_taken_again_from_a_restarted_worker(tmp_path: Path)
         await session.close()
         await first.stop()
         await second.stop()
+
+
+async def test_a_bad_design_from_the_worker_is_said_and_the_run_goes_on(tmp_path: Path) -> None:
+    from tests.console.test_fake_links import _rig
+
+    rig = _rig(tmp_path)
+    sent = {"design": {"conditions": ["rest"], "blocks": [{"condition": "task", "onset": 0, "volumes": 3}]}}
+
+    async def start_run(run: str, project: str, settings: dict[str, Any], tr: float) -> dict[str, Any]:
+        return sent
+
+    rig.worker.start_run = start_run  # type: ignore[method-assign]
+    said: list[str] = []
+    rig.controller.events.subscribe(lambda e: said.append(e.text) if isinstance(e, ev.LogMessage) else None)
+    await rig.controller.start_run()
+    assert rig.controller.model.design is None and rig.controller.state == ev.RUNNING
+    assert any("design from the worker is not usable" in t and "task" in t for t in said), said
+    await rig.controller.stop_run()
