@@ -62,6 +62,8 @@ class RunModel:
         self.latest_scaled: np.ndarray | None = None
         self.roi_mask: np.ndarray | None = None
         self.design: Design | None = None  # the project's blocks, from the worker at the run's start
+        self._blocks_of: Design | None = None
+        self._blocks: list[tuple[int, int, int]] = []
         self.volumes = 0
         self.feedbacks = 0
         self.delivered = 0  # values a stimulus program (or the built-in display) took
@@ -162,7 +164,9 @@ class RunModel:
         """The run's condition blocks as ``(first, last + 1, code)``: the whole design when the project
         declared one (known ahead of the volumes), else what its ``condition`` metric said so far."""
         if self.design is not None:
-            return design_runs(self.design)
+            if self._blocks_of is not self.design:  # once per design, not per frame
+                self._blocks_of, self._blocks = self.design, design_runs(self.design)
+            return self._blocks
         return condition_runs(self.metric("condition"))
 
     def metric(self, name: str) -> np.ndarray:

@@ -32,6 +32,46 @@ CONDITION_BRUSHES = ("#ffffff0d", "#5fd3a02e", "#f0b54a2e", "#6fa0d82e", "#e07a9
 CONDITION_LEGEND = ("#c8ccd4", "#5fd3a0", "#f0b54a", "#6fa0d8", "#e07a9a")
 
 
+class ConditionBands(pg.GraphicsObject):
+    """Condition blocks ``(first, last + 1, code)`` as translucent bands over the plot's whole height, behind
+    the curves. One item paints every block: a pyqtgraph region per block (an item and two lines each)
+    cost about 0.1 ms of painting per block and plot, so a long protocol alone would break the frame goal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: list[tuple[int, int, int]] = []
+        self.setZValue(-10)
+        self._brushes = [pg.mkBrush(b) for b in CONDITION_BRUSHES]
+
+    def set_blocks(self, blocks: list[tuple[int, int, int]]) -> None:
+        self.prepareGeometryChange()
+        self.blocks = list(blocks)
+        self.update()
+
+    def regions(self) -> list[tuple[tuple[float, float], int]]:
+        """What is drawn: ``((left, right), code)`` per block, in volume units (a volume is 1 wide)."""
+        return [((first - 0.5, end - 0.5), code) for first, end, code in self.blocks]
+
+    def viewRangeChanged(self) -> None:  # pyqtgraph calls it: the bands span the new height
+        self.prepareGeometryChange()
+
+    def boundingRect(self) -> QtCore.QRectF:
+        view = self.viewRect()
+        if view is None or not self.blocks:
+            return QtCore.QRectF()
+        left, right = min(b[0] for b in self.blocks) - 0.5, max(b[1] for b in self.blocks) - 0.5
+        return QtCore.QRectF(left, view.top(), right - left, view.height())
+
+    def paint(self, painter: Any, *args: Any) -> None:
+        view = self.viewRect()
+        if view is None:
+            return
+        painter.setPen(QtCore.Qt.PenStyle.NoPen)
+        for first, end, code in self.blocks:
+            brush = self._brushes[code % len(self._brushes)]
+            painter.fillRect(QtCore.QRectF(first - 0.5, view.top(), end - first, view.height()), brush)
+
+
 class Ranges:
     """Axis ranges that change only when the data leaves them (or shrinks a lot).
 
@@ -143,8 +183,9 @@ class TimecoursePanel(Panel):
         for p in self.plots.values():
             p.enableAutoRange(False)
         self.ranges = Ranges()
-        self.shading: list[tuple[pg.LinearRegionItem, ...]] = []  # one region per condition block, per plot
-        self._spare: list[tuple[pg.LinearRegionItem, ...]] = []  # hidden, for the next run's blocks
+        self.bands = tuple(ConditionBands() for _ in self._shaded_plots())  # condition blocks, per plot
+        for plot, bands in zip(self._shaded_plots(), self.bands):
+            plot.addItem(bands)
         self._shaded: list[tuple[int, int, int]] = []  # the blocks the shading shows now
         self.legend: tuple[str, ...] = ()  # the condition names in the feedback plot's title
         self.expected = 0
@@ -217,51 +258,25 @@ class TimecoursePanel(Panel):
             self.dirty = True
 
     def clear_shading(self) -> None:
-        """No bands for a new run. The items are hidden and kept for reuse, never dropped: a removed
-        pyqtgraph item left to Python's garbage collector could be freed from another thread."""
-        self._spare = self.shading + self._spare
-        for regions in self.shading:
-            for region in regions:
-                region.setVisible(False)
-        self.shading = []
-        self._shaded = []
+        """No bands for a new run (until its design or its first condition metric)."""
+        self._shade([])
+
+    @property
+    def shading(self) -> list[tuple[tuple[float, float], int]]:
+        """The bands drawn: ``((left, right), code)`` per block (the same on every shaded plot)."""
+        return self.bands[0].regions()
 
     def _shaded_plots(self) -> tuple[pg.PlotItem, ...]:
         return (self.signal, self.feedback)
 
     def _shade(self, runs: list[tuple[int, int, int]]) -> None:
         """Condition blocks ``(first, last + 1, code)`` as shaded bands: the project's whole design from the
-        run's start, or its ``condition`` metric volume by volume (items reused: one ``setRegion`` per
-        volume, new items only when a block starts)."""
+        run's start, or its ``condition`` metric volume by volume (repainted only when they change)."""
         if runs == self._shaded:
             return
         self._shaded = list(runs)
-        while len(self.shading) > len(runs):
-            spare = self.shading.pop()
-            for region in spare:
-                region.setVisible(False)
-            self._spare.insert(0, spare)
-        for n, (first, end, code) in enumerate(runs):
-            brush = CONDITION_BRUSHES[code % len(CONDITION_BRUSHES)]
-            if n == len(self.shading) and self._spare:
-                reused = self._spare.pop(0)
-                for region in reused:
-                    region.setVisible(True)
-                self.shading.append(reused)
-            elif n == len(self.shading):
-                regions = []
-                for plot in self._shaded_plots():
-                    region = pg.LinearRegionItem(movable=False, brush=brush, pen=pg.mkPen(None))
-                    region.setZValue(-10)
-                    plot.addItem(region)
-                    regions.append(region)
-                self.shading.append(tuple(regions))
-            for region in self.shading[n]:
-                if region.getRegion() != (first - 0.5, end - 0.5):
-                    region.setRegion((first - 0.5, end - 0.5))
-                if getattr(region, "condition", None) != code:
-                    region.setBrush(pg.mkBrush(brush))
-                    region.condition = code
+        for bands in self.bands:
+            bands.set_blocks(self._shaded)
 
     def _show_legend(self, names: tuple[str, ...]) -> None:
         """The condition names in the shading's colours, in the feedback plot's title (never over the data)."""

@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyqtgraph as pg
 import pytest
-from PySide6 import QtCore
+from PySide6 import QtCore, QtWidgets
 
 from rtcontrol.console import events as ev
 from rtcontrol.console import settings as S
 from rtcontrol.console.model import RunModel
 from rtcontrol.gui.app import open_session
-from rtcontrol.gui.timecourse_panel import CONDITION_BRUSHES, TimecoursePanel
+from rtcontrol.gui.timecourse_panel import TimecoursePanel
 from rtcontrol.project import Block, Design
 from rtcontrol.scanner.synth import SynthSpec, write_run
 from rtcontrol.scanner.volume import Timeline
@@ -37,12 +36,10 @@ def _free_qt_objects_on_the_gui_thread(qapp: Any) -> Any:
 
 
 def bands(panel: TimecoursePanel) -> list[tuple[tuple[float, float], int]]:
-    """The visible shading of each shaded plot: (region, condition code), checked to agree across plots."""
-    out = []
-    for regions in panel.shading:
-        assert len({r.getRegion() for r in regions}) == 1 and all(r.isVisible() for r in regions)
-        out.append((regions[0].getRegion(), regions[0].condition))
-    return out
+    """The shading of the signal and feedback plots, checked to agree and to be in their plots."""
+    assert all(b in plot.items and b.isVisible() for b, plot in zip(panel.bands, (panel.signal, panel.feedback)))
+    assert panel.bands[0].regions() == panel.bands[1].regions()
+    return panel.shading
 
 
 def test_whole_design_shaded_before_the_first_volume(qtbot: Any, qloop: Any, tmp_path: Path) -> None:
@@ -104,8 +101,20 @@ def test_shading_from_a_design_and_back_to_the_metric(qtbot: Any) -> None:
     assert panel.dirty
     panel.refresh()
     assert bands(panel) == [((-0.5, 4.5), 0), ((4.5, 9.5), 1), ((9.5, 14.5), 0), ((14.5, 19.5), 2)]
-    colours = [regions[0].brush.color().rgba() for regions in panel.shading]
-    assert colours == [pg.mkBrush(CONDITION_BRUSHES[i]).color().rgba() for i in (0, 1, 0, 2)]
+    # painted: each block's colour in the middle of its band, the baseline's faint, the others stronger
+    panel.resize(800, 500)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.signal.setYRange(0, 1, padding=0)
+    QtWidgets.QApplication.processEvents()
+    image = panel.graphics.grab().toImage()
+    seen = {}
+    for (left, right), code in panel.shading:
+        where = panel.graphics.mapFromScene(panel.signal.vb.mapViewToScene(QtCore.QPointF((left + right) / 2, 0.9)))
+        seen.setdefault(code, set()).add(image.pixelColor(where).getRgb()[:3])
+    assert all(len(colours) == 1 for colours in seen.values()), seen  # one colour per condition
+    rest, left, right = (next(iter(seen[code])) for code in (0, 1, 2))
+    assert left[1] > rest[1] + 15 and right[0] > rest[0] + 15, seen  # green (#5fd3a0), orange (#f0b54a)
     assert panel.legend == ("rest", "left", "right")
     panel.on_event(ev.StateChanged(ev.RUNNING, "b"))
     model.reset("b")
