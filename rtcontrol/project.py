@@ -35,8 +35,8 @@ from rtcontrol.errors import RtcontrolError
 from rtcontrol.scanner.volume import Volume
 
 __all__ = [
-    "Project", "ProjectError", "Result", "RunContext", "Setting", "Volume", "load_project_class", "resolve_settings",
-    "run_offline",
+    "Block", "Design", "Project", "ProjectError", "Result", "RunContext", "Setting", "Volume", "load_project_class",
+    "resolve_settings", "run_offline",
 ]
 
 SETTING_TYPES = ("float", "int", "str", "bool", "choice", "path", "vector3")
@@ -305,6 +305,38 @@ class Design:
         c = self.condition_at(index)
         return float(self.conditions.index(c)) if c is not None else float("nan")
 
+    @property
+    def volumes(self) -> int:
+        """The volume after the last block: the run length the design expects."""
+        return max((b.onset + b.volumes for b in self.blocks), default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON for the wire (the worker's run-started reply); :meth:`from_dict` reads it back."""
+        return {"conditions": list(self.conditions),
+                "blocks": [{"condition": b.condition, "onset": b.onset, "volumes": b.volumes} for b in self.blocks]}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Design:
+        """A design from :meth:`to_dict`'s JSON, checked: a bad one raises ValueError saying what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError(f"design: expected an object, got {type(data).__name__}")
+        conditions, blocks = data.get("conditions"), data.get("blocks", [])
+        if not isinstance(conditions, list) or not conditions or not all(isinstance(c, str) for c in conditions):
+            raise ValueError(f"design: conditions must be a non-empty list of names, got {conditions!r}")
+        if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+            raise ValueError(f"design: blocks must be a list of at most {MAX_BLOCKS}, got "
+                             f"{len(blocks) if isinstance(blocks, list) else type(blocks).__name__}")
+        out = []
+        for n, b in enumerate(blocks):
+            if not isinstance(b, dict):
+                raise ValueError(f"design: block {n} is not an object")
+            c, onset, volumes = b.get("condition"), b.get("onset"), b.get("volumes")
+            if not isinstance(c, str) or not all(type(v) is int for v in (onset, volumes)):
+                raise ValueError(f"design: block {n} needs a condition name and whole-number onset and volumes, "
+                                 f"got {b!r}")
+            out.append(Block(c, onset, volumes))  # type: ignore[arg-type]
+        return cls(tuple(conditions), tuple(out))
+
     @classmethod
     def alternating(cls, conditions: tuple[str, ...], block_volumes: int, total: int, start: int = 0) -> Design:
         """Blocks of ``block_volumes`` cycling through ``conditions`` from volume ``start`` up to ``total``."""
@@ -317,6 +349,9 @@ class Design:
             n += 1
         return cls(tuple(conditions), tuple(blocks))
 
+
+#: The most blocks a design may have on the wire (a day-long run of 1-volume blocks is far fewer).
+MAX_BLOCKS = 100_000
 
 #: The metric name a project reports the current volume's condition under (its :meth:`Design.code_at`).
 CONDITION_METRIC = "condition"

@@ -99,6 +99,12 @@ class RoiFeedback(Project):
             motion=use_motion_regressors(s),
             n_task=1 if s["block_volumes"] > 0 else 0,
         )
+        if self.psc.model.n_drift and not s["block_volumes"]:
+            ctx.log(
+                "roi_feedback: drift terms without a task model follow each block (refitted every volume, their "
+                "newest value tracks the step), so the feedback decays through an on-block; set block_volumes "
+                "to the protocol's block length"
+            )
         if self.psc.model.n_motion and not s["block_volumes"]:
             ctx.log(
                 "roi_feedback: motion regressors without a task model can absorb part of the activation; "

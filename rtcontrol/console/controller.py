@@ -32,6 +32,7 @@ from rtcontrol.console.resume import CatchUp, recorded_volumes, spans
 from rtcontrol.console.settings import RunSettings
 from rtcontrol.console.summary import save_summary
 from rtcontrol.link.delivery import LinkState
+from rtcontrol.project import Design
 from rtcontrol.recording.preflight import DEFAULT_VOLUME_BYTES, preflight
 from rtcontrol.recording.recorder import Recorder as RunRecorder
 from rtcontrol.recording.recorder import find_interrupted, recover, summarize
@@ -232,7 +233,8 @@ class ConsoleController:
             raise
         if self.worker is not None:
             try:
-                await self.worker.start_run(run_id, s.project.name, dict(s.project.settings), s.run.tr)
+                started = await self.worker.start_run(run_id, s.project.name, dict(s.project.settings), s.run.tr)
+                self._take_design(run_id, started)
             except Exception as exc:
                 self.error(f"the worker refused to start the run: {exc}", "worker")
                 await self._teardown(f"worker refused: {exc}")
@@ -511,8 +513,24 @@ class ConsoleController:
                   f"the worker restarted during run {run} before its first volume: starting the run again there",
                   "worker")
 
+    def _take_design(self, run: str, reply: dict[str, Any] | None) -> None:
+        """The run's blocks from the worker's run-started reply, into the model before any volume (the
+        timecourses shade the whole protocol from the start). A bad one is said and left out."""
+        raw = (reply or {}).get("design")
+        if raw is None or run != self.model.run:
+            return
+        try:
+            design = Design.from_dict(raw)
+        except ValueError as exc:
+            self.warn(f"the project's design from the worker is not usable, so no blocks are shown ahead: {exc}",
+                      "worker")
+            return
+        self.model.design = design
+        self.events.publish(ev.DesignKnown(run, design.conditions, design.volumes))
+
     def worker_restarted(self, run: str, info: dict[str, Any]) -> None:
         """The run is started again on the new worker and its volumes are on their way (or could not be)."""
+        self._take_design(run, info)  # the restarted project's blocks (the same settings: the same blocks)
         replayed, lost = list(info.get("replayed") or []), list(info.get("lost") or [])
         where = str(info.get("data_dir") or "")
         previous = str(info.get("previous_data_dir") or "")

@@ -124,6 +124,15 @@ class RoiPlaced:
 
 
 @dataclass(frozen=True)
+class DesignKnown:
+    """The run's blocks/conditions as its project declared them (``model.design``), known at the run's start."""
+
+    run: str
+    conditions: tuple[str, ...]
+    volumes: int  # the volume after the last block
+
+
+@dataclass(frozen=True)
 class ProjectsListed:
     projects: list[dict[str, Any]]
 

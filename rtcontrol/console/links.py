@@ -164,13 +164,13 @@ class WorkerAdapter:
     async def project_settings(self, project: str) -> list[dict[str, Any]]:
         return list(await self.linked.project_settings(project))
 
-    async def start_run(self, run: str, project: str, settings: dict[str, Any], tr: float) -> None:
+    async def start_run(self, run: str, project: str, settings: dict[str, Any], tr: float) -> dict[str, Any]:
         from rtcontrol.worker.console_files import ConsoleFiles
 
         # the run's [files] allowed_folders (the operator may have changed them since the link came up)
         client = self.linked
         client.files = ConsoleFiles([Path(f) for f in self.c.settings.files.allowed_folders])
-        await client.start_run(project, settings, run, tr)
+        return dict(await client.start_run(project, settings, run, tr) or {})
 
     async def send_volume(self, volume: Any) -> None:
         await self.linked.send_volume(volume)

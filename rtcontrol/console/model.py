@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from rtcontrol.project import Design
 from rtcontrol.scanner.volume import STAGES, Timeline, Volume
 
 MOTION = ("tx", "ty", "tz", "rx", "ry", "rz")
@@ -60,6 +61,9 @@ class RunModel:
         self.latest: Volume | None = None
         self.latest_scaled: np.ndarray | None = None
         self.roi_mask: np.ndarray | None = None
+        self.design: Design | None = None  # the project's blocks, from the worker at the run's start
+        self._blocks_of: Design | None = None
+        self._blocks: list[tuple[int, int, int]] = []
         self.volumes = 0
         self.feedbacks = 0
         self.delivered = 0  # values a stimulus program (or the built-in display) took
@@ -156,6 +160,15 @@ class RunModel:
         row = [self.stamps.get(index, c) for c in range(len(STAGES))]
         return Timeline({stage: t for stage, t in zip(STAGES, row) if not math.isnan(t)})
 
+    def condition_blocks(self) -> list[tuple[int, int, int]]:
+        """The run's condition blocks as ``(first, last + 1, code)``: the whole design when the project
+        declared one (known ahead of the volumes), else what its ``condition`` metric said so far."""
+        if self.design is not None:
+            if self._blocks_of is not self.design:  # once per design, not per frame
+                self._blocks_of, self._blocks = self.design, design_runs(self.design)
+            return self._blocks
+        return condition_runs(self.metric("condition"))
+
     def metric(self, name: str) -> np.ndarray:
         s = self.metrics.get(name)
         return s.values() if s is not None else np.empty(0)
@@ -222,3 +235,8 @@ def condition_runs(codes: np.ndarray) -> list[tuple[int, int, int]]:
     if current is not None:
         out.append((start, len(codes), current))
     return out
+
+
+def design_runs(design: Design) -> list[tuple[int, int, int]]:
+    """A design's blocks as :func:`condition_runs` gives them: ``(first, last + 1, code)``, in onset order."""
+    return sorted((b.onset, b.onset + b.volumes, design.conditions.index(b.condition)) for b in design.blocks)

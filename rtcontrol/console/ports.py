@@ -57,7 +57,9 @@ class WorkerLink(Protocol):
 
     async def project_settings(self, project: str) -> list[dict[str, Any]]: ...
 
-    async def start_run(self, run: str, project: str, settings: dict[str, Any], tr: float) -> None: ...
+    async def start_run(self, run: str, project: str, settings: dict[str, Any], tr: float) -> dict[str, Any] | None:
+        """Start the project's run; returns the worker's reply (``design``: the run's blocks, see
+        :meth:`rtcontrol.project.Design.to_dict`), or None from a link that says nothing back."""
 
     async def send_volume(self, volume: Volume) -> None: ...
 

@@ -8,10 +8,15 @@ from rtcontrol.scanner import synth
 from rtcontrol.scanner.replay import replay as scanner_replay
 
 
+def demo_spec(volumes: int, tr: float) -> synth.SynthSpec:
+    """What the simulated scanner acquires: the synthetic defaults (off/on blocks of
+    ``SynthSpec.block_volumes``, which the demo's roi_feedback settings model as ``block_volumes``)."""
+    return synth.SynthSpec(volumes=volumes, tr=tr)
+
+
 def synthesize(out_dir: Path, volumes: int, tr: float) -> Path:
     """A synthetic run (Siemens mosaic DICOM) for the demo, written by the scanner simulator."""
-    spec = synth.SynthSpec(volumes=volumes, tr=tr)
-    synth.write_run(spec, out_dir)
+    synth.write_run(demo_spec(volumes, tr), out_dir)
     return out_dir
 
 

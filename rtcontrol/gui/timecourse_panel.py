@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from rtcontrol.console import events as ev
-from rtcontrol.console.model import MOTION, RunModel, condition_runs
+from rtcontrol.console.model import MOTION, RunModel
 from rtcontrol.gui.panel import Panel
 from rtcontrol.gui.theme import pen
 
@@ -29,6 +29,48 @@ LATENCY = {
 ROI_METRICS = ("roi_mean", "roi", "roi_psc", "psc")
 #: Shading per condition code (the project's design order: baseline first), translucent behind the curves.
 CONDITION_BRUSHES = ("#ffffff0d", "#5fd3a02e", "#f0b54a2e", "#6fa0d82e", "#e07a9a2e")
+#: The same colours, opaque, for the legend of condition names in the feedback plot's title.
+CONDITION_LEGEND = ("#c8ccd4", "#5fd3a0", "#f0b54a", "#6fa0d8", "#e07a9a")
+
+
+class ConditionBands(pg.GraphicsObject):
+    """Condition blocks ``(first, last + 1, code)`` as translucent bands over the plot's whole height, behind
+    the curves. One item paints every block: a pyqtgraph region per block (an item and two lines each)
+    cost about 0.1 ms of painting per block and plot, so a long protocol alone would break the frame goal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: list[tuple[int, int, int]] = []
+        self.setZValue(-10)
+        self._brushes = [pg.mkBrush(b) for b in CONDITION_BRUSHES]
+
+    def set_blocks(self, blocks: list[tuple[int, int, int]]) -> None:
+        self.prepareGeometryChange()
+        self.blocks = list(blocks)
+        self.update()
+
+    def regions(self) -> list[tuple[tuple[float, float], int]]:
+        """What is drawn: ``((left, right), code)`` per block, in volume units (a volume is 1 wide)."""
+        return [((first - 0.5, end - 0.5), code) for first, end, code in self.blocks]
+
+    def viewRangeChanged(self) -> None:  # pyqtgraph calls it: the bands span the new height
+        self.prepareGeometryChange()
+
+    def boundingRect(self) -> QtCore.QRectF:
+        view = self.viewRect()
+        if view is None or not self.blocks:
+            return QtCore.QRectF()
+        left, right = min(b[0] for b in self.blocks) - 0.5, max(b[1] for b in self.blocks) - 0.5
+        return QtCore.QRectF(left, view.top(), right - left, view.height())
+
+    def paint(self, painter: Any, *args: Any) -> None:
+        view = self.viewRect()
+        if view is None:
+            return
+        painter.setPen(QtCore.Qt.PenStyle.NoPen)
+        for first, end, code in self.blocks:
+            brush = self._brushes[code % len(self._brushes)]
+            painter.fillRect(QtCore.QRectF(first - 0.5, view.top(), end - first, view.height()), brush)
 
 
 class SparseAxis(pg.AxisItem):
@@ -185,8 +227,11 @@ class TimecoursePanel(Panel):
         for p in self.plots.values():
             p.enableAutoRange(False)
         self.ranges = Ranges()
-        self.shading: list[tuple[pg.LinearRegionItem, ...]] = []  # one region per condition block, per plot
-        self._spare: list[tuple[pg.LinearRegionItem, ...]] = []  # hidden, for the next run's blocks
+        self.bands = tuple(ConditionBands() for _ in self._shaded_plots())  # condition blocks, per plot
+        for plot, bands in zip(self._shaded_plots(), self.bands):
+            plot.addItem(bands)
+        self._shaded: list[tuple[int, int, int]] = []  # the blocks the shading shows now
+        self.legend: tuple[str, ...] = ()  # the condition names in the feedback plot's title
         self.expected = 0
         self._empty: set[str] = set()
         self._xs = np.arange(1024, dtype=np.float64)
@@ -298,7 +343,7 @@ class TimecoursePanel(Panel):
         self.dirty = True
 
     def on_event(self, event: Any) -> None:
-        if isinstance(event, (ev.VolumeArrived, ev.FeedbackArrived, ev.Delivered)):
+        if isinstance(event, (ev.VolumeArrived, ev.FeedbackArrived, ev.Delivered, ev.DesignKnown)):
             self.dirty = True
         elif isinstance(event, ev.StateChanged) and event.state == ev.RUNNING:
             self.ranges = Ranges()
@@ -306,47 +351,35 @@ class TimecoursePanel(Panel):
             self.dirty = True
 
     def clear_shading(self) -> None:
-        """No bands for a new run. The items are hidden and kept for reuse, never dropped: a removed
-        pyqtgraph item left to Python's garbage collector could be freed from another thread."""
-        self._spare = self.shading + self._spare
-        for regions in self.shading:
-            for region in regions:
-                region.setVisible(False)
-        self.shading = []
+        """No bands for a new run (until its design or its first condition metric)."""
+        self._shade([])
+
+    @property
+    def shading(self) -> list[tuple[tuple[float, float], int]]:
+        """The bands drawn: ``((left, right), code)`` per block (the same on every shaded plot)."""
+        return self.bands[0].regions()
 
     def _shaded_plots(self) -> tuple[pg.PlotItem, ...]:
         return (self.signal, self.feedback)
 
-    def _shade(self, codes: np.ndarray) -> None:
-        """Condition blocks from the project's ``condition`` metric as shaded bands (items reused: one
-        ``setRegion`` per volume, new items only when a block starts)."""
-        runs = condition_runs(codes)
-        while len(self.shading) > len(runs):
-            spare = self.shading.pop()
-            for region in spare:
-                region.setVisible(False)
-            self._spare.insert(0, spare)
-        for n, (first, end, code) in enumerate(runs):
-            brush = CONDITION_BRUSHES[code % len(CONDITION_BRUSHES)]
-            if n == len(self.shading) and self._spare:
-                reused = self._spare.pop(0)
-                for region in reused:
-                    region.setVisible(True)
-                self.shading.append(reused)
-            elif n == len(self.shading):
-                regions = []
-                for plot in self._shaded_plots():
-                    region = pg.LinearRegionItem(movable=False, brush=brush, pen=pg.mkPen(None))
-                    region.setZValue(-10)
-                    plot.addItem(region)
-                    regions.append(region)
-                self.shading.append(tuple(regions))
-            for region in self.shading[n]:
-                if region.getRegion() != (first - 0.5, end - 0.5):
-                    region.setRegion((first - 0.5, end - 0.5))
-                if getattr(region, "condition", None) != code:
-                    region.setBrush(pg.mkBrush(brush))
-                    region.condition = code
+    def _shade(self, runs: list[tuple[int, int, int]]) -> None:
+        """Condition blocks ``(first, last + 1, code)`` as shaded bands: the project's whole design from the
+        run's start, or its ``condition`` metric volume by volume (repainted only when they change)."""
+        if runs == self._shaded:
+            return
+        self._shaded = list(runs)
+        for bands in self.bands:
+            bands.set_blocks(self._shaded)
+
+    def _show_legend(self, names: tuple[str, ...]) -> None:
+        """The condition names in the shading's colours, in the feedback plot's title (never over the data)."""
+        if names == self.legend:
+            return
+        self.legend = names
+        p = self.feedback
+        legend = "  ".join(f'<span style="color:{CONDITION_LEGEND[n % len(CONDITION_LEGEND)]}">■ {name}</span>'
+                           for n, name in enumerate(names))
+        p.setTitle(f'<span style="color:#aeb8c7">{p.base_title}</span>&nbsp;&nbsp;&nbsp;{legend}', size="8pt")
 
     def repaint_now(self) -> None:
         m = self.model
@@ -380,10 +413,12 @@ class TimecoursePanel(Panel):
             self.fd.setTitle(f'<span style="color:#aeb8c7">FD mm</span>&nbsp;&nbsp;&nbsp;'
                              f'<span style="color:{colour}">{text}</span>', size="8pt")
         put("feedback", "feedback", m.feedback.values())
-        self._shade(m.metric("condition"))
+        self._shade(m.condition_blocks())
+        self._show_legend(m.design.conditions if m.design is not None else ())
         for stage in LATENCY:
             put("lat:" + stage, "latency", m.latency_ms(stage) if m.stamps.length else np.empty(0))
-        x = self.ranges.x_max(max(m.stamps.length, m.global_mean.length), self.expected)
+        expected = max(self.expected, m.design.volumes if m.design is not None else 0)  # the whole protocol
+        x = self.ranges.x_max(max(m.stamps.length, m.global_mean.length), expected)
         if x >= 0:
             self.signal.setXRange(-0.5, x + 0.5, padding=0)
         for key, plot in self.plots.items():

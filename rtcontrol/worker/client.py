@@ -371,7 +371,8 @@ class WorkerClient:
         if lost and not why:
             why = "they are not in the console's record"
         info = {"run": run, "volumes": len(indices), "replayed": replayed, "lost": lost, "why": why,
-                "data_dir": self._run_data_dir, "previous_data_dir": restart["previous"]}
+                "data_dir": self._run_data_dir, "previous_data_dir": restart["previous"],
+                "design": (reply.get("result") or {}).get("design")}
         self._emit(RunChanged(run, RunChange.RESTARTED, info))
         return True
 

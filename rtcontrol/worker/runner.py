@@ -166,6 +166,7 @@ class RunProcess:
         self._stderr_tail: deque[str] = deque(maxlen=30)
         self._tasks: list[asyncio.Task] = []
         self._error: dict[str, Any] | None = None
+        self.design: dict[str, Any] | None = None
         self.dask_scheduler = dask_scheduler  # the worker's cluster address, asked for by ctx.map/submit
 
     # ----------------------------------------------------------------- lifecycle
@@ -194,6 +195,7 @@ class RunProcess:
         except RunFailed:
             raise
         self.state = "running"
+        self.design = ready.get("design")  # the project's blocks (Design.to_dict) or None, for the console
         self.store.save_settings({"project": self.project, "run": self.run, "tr": self.tr,
                                   "settings": ready["settings"], "project_dir": str(self.project_dir)})
         self._tasks.append(asyncio.create_task(self._feed(), name=f"run {self.run} feeder"))

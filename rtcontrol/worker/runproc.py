@@ -7,7 +7,7 @@ The protocol fd is a private copy of stdout; the real fd 1 is pointed at stderr 
 
 Worker -> run:  J init {project_dir, run, settings, tr, output_dir}, V <volume frame>,
                 J response {response}, J file_reply {id, ok, result|error}, J stop {}
-Run -> worker:  J ready {settings}, J result {index, feedback, metrics, t_ready},
+Run -> worker:  J ready {settings, design}, J result {index, feedback, metrics, t_ready},
                 J log {level, message}, J subject {message}, J file {id, op, path, data?},
                 J error {stage, index, message, traceback}, J ended {}
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rtcontrol.link.codec import decode_volume
-from rtcontrol.project import Project, Result, RunContext, resolve_settings
+from rtcontrol.project import Design, Project, Result, RunContext, resolve_settings
 from rtcontrol.worker.parallel import DaskParallel
 from rtcontrol.worker.pipe import JSON, VOLUME, SharedFrame, SyncChannel
 from rtcontrol.worker.projects import describe_folder, load_project_class
@@ -83,6 +83,19 @@ def _clean_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
         f = float(v)
         out[str(k)] = f if math.isfinite(f) else None
     return out
+
+
+def run_design(project: Project, settings: dict[str, Any], ctx: RunContext) -> dict[str, Any] | None:
+    """The run's blocks as JSON for the console (None: no design). A failing ``design()`` only costs the
+    shading: it is logged and the run goes on."""
+    try:
+        design = project.design(settings)
+        if design is not None and not isinstance(design, Design):
+            raise TypeError(f"design() must return a rtcontrol.project.Design or None, not {type(design).__name__}")
+        return design.to_dict() if design is not None else None
+    except Exception as exc:
+        ctx.logger.error(f"design() failed, so the console shows no blocks ahead: {type(exc).__name__}: {exc}")
+        return None
 
 
 class Runner:
@@ -160,7 +173,7 @@ class Runner:
         except BaseException as exc:
             self.fail("start_run", exc)
             return 1
-        self.chan.send({"k": "ready", "settings": settings})
+        self.chan.send({"k": "ready", "settings": settings, "design": run_design(project, settings, ctx)})
         while True:
             frame = self.recv()
             if frame is None or (frame[0] == JSON and _json_body(frame).get("k") == "stop"):

@@ -5,7 +5,9 @@ Protocol (JSON control frames from :mod:`rtcontrol.link.codec`, volumes as binar
 console -> worker                              worker -> console
   hello {token, session}                         welcome {session, resumed, max_size, worker}
   request {id, op, args}                         reply {id, ok, result | error, traceback}
-                                                   (list_projects: also plugins {plugins, errors})
+                                                   (list_projects: also plugins {plugins, errors};
+                                                    start_run: {run, project, settings, data_dir, design},
+                                                    design = the project's blocks (Design.to_dict) or null)
   <volume frame>                                 ack {run, index, duplicate?, error?}
   event_ack {upto}                               event {seq, event, ...}  (feedback, log, subject_message,
   response {response}                                                   run_failed, run_ended)
@@ -389,7 +391,8 @@ class WorkerServer:
             raise
         # the next run's spare is started after this run's first result (see _run_event), not now: its start-up
         # (Python and numpy, ~0.5 s of CPU) would compete with the run's first volume
-        return {"run": run_name, "project": project, "settings": settings, "data_dir": str(store.dir)}
+        return {"run": run_name, "project": project, "settings": settings, "data_dir": str(store.dir),
+                "design": rp.design}
 
     def _run_event(self, session: Session, store: RunStore, run: str, kind: str, fields: dict[str, Any]) -> None:
         if kind == "result":

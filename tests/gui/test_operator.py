@@ -206,20 +206,19 @@ def test_condition_shading_follows_the_projects_condition_metric(qtbot: Any) -> 
     for i, c in enumerate(codes[:5]):
         model.add_feedback(i, 0.5, {"condition": c}, Timeline())
     panel.repaint_now()
-    assert [r[0].getRegion() for r in panel.shading] == [(-0.5, 3.5), (3.5, 4.5)]
+    assert panel.shading == [((-0.5, 3.5), 0), ((3.5, 4.5), 1)]
     for i, c in enumerate(codes[5:], start=5):
         model.add_feedback(i, 0.5, {"condition": c}, Timeline())
     panel.repaint_now()
-    assert [(r[0].getRegion(), r[0].condition) for r in panel.shading] == [
-        ((-0.5, 3.5), 0), ((3.5, 6.5), 1), ((6.5, 8.5), 0)]
+    assert panel.shading == [((-0.5, 3.5), 0), ((3.5, 6.5), 1), ((6.5, 8.5), 0)]
     plots = (panel.signal, panel.feedback)
-    assert all(region in plot.items for regions in panel.shading for region, plot in zip(regions, plots))
+    assert all(bands in plot.items and bands.regions() == panel.shading for bands, plot in zip(panel.bands, plots))
     panel.on_event(ev.StateChanged(ev.RUNNING, "next"))
-    assert panel.shading == [] and not any(r.isVisible() for regions in panel._spare for r in regions)
+    assert panel.shading == [] and all(bands.blocks == [] for bands in panel.bands)
     model.reset("next")
     model.add_feedback(0, 0.5, {"condition": 1}, Timeline())
     panel.repaint_now()
-    assert [(r[0].getRegion(), r[0].condition, r[0].isVisible()) for r in panel.shading] == [((-0.5, 0.5), 1, True)]
+    assert panel.shading == [((-0.5, 0.5), 1)]
 
 
 def test_scanner_panel_says_the_run_ended_instead_of_late(qtbot: Any) -> None:

@@ -46,3 +46,21 @@ def test_roi_feedback_reports_its_baseline_and_feedback_blocks(block_volumes: in
     assert codes[:2] == [None, None]  # dummies: no metrics at all
     assert codes[2:] == [design.code_at(t) for t in range(2, 42)]
     assert codes[5] == 0.0 and codes[12] == 1.0 and codes[40] == 1.0
+
+
+def test_design_travels_as_plain_json_and_bad_json_is_refused() -> None:
+    import json
+
+    d = Design.alternating(("rest", "task"), 4, 10, start=1)
+    assert Design.from_dict(json.loads(json.dumps(d.to_dict()))) == d and d.volumes == 10
+    assert Design.from_dict({"conditions": ["rest"]}) == Design(("rest",))
+    for bad, why in [
+        ([], "expected an object"),
+        ({"conditions": []}, "non-empty list"),
+        ({"conditions": ["a"], "blocks": [{"condition": "a", "onset": 1.5, "volumes": 2}]}, "whole-number"),
+        ({"conditions": ["a"], "blocks": [{"condition": "b", "onset": 1, "volumes": 2}]}, "not among"),
+        ({"conditions": ["a"], "blocks": [{"condition": "a", "onset": -1, "volumes": 2}]}, "must be >= 0"),
+        ({"conditions": ["a"], "blocks": "x"}, "must be a list"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            Design.from_dict(bad)

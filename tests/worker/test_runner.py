@@ -98,3 +98,30 @@ async def test_a_spare_process_runs_the_next_run_once_and_a_fresh_one_follows(tm
         assert stale.proc.returncode is not None or await asyncio.wait_for(stale.proc.wait(), 10) is not None
     finally:
         await spare.close()
+
+
+BAD_DESIGN = """
+    class BadDesign(Project):
+        def design(self, settings):
+            return {"blocks": "not a Design"}
+
+        def process(self, volume, ctx):
+            return Result(feedback=1.0)
+"""
+
+
+async def test_a_failing_design_is_logged_and_the_run_goes_on(tmp_path: Path) -> None:
+    """design() only feeds the console's shading: a wrong one is said in the project's log, the run starts."""
+    folder = write_project(tmp_path / "p", "bad", BAD_DESIGN)
+    logs: list[str] = []
+    results: list[dict] = []
+    rp = RunProcess(project="bad", project_dir=folder, run="r", settings={}, tr=1.0,
+                    store=RunStore(tmp_path / "runs", "r"), files=None,
+                    on_event=lambda kind, f: (logs if kind == "log" else results).append(f.get("message", f)))
+    await rp.start()
+    assert rp.design is None and rp.state == "running"
+    v = make_volume(0, run="r")
+    rp.submit(encode_volume(v), 0, {"index": 0})
+    await rp.stop()
+    assert rp.state == "ended" and any(r.get("feedback") == 1.0 for r in results if isinstance(r, dict))
+    assert any("design() must return a rtcontrol.project.Design or None, not dict" in m for m in logs), logs
