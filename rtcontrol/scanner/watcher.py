@@ -521,6 +521,7 @@ class ScanWatcher:
         items = result if isinstance(result, list) else [result]
         for item in items:
             if isinstance(item, Volume):
+                item.source = item.source or str(path)
                 self._stamp(item, state.first_seen, complete, parsed)
                 released.extend(self.runs.add(item, now, str(path)))
             elif isinstance(item, SliceImage):
