@@ -2,7 +2,8 @@
 
 How a file travels::
 
-    watchdog thread (inotify close-write) / polling thread --submit--> pool thread: reader (parse)
+    inotify thread (close-write, moved in; rtcontrol.scanner.inotify) / watchdog thread (recursive, not Linux)
+    / polling thread --submit--> pool thread: reader (parse)
         --call_soon_threadsafe--> event loop: order by run --> on_volume
     retries (incomplete files) and other events: event loop --executor thread: reader--> event loop
 
@@ -141,6 +142,7 @@ class ScanWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._observer: Any = None
+        self._direct: Any = None  # FolderEvents: this folder's events straight from inotify
         self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
         self._gap_timer: asyncio.TimerHandle | None = None
@@ -180,6 +182,9 @@ class ScanWatcher:
             return
         self.running = False
         self._stopping.set()
+        if self._direct is not None:
+            direct, self._direct = self._direct, None
+            await asyncio.to_thread(direct.stop)
         if self._observer is not None:
             observer, self._observer = self._observer, None
             await asyncio.to_thread(lambda: (observer.stop(), observer.join(2.0)))
@@ -223,6 +228,35 @@ class ScanWatcher:
 
     # ---- sources of file events ----------------------------------------------------------------
     def _start_observer(self) -> None:
+        assert self._loop is not None
+        if not self.recursive:  # Linux: one thread on inotify, no watchdog layers (see .inotify)
+            from rtcontrol.scanner.inotify import FolderEvents
+
+            loop = self._loop
+            direct = FolderEvents(self.folder, self._complete_file,
+                                  lambda kind, path, t: loop.call_soon_threadsafe(self._fs_event, kind, path, t),
+                                  lambda: loop.call_soon_threadsafe(self._rescan))
+            if direct.start():
+                self._direct, self._close_events = direct, True
+                return
+        self._start_watchdog()
+
+    def _complete_file(self, path: Path, t: float) -> None:
+        """From the inotify thread: ``path`` was closed after writing, or renamed in whole: read it now."""
+        if self._wanted(path):
+            self._read_async(path, t)
+
+    def _rescan(self) -> None:
+        """File events were lost (the kernel's queue overflowed): look at every file whose size or time changed."""
+        if not self.running:
+            return
+        now = time.monotonic()
+        for path, size, mtime_ns in sorted(self._list(), key=lambda e: (e[2], e[0].name)):
+            state = self._files.get(path)
+            if state is None or (state.size, state.mtime_ns) != (size, mtime_ns):
+                self._notice(path, now)
+
+    def _start_watchdog(self) -> None:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
