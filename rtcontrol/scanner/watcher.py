@@ -55,6 +55,8 @@ IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".lock", ".swp", ".crdownload",
 
 def _warm_up() -> None:
     """Import every reader now (in the pool, while nothing is waiting), not when volume 0 arrives."""
+    import numpy.ma  # noqa: F401  (numpy imports it lazily on the first np.unique of floats: 10-50 ms)
+
     from rtcontrol.scanner import assemble, dicomfile, enhanced, mosaic, nifti_io, reader, slices  # noqa: F401
 
 
@@ -635,7 +637,8 @@ class ScanWatcher:
         if kind in (WatchKind.FILE_ERROR, WatchKind.GAVE_UP, WatchKind.ASSEMBLY):
             self.stats.errors += 1
         event = WatchEvent(kind, path=path, message=message, run=run, index=index)
-        (log.warning if kind in (WatchKind.FILE_ERROR, WatchKind.GAVE_UP, WatchKind.GAP) else log.info)("%s", message)
+        loud = kind in (WatchKind.FILE_ERROR, WatchKind.GAVE_UP, WatchKind.GAP) and self.on_event is None
+        (log.warning if loud else log.info)("%s", message)  # with a consumer, it says it (once, not twice)
         if self.on_event is not None:
             try:
                 self.on_event(event)
