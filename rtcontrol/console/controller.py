@@ -629,7 +629,7 @@ class ConsoleController:
                 waiting = self.worker is not None and answered < self.model.volumes
                 if self._all_in_since is None:
                     self._all_in_since = now
-                if not waiting or now - self._all_in_since > 2 * s.tr + 5.0:
+                if not waiting or now - self._all_in_since > 2 * self._diag.tr + 5.0:
                     self._ending = asyncio.create_task(self._teardown(f"all {expected} volumes arrived"))
                     return
             else:
@@ -638,7 +638,7 @@ class ConsoleController:
                     self.events.publish(late)
                     self.warn(late.message, "scanner")
                 gap = self._diag.since_last(now)
-                if gap is not None and gap > s.end_after_trs * s.tr:
+                if gap is not None and gap > s.end_after_trs * self._diag.tr:  # the run's TR (tr_check)
                     self._ending = asyncio.create_task(
                         self._teardown(f"no volume for {s.end_after_trs:g} TRs after the last")
                     )

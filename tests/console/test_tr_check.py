@@ -83,3 +83,35 @@ async def test_settings_tr_differing_from_the_headers_is_reported_and_the_projec
     assert len(feedback) == 3, text
     for f in feedback:
         assert f.value == {"ctx_tr": pytest.approx(expected_tr), "volume_tr": pytest.approx(expected_tr)}, f.value
+
+
+async def test_the_run_ends_on_silence_counted_in_the_runs_tr(tmp_path: Path, dicom_root: Path) -> None:
+    """Settings TR 5 s, headers 1.23 s: "no volume for 2 TRs" is 2.5 s of silence, not 10 s."""
+    import time
+
+    from rtcontrol.console.controller import ConsoleController
+
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    s = S.RunSettings().with_values("run", tr=5.0, end_after_trs=2.0, watch_folder=str(watch))
+    c = ConsoleController(s, runs_dir=tmp_path / "runs", record=False)
+    await c.start_run()
+    await scan_into(dicom_root / "siemens_xa60_enhanced_sms2", watch, interval=0.2)
+    last = time.monotonic()
+    ended = await c.wait_ended(timeout=30)
+    assert ended is not None and ended.reason == "no volume for 2 TRs after the last" and ended.volumes == 3
+    assert time.monotonic() - last < 6.0  # 2 x 1.23 s (and the tick); 2 x 5 s would be 10 s
+
+
+async def test_a_demo_replay_runs_at_the_settings_tr_and_says_so(tmp_path: Path, dicom_root: Path) -> None:
+    """The simulated scanner replays a 3.2 s series every 0.3 s: the run's TR is the pace it comes at."""
+    series = dicom_root / "siemens_mosaic_ep2d_int_6vol"
+    s = S.RunSettings().with_values("run", tr=0.3).with_values("project", name="template", settings={"baseline": 2})
+    session = ConsoleSession(s, demo=True, demo_source=series, runs_dir=tmp_path / "runs",
+                             worker_options={"in_process": True})
+    out = io.StringIO()
+    status = await asyncio.wait_for(run_session(session, out=out), 90)
+    text = out.getvalue()
+    assert ("settings TR 0.3 s differs from the scanner's 3.2 s (headers of IM-0003-0001.dcm); the project gets "
+            '0.3 s ([run] tr_source = "settings")') in text, text
+    assert status == 0, text
