@@ -31,6 +31,7 @@ from rtcontrol.console.ports import Recorder, SubjectLink, VolumeSink, Watcher, 
 from rtcontrol.console.resume import CatchUp, recorded_volumes, spans
 from rtcontrol.console.settings import RunSettings
 from rtcontrol.console.summary import save_summary
+from rtcontrol.console.tr_check import choose_tr
 from rtcontrol.link.delivery import LinkState
 from rtcontrol.project import Design
 from rtcontrol.recording.preflight import DEFAULT_VOLUME_BYTES, preflight
@@ -89,6 +90,7 @@ class ConsoleController:
         self._series = ""
         self._format = ""
         self._diag = Diagnostics(settings.run.tr)
+        self._run_tr: float | None = None  # the TR the run uses, decided on its first volume (tr_check)
         self._all_in_since: float | None = None
         self.run_dir: Path | None = None
         self._declared: dict[str, list[dict[str, Any]]] = {}
@@ -202,6 +204,7 @@ class ConsoleController:
         self.watch_folder = folder
         self.model.reset(run_id)
         self._diag = Diagnostics(s.run.tr)
+        self._run_tr = None
         self._ended = asyncio.Event()
         self._end_reason = ""
         self._files_seen = 0
@@ -343,6 +346,7 @@ class ConsoleController:
         if not self._series:
             self._series = volume.run
         volume.run = self.model.run
+        self._use_run_tr(volume)
         self._format = str(volume.header.get("SourceFormat", self._format))
         self._diag.volume_arrived(now)
         self._catch_up.arrived(volume.index)
@@ -354,6 +358,19 @@ class ConsoleController:
             asyncio.get_running_loop().call_soon(self._show_volume, volume, now)
         except RuntimeError:  # called outside a loop (a test feeding volumes by hand)
             self._show_volume(volume, now)
+
+    def _use_run_tr(self, volume: Volume) -> None:
+        """On the first volume, compare the settings' TR with the headers' and say it when they differ; every
+        volume then carries the run's TR (the project's ctx.tr follows volume.tr)."""
+        r = self.settings.run
+        if self._run_tr is None:
+            choice = choose_tr(r.tr, volume.tr, r.tr_source, volume.source)
+            self._run_tr = self._diag.tr = choice.tr
+            if choice.message:
+                self.warn(choice.message, "scanner")
+                self._record_event("tr_differs", choice.message)
+        if r.tr_source == "settings" or volume.tr is None:
+            volume.tr = self._run_tr
 
     def _show_volume(self, volume: Volume, now: float) -> None:
         """Model, views and status for a volume (after it is on its way to the worker)."""
@@ -639,7 +656,7 @@ class ConsoleController:
                 waiting = self.worker is not None and answered < self.model.volumes
                 if self._all_in_since is None:
                     self._all_in_since = now
-                if not waiting or now - self._all_in_since > 2 * s.tr + 5.0:
+                if not waiting or now - self._all_in_since > 2 * self._diag.tr + 5.0:
                     self._ending = asyncio.create_task(self._teardown(f"all {expected} volumes arrived"))
                     return
             else:
@@ -648,7 +665,7 @@ class ConsoleController:
                     self.events.publish(late)
                     self.warn(late.message, "scanner")
                 gap = self._diag.since_last(now)
-                if gap is not None and gap > s.end_after_trs * s.tr:
+                if gap is not None and gap > s.end_after_trs * self._diag.tr:  # the run's TR (tr_check)
                     self._ending = asyncio.create_task(
                         self._teardown(f"no volume for {s.end_after_trs:g} TRs after the last")
                     )

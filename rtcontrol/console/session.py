@@ -164,5 +164,7 @@ def _demo_settings(settings: RunSettings, volumes: int | None, replaying: bool =
     r = settings.run
     n = volumes or r.expected_volumes or (0 if replaying else DEMO_VOLUMES)
     tr = r.tr if r.tr and r.tr != 2.0 else DEMO_TR
+    # a replayed series comes at this TR whatever its headers say: the run uses it (said on the first volume)
+    source = "settings" if replaying else r.tr_source
     return replace(settings, run=replace(r, expected_volumes=n, tr=tr, end_after_trs=max(r.end_after_trs, 5.0),
-                                         watch_folder=""))
+                                         watch_folder="", tr_source=source))

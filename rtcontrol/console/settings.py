@@ -22,6 +22,8 @@ from rtcontrol.paths import resources_dir
 #: The words of ``[feedback] onset``; each names a :class:`rtcontrol.subject.protocol.OnsetMode` (``next_tr``
 #: is ``NEXT_TR``), which the subject link sends as it is.
 ONSET_MODES = ("immediate", "next_tr", "delay")
+#: Whose TR a run uses when the scanner's headers and the settings differ (see rtcontrol.console.tr_check).
+TR_SOURCES = ("scanner", "settings")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 
@@ -36,6 +38,7 @@ class RunSection:
     run: int = 1
     task: str = "feedback"
     tr: float = 2.0
+    tr_source: str = "scanner"  # whose TR the run uses when the headers' differs: "scanner" or "settings"
     expected_volumes: int = 0
     end_after_trs: float = 10.0
     watch_folder: str = ""
@@ -134,6 +137,8 @@ class RunSettings:
             raise SettingsError(f"[run] run = {r.run}: the run number starts at 1")
         if not 0.05 <= r.tr <= 60:
             raise SettingsError(f"[run] tr = {r.tr}: the repetition time must be between 0.05 and 60 seconds")
+        if r.tr_source not in TR_SOURCES:
+            raise SettingsError(f"[run] tr_source = {r.tr_source!r}: one of {', '.join(TR_SOURCES)}")
         if r.expected_volumes < 0:
             raise SettingsError(f"[run] expected_volumes = {r.expected_volumes}: use 0 for unknown, or a count")
         if r.end_after_trs <= 0:

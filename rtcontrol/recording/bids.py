@@ -35,6 +35,7 @@ from rtcontrol.files import atomic_file, atomic_write
 from rtcontrol.recording.journal import JournalContents, append_record, read_journal
 from rtcontrol.recording.runinfo import RecordingError, describe_os_error, load_run_info, public_settings
 from rtcontrol.rigid import framewise_displacement
+from rtcontrol.scanner.sidecar import consensus_timing
 from rtcontrol.scanner.sidecar import sidecar as scanner_sidecar
 from rtcontrol.scanner.volume import BIDS_HEADER_FIELDS, STAGES, Volume
 
@@ -118,7 +119,8 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
 
     series = RecordedSeries(contents, records, first_index, count)
     affine = np.asarray(records[0]["affine"], dtype=np.float64)
-    slice_timing = _first(r.get("slice_timing") for r in records)
+    timing = consensus_timing([r.get("slice_timing") for r in records[:4]])  # as convert's sidecar
+    slice_timing = list(timing) if timing is not None else None
     header = records[0].get("header") or {}
 
     try:

@@ -223,6 +223,7 @@ def build_volume(index: int, slices: list[SliceImage]) -> Volume:
         acquisition_time=min(times) if times else None,
         header=first.header,
         series_uid=first.series_uid,
+        source=str(first.path),
     )
 
 

@@ -108,17 +108,19 @@ def _run_name(facts: dict[str, Any]) -> str:
     return series_name(facts)
 
 
+#: What a mosaic's layout depends on: series, matrix, orientation, position, spacing.
+_KEY_TAGS = (0x0020000E, 0x00280010, 0x00280011, 0x00200037, 0x00200032, 0x00280030, 0x00180088)
+
+
 def _key(df: DicomFile) -> tuple:
+    """The layout cache's key from the elements' stored bytes (converting them costs ~0.1 ms a file)."""
     ds = df.ds
-    return (
-        str(ds.get("SeriesInstanceUID", "")),
-        int(ds.Rows),
-        int(ds.Columns),
-        tuple(str(x) for x in ds.get("ImageOrientationPatient", ())),
-        tuple(str(x) for x in ds.get("ImagePositionPatient", ())),
-        tuple(str(x) for x in ds.get("PixelSpacing", ())),
-        str(ds.get("SpacingBetweenSlices", "")),
-    )
+    out = []
+    for tag in _KEY_TAGS:
+        element = ds.get_item(tag)
+        value = None if element is None else element.value
+        out.append(value if value is None or isinstance(value, (bytes, str, int, float)) else str(value))
+    return tuple(out)
 
 
 def _layout(df: DicomFile) -> MosaicLayout:

@@ -113,7 +113,8 @@ def _sniff(raw: bytes) -> str:
     if raw[:8] == b"\x89PNG\r\n\x1a\n":
         return "looks like a PNG image"
     if raw[:2] == b"\x1f\x8b":
-        return "gzip data that is not a NIfTI file"
+        return ("gzip data that is not a NIfTI file; gzipped DICOM is read by convert and replay, "
+                "not in the live watch folder")
     if raw[:4] == b"%PDF":
         return "looks like a PDF"
     if _texty(raw):

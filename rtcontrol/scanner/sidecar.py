@@ -67,16 +67,23 @@ def sidecar(volumes: Sequence[Volume]) -> dict[str, Any]:
 
 
 def series_slice_timing(volumes: Sequence[Volume], agree: float = 0.001) -> tuple[float, ...] | None:
-    """The series' SliceTiming: the first volume's that its successor confirms (within ``agree`` s),
-    else the first volume's. A run's first volume can carry times off by a clock tick or more (XA60's
-    per-frame slice times; mosaic times when the first volume is short, dcm2niix's issue 870)."""
-    first = volumes[0].slice_timing
-    for a, b in zip(volumes[:3], volumes[1:4]):
-        ta, tb = a.slice_timing, b.slice_timing
+    """The series' SliceTiming from its volumes (see :func:`consensus_timing`)."""
+    return consensus_timing([v.slice_timing for v in volumes[:4]], agree)
+
+
+def consensus_timing(timings: Sequence[Sequence[float] | None], agree: float = 0.001) -> tuple[float, ...] | None:
+    """A run's SliceTiming from its first volumes' (in order): the first that its successor confirms
+    (within ``agree`` s), else the second volume's (as dcm2niix), else the first's. A run's first volume can
+    carry times off by a clock tick or more (XA60's per-frame slice times; mosaic times when the first volume
+    is short, dcm2niix's issue 870; a CMRR multiband mosaic's first file holds single-band times)."""
+    for ta, tb in zip(timings[:3], timings[1:4]):
         if (ta is not None and tb is not None and len(ta) == len(tb)
                 and max(abs(x - y) for x, y in zip(ta, tb)) <= agree):
-            return ta
-    return first
+            return tuple(ta)
+    for t in [*timings[1:2], *timings[:1]]:
+        if t is not None:
+            return tuple(t)
+    return None
 
 
 def _clock(seconds: float) -> str:

@@ -139,6 +139,7 @@ class Volume:
     header: dict[str, Any] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline)
     series_uid: str = ""  # identifies the series on the console; never sent off it
+    source: str = ""  # the file it was read from (the first slice's, when assembled); never sent off the console
 
     def __post_init__(self) -> None:
         self.affine = np.asarray(self.affine, dtype=np.float64)

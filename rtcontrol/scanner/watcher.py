@@ -2,7 +2,8 @@
 
 How a file travels::
 
-    watchdog thread (inotify close-write) / polling thread --submit--> pool thread: reader (parse)
+    inotify thread (close-write, moved in; rtcontrol.scanner.inotify) / watchdog thread (recursive, not Linux)
+    / polling thread --submit--> pool thread: reader (parse)
         --call_soon_threadsafe--> event loop: order by run --> on_volume
     retries (incomplete files) and other events: event loop --executor thread: reader--> event loop
 
@@ -54,6 +55,8 @@ IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".lock", ".swp", ".crdownload",
 
 def _warm_up() -> None:
     """Import every reader now (in the pool, while nothing is waiting), not when volume 0 arrives."""
+    import numpy.ma  # noqa: F401  (numpy imports it lazily on the first np.unique of floats: 10-50 ms)
+
     from rtcontrol.scanner import assemble, dicomfile, enhanced, mosaic, nifti_io, reader, slices  # noqa: F401
 
 
@@ -141,6 +144,7 @@ class ScanWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._observer: Any = None
+        self._direct: Any = None  # FolderEvents: this folder's events straight from inotify
         self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
         self._gap_timer: asyncio.TimerHandle | None = None
@@ -180,6 +184,9 @@ class ScanWatcher:
             return
         self.running = False
         self._stopping.set()
+        if self._direct is not None:
+            direct, self._direct = self._direct, None
+            await asyncio.to_thread(direct.stop)
         if self._observer is not None:
             observer, self._observer = self._observer, None
             await asyncio.to_thread(lambda: (observer.stop(), observer.join(2.0)))
@@ -223,6 +230,35 @@ class ScanWatcher:
 
     # ---- sources of file events ----------------------------------------------------------------
     def _start_observer(self) -> None:
+        assert self._loop is not None
+        if not self.recursive:  # Linux: one thread on inotify, no watchdog layers (see .inotify)
+            from rtcontrol.scanner.inotify import FolderEvents
+
+            loop = self._loop
+            direct = FolderEvents(self.folder, self._complete_file,
+                                  lambda kind, path, t: loop.call_soon_threadsafe(self._fs_event, kind, path, t),
+                                  lambda: loop.call_soon_threadsafe(self._rescan))
+            if direct.start():
+                self._direct, self._close_events = direct, True
+                return
+        self._start_watchdog()
+
+    def _complete_file(self, path: Path, t: float) -> None:
+        """From the inotify thread: ``path`` was closed after writing, or renamed in whole: read it now."""
+        if self._wanted(path):
+            self._read_async(path, t)
+
+    def _rescan(self) -> None:
+        """File events were lost (the kernel's queue overflowed): look at every file whose size or time changed."""
+        if not self.running:
+            return
+        now = time.monotonic()
+        for path, size, mtime_ns in sorted(self._list(), key=lambda e: (e[2], e[0].name)):
+            state = self._files.get(path)
+            if state is None or (state.size, state.mtime_ns) != (size, mtime_ns):
+                self._notice(path, now)
+
+    def _start_watchdog(self) -> None:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
@@ -521,6 +557,7 @@ class ScanWatcher:
         items = result if isinstance(result, list) else [result]
         for item in items:
             if isinstance(item, Volume):
+                item.source = item.source or str(path)
                 self._stamp(item, state.first_seen, complete, parsed)
                 released.extend(self.runs.add(item, now, str(path)))
             elif isinstance(item, SliceImage):
@@ -600,7 +637,8 @@ class ScanWatcher:
         if kind in (WatchKind.FILE_ERROR, WatchKind.GAVE_UP, WatchKind.ASSEMBLY):
             self.stats.errors += 1
         event = WatchEvent(kind, path=path, message=message, run=run, index=index)
-        (log.warning if kind in (WatchKind.FILE_ERROR, WatchKind.GAVE_UP, WatchKind.GAP) else log.info)("%s", message)
+        loud = kind in (WatchKind.FILE_ERROR, WatchKind.GAVE_UP, WatchKind.GAP) and self.on_event is None
+        (log.warning if loud else log.info)("%s", message)  # with a consumer, it says it (once, not twice)
         if self.on_event is not None:
             try:
                 self.on_event(event)

@@ -199,6 +199,8 @@ class Runner:
                         finally:
                             view.release()
                     index = volume.index
+                    if volume.tr is not None:  # the console decided the run's TR on its first volume
+                        ctx.tr = volume.tr
                     result = Result.of(project.process(volume, ctx))
                     if left := ctx.parallel.end_volume():  # work belongs to its volume: nothing piles up
                         ctx.logger.warning(f"volume {index}: {left} ctx.submit task(s) unfinished when process() "

@@ -268,3 +268,15 @@ def test_enhanced_slice_timing_falls_back_to_frame_acquisition_times(dicom_root:
     np.testing.assert_allclose(without.slice_timing, with_private.slice_timing, atol=2.5e-3 + 1e-9)  # ...by <= 2.5 ms
     expected = np.sort(np.asarray(stamps) - min(stamps))  # order checked against the slice times above
     np.testing.assert_allclose(np.sort(without.slice_timing), expected, atol=1e-6)
+
+
+def test_gzipped_dicom_in_the_live_path_says_where_it_is_read(tmp_path: Path, dicom_root: Path) -> None:
+    """The live watcher reads DICOM uncompressed: a .dcm.gz is skipped with a message naming convert/replay."""
+    import gzip
+
+    src = sorted((dicom_root / "siemens_mosaic_ep2d_int_6vol").glob("*.dcm"))[0]
+    gz = tmp_path / "a.dcm.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    with pytest.raises(ForeignFile, match="gzipped DICOM is read by convert and replay"):
+        read_file(gz)
+    assert read_file(gz, gzipped=True).shape == (64, 64, 36)
