@@ -124,6 +124,15 @@ class RoiPlaced:
 
 
 @dataclass(frozen=True)
+class MapArrived:
+    """A statistical map of the run is in ``model.maps[name]`` (the t-map the live views overlay)."""
+
+    run: str
+    index: int
+    name: str
+
+
+@dataclass(frozen=True)
 class ProjectsListed:
     projects: list[dict[str, Any]]
 

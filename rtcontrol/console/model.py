@@ -8,9 +8,11 @@ voxels are kept (the recorder owns the full series on disk).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from rtcontrol.scanner.volume import STAGES, Timeline, Volume
 
@@ -49,6 +51,28 @@ class Series:
         return self._data.nbytes
 
 
+@dataclass(frozen=True, eq=False)
+class StatMap:
+    """The newest statistical map of one name (e.g. the project's t-map), as the worker sent it (compared by
+    identity: each arrival is a new map)."""
+
+    name: str
+    index: int  # the volume it came with
+    data: np.ndarray  # float32 on ``affine``'s grid
+    affine: np.ndarray
+    peak: float  # largest |value|
+
+    def on_grid(self, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+        """The map on another voxel grid (the live views' volume): itself when the grids agree, else
+        resampled by nearest neighbour (a project whose maps are on an earlier run's reference image)."""
+        shape = tuple(int(n) for n in shape[:3])
+        if self.data.shape == shape and np.allclose(self.affine, affine, atol=1e-4):
+            return self.data
+        pull = np.linalg.solve(self.affine, np.asarray(affine, dtype=np.float64))  # view voxel -> map voxel
+        return ndimage.affine_transform(self.data, pull[:3, :3], pull[:3, 3], output_shape=shape, order=0,
+                                        mode="constant", cval=0.0)
+
+
 class RunModel:
     """Timecourses, latencies and the newest volume of the current run."""
 
@@ -74,6 +98,7 @@ class RunModel:
         self.last_arrival: float | None = None
         self.last_feedback_value: Any = None
         self.last_index = -1
+        self.maps: dict[str, StatMap] = {}  # the newest statistical map of each name (the t-map overlay)
 
     # --- updates ------------------------------------------------------------------------
     def add_volume(self, volume: Volume, arrival: float) -> None:
@@ -101,6 +126,17 @@ class RunModel:
             else:
                 self.metrics.setdefault(name, Series()).set(index, float(v))
         self._stamp(index, timeline)
+
+    def add_map(self, name: str, index: int, data: np.ndarray, affine: np.ndarray) -> bool:
+        """Keep the map if it is the newest of its name (a restarted worker's catch-up sends older ones
+        again: they are not shown over a newer one); returns whether it was kept."""
+        held = self.maps.get(name)
+        if held is not None and held.index > index:
+            return False
+        data = np.asarray(data, dtype=np.float32)
+        peak = float(np.abs(data).max()) if data.size else 0.0
+        self.maps[name] = StatMap(name, int(index), data, np.asarray(affine, dtype=np.float64), peak)
+        return True
 
     def add_delivery(self, index: int, timeline: Timeline, outcome: str = "") -> None:
         """The subject side's stamps (an ack, then the consumers' report): counted once per volume.
@@ -169,6 +205,7 @@ class RunModel:
             total += self.latest.data.nbytes
         if self.latest_scaled is not None:
             total += self.latest_scaled.nbytes
+        total += sum(m.data.nbytes for m in self.maps.values())
         return total
 
 

@@ -1,8 +1,11 @@
-"""Live views: three orthogonal slices of the newest volume, the ROI overlay, contrast and a voxel cursor.
+"""Live views: three orthogonal slices of the newest volume, the ROI and activation overlays, contrast and
+a voxel cursor.
 
 Every view is drawn in a standard orientation whatever the acquisition (:mod:`rtcontrol.gui.orientation`):
 axial with anterior up, coronal and sagittal with superior up, left/right by the console's convention
-(radiological by default), with the anatomical direction written on each edge.
+(radiological by default), with the anatomical direction written on each edge. The activation overlay is
+the project's newest t-map (``model.maps``), put on the volume's grid and shown where |t| reaches the
+threshold slider: hot colours for positive t, cold for negative, translucent over the anatomy.
 """
 
 from __future__ import annotations
@@ -15,11 +18,17 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from rtcontrol.console import events as ev
-from rtcontrol.console.model import RunModel
+from rtcontrol.console.model import RunModel, StatMap
 from rtcontrol.gui.orientation import VIEW_AXES, VIEWS, Orientation, cut, edge_labels, x_inverted
 from rtcontrol.gui.panel import Panel, caption
 
-ROI_RGBA = np.array([[0, 0, 0, 0], [255, 80, 60, 120]], dtype=np.ubyte)  # outside, inside the ROI
+#: The ROI is drawn as its outline (green: apart from the t-map's hot and cold colours, which show through).
+ROI_RGBA = np.array([[0, 0, 0, 0], [90, 230, 110, 235]], dtype=np.ubyte)  # elsewhere, on the ROI's edge
+#: Opacity of the activation overlay's voxels (0..255): the anatomy shows through.
+MAP_ALPHA = 190
+#: The map the activation overlay draws (``Result.maps`` name), and the threshold slider's steps of |t|.
+T_MAP = "t"
+THRESHOLD_STEP = 0.1
 EDGE_COLOUR = "#f0b54a"
 #: Text anchor of each edge label: it sits just inside its edge of the image.
 ANCHORS = {"left": (0.0, 0.5), "right": (1.0, 0.5), "top": (0.5, 0.0), "bottom": (0.5, 1.0)}
@@ -30,6 +39,28 @@ def levels_for(data: np.ndarray, upper_percentile: float) -> tuple[float, float]
     sample = data.ravel()[:: max(1, data.size // 8000)]
     lo, hi = np.percentile(sample, [1.0, upper_percentile])
     return float(lo), float(hi if hi > lo else lo + 1.0)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The edge of a 2-D mask: its voxels with a 4-neighbour outside it (the slice's border counts as outside)."""
+    m = np.pad(mask.astype(bool), 1)
+    inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    return m[1:-1, 1:-1] & ~inner
+
+
+def stat_rgba(values: np.ndarray, threshold: float, vmax: float) -> np.ndarray:
+    """RGBA (..., 4) of a map's slice: transparent where |t| < ``threshold`` (or t is 0); positive t from red
+    at the threshold to yellow at ``vmax``, negative t from blue to cyan."""
+    a = np.abs(values)
+    shown = (a >= threshold) & (values != 0)
+    ramp = np.clip((a - threshold) / max(vmax - threshold, 1e-6), 0.0, 1.0) * 255.0
+    rgba = np.zeros((*values.shape, 4), dtype=np.ubyte)
+    pos, neg = shown & (values > 0), shown & (values < 0)
+    rgba[..., 0] = np.where(pos, 255, 0)
+    rgba[..., 1] = np.where(shown, ramp, 0).astype(np.ubyte)
+    rgba[..., 2] = np.where(neg, 255, 0)
+    rgba[..., 3] = np.where(shown, MAP_ALPHA, 0)
+    return rgba
 
 
 class SlicesPanel(Panel):
@@ -53,6 +84,9 @@ class SlicesPanel(Panel):
         self.views: dict[str, pg.ViewBox] = {}
         self.images: dict[str, pg.ImageItem] = {}
         self.overlays: dict[str, pg.ImageItem] = {}
+        self.stat_images: dict[str, pg.ImageItem] = {}  # the activation overlay, under the ROI's
+        self._stat_key: tuple[object, ...] | None = None
+        self._stat_grid: tuple[StatMap, tuple[object, ...], np.ndarray] | None = None  # (map, grid, map on it)
         self.lines: dict[str, tuple[pg.InfiniteLine, pg.InfiniteLine]] = {}
         self.captions: dict[str, pg.LabelItem] = {}
         self.edges: dict[str, dict[str, pg.TextItem]] = {}
@@ -62,9 +96,12 @@ class SlicesPanel(Panel):
             vb = self.graphics.addViewBox(row=1, col=col, lockAspect=True, enableMouse=False)
             vb.setMenuEnabled(False)
             img = pg.ImageItem()
+            stat = pg.ImageItem()
             overlay = pg.ImageItem()
-            vb.addItem(img)
-            vb.addItem(overlay)
+            for z, item in enumerate((img, stat, overlay)):
+                item.setZValue(z)
+                vb.addItem(item)
+            self.stat_images[name] = stat
             h = pg.InfiniteLine(angle=0, pen=pg.mkPen("#6fa0d8", width=1, style=QtCore.Qt.PenStyle.DashLine))
             v = pg.InfiniteLine(angle=90, pen=pg.mkPen("#6fa0d8", width=1, style=QtCore.Qt.PenStyle.DashLine))
             vb.addItem(h)
@@ -90,6 +127,20 @@ class SlicesPanel(Panel):
         self.show_roi = QtWidgets.QCheckBox("ROI")
         self.show_roi.setChecked(True)
         self.show_roi.toggled.connect(self._mark)
+        # the activation overlay: on/off, and the |t| it starts at
+        self.show_map = QtWidgets.QCheckBox("t-map")
+        self.show_map.setChecked(True)
+        self.show_map.setToolTip("Show the project's t-map (its contrast, updated every volume) over the slices")
+        self.show_map.toggled.connect(self._mark_map)
+        self.threshold = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.threshold.setRange(0, 200)  # |t| x 10: 0 to 20
+        self.threshold.setValue(30)
+        self.threshold.setToolTip("Threshold: voxels with |t| at or above it are coloured")
+        self.threshold.valueChanged.connect(self._mark_map)
+        self.threshold_label = QtWidgets.QLabel()
+        self.threshold_label.setMinimumWidth(self.threshold_label.fontMetrics().horizontalAdvance("|t| ≥ 20.0 "))
+        self.map_label = caption("no t-map yet")
+        self._show_threshold()
         self.cursor_label = QtWidgets.QLabel("move the mouse over a slice; click to move the cut")
         self.cursor_label.setObjectName("caption")
         self.volume_label = QtWidgets.QLabel("no volume yet")
@@ -98,11 +149,16 @@ class SlicesPanel(Panel):
         # one row under the views (the views get the height): cursor readout, contrast, ROI, volume, convention
         self.cursor_label.setMinimumWidth(120)
         self.contrast.setMaximumWidth(220)
+        self.threshold.setMaximumWidth(160)
         controls = QtWidgets.QHBoxLayout()
         controls.addWidget(self.cursor_label, 1)
         controls.addWidget(caption("contrast"))
         controls.addWidget(self.contrast)
         controls.addWidget(self.show_roi)
+        controls.addWidget(self.show_map)
+        controls.addWidget(self.threshold)
+        controls.addWidget(self.threshold_label)
+        controls.addWidget(self.map_label)
         controls.addWidget(self.volume_label)
         controls.addWidget(self.convention_label)
         layout = QtWidgets.QVBoxLayout(self)
@@ -170,8 +226,29 @@ class SlicesPanel(Panel):
         self._drawn = None
         self.dirty = True
 
+    def _mark_map(self, *_: Any) -> None:
+        self._show_threshold()
+        self.dirty = True
+
+    @property
+    def threshold_value(self) -> float:
+        """The overlay's threshold: voxels with |t| at or above it are coloured."""
+        return self.threshold.value() * THRESHOLD_STEP
+
+    def set_threshold(self, value: float) -> None:
+        self.threshold.setValue(round(value / THRESHOLD_STEP))
+
+    def _show_threshold(self) -> None:
+        self.threshold_label.setText(f"|t| ≥ {self.threshold_value:.1f}")
+        self.threshold.setEnabled(self.show_map.isChecked())
+
+    def shown_map(self) -> StatMap | None:
+        """The map the overlay draws: the project's t-map, else its first map."""
+        maps = self.model.maps
+        return maps.get(T_MAP) or next(iter(maps.values()), None)
+
     def on_event(self, event: Any) -> None:
-        if isinstance(event, ev.VolumeArrived):
+        if isinstance(event, (ev.VolumeArrived, ev.MapArrived)):
             self.dirty = True
         elif isinstance(event, ev.RoiPlaced):
             self.centre_on_roi()
@@ -184,10 +261,14 @@ class SlicesPanel(Panel):
         self.shape = None
         self._grid = None
         self._drawn = None
+        self._stat_key = self._stat_grid = None
         for name in VIEWS:
             self.images[name].clear()
             self.overlays[name].clear()
             self.overlays[name].setVisible(False)
+            self.stat_images[name].clear()
+            self.stat_images[name].setVisible(False)
+        self.map_label.setText("no t-map yet")
         self._place_edges()
         self.volume_label.setText("waiting for the first volume")
         self.cursor_text = ""
@@ -224,16 +305,43 @@ class SlicesPanel(Panel):
             shown = o.display(mask) if mask is not None else None
             for name in VIEWS:
                 if shown is not None:
-                    rgba = ROI_RGBA[cut(shown, name, self.cut_index).astype(np.intp)]  # (w, h, 4): no colour table
+                    rgba = ROI_RGBA[outline(cut(shown, name, self.cut_index)).astype(np.intp)]  # (w, h, 4)
                     self.overlays[name].setImage(rgba, autoLevels=False, levels=None)
                 self.overlays[name].setVisible(shown is not None)
             self._place_lines()
+        self._draw_map(grid, volume.affine)
         if fit:
             self._place_edges()
             for vb in self.views.values():
                 vb.autoRange(padding=0.02)
         i, j, k = data.shape
         self.volume_label.setText(f"volume {volume.index}  {i}×{j}×{k}")
+
+    def _draw_map(self, grid: tuple[object, ...], affine: np.ndarray) -> None:
+        """The activation overlay: redrawn only when the map, the cut, the threshold or the toggle changed."""
+        stat = self.shown_map() if self.show_map.isChecked() else None
+        threshold = self.threshold_value
+        key = (stat, self.cut_index, threshold, grid)  # the map by identity: each arrival is a new one
+        if key == self._stat_key:
+            return
+        self._stat_key = key
+        o = self.orientation
+        if stat is None or o is None or self.cut_index is None:
+            for item in self.stat_images.values():
+                item.setVisible(False)
+            if not self.model.maps:
+                self.map_label.setText("no t-map yet")
+            return
+        if self._stat_grid is None or self._stat_grid[0] is not stat or self._stat_grid[1] != grid:
+            self._stat_grid = (stat, grid, stat.on_grid(o.shape, affine))  # on the volume's grid, once per map
+        display = o.display(self._stat_grid[2])
+        vmax = max(stat.peak, threshold + 1.0)
+        for name in VIEWS:
+            item = self.stat_images[name]
+            item.setImage(stat_rgba(cut(display, name, self.cut_index), threshold, vmax), autoLevels=False,
+                          levels=None)
+            item.setVisible(True)
+        self.map_label.setText(f"{stat.name} of volume {stat.index}, peak |t| {stat.peak:.1f}")
 
     def _set_aspect(self, zooms: tuple[float, float, float]) -> None:
         for name in VIEWS:
@@ -243,6 +351,7 @@ class SlicesPanel(Panel):
             t.scale(zooms[ax], zooms[ay])
             self.images[name].setTransform(t)
             self.overlays[name].setTransform(t)
+            self.stat_images[name].setTransform(t)
 
     def _place_lines(self) -> None:
         assert self.cut_index is not None
@@ -296,6 +405,8 @@ class SlicesPanel(Panel):
         mask = self.model.roi_mask
         if mask is not None and mask.shape == data.shape and mask[ijk]:
             roi = "  in ROI"
+        if self._stat_grid is not None and self._stat_grid[2].shape == data.shape and self.show_map.isChecked():
+            roi += f"  t {self._stat_grid[2][ijk]:.2f}"
         self.cursor_text = (
             f"voxel ({ijk[0]}, {ijk[1]}, {ijk[2]})  world ({world[0]:.1f}, {world[1]:.1f}, {world[2]:.1f}) mm"
             f"  value {data[ijk]:.1f}{roi}"
