@@ -35,10 +35,13 @@ ANCHORS = {"left": (0.0, 0.5), "right": (1.0, 0.5), "top": (0.5, 0.0), "bottom":
 
 
 def levels_for(data: np.ndarray, upper_percentile: float) -> tuple[float, float]:
-    """Display range: from the 1st percentile to ``upper_percentile`` of a subsample (cheap)."""
+    """Display range: from the 1st percentile to ``upper_percentile`` of a subsample (cheap: one partition)."""
     sample = data.ravel()[:: max(1, data.size // 8000)]
-    lo, hi = np.percentile(sample, [1.0, upper_percentile])
-    return float(lo), float(hi if hi > lo else lo + 1.0)
+    n = sample.size - 1
+    lo_k, hi_k = round(0.01 * n), round(upper_percentile / 100.0 * n)
+    part = np.partition(sample, (lo_k, hi_k))
+    lo, hi = float(part[lo_k]), float(part[hi_k])
+    return lo, hi if hi > lo else lo + 1.0
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -48,18 +51,27 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return m[1:-1, 1:-1] & ~inner
 
 
+def _stat_lut() -> np.ndarray:
+    """512 RGBA colours: 0..255 positive t from red to yellow, 256..511 negative t from blue to cyan."""
+    ramp = np.arange(256, dtype=np.ubyte)
+    lut = np.zeros((512, 4), dtype=np.ubyte)
+    lut[:256, 0], lut[:256, 1] = 255, ramp
+    lut[256:, 2], lut[256:, 1] = 255, ramp
+    lut[:, 3] = MAP_ALPHA
+    return lut
+
+
+STAT_LUT = _stat_lut()
+
+
 def stat_rgba(values: np.ndarray, threshold: float, vmax: float) -> np.ndarray:
     """RGBA (..., 4) of a map's slice: transparent where |t| < ``threshold`` (or t is 0); positive t from red
-    at the threshold to yellow at ``vmax``, negative t from blue to cyan."""
+    at the threshold to yellow at ``vmax``, negative t from blue to cyan (:data:`STAT_LUT`)."""
     a = np.abs(values)
-    shown = (a >= threshold) & (values != 0)
-    ramp = np.clip((a - threshold) / max(vmax - threshold, 1e-6), 0.0, 1.0) * 255.0
-    rgba = np.zeros((*values.shape, 4), dtype=np.ubyte)
-    pos, neg = shown & (values > 0), shown & (values < 0)
-    rgba[..., 0] = np.where(pos, 255, 0)
-    rgba[..., 1] = np.where(shown, ramp, 0).astype(np.ubyte)
-    rgba[..., 2] = np.where(neg, 255, 0)
-    rgba[..., 3] = np.where(shown, MAP_ALPHA, 0)
+    ramp = np.clip((a - threshold) * (255.0 / max(vmax - threshold, 1e-6)), 0.0, 255.0).astype(np.intp)
+    ramp[values < 0] += 256
+    rgba = STAT_LUT[ramp]
+    rgba[(a < threshold) | (values == 0)] = 0
     return rgba
 
 
@@ -79,13 +91,12 @@ class SlicesPanel(Panel):
         self._scales: dict[str, tuple[float, float]] = {}
         self.cursor_text = ""
         self._drawn: tuple[object, ...] | None = None
+        self._edges: tuple[np.ndarray, tuple[object, ...], dict[str, np.ndarray]] | None = None  # ROI outline per view
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumHeight(150)
         self.views: dict[str, pg.ViewBox] = {}
         self.images: dict[str, pg.ImageItem] = {}
         self.overlays: dict[str, pg.ImageItem] = {}
-        self.stat_images: dict[str, pg.ImageItem] = {}  # the activation overlay, under the ROI's
-        self._stat_key: tuple[object, ...] | None = None
         self._stat_grid: tuple[StatMap, tuple[object, ...], np.ndarray] | None = None  # (map, grid, map on it)
         self.lines: dict[str, tuple[pg.InfiniteLine, pg.InfiniteLine]] = {}
         self.captions: dict[str, pg.LabelItem] = {}
@@ -96,12 +107,9 @@ class SlicesPanel(Panel):
             vb = self.graphics.addViewBox(row=1, col=col, lockAspect=True, enableMouse=False)
             vb.setMenuEnabled(False)
             img = pg.ImageItem()
-            stat = pg.ImageItem()
-            overlay = pg.ImageItem()
-            for z, item in enumerate((img, stat, overlay)):
-                item.setZValue(z)
-                vb.addItem(item)
-            self.stat_images[name] = stat
+            overlay = pg.ImageItem()  # the t-map and the ROI's outline in one image: one more draw per view
+            vb.addItem(img)
+            vb.addItem(overlay)
             h = pg.InfiniteLine(angle=0, pen=pg.mkPen("#6fa0d8", width=1, style=QtCore.Qt.PenStyle.DashLine))
             v = pg.InfiniteLine(angle=90, pen=pg.mkPen("#6fa0d8", width=1, style=QtCore.Qt.PenStyle.DashLine))
             vb.addItem(h)
@@ -228,7 +236,7 @@ class SlicesPanel(Panel):
 
     def _mark_map(self, *_: Any) -> None:
         self._show_threshold()
-        self.dirty = True
+        self.dirty = True  # the threshold and the toggle are part of the overlays' key
 
     @property
     def threshold_value(self) -> float:
@@ -261,13 +269,11 @@ class SlicesPanel(Panel):
         self.shape = None
         self._grid = None
         self._drawn = None
-        self._stat_key = self._stat_grid = None
+        self._stat_grid = self._edges = None
         for name in VIEWS:
             self.images[name].clear()
             self.overlays[name].clear()
             self.overlays[name].setVisible(False)
-            self.stat_images[name].clear()
-            self.stat_images[name].setVisible(False)
         self.map_label.setText("no t-map yet")
         self._place_edges()
         self.volume_label.setText("waiting for the first volume")
@@ -298,18 +304,13 @@ class SlicesPanel(Panel):
             mask = None
         for name in VIEWS:
             self.images[name].setImage(cut(display, name, self.cut_index), levels=levels, autoLevels=False)
-        # the overlay and the cut lines change only with the cut or the ROI, not with every volume
-        key = (self.cut_index, id(mask), grid)
+        # the overlays and the cut lines change with the cut, the ROI, the t-map or the threshold, not with every volume
+        stat = self.shown_map() if self.show_map.isChecked() else None
+        key = (self.cut_index, id(mask), grid, stat, self.threshold_value)  # a map by identity: each is new
         if key != self._drawn:
             self._drawn = key
-            shown = o.display(mask) if mask is not None else None
-            for name in VIEWS:
-                if shown is not None:
-                    rgba = ROI_RGBA[outline(cut(shown, name, self.cut_index)).astype(np.intp)]  # (w, h, 4)
-                    self.overlays[name].setImage(rgba, autoLevels=False, levels=None)
-                self.overlays[name].setVisible(shown is not None)
+            self._draw_overlays(mask, stat, volume.affine, grid)
             self._place_lines()
-        self._draw_map(grid, volume.affine)
         if fit:
             self._place_edges()
             for vb in self.views.values():
@@ -317,31 +318,43 @@ class SlicesPanel(Panel):
         i, j, k = data.shape
         self.volume_label.setText(f"volume {volume.index}  {i}×{j}×{k}")
 
-    def _draw_map(self, grid: tuple[object, ...], affine: np.ndarray) -> None:
-        """The activation overlay: redrawn only when the map, the cut, the threshold or the toggle changed."""
-        stat = self.shown_map() if self.show_map.isChecked() else None
-        threshold = self.threshold_value
-        key = (stat, self.cut_index, threshold, grid)  # the map by identity: each arrival is a new one
-        if key == self._stat_key:
-            return
-        self._stat_key = key
-        o = self.orientation
-        if stat is None or o is None or self.cut_index is None:
-            for item in self.stat_images.values():
-                item.setVisible(False)
-            if not self.model.maps:
-                self.map_label.setText("no t-map yet")
-            return
-        if self._stat_grid is None or self._stat_grid[0] is not stat or self._stat_grid[1] != grid:
-            self._stat_grid = (stat, grid, stat.on_grid(o.shape, affine))  # on the volume's grid, once per map
-        display = o.display(self._stat_grid[2])
-        vmax = max(stat.peak, threshold + 1.0)
+    def _draw_overlays(self, mask: np.ndarray | None, stat: StatMap | None, affine: np.ndarray,
+                       grid: tuple[object, ...]) -> None:
+        """The t-map (where |t| reaches the threshold) with the ROI's outline on top, one RGBA image per view."""
+        o, at = self.orientation, self.cut_index
+        assert o is not None and at is not None
+        edges = self._roi_edges(mask, grid)
+        tmap, threshold, vmax = None, self.threshold_value, 0.0
+        if stat is not None:
+            if self._stat_grid is None or self._stat_grid[0] is not stat or self._stat_grid[1] != grid:
+                self._stat_grid = (stat, grid, stat.on_grid(o.shape, affine))  # on the volume's grid, once per map
+            tmap = o.display(self._stat_grid[2])
+            vmax = max(stat.peak, threshold + 1.0)
+            self.map_label.setText(f"{stat.name} of volume {stat.index}, peak |t| {stat.peak:.1f}")
+        elif not self.model.maps:
+            self.map_label.setText("no t-map yet")
         for name in VIEWS:
-            item = self.stat_images[name]
-            item.setImage(stat_rgba(cut(display, name, self.cut_index), threshold, vmax), autoLevels=False,
-                          levels=None)
-            item.setVisible(True)
-        self.map_label.setText(f"{stat.name} of volume {stat.index}, peak |t| {stat.peak:.1f}")
+            rgba = stat_rgba(cut(tmap, name, at), threshold, vmax) if tmap is not None else None
+            if edges is not None:
+                edge = edges[name]
+                if rgba is None:
+                    rgba = ROI_RGBA[edge.astype(np.intp)]  # (w, h, 4): no colour table
+                else:
+                    rgba[edge] = ROI_RGBA[1]
+            if rgba is not None:
+                self.overlays[name].setImage(rgba, autoLevels=False, levels=None)
+            self.overlays[name].setVisible(rgba is not None)
+
+    def _roi_edges(self, mask: np.ndarray | None, grid: tuple[object, ...]) -> dict[str, np.ndarray] | None:
+        """The ROI's outline in each view's cut (kept while the cut and the ROI stay: maps change more often)."""
+        if mask is None:
+            return None
+        key = (self.cut_index, grid)
+        if self._edges is None or self._edges[0] is not mask or self._edges[1] != key:
+            assert self.orientation is not None and self.cut_index is not None
+            shown = self.orientation.display(mask)
+            self._edges = (mask, key, {name: outline(cut(shown, name, self.cut_index)) for name in VIEWS})
+        return self._edges[2]
 
     def _set_aspect(self, zooms: tuple[float, float, float]) -> None:
         for name in VIEWS:
@@ -351,7 +364,6 @@ class SlicesPanel(Panel):
             t.scale(zooms[ax], zooms[ay])
             self.images[name].setTransform(t)
             self.overlays[name].setTransform(t)
-            self.stat_images[name].setTransform(t)
 
     def _place_lines(self) -> None:
         assert self.cut_index is not None

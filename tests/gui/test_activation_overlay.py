@@ -13,7 +13,7 @@ import pytest
 
 from rtcontrol.console import events as ev
 from rtcontrol.console.model import RunModel
-from rtcontrol.gui.slices_panel import SlicesPanel
+from rtcontrol.gui.slices_panel import MAP_ALPHA, ROI_RGBA, SlicesPanel
 from rtcontrol.scanner.synth import SynthSpec, synth_affine
 from rtcontrol.scanner.volume import Volume
 
@@ -49,7 +49,7 @@ def _panel(qtbot: Any, model: RunModel) -> SlicesPanel:
 
 def _shown(panel: SlicesPanel, view: str = "axial") -> np.ndarray:
     """The overlay's RGBA pixels of a view where it colours something (alpha > 0)."""
-    item = panel.stat_images[view]
+    item = panel.overlays[view]
     if not item.isVisible() or item.image is None:
         return np.zeros((0, 4), np.ubyte)
     return item.image[item.image[..., 3] > 0]
@@ -106,7 +106,7 @@ def test_the_map_lands_on_the_image_voxel_it_belongs_to(qtbot: Any) -> None:
     panel.refresh()
     for view in ("axial", "coronal", "sagittal"):
         image = panel.images[view].image
-        overlay = panel.stat_images[view].image
+        overlay = panel.overlays[view].image
         assert image is not None and overlay is not None
         assert overlay.shape[:2] == image.shape[:2], view
         bright = set(zip(*np.nonzero(image > 500)))
@@ -123,10 +123,10 @@ def test_the_cursor_reads_the_t_value(qtbot: Any) -> None:
 
 def test_the_toggle_switches_the_overlay_off_and_on(qtbot: Any) -> None:
     panel, _ = _with_map(qtbot)
-    assert all(item.isVisible() for item in panel.stat_images.values())
+    assert all(item.isVisible() for item in panel.overlays.values())
     panel.show_map.setChecked(False)
     panel.refresh()
-    assert not any(item.isVisible() for item in panel.stat_images.values())
+    assert not any(item.isVisible() for item in panel.overlays.values())
     assert not panel.threshold.isEnabled()
     panel.show_map.setChecked(True)
     panel.refresh()
@@ -149,9 +149,9 @@ def test_a_new_run_clears_the_overlay(qtbot: Any) -> None:
     assert len(_shown(panel)) == 2
     model.reset("run-2")  # what the controller does before it says the run is running
     panel.on_event(ev.StateChanged(ev.RUNNING, "run-2"))
-    assert not any(item.isVisible() for item in panel.stat_images.values())
+    assert not any(item.isVisible() for item in panel.overlays.values())
     _draw(panel, model)  # the new run's first volume, no map yet
-    assert not any(item.isVisible() for item in panel.stat_images.values())
+    assert not any(item.isVisible() for item in panel.overlays.values())
     assert panel.map_label.text() == "no t-map yet"
 
 
@@ -169,5 +169,24 @@ def test_a_map_on_another_grid_is_put_on_the_volume_grid(qtbot: Any) -> None:
     panel.on_event(ev.MapArrived("run-1", 1, "t"))
     panel.set_threshold(6.0)
     panel.refresh()
-    image, overlay = panel.images["axial"].image, panel.stat_images["axial"].image
+    image, overlay = panel.images["axial"].image, panel.overlays["axial"].image
     assert set(zip(*np.nonzero(overlay[..., 3] > 0))) == set(zip(*np.nonzero(image > 500)))
+
+
+def test_the_roi_outline_is_drawn_over_the_map(qtbot: Any) -> None:
+    """Both overlays in one image: the ROI's edge in its own colour, the active voxel inside it still coloured."""
+    panel, model = _with_map(qtbot)
+    mask = np.zeros(SHAPE, bool)
+    mask[HOT[0] - 2:HOT[0] + 3, HOT[1] - 2:HOT[1] + 3, HOT[2] - 1:HOT[2] + 2] = True
+    model.roi_mask = mask
+    panel.dirty = True
+    panel.refresh()
+    overlay = panel.overlays["axial"].image
+    assert overlay is not None
+    edge = np.all(overlay == ROI_RGBA[1], axis=-1)
+    assert edge.sum() == 16, "the 5x5 box's outline in the axial cut"
+    d = panel.orientation.to_display(HOT)  # type: ignore[union-attr]
+    assert tuple(overlay[d[0], d[1]]) == (255, 255, 0, MAP_ALPHA), "the peak t is yellow"
+    panel.show_roi.setChecked(False)
+    panel.refresh()
+    assert not np.all(panel.overlays["axial"].image == ROI_RGBA[1], axis=-1).any()
