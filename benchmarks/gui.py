@@ -112,8 +112,8 @@ def gui_update(volumes: int) -> Figure:
             d = Timeline({"subject_delivered": t + 0.008})
             c.model.add_delivery(i, d)
             c.events.publish(ev.Delivered("bench", i, d))
-            t_map, map_affine = map_from_parts(*split_blob(t_maps[i % len(t_maps)]))  # what the worker link does
-            c.handle_map("bench", i, "t", t_map, map_affine)
+            t_map, map_affine, peak = map_from_parts(*split_blob(t_maps[i % len(t_maps)]))  # as the worker link
+            c.handle_map("bench", i, "t", t_map, map_affine, peak)
             window.refresh()  # every panel repaints its data
             app.processEvents()  # Qt paints the frame
             cpu_times.append(time.thread_time() - cpu)

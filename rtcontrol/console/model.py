@@ -58,7 +58,7 @@ class StatMap:
 
     name: str
     index: int  # the volume it came with
-    data: np.ndarray  # float32 on ``affine``'s grid
+    data: np.ndarray  # on ``affine``'s grid; float16 as it came from the worker
     affine: np.ndarray
     peak: float  # largest |value|
 
@@ -69,8 +69,8 @@ class StatMap:
         if self.data.shape == shape and np.allclose(self.affine, affine, atol=1e-4):
             return self.data
         pull = np.linalg.solve(self.affine, np.asarray(affine, dtype=np.float64))  # view voxel -> map voxel
-        return ndimage.affine_transform(self.data, pull[:3, :3], pull[:3, 3], output_shape=shape, order=0,
-                                        mode="constant", cval=0.0)
+        return ndimage.affine_transform(self.data.astype(np.float32), pull[:3, :3], pull[:3, 3], output_shape=shape,
+                                        order=0, mode="constant", cval=0.0)
 
 
 class RunModel:
@@ -127,14 +127,16 @@ class RunModel:
                 self.metrics.setdefault(name, Series()).set(index, float(v))
         self._stamp(index, timeline)
 
-    def add_map(self, name: str, index: int, data: np.ndarray, affine: np.ndarray) -> bool:
+    def add_map(self, name: str, index: int, data: np.ndarray, affine: np.ndarray, peak: float | None = None) -> bool:
         """Keep the map if it is the newest of its name (a restarted worker's catch-up sends older ones
-        again: they are not shown over a newer one); returns whether it was kept."""
+        again: they are not shown over a newer one); returns whether it was kept. ``peak`` (its largest
+        |value|) comes with a map from the worker; else it is computed here."""
         held = self.maps.get(name)
         if held is not None and held.index > index:
             return False
-        data = np.asarray(data, dtype=np.float32)
-        peak = float(np.abs(data).max()) if data.size else 0.0
+        data = np.asarray(data)
+        if peak is None:
+            peak = float(np.abs(data, dtype=np.float32).max()) if data.size else 0.0
         self.maps[name] = StatMap(name, int(index), data, np.asarray(affine, dtype=np.float64), peak)
         return True
 

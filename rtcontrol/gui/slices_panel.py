@@ -52,12 +52,12 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 def _stat_lut() -> np.ndarray:
-    """512 RGBA colours: 0..255 positive t from red to yellow, 256..511 negative t from blue to cyan."""
+    """513 RGBA colours: 0..255 positive t from red to yellow, 256..511 negative t from blue to cyan, 512 none."""
     ramp = np.arange(256, dtype=np.ubyte)
-    lut = np.zeros((512, 4), dtype=np.ubyte)
+    lut = np.zeros((513, 4), dtype=np.ubyte)
     lut[:256, 0], lut[:256, 1] = 255, ramp
-    lut[256:, 2], lut[256:, 1] = 255, ramp
-    lut[:, 3] = MAP_ALPHA
+    lut[256:512, 2], lut[256:512, 1] = 255, ramp
+    lut[:512, 3] = MAP_ALPHA
     return lut
 
 
@@ -67,12 +67,13 @@ STAT_LUT = _stat_lut()
 def stat_rgba(values: np.ndarray, threshold: float, vmax: float) -> np.ndarray:
     """RGBA (..., 4) of a map's slice: transparent where |t| < ``threshold`` (or t is 0); positive t from red
     at the threshold to yellow at ``vmax``, negative t from blue to cyan (:data:`STAT_LUT`)."""
+    values = np.asarray(values, dtype=np.float32)  # a slice of a float16 map: small
     a = np.abs(values)
-    ramp = np.clip((a - threshold) * (255.0 / max(vmax - threshold, 1e-6)), 0.0, 255.0).astype(np.intp)
-    ramp[values < 0] += 256
-    rgba = STAT_LUT[ramp]
-    rgba[(a < threshold) | (values == 0)] = 0
-    return rgba
+    ramp = ((a - threshold) * (255.0 / max(vmax - threshold, 1e-6))).astype(np.intp)
+    np.clip(ramp, 0, 255, out=ramp)
+    ramp += (values < 0) * 256
+    ramp[(a < threshold) | (values == 0)] = 512
+    return STAT_LUT.take(ramp, axis=0)
 
 
 class SlicesPanel(Panel):

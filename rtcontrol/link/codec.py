@@ -322,15 +322,19 @@ def encode_map(run: str, index: int, name: str, data: Any, affine: Any) -> bytes
     a = np.asarray(affine, dtype=np.float64)
     if a.shape != (4, 4) or not np.all(np.isfinite(a)) or abs(np.linalg.det(a[:3, :3])) < 1e-12:
         raise FrameError(f"{where}: its affine must be an invertible finite 4x4 matrix")
-    values = np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=_F16_MAX, neginf=-_F16_MAX)
-    half = np.ascontiguousarray(np.clip(values, -_F16_MAX, _F16_MAX), dtype="<f2")
+    values = np.clip(np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=_F16_MAX, neginf=-_F16_MAX),
+                     -_F16_MAX, _F16_MAX)
+    half = np.ascontiguousarray(values, dtype="<f2")
+    peak = max(float(values.max()), -float(values.min()), 0.0)  # here, not on the console: float16 is slow to scan
     header = {"kind": "map", "run": str(run), "index": int(index), "name": name,
-              "shape": [int(n) for n in half.shape], "dtype": "<f2", "affine": a.tolist()}
+              "shape": [int(n) for n in half.shape], "dtype": "<f2", "affine": a.tolist(), "peak": peak}
     return encode_blob(header, half.data.cast("B"))
 
 
-def map_from_parts(header: dict[str, Any], payload: memoryview | bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Check a map frame's header against its payload: ``(data as float32, affine)``; raises :class:`FrameError`."""
+def map_from_parts(header: dict[str, Any], payload: memoryview | bytes) -> tuple[np.ndarray, np.ndarray, float]:
+    """Check a map frame's header against its payload: ``(data, affine, peak)`` with ``data`` a read-only view
+    (float16 as sent: the console converts only the slices it draws) and ``peak`` its largest |value|; raises
+    :class:`FrameError`."""
     where = f"map {header.get('name')!r} of {header.get('run')!r}#{header.get('index')!r}"
     if header.get("kind") != "map":
         raise FrameError(f"expected a map frame, got kind {header.get('kind')!r}")
@@ -353,5 +357,7 @@ def map_from_parts(header: dict[str, Any], payload: memoryview | bytes) -> tuple
         raise FrameError(f"{where}: affine is not a 4x4 matrix of numbers") from None
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise FrameError(f"{where}: affine must be a finite 4x4 matrix")
-    data = np.frombuffer(payload, dtype=np.dtype(dtype)).reshape(shape).astype(np.float32)
-    return data, affine
+    peak = header.get("peak")
+    if not isinstance(peak, (int, float)) or isinstance(peak, bool) or not math.isfinite(peak) or peak < 0:
+        raise FrameError(f"{where}: peak must be a finite number >= 0, got {peak!r}")
+    return np.frombuffer(payload, dtype=np.dtype(dtype)).reshape(shape), affine, float(peak)

@@ -64,13 +64,15 @@ class FeedbackEvent:
 
 @dataclass(frozen=True)
 class MapEvent:
-    """A statistical map the project returned with volume ``index`` (``data`` float32 on ``affine``'s grid)."""
+    """A statistical map the project returned with volume ``index`` (``data`` on ``affine``'s grid, float16 as
+    sent; ``peak`` its largest |value|)."""
 
     run: str
     index: int
     name: str
     data: np.ndarray
     affine: np.ndarray
+    peak: float
 
 
 @dataclass(frozen=True)

@@ -543,8 +543,8 @@ class WorkerClient:
                 raise FrameError("a map frame from the worker has no event seq")
             event: MapEvent | Problem
             try:
-                data, affine = map_from_parts(header, payload)
-                event = MapEvent(header["run"], header["index"], header["name"], data, affine)
+                data, affine, peak = map_from_parts(header, payload)
+                event = MapEvent(header["run"], header["index"], header["name"], data, affine, peak)
             except FrameError as exc:
                 event = Problem(f"worker link: {exc}")
         except FrameError as exc:

@@ -41,7 +41,7 @@ async def test_the_t_map_reaches_the_console_model(tmp_path: Path) -> None:
     # one per volume, in order, once the model has more volumes than its 10 regressors (constant, Legendre drift
     # of order 2, six motion parameters, the block)
     assert [e.index for e in arrived] == list(range(10, VOLUMES)), [e.index for e in arrived]
-    assert stat.index == VOLUMES - 1 and stat.name == "t" and stat.data.dtype == np.float32
+    assert stat.index == VOLUMES - 1 and stat.name == "t" and stat.data.dtype == np.float16
     # on the volume's grid: same shape and affine (the motion reference is the run's first volume)
     latest = model.latest
     assert latest is not None

@@ -18,8 +18,9 @@ def test_a_map_round_trips_as_float16() -> None:
     assert (header["kind"], header["run"], header["index"], header["name"], header["dtype"]) == (
         "map", "run-1", 7, "t", "<f2")
     assert payload.nbytes == t.size * 2  # half of float32: a 64x64x36 map is 295 kB
-    data, affine = map_from_parts(header, payload)
-    assert data.dtype == np.float32 and data.shape == t.shape
+    data, affine, peak = map_from_parts(header, payload)
+    assert data.dtype == np.float16 and data.shape == t.shape
+    assert peak == 65504.0  # the largest |value| as sent
     np.testing.assert_array_equal(affine, AFFINE)
     ok = np.isfinite(t) & (np.abs(t) < 100)
     np.testing.assert_allclose(data[ok], t[ok], atol=0.01)
@@ -45,7 +46,8 @@ def test_a_bad_map_frame_is_refused() -> None:
     with pytest.raises(FrameError, match="data bytes but shape"):
         map_from_parts(header, bytes(payload)[:-2])
     for key, value, match in (("dtype", "<f8", "dtype"), ("shape", [2, 3], "shape"), ("affine", [[1]], "affine"),
-                              ("index", "1", "index an integer"), ("kind", "volume", "expected a map")):
+                              ("index", "1", "index an integer"), ("kind", "volume", "expected a map"),
+                              ("peak", -1.0, "peak must be"), ("peak", None, "peak must be")):
         bad, body = split_blob(encode_blob({**header, key: value}, payload))
         with pytest.raises(FrameError, match=match):
             map_from_parts(bad, body)
