@@ -25,7 +25,16 @@ import numpy as np
 
 from rtcontrol.analysis.drift import DriftBasis
 from rtcontrol.analysis.roi import PercentSignalChange, RoiSpec
-from rtcontrol.analysis.steps import Frame, GlmStep, MotionStep, Pipeline, QualityStep, RoiMeanStep, SmoothStep, Step
+from rtcontrol.analysis.steps import (
+    Frame,
+    GlmStep,
+    MotionStep,
+    Pipeline,
+    QualityStep,
+    RoiMeanStep,
+    SmoothStep,
+    Step,
+)
 from rtcontrol.project import CONDITION_METRIC, T_MAP, Block, Design, Project, Result, RunContext, Setting
 from rtcontrol.scanner.volume import Volume
 
@@ -139,8 +148,8 @@ class RoiFeedback(Project):
         psc = float(frame.values["psc"])
         metrics = dict(frame.metrics)
         metrics["psc"] = psc
-        if math.isnan(psc):
-            return Result(feedback=None, metrics=metrics, maps=maps, map_affine=frame.affine)  # baseline still being collected
+        if math.isnan(psc):  # baseline still being collected
+            return Result(feedback=None, metrics=metrics, maps=maps, map_affine=frame.affine)
         level = float(np.clip((psc - s["psc_min"]) / (s["psc_max"] - s["psc_min"]), 0.0, 1.0))
         metrics["feedback"] = level
         return Result(feedback=level, metrics=metrics, maps=maps, map_affine=frame.affine)

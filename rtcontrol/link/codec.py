@@ -350,7 +350,8 @@ def map_from_parts(header: dict[str, Any], payload: memoryview | bytes) -> tuple
         raise FrameError(f"{where}: shape must be three positive integers up to {MAX_DIM}, got {shape!r}")
     expected = math.prod(shape) * np.dtype(dtype).itemsize
     if memoryview(payload).nbytes != expected:
-        raise FrameError(f"{where}: {memoryview(payload).nbytes} data bytes but shape {shape} of {dtype} needs {expected}")
+        raise FrameError(f"{where}: {memoryview(payload).nbytes} data bytes but shape {shape} of {dtype} "
+                         f"needs {expected}")
     try:
         affine = np.asarray(header.get("affine"), dtype=np.float64)
     except (TypeError, ValueError):

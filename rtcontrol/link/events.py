@@ -115,7 +115,8 @@ class Response:
     response: dict[str, Any]
 
 
-LinkEvent = StateChanged | Problem | FeedbackEvent | MapEvent | LogLine | SubjectMessage | RunChanged | Delivery | Response
+LinkEvent = (StateChanged | Problem | FeedbackEvent | MapEvent | LogLine | SubjectMessage | RunChanged | Delivery
+             | Response)
 
 
 def route(handlers: Mapping[type, Callable[[Any], Any]]) -> Callable[[LinkEvent], Any]:

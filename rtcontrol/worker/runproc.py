@@ -32,10 +32,10 @@ from rtcontrol.project import Project, Result, RunContext, resolve_settings
 from rtcontrol.scanner.volume import Volume
 from rtcontrol.worker.parallel import DaskParallel
 from rtcontrol.worker.pipe import JSON, MAP, VOLUME, SharedFrame, SyncChannel
+from rtcontrol.worker.projects import describe_folder, load_project_class
 
 #: Statistical maps a project may return with one volume (the rest are dropped, said once).
 MAX_MAPS = 4
-from rtcontrol.worker.projects import describe_folder, load_project_class
 
 
 class _PipeLogHandler(logging.Handler):
