@@ -29,6 +29,7 @@ MAP_ALPHA = 190
 #: The map the activation overlay draws (``Result.maps`` name), and the threshold slider's steps of |t|.
 T_MAP = "t"
 THRESHOLD_STEP = 0.1
+NO_MAP = "no t-map yet"
 EDGE_COLOUR = "#f0b54a"
 #: Text anchor of each edge label: it sits just inside its edge of the image.
 ANCHORS = {"left": (0.0, 0.5), "right": (1.0, 0.5), "top": (0.5, 0.0), "bottom": (0.5, 1.0)}
@@ -108,7 +109,7 @@ class SlicesPanel(Panel):
             vb = self.graphics.addViewBox(row=1, col=col, lockAspect=True, enableMouse=False)
             vb.setMenuEnabled(False)
             img = pg.ImageItem()
-            overlay = pg.ImageItem()  # the t-map and the ROI's outline in one image: one more draw per view
+            overlay = pg.ImageItem()  # the t-map and the ROI's outline in one image: the map adds no draw
             vb.addItem(img)
             vb.addItem(overlay)
             h = pg.InfiniteLine(angle=0, pen=pg.mkPen("#6fa0d8", width=1, style=QtCore.Qt.PenStyle.DashLine))
@@ -148,7 +149,7 @@ class SlicesPanel(Panel):
         self.threshold.valueChanged.connect(self._mark_map)
         self.threshold_label = QtWidgets.QLabel()
         self.threshold_label.setMinimumWidth(self.threshold_label.fontMetrics().horizontalAdvance("|t| ≥ 20.0 "))
-        self.map_label = caption("no t-map yet")
+        self.map_label = caption(NO_MAP)
         self._show_threshold()
         self.cursor_label = QtWidgets.QLabel("move the mouse over a slice; click to move the cut")
         self.cursor_label.setObjectName("caption")
@@ -158,7 +159,7 @@ class SlicesPanel(Panel):
         # one row under the views (the views get the height): cursor readout, contrast, ROI, volume, convention
         self.cursor_label.setMinimumWidth(120)
         self.contrast.setMaximumWidth(220)
-        self.threshold.setMaximumWidth(160)
+        self.threshold.setMaximumWidth(140)
         controls = QtWidgets.QHBoxLayout()
         controls.addWidget(self.cursor_label, 1)
         controls.addWidget(caption("contrast"))
@@ -275,7 +276,8 @@ class SlicesPanel(Panel):
             self.images[name].clear()
             self.overlays[name].clear()
             self.overlays[name].setVisible(False)
-        self.map_label.setText("no t-map yet")
+        self.map_label.setText(NO_MAP)
+        self.map_label.setToolTip("")
         self._place_edges()
         self.volume_label.setText("waiting for the first volume")
         self.cursor_text = ""
@@ -331,9 +333,11 @@ class SlicesPanel(Panel):
                 self._stat_grid = (stat, grid, stat.on_grid(o.shape, affine))  # on the volume's grid, once per map
             tmap = o.display(self._stat_grid[2])
             vmax = max(stat.peak, threshold + 1.0)
-            self.map_label.setText(f"{stat.name} of volume {stat.index}, peak |t| {stat.peak:.1f}")
+            self.map_label.setText(f"peak {stat.peak:.1f}")
+            self.map_label.setToolTip(f"the {stat.name}-map of volume {stat.index}: its largest |{stat.name}| is "
+                                      f"{stat.peak:.2f}")
         elif not self.model.maps:
-            self.map_label.setText("no t-map yet")
+            self.map_label.setText(NO_MAP)
         for name in VIEWS:
             rgba = stat_rgba(cut(tmap, name, at), threshold, vmax) if tmap is not None else None
             if edges is not None:

@@ -141,7 +141,7 @@ def test_each_new_map_is_drawn(qtbot: Any) -> None:
     panel.on_event(ev.MapArrived("run-1", 1, "t"))
     _draw(panel, model, index=1)
     assert len(_shown(panel)) == 1
-    assert "volume 1" in panel.map_label.text()
+    assert "volume 1" in panel.map_label.toolTip() and panel.map_label.text() == "peak 4.0"
 
 
 def test_a_new_run_clears_the_overlay(qtbot: Any) -> None:
