@@ -156,25 +156,31 @@ class SlicesPanel(Panel):
         self.volume_label = QtWidgets.QLabel("no volume yet")
         self.convention_label = caption("")
 
-        # one row under the views (the views get the height): cursor readout, contrast, ROI, volume, convention
+        # two short rows under the views (the views get the height; one row clipped the readout on small
+        # screens): the controls, then the cursor readout with the volume and the left/right convention
         self.cursor_label.setMinimumWidth(120)
-        self.contrast.setMaximumWidth(220)
+        self.contrast.setMaximumWidth(180)
         self.threshold.setMaximumWidth(140)
         controls = QtWidgets.QHBoxLayout()
-        controls.addWidget(self.cursor_label, 1)
         controls.addWidget(caption("contrast"))
         controls.addWidget(self.contrast)
         controls.addWidget(self.show_roi)
+        controls.addSpacing(8)
         controls.addWidget(self.show_map)
         controls.addWidget(self.threshold)
         controls.addWidget(self.threshold_label)
         controls.addWidget(self.map_label)
-        controls.addWidget(self.volume_label)
-        controls.addWidget(self.convention_label)
+        controls.addStretch(1)
+        readout = QtWidgets.QHBoxLayout()
+        readout.addWidget(self.cursor_label, 1)
+        readout.addWidget(self.volume_label)
+        readout.addWidget(self.convention_label)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(2)
         layout.addWidget(self.graphics, 1)
         layout.addLayout(controls)
+        layout.addLayout(readout)
         self._update_convention_label()
 
     # --- orientation ----------------------------------------------------------------------
