@@ -1,11 +1,22 @@
-"""The worker's outbox keeps only the newest unacknowledged map of each name, and the events stay in order."""
+"""Maps as worker events: the outbox keeps only the newest unacknowledged map of each name, the events stay in
+order, and over a dropped link (real sockets) feedback is whole and the newest map arrives."""
 
 from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from rtcontrol.link.codec import decode_message, encode_map, split_blob
+from rtcontrol.link.events import FeedbackEvent, MapEvent, Problem, route
+from rtcontrol.worker.client import WorkerClient
+from rtcontrol.worker.embedded import local_worker
 from rtcontrol.worker.server import Session
+from tests.support.proxy import CuttableProxy
+from tests.support.wait import wait_until
+from tests.support.worker import make_volume, write_project
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
@@ -46,3 +57,62 @@ def test_a_map_too_large_or_of_another_run_is_dropped_with_a_log_line() -> None:
     assert [e["event"] for e in events] == ["log", "log"], events
     assert "map 't' is" in events[0]["message"] and "over the 600-byte limit" in events[0]["message"]
     assert "names run 'other', not 'run-1'" in events[1]["message"]
+
+
+def _processed(runs: Path) -> int:
+    """Volumes the worker has processed (its feedback.jsonl, written once each result is on its way)."""
+    return sum(len(f.read_text().splitlines()) for f in runs.glob("*/feedback.jsonl"))
+
+
+MAPPING = """
+    import time
+    import numpy as np
+    class Mapping(Project):
+        def process(self, volume, ctx):
+            time.sleep(0.02)
+            return Result(feedback=volume.index / 100.0, maps={"t": np.full(volume.data.shape, volume.index / 4.0)})
+"""
+
+
+async def test_maps_across_a_dropped_link_only_the_newest_waits_and_feedback_is_whole(tmp_path: Path) -> None:
+    """Real worker and run process over TLS through a proxy that cuts the link for a while: every feedback
+    arrives once in order, the maps arrive in order with the values their volumes gave, and of the maps made
+    while the console was away only the newest is delivered."""
+    write_project(tmp_path / "projects", "mapping", MAPPING)
+    feedback: list[FeedbackEvent] = []
+    maps: list[MapEvent] = []
+    problems: list[str] = []
+    n = 30
+    async with local_worker(projects=[tmp_path / "projects"], in_process=True, data_dir=tmp_path / "runs") as w:
+        proxy = CuttableProxy(urlsplit(w.url).port)
+        port = await proxy.start()
+        client = WorkerClient(
+            f"wss://127.0.0.1:{port}", w.token, expected_fingerprint=w.fingerprint, backoff=(0.05, 0.4),
+            on_event=route({FeedbackEvent: feedback.append, MapEvent: maps.append,
+                            Problem: lambda e: problems.append(e.message)}),
+        )
+        await client.connect()
+        try:
+            await client.start_run("mapping", {}, run="maps", tr=0.03)
+            for i in range(n):
+                if i == 10:
+                    proxy.muted = True  # volumes 10..19 reach the worker; their acks, feedback and maps are lost
+                if i == 20:
+                    await wait_until(lambda: _processed(tmp_path / "runs") >= 20, 30, "the worker processed 10..19")
+                    proxy.cut()  # drop; the client reconnects at once and the worker resends what was not acknowledged
+                await client.send_volume(make_volume(i, run="maps"))
+                await asyncio.sleep(0.03)
+            await wait_until(lambda: len(feedback) >= n and maps and maps[-1].index == n - 1, 30, "all feedback")
+            await client.stop_run()
+        finally:
+            await client.close()
+            await proxy.close()
+    assert not problems, problems
+    assert [e.index for e in feedback] == list(range(n))
+    indices = [m.index for m in maps]
+    assert indices == sorted(set(indices)) and indices[-1] == n - 1
+    for m in maps:
+        assert m.run == "maps" and m.name == "t" and m.data.shape == (16, 16, 8) and m.data.dtype == np.float16
+        assert np.all(m.data == np.float16(m.index / 4.0)) and m.peak == m.index / 4.0
+        np.testing.assert_array_equal(m.affine, np.diag([3.0, 3.0, 4.0, 1.0]))  # the volume's grid
+    assert 19 in indices and not set(range(10, 19)) & set(indices), "only the newest map made while away is sent"
