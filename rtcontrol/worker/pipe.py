@@ -23,6 +23,8 @@ from typing import Any, BinaryIO
 
 HEAD = struct.Struct("<cI")
 JSON, VOLUME, MAP = b"J", b"V", b"M"
+#: Statistical maps a project may return with one volume (the rest are left out, said once).
+MAX_MAPS = 4
 
 
 def pack_json(obj: dict[str, Any]) -> bytes:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rtcontrol.errors import RtcontrolError
-from rtcontrol.worker.pipe import JSON, MAP, SharedFrame, pack_json, read_frame, volume_head
+from rtcontrol.worker.pipe import JSON, MAP, MAX_MAPS, SharedFrame, pack_json, read_frame, volume_head
 from rtcontrol.worker.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class RunProcess:
             if frame is None:
                 break
             kind, body = frame
-            if kind == MAP and isinstance(body, bytes) and len(self._maps) < 16:
+            if kind == MAP and isinstance(body, bytes) and len(self._maps) < MAX_MAPS:
                 self._maps.append(body)
                 continue
             if kind != JSON or not isinstance(body, dict):

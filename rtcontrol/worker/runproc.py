@@ -31,11 +31,8 @@ from rtcontrol.link.codec import FrameError, decode_volume, encode_map
 from rtcontrol.project import Project, Result, RunContext, resolve_settings
 from rtcontrol.scanner.volume import Volume
 from rtcontrol.worker.parallel import DaskParallel
-from rtcontrol.worker.pipe import JSON, MAP, VOLUME, SharedFrame, SyncChannel
+from rtcontrol.worker.pipe import JSON, MAP, MAX_MAPS, VOLUME, SharedFrame, SyncChannel
 from rtcontrol.worker.projects import describe_folder, load_project_class
-
-#: Statistical maps a project may return with one volume (the rest are dropped, said once).
-MAX_MAPS = 4
 
 
 class _PipeLogHandler(logging.Handler):

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from rtcontrol.link.codec import decode_message, encode_map, split_blob
-from rtcontrol.link.events import FeedbackEvent, MapEvent, Problem, route
+from rtcontrol.link.events import FeedbackEvent, LogLine, MapEvent, Problem, route
 from rtcontrol.worker.client import WorkerClient
 from rtcontrol.worker.embedded import local_worker
 from rtcontrol.worker.server import Session
@@ -116,3 +116,35 @@ async def test_maps_across_a_dropped_link_only_the_newest_waits_and_feedback_is_
         assert np.all(m.data == np.float16(m.index / 4.0)) and m.peak == m.index / 4.0
         np.testing.assert_array_equal(m.affine, np.diag([3.0, 3.0, 4.0, 1.0]))  # the volume's grid
     assert 19 in indices and not set(range(10, 19)) & set(indices), "only the newest map made while away is sent"
+
+
+BAD_MAPS = """
+    import numpy as np
+    class BadMaps(Project):
+        def process(self, volume, ctx):
+            good = np.full(volume.data.shape, 2.0)
+            return Result(feedback=0.5, maps={"flat": np.zeros((4, 4)), "t": good, "a": good, "b": good, "c": good})
+"""
+
+
+async def test_a_map_that_cannot_be_sent_is_said_once_and_the_rest_goes(tmp_path: Path) -> None:
+    write_project(tmp_path / "projects", "bad_maps", BAD_MAPS)
+    feedback: list[FeedbackEvent] = []
+    maps: list[MapEvent] = []
+    logs: list[str] = []
+    async with local_worker(projects=[tmp_path / "projects"], in_process=True, data_dir=tmp_path / "runs") as w:
+        client = WorkerClient(w.url, w.token, expected_fingerprint=w.fingerprint,
+                              on_event=route({FeedbackEvent: feedback.append, MapEvent: maps.append,
+                                              LogLine: lambda e: logs.append(e.message)}))
+        async with client:
+            await client.start_run("bad_maps", {}, run="bad", tr=0.05)
+            for i in range(3):
+                await client.send_volume(make_volume(i, run="bad"))
+            await wait_until(lambda: len(feedback) >= 3, 30, "feedback")
+            await client.stop_run()
+    assert [e.feedback for e in feedback] == [0.5, 0.5, 0.5]
+    assert [(m.index, m.name) for m in maps] == [(i, n) for i in range(3) for n in ("t", "a", "b")]
+    said = [line for line in logs if "statistical map" in line]
+    assert len(said) == 2, said  # the bad one and the fifth, once each
+    assert "map 'flat' of volume 0: must be a 3-D array" in said[0] and "(said once)" in said[0]
+    assert "only 4 maps per volume are sent; c left out" in said[1]
