@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from rtcontrol.scanner.volume import STAGES, Timeline, Volume
 
@@ -62,15 +61,28 @@ class StatMap:
     affine: np.ndarray
     peak: float  # largest |value|
 
-    def on_grid(self, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-        """The map on another voxel grid (the live views' volume): itself when the grids agree, else
-        resampled by nearest neighbour (a project whose maps are on an earlier run's reference image)."""
-        shape = tuple(int(n) for n in shape[:3])
-        if self.data.shape == shape and np.allclose(self.affine, affine, atol=1e-4):
-            return self.data
+    def same_grid(self, shape: tuple[int, ...], affine: np.ndarray) -> bool:
+        """Whether the map lies on this voxel grid (then its voxels are the volume's)."""
+        return self.data.shape == tuple(shape[:3]) and np.allclose(self.affine, affine, atol=1e-4)
+
+    def sample(self, ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """The map's values (nearest voxel; 0 outside it) at voxel coordinates ``ijk`` (3, ...) of the grid
+        ``affine``: a project whose maps are on another grid (an earlier run's reference image) is drawn on
+        the live views' volume by sampling only the voxels drawn."""
         pull = np.linalg.solve(self.affine, np.asarray(affine, dtype=np.float64))  # view voxel -> map voxel
-        return ndimage.affine_transform(self.data.astype(np.float32), pull[:3, :3], pull[:3, 3], output_shape=shape,
-                                        order=0, mode="constant", cval=0.0)
+        ijk = np.asarray(ijk, dtype=np.float64)
+        lead = (3,) + (1,) * (ijk.ndim - 1)
+        src = np.rint(np.tensordot(pull[:3, :3], ijk, axes=1) + pull[:3, 3].reshape(lead)).astype(np.intp)
+        inside = np.all((src >= 0) & (src < np.asarray(self.data.shape).reshape(lead)), axis=0)
+        out = np.zeros(ijk.shape[1:], np.float32)
+        out[inside] = self.data[tuple(s[inside] for s in src)]
+        return out
+
+    def on_grid(self, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+        """The whole map on another voxel grid: itself when the grids agree, else sampled by nearest neighbour."""
+        if self.same_grid(shape, affine):
+            return self.data
+        return self.sample(np.indices(tuple(int(n) for n in shape[:3])), affine)
 
 
 class RunModel:

@@ -52,6 +52,22 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return m[1:-1, 1:-1] & ~inner
 
 
+def cut_voxels(o: Orientation, view: str, pos: tuple[int, int, int]) -> np.ndarray:
+    """Voxel indices (3, w, h) of the acquired grid under a view's cut through display index ``pos``: the
+    voxels :func:`rtcontrol.gui.orientation.cut` shows, in the same places."""
+    ax, ay, through = VIEW_AXES[view]
+    shape = o.display_shape
+    d = np.empty((3, shape[ax], shape[ay]), np.intp)
+    d[ax] = np.arange(shape[ax])[:, None]
+    d[ay] = np.arange(shape[ay])[None, :]
+    d[through] = pos[through]
+    ijk = np.empty_like(d)
+    for axis, (to, flip) in enumerate(o.ornt):
+        c = d[int(to)]
+        ijk[axis] = o.shape[axis] - 1 - c if flip < 0 else c
+    return ijk
+
+
 def _stat_lut() -> np.ndarray:
     """513 RGBA colours: 0..255 positive t from red to yellow, 256..511 negative t from blue to cyan, 512 none."""
     ramp = np.arange(256, dtype=np.ubyte)
@@ -99,7 +115,6 @@ class SlicesPanel(Panel):
         self.views: dict[str, pg.ViewBox] = {}
         self.images: dict[str, pg.ImageItem] = {}
         self.overlays: dict[str, pg.ImageItem] = {}
-        self._stat_grid: tuple[StatMap, tuple[object, ...], np.ndarray] | None = None  # (map, grid, map on it)
         self.lines: dict[str, tuple[pg.InfiniteLine, pg.InfiniteLine]] = {}
         self.captions: dict[str, pg.LabelItem] = {}
         self.edges: dict[str, dict[str, pg.TextItem]] = {}
@@ -277,7 +292,7 @@ class SlicesPanel(Panel):
         self.shape = None
         self._grid = None
         self._drawn = None
-        self._stat_grid = self._edges = None
+        self._edges = None
         for name in VIEWS:
             self.images[name].clear()
             self.overlays[name].clear()
@@ -333,11 +348,14 @@ class SlicesPanel(Panel):
         o, at = self.orientation, self.cut_index
         assert o is not None and at is not None
         edges = self._roi_edges(mask, grid)
-        tmap, threshold, vmax = None, self.threshold_value, 0.0
+        slices: dict[str, np.ndarray] = {}
+        threshold, vmax = self.threshold_value, 0.0
         if stat is not None:
-            if self._stat_grid is None or self._stat_grid[0] is not stat or self._stat_grid[1] != grid:
-                self._stat_grid = (stat, grid, stat.on_grid(o.shape, affine))  # on the volume's grid, once per map
-            tmap = o.display(self._stat_grid[2])
+            if stat.same_grid(o.shape, affine):
+                shown = o.display(stat.data)
+                slices = {name: cut(shown, name, at) for name in VIEWS}
+            else:  # sampled on the volume's grid: only the voxels drawn
+                slices = {name: stat.sample(cut_voxels(o, name, at), affine) for name in VIEWS}
             vmax = max(stat.peak, threshold + 1.0)
             self.map_label.setText(f"peak {stat.peak:.1f}")
             self.map_label.setToolTip(f"the {stat.name}-map of volume {stat.index}: its largest |{stat.name}| is "
@@ -345,7 +363,7 @@ class SlicesPanel(Panel):
         elif not self.model.maps:
             self.map_label.setText(NO_MAP)
         for name in VIEWS:
-            rgba = stat_rgba(cut(tmap, name, at), threshold, vmax) if tmap is not None else None
+            rgba = stat_rgba(slices[name], threshold, vmax) if slices else None
             if edges is not None:
                 edge = edges[name]
                 if rgba is None:
@@ -428,8 +446,11 @@ class SlicesPanel(Panel):
         mask = self.model.roi_mask
         if mask is not None and mask.shape == data.shape and mask[ijk]:
             roi = "  in ROI"
-        if self._stat_grid is not None and self._stat_grid[2].shape == data.shape and self.show_map.isChecked():
-            roi += f"  t {self._stat_grid[2][ijk]:.2f}"
+        stat = self.shown_map() if self.show_map.isChecked() else None
+        if stat is not None:
+            t = stat.data[ijk] if stat.same_grid(data.shape, volume.affine) else stat.sample(
+                np.reshape(ijk, (3, 1)), volume.affine)[0]
+            roi += f"  {stat.name} {float(t):.2f}"
         self.cursor_text = (
             f"voxel ({ijk[0]}, {ijk[1]}, {ijk[2]})  world ({world[0]:.1f}, {world[1]:.1f}, {world[2]:.1f}) mm"
             f"  value {data[ijk]:.1f}{roi}"

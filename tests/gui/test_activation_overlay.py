@@ -13,7 +13,8 @@ import pytest
 
 from rtcontrol.console import events as ev
 from rtcontrol.console.model import RunModel
-from rtcontrol.gui.slices_panel import MAP_ALPHA, ROI_RGBA, SlicesPanel
+from rtcontrol.gui.orientation import Orientation, cut
+from rtcontrol.gui.slices_panel import MAP_ALPHA, ROI_RGBA, SlicesPanel, cut_voxels
 from rtcontrol.scanner.synth import SynthSpec, synth_affine
 from rtcontrol.scanner.volume import Volume
 
@@ -190,3 +191,17 @@ def test_the_roi_outline_is_drawn_over_the_map(qtbot: Any) -> None:
     panel.show_roi.setChecked(False)
     panel.refresh()
     assert not np.all(panel.overlays["axial"].image == ROI_RGBA[1], axis=-1).any()
+
+
+@pytest.mark.parametrize("columns", [(0, 1, 2), (1, 2, 0), (2, 0, 1)], ids=["axial", "sagittal", "coronal"])
+def test_cut_voxels_are_the_voxels_each_view_shows(columns: tuple[int, int, int]) -> None:
+    """For grids whose voxel axes are permuted and flipped against R, A, S: the voxel under each drawn pixel."""
+    affine = np.eye(4)
+    affine[:3, :3] = AFFINE[:3, list(columns)]
+    o = Orientation.of(affine, SHAPE)
+    index = np.indices(SHAPE)
+    pos = (3, 5, 2)
+    for view in ("axial", "coronal", "sagittal"):
+        got = cut_voxels(o, view, pos)
+        for axis in range(3):
+            np.testing.assert_array_equal(got[axis], cut(o.display(index[axis]), view, pos), err_msg=view)
