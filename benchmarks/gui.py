@@ -1,9 +1,10 @@
 """GUI cost per volume with every plot on, and event-loop stalls during a live run.
 
-* ``gui_update``: for each 64x64x36 volume (with feedback, motion, FD, ROI mean and a full
-  timeline), the controller's events reach the window, every panel repaints and Qt paints the
-  frame (``processEvents``); the GUI thread's CPU time for all of it per volume (wall time
-  beside it). Offscreen platform, one core.
+* ``gui_update``: for each 64x64x36 volume (with feedback, motion, FD, ROI mean, a full
+  timeline and the project's t-map, decoded from its wire frame, drawn as the activation overlay),
+  the controller's events reach the window, every panel repaints and Qt paints the frame
+  (``processEvents``); the GUI thread's CPU time for all of it per volume (wall time beside it).
+  Offscreen platform, one core.
 * ``gui_loop_stall``: the demo run (embedded worker and subject agent over TLS, simulated
   scanner) at TR 0.5 s with the window open; a 10 ms asyncio timer records how late it fires.
   ``max_ms`` is the longest the loop was held (target: no stall over 50 ms).
@@ -68,6 +69,7 @@ def dispose(window: Any, app: Any) -> None:
 
 def gui_update(volumes: int) -> Figure:
     from rtcontrol.console import events as ev
+    from rtcontrol.link.codec import encode_map, map_from_parts, split_blob
     from rtcontrol.scanner.volume import Timeline, Volume
 
     app = _app()
@@ -83,6 +85,12 @@ def gui_update(volumes: int) -> Figure:
         window.show()
         app.processEvents()
         c.events.publish(ev.StateChanged(ev.RUNNING, "bench"))
+        # t-maps as the worker sends them: noise with an active blob over the ROI, a few different ones
+        t_maps = []
+        for n in range(4):
+            t = rng.normal(0.0, 1.0, SHAPE).astype(np.float32)
+            t[28:36, 28:36, 16:20] += 6.0 + n
+            t_maps.append(encode_map("bench", 0, "t", t, affine))
         times: list[float] = []
         cpu_times: list[float] = []
         for i in range(volumes):
@@ -104,6 +112,8 @@ def gui_update(volumes: int) -> Figure:
             d = Timeline({"subject_delivered": t + 0.008})
             c.model.add_delivery(i, d)
             c.events.publish(ev.Delivered("bench", i, d))
+            t_map, map_affine, peak = map_from_parts(*split_blob(t_maps[i % len(t_maps)]))  # as the worker link
+            c.handle_map("bench", i, "t", t_map, map_affine, peak)
             window.refresh()  # every panel repaints its data
             app.processEvents()  # Qt paints the frame
             cpu_times.append(time.thread_time() - cpu)

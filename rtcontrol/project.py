@@ -31,11 +31,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+import numpy as np
+
 from rtcontrol.errors import RtcontrolError
 from rtcontrol.scanner.volume import Volume
 
 __all__ = [
-    "Block", "Design", "Project", "ProjectError", "Result", "RunContext", "Setting", "Volume", "load_project_class",
+    "T_MAP", "Block", "Design", "Project", "ProjectError", "Result", "RunContext", "Setting", "Volume",
+    "load_project_class",
     "resolve_settings", "run_offline",
 ]
 
@@ -109,11 +112,18 @@ class Result:
     """What :meth:`Project.process` returns for one volume.
 
     ``feedback`` goes to the subject agent (a number, usually 0..1, or a small JSON object);
-    ``metrics`` are plotted by the console (name -> number, e.g. ``roi_mean``, ``fd``).
+    ``metrics`` are plotted by the console (name -> number, e.g. ``roi_mean``, ``fd``);
+    ``maps`` are statistical images drawn over the console's live views (name -> 3-D array; the map
+    named :data:`T_MAP`, the t-map of the project's contrast, is the activation overlay). They are on the
+    volume's grid unless ``map_affine`` (voxel -> RAS+ mm) gives theirs, e.g. the motion reference's.
+    Maps travel as float16 (values beyond +-65504 are clipped, NaN is sent as 0); return one only when it
+    changed (every volume for an incremental GLM).
     """
 
     feedback: float | dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    map_affine: np.ndarray | None = None
 
     @classmethod
     def of(cls, value: Result | float | int | dict[str, Any] | None) -> Result:
@@ -355,6 +365,8 @@ MAX_BLOCKS = 100_000
 
 #: The metric name a project reports the current volume's condition under (its :meth:`Design.code_at`).
 CONDITION_METRIC = "condition"
+#: The :attr:`Result.maps` name of the t-map the console draws as its activation overlay.
+T_MAP = "t"
 
 
 class ProjectError(RtcontrolError):

@@ -11,6 +11,10 @@ The ROI is a box in world millimetres (RAS+, as in the console's viewer), a box 
 indices of the run's grid, or a NIfTI mask in any space (resampled once to the run's grid).
 Plugin steps named in ``post_steps`` run after the percent change is computed and may change
 ``values["psc"]`` (e.g. ``kalman`` from ``plugins/kalman_filter.py`` to smooth the feedback).
+
+With blocks given, a voxelwise incremental GLM of the same model (``GlmStep``) also returns the t-map of
+the block contrast with every volume, which the console draws over its live views; it reads the data the
+ROI mean reads and changes nothing on the feedback path.
 """
 
 from __future__ import annotations
@@ -21,8 +25,17 @@ import numpy as np
 
 from rtcontrol.analysis.drift import DriftBasis
 from rtcontrol.analysis.roi import PercentSignalChange, RoiSpec
-from rtcontrol.analysis.steps import MotionStep, Pipeline, QualityStep, RoiMeanStep, SmoothStep, Step
-from rtcontrol.project import CONDITION_METRIC, Block, Design, Project, Result, RunContext, Setting
+from rtcontrol.analysis.steps import (
+    Frame,
+    GlmStep,
+    MotionStep,
+    Pipeline,
+    QualityStep,
+    RoiMeanStep,
+    SmoothStep,
+    Step,
+)
+from rtcontrol.project import CONDITION_METRIC, T_MAP, Block, Design, Project, Result, RunContext, Setting
 from rtcontrol.scanner.volume import Volume
 
 
@@ -105,6 +118,7 @@ class RoiFeedback(Project):
                 "newest value tracks the step), so the feedback decays through an on-block; set block_volumes "
                 "to the protocol's block length"
             )
+        self.glm = activation_glm(s)
         if self.psc.model.n_motion and not s["block_volumes"]:
             ctx.log(
                 "roi_feedback: motion regressors without a task model can absorb part of the activation; "
@@ -129,6 +143,7 @@ class RoiFeedback(Project):
             # a corrupt volume: no feedback from it and it stays out of the model; the run goes on
             ctx.log(f"roi_feedback: skipped, motion correction failed: {frame.values['motion_error']}")
             return Result(feedback=None, metrics=dict(frame.metrics))
+        maps = self.t_map(frame)
         roi_mean = frame.values["roi_mean"]
         motion = frame.values.get("motion") if self.psc.model.n_motion else None
         task = [_block(t, s["block_volumes"])] if s["block_volumes"] > 0 else None
@@ -139,14 +154,35 @@ class RoiFeedback(Project):
         psc = float(frame.values["psc"])
         metrics = dict(frame.metrics)
         metrics["psc"] = psc
-        if math.isnan(psc):
-            return Result(feedback=None, metrics=metrics)  # baseline still being collected
+        if math.isnan(psc):  # baseline still being collected
+            return Result(feedback=None, metrics=metrics, maps=maps, map_affine=frame.affine)
         level = float(np.clip((psc - s["psc_min"]) / (s["psc_max"] - s["psc_min"]), 0.0, 1.0))
         metrics["feedback"] = level
-        return Result(feedback=level, metrics=metrics)
+        return Result(feedback=level, metrics=metrics, maps=maps, map_affine=frame.affine)
+
+    def t_map(self, frame: Frame) -> dict[str, np.ndarray]:
+        """``Result.maps``: the block contrast's t-map on ``frame.affine``'s grid (the motion reference's);
+        empty without blocks and until the model has more volumes than regressors."""
+        if self.glm is None:
+            return {}
+        self.glm.process(frame)  # clean=False: frame.data, and so the ROI path, are unchanged
+        model = self.glm.model
+        if model is None or model.glm.n <= model.p:
+            return {}
+        return {T_MAP: frame.values["t_map"]}
 
     def end_run(self, ctx: RunContext) -> None:
         ctx.log("roi_feedback: run over")
+
+
+def activation_glm(s: dict) -> GlmStep | None:
+    """The voxelwise GLM of the feedback model (drift, motion, the block regressor) for the t-map; None
+    without blocks (there is no contrast to map)."""
+    if s["block_volumes"] <= 0:
+        return None
+    return GlmStep(drift=s["drift"], drift_order=s["drift_order"], highpass_s=s["highpass_s"],
+                   expected_volumes=s["expected_volumes"], motion_regressors=use_motion_regressors(s),
+                   block_volumes=s["block_volumes"], clean=False)
 
 
 def use_motion_regressors(s: dict) -> bool:

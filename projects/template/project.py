@@ -41,6 +41,8 @@ class TemplateProject(Project):
         reference = float(np.mean(base))
         percent = 100.0 * (mean - reference) / reference if reference else 0.0
         level = float(np.clip(0.5 + percent / (2.0 * ctx.settings["scale"]), 0.0, 1.0))
+        # A statistical map for the console's live views (a 3-D array on the volume's grid) goes in maps:
+        # Result(..., maps={"t": t_map}) is drawn as the activation overlay (see projects/README.md, GlmStep).
         return Result(feedback=level, metrics={"global_mean": mean, "percent_change": percent})
 
     def end_run(self, ctx: RunContext) -> None:

@@ -31,6 +31,7 @@ class IncrementalGLM:
         self.yty = np.zeros(self.v)
         self.n = 0
         self._beta: np.ndarray | None = None
+        self._lam = 0.0  # the ridge added to the diagonal in the last solve
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         """Add one volume: design row ``x`` (p,) and signals ``y`` (V,)."""
@@ -50,7 +51,8 @@ class IncrementalGLM:
             a = self.xtx.copy()
             diag = np.diag(a).copy()
             scale = diag.mean() if diag.mean() > 0 else 1.0
-            a[np.diag_indices(self.p)] += self.ridge * scale + 1e-12
+            self._lam = self.ridge * scale + 1e-12
+            a[np.diag_indices(self.p)] += self._lam
             # inverse of the small p x p matrix, then an einsum: no multi-threaded BLAS call whose
             # threads would fight other processes for the cores (one core per run)
             inv = linalg.cho_solve(linalg.cho_factor(a, check_finite=False), np.eye(self.p), check_finite=False)
@@ -58,9 +60,13 @@ class IncrementalGLM:
         return self._beta
 
     def residual_variance(self) -> np.ndarray:
-        """Per-signal residual variance ``RSS / (n - p)`` (inf while n <= p)."""
+        """Per-signal residual variance ``RSS / (n - p)`` (inf while n <= p).
+
+        ``RSS = y'y - 2 b'X'y + b'X'X b``, and since ``(X'X + lam I) b = X'y`` the last term is ``b'X'y - lam b'b``:
+        ``RSS = y'y - b'X'y - lam b'b``, exact and linear in p per signal (the quadratic form costs p^2 per signal).
+        """
         b = self.solve()
-        rss = self.yty - 2.0 * np.einsum("pv,pv->v", b, self.xty) + np.einsum("pv,pq,qv->v", b, self.xtx, b)
+        rss = self.yty - np.einsum("pv,pv->v", b, self.xty) - self._lam * np.einsum("pv,pv->v", b, b)
         dof = self.n - self.p
         return np.full(self.v, np.inf) if dof <= 0 else np.maximum(rss, 0.0) / dof
 

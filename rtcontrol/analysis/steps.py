@@ -235,11 +235,13 @@ class GlmStep(Step):
             raise ValueError("glm: motion_regressors needs the motion step before it in the pipeline")
         task = [float((t // c["block_volumes"]) % 2 == 1)] if self.model.n_task else None
         flat = frame.data.reshape(-1)
-        cleaned = self.model.update(t, flat[self._index], motion, task)
         if c["clean"]:
+            cleaned = self.model.update(t, flat[self._index], motion, task)
             out = frame.data.copy().reshape(-1)
             out[self._index] = cleaned
             frame.data = out.reshape(frame.data.shape)
+        else:  # only the t-map: no cleaned data to compute
+            self.model.glm.add(self.model.row(t, motion, task), flat[self._index])
         if self.model.n_task:
             contrast = np.zeros(self.model.p)
             contrast[-1] = 1.0

@@ -440,6 +440,11 @@ class ConsoleController:
         if self.subject is not None and value is not None:
             self._to_subject.put_nowait((self.model.run, index, value, timeline))
 
+    def handle_map(self, run: str, index: int, name: str, data: Any, affine: Any, peak: float | None = None) -> None:
+        """From the worker link: a statistical map (the project's t-map); the model keeps the newest per name."""
+        if run == self.model.run and self.model.add_map(name, index, data, affine, peak):
+            self.events.publish(ev.MapArrived(run, index, name))
+
     def handle_delivery(self, run: str, index: int, timeline: Timeline, late: bool = False,
                         onset_missed: bool = False, outcome: str = "", taken_by: tuple[str, ...] = ()) -> None:
         """From the subject link: the agent (and its consumers) got a feedback value.

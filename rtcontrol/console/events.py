@@ -133,6 +133,15 @@ class DesignKnown:
 
 
 @dataclass(frozen=True)
+class MapArrived:
+    """A statistical map of the run is in ``model.maps[name]`` (the t-map the live views overlay)."""
+
+    run: str
+    index: int
+    name: str
+
+
+@dataclass(frozen=True)
 class ProjectsListed:
     projects: list[dict[str, Any]]
 

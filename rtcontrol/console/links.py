@@ -24,6 +24,7 @@ from rtcontrol.link.events import (
     FeedbackEvent,
     LinkEvent,
     LogLine,
+    MapEvent,
     Problem,
     Response,
     RunChange,
@@ -196,6 +197,8 @@ class WorkerAdapter:
         match event:
             case FeedbackEvent():
                 self.c.handle_feedback(event.run, event.index, event.feedback, event.metrics, event.timeline)
+            case MapEvent():
+                self.c.handle_map(event.run, event.index, event.name, event.data, event.affine, event.peak)
             case LogLine():
                 self.c.handle_log(str(event.level).lower().replace("critical", "error"), str(event.message),
                                   "project")

@@ -8,6 +8,7 @@ voxels are kept (the recorder owns the full series on disk).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,41 @@ class Series:
         return self._data.nbytes
 
 
+@dataclass(frozen=True, eq=False)
+class StatMap:
+    """The newest statistical map of one name (e.g. the project's t-map), as the worker sent it (compared by
+    identity: each arrival is a new map)."""
+
+    name: str
+    index: int  # the volume it came with
+    data: np.ndarray  # on ``affine``'s grid; float16 as it came from the worker
+    affine: np.ndarray
+    peak: float  # largest |value|
+
+    def same_grid(self, shape: tuple[int, ...], affine: np.ndarray) -> bool:
+        """Whether the map lies on this voxel grid (then its voxels are the volume's)."""
+        return self.data.shape == tuple(shape[:3]) and np.allclose(self.affine, affine, atol=1e-4)
+
+    def sample(self, ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """The map's values (nearest voxel; 0 outside it) at voxel coordinates ``ijk`` (3, ...) of the grid
+        ``affine``: a project whose maps are on another grid (an earlier run's reference image) is drawn on
+        the live views' volume by sampling only the voxels drawn."""
+        pull = np.linalg.solve(self.affine, np.asarray(affine, dtype=np.float64))  # view voxel -> map voxel
+        ijk = np.asarray(ijk, dtype=np.float64)
+        lead = (3,) + (1,) * (ijk.ndim - 1)
+        src = np.rint(np.tensordot(pull[:3, :3], ijk, axes=1) + pull[:3, 3].reshape(lead)).astype(np.intp)
+        inside = np.all((src >= 0) & (src < np.asarray(self.data.shape).reshape(lead)), axis=0)
+        out = np.zeros(ijk.shape[1:], np.float32)
+        out[inside] = self.data[tuple(s[inside] for s in src)]
+        return out
+
+    def on_grid(self, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+        """The whole map on another voxel grid: itself when the grids agree, else sampled by nearest neighbour."""
+        if self.same_grid(shape, affine):
+            return self.data
+        return self.sample(np.indices(tuple(int(n) for n in shape[:3])), affine)
+
+
 class RunModel:
     """Timecourses, latencies and the newest volume of the current run."""
 
@@ -78,6 +114,7 @@ class RunModel:
         self.last_arrival: float | None = None
         self.last_feedback_value: Any = None
         self.last_index = -1
+        self.maps: dict[str, StatMap] = {}  # the newest statistical map of each name (the t-map overlay)
 
     # --- updates ------------------------------------------------------------------------
     def add_volume(self, volume: Volume, arrival: float) -> None:
@@ -105,6 +142,19 @@ class RunModel:
             else:
                 self.metrics.setdefault(name, Series()).set(index, float(v))
         self._stamp(index, timeline)
+
+    def add_map(self, name: str, index: int, data: np.ndarray, affine: np.ndarray, peak: float | None = None) -> bool:
+        """Keep the map if it is the newest of its name (a restarted worker's catch-up sends older ones
+        again: they are not shown over a newer one); returns whether it was kept. ``peak`` (its largest
+        |value|) comes with a map from the worker; else it is computed here."""
+        held = self.maps.get(name)
+        if held is not None and held.index > index:
+            return False
+        data = np.asarray(data)
+        if peak is None:
+            peak = float(np.abs(data, dtype=np.float32).max()) if data.size else 0.0
+        self.maps[name] = StatMap(name, int(index), data, np.asarray(affine, dtype=np.float64), peak)
+        return True
 
     def add_delivery(self, index: int, timeline: Timeline, outcome: str = "") -> None:
         """The subject side's stamps (an ack, then the consumers' report): counted once per volume.
@@ -182,6 +232,7 @@ class RunModel:
             total += self.latest.data.nbytes
         if self.latest_scaled is not None:
             total += self.latest_scaled.nbytes
+        total += sum(m.data.nbytes for m in self.maps.values())
         return total
 
 

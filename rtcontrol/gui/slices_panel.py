@@ -1,8 +1,11 @@
-"""Live views: three orthogonal slices of the newest volume, the ROI overlay, contrast and a voxel cursor.
+"""Live views: three orthogonal slices of the newest volume, the ROI and activation overlays, contrast and
+a voxel cursor.
 
 Every view is drawn in a standard orientation whatever the acquisition (:mod:`rtcontrol.gui.orientation`):
 axial with anterior up, coronal and sagittal with superior up, left/right by the console's convention
-(radiological by default), with the anatomical direction written on each edge.
+(radiological by default), with the anatomical direction written on each edge. The activation overlay is
+the project's newest t-map (``model.maps``), put on the volume's grid and shown where |t| reaches the
+threshold slider: hot colours for positive t, cold for negative, translucent over the anatomy.
 """
 
 from __future__ import annotations
@@ -15,21 +18,79 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from rtcontrol.console import events as ev
-from rtcontrol.console.model import RunModel
+from rtcontrol.console.model import RunModel, StatMap
 from rtcontrol.gui.orientation import VIEW_AXES, VIEWS, Orientation, cut, edge_labels, x_inverted
 from rtcontrol.gui.panel import Panel, caption
 
-ROI_RGBA = np.array([[0, 0, 0, 0], [255, 80, 60, 120]], dtype=np.ubyte)  # outside, inside the ROI
+#: The ROI is drawn as its outline (green: apart from the t-map's hot and cold colours, which show through).
+ROI_RGBA = np.array([[0, 0, 0, 0], [90, 230, 110, 235]], dtype=np.ubyte)  # elsewhere, on the ROI's edge
+#: Opacity of the activation overlay's voxels (0..255): the anatomy shows through.
+MAP_ALPHA = 190
+#: The map the activation overlay draws (``Result.maps`` name), and the threshold slider's steps of |t|.
+T_MAP = "t"
+THRESHOLD_STEP = 0.1
+NO_MAP = "no t-map yet"
 EDGE_COLOUR = "#f0b54a"
 #: Text anchor of each edge label: it sits just inside its edge of the image.
 ANCHORS = {"left": (0.0, 0.5), "right": (1.0, 0.5), "top": (0.5, 0.0), "bottom": (0.5, 1.0)}
 
 
 def levels_for(data: np.ndarray, upper_percentile: float) -> tuple[float, float]:
-    """Display range: from the 1st percentile to ``upper_percentile`` of a subsample (cheap)."""
+    """Display range: from the 1st percentile to ``upper_percentile`` of a subsample (cheap: one partition)."""
     sample = data.ravel()[:: max(1, data.size // 8000)]
-    lo, hi = np.percentile(sample, [1.0, upper_percentile])
-    return float(lo), float(hi if hi > lo else lo + 1.0)
+    n = sample.size - 1
+    lo_k, hi_k = round(0.01 * n), round(upper_percentile / 100.0 * n)
+    part = np.partition(sample, (lo_k, hi_k))
+    lo, hi = float(part[lo_k]), float(part[hi_k])
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The edge of a 2-D mask: its voxels with a 4-neighbour outside it (the slice's border counts as outside)."""
+    m = np.pad(mask.astype(bool), 1)
+    inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    return m[1:-1, 1:-1] & ~inner
+
+
+def cut_voxels(o: Orientation, view: str, pos: tuple[int, int, int]) -> np.ndarray:
+    """Voxel indices (3, w, h) of the acquired grid under a view's cut through display index ``pos``: the
+    voxels :func:`rtcontrol.gui.orientation.cut` shows, in the same places."""
+    ax, ay, through = VIEW_AXES[view]
+    shape = o.display_shape
+    d = np.empty((3, shape[ax], shape[ay]), np.intp)
+    d[ax] = np.arange(shape[ax])[:, None]
+    d[ay] = np.arange(shape[ay])[None, :]
+    d[through] = pos[through]
+    ijk = np.empty_like(d)
+    for axis, (to, flip) in enumerate(o.ornt):
+        c = d[int(to)]
+        ijk[axis] = o.shape[axis] - 1 - c if flip < 0 else c
+    return ijk
+
+
+def _stat_lut() -> np.ndarray:
+    """513 RGBA colours: 0..255 positive t from red to yellow, 256..511 negative t from blue to cyan, 512 none."""
+    ramp = np.arange(256, dtype=np.ubyte)
+    lut = np.zeros((513, 4), dtype=np.ubyte)
+    lut[:256, 0], lut[:256, 1] = 255, ramp
+    lut[256:512, 2], lut[256:512, 1] = 255, ramp
+    lut[:512, 3] = MAP_ALPHA
+    return lut
+
+
+STAT_LUT = _stat_lut()
+
+
+def stat_rgba(values: np.ndarray, threshold: float, vmax: float) -> np.ndarray:
+    """RGBA (..., 4) of a map's slice: transparent where |t| < ``threshold`` (or t is 0); positive t from red
+    at the threshold to yellow at ``vmax``, negative t from blue to cyan (:data:`STAT_LUT`)."""
+    values = np.asarray(values, dtype=np.float32)  # a slice of a float16 map: small
+    a = np.abs(values)
+    ramp = ((a - threshold) * (255.0 / max(vmax - threshold, 1e-6))).astype(np.intp)
+    np.clip(ramp, 0, 255, out=ramp)
+    ramp += (values < 0) * 256
+    ramp[(a < threshold) | (values == 0)] = 512
+    return STAT_LUT.take(ramp, axis=0)
 
 
 class SlicesPanel(Panel):
@@ -48,6 +109,7 @@ class SlicesPanel(Panel):
         self._scales: dict[str, tuple[float, float]] = {}
         self.cursor_text = ""
         self._drawn: tuple[object, ...] | None = None
+        self._edges: tuple[np.ndarray, tuple[object, ...], dict[str, np.ndarray]] | None = None  # ROI outline per view
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumHeight(150)
         self.views: dict[str, pg.ViewBox] = {}
@@ -62,7 +124,7 @@ class SlicesPanel(Panel):
             vb = self.graphics.addViewBox(row=1, col=col, lockAspect=True, enableMouse=False)
             vb.setMenuEnabled(False)
             img = pg.ImageItem()
-            overlay = pg.ImageItem()
+            overlay = pg.ImageItem()  # the t-map and the ROI's outline in one image: the map adds no draw
             vb.addItem(img)
             vb.addItem(overlay)
             h = pg.InfiniteLine(angle=0, pen=pg.mkPen("#6fa0d8", width=1, style=QtCore.Qt.PenStyle.DashLine))
@@ -90,25 +152,50 @@ class SlicesPanel(Panel):
         self.show_roi = QtWidgets.QCheckBox("ROI")
         self.show_roi.setChecked(True)
         self.show_roi.toggled.connect(self._mark)
+        # the activation overlay: on/off, and the |t| it starts at
+        self.show_map = QtWidgets.QCheckBox("t-map")
+        self.show_map.setChecked(True)
+        self.show_map.setToolTip("Show the project's t-map (its contrast, updated every volume) over the slices")
+        self.show_map.toggled.connect(self._mark_map)
+        self.threshold = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.threshold.setRange(0, 200)  # |t| x 10: 0 to 20
+        self.threshold.setValue(30)
+        self.threshold.setToolTip("Threshold: voxels with |t| at or above it are coloured")
+        self.threshold.valueChanged.connect(self._mark_map)
+        self.threshold_label = QtWidgets.QLabel()
+        self.threshold_label.setMinimumWidth(self.threshold_label.fontMetrics().horizontalAdvance("|t| ≥ 20.0 "))
+        self.map_label = caption(NO_MAP)
+        self._show_threshold()
         self.cursor_label = QtWidgets.QLabel("move the mouse over a slice; click to move the cut")
         self.cursor_label.setObjectName("caption")
         self.volume_label = QtWidgets.QLabel("no volume yet")
         self.convention_label = caption("")
 
-        # one row under the views (the views get the height): cursor readout, contrast, ROI, volume, convention
+        # two short rows under the views (the views get the height; one row clipped the readout on small
+        # screens): the controls, then the cursor readout with the volume and the left/right convention
         self.cursor_label.setMinimumWidth(120)
-        self.contrast.setMaximumWidth(220)
+        self.contrast.setMaximumWidth(180)
+        self.threshold.setMaximumWidth(140)
         controls = QtWidgets.QHBoxLayout()
-        controls.addWidget(self.cursor_label, 1)
         controls.addWidget(caption("contrast"))
         controls.addWidget(self.contrast)
         controls.addWidget(self.show_roi)
-        controls.addWidget(self.volume_label)
-        controls.addWidget(self.convention_label)
+        controls.addSpacing(8)
+        controls.addWidget(self.show_map)
+        controls.addWidget(self.threshold)
+        controls.addWidget(self.threshold_label)
+        controls.addWidget(self.map_label)
+        controls.addStretch(1)
+        readout = QtWidgets.QHBoxLayout()
+        readout.addWidget(self.cursor_label, 1)
+        readout.addWidget(self.volume_label)
+        readout.addWidget(self.convention_label)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(2)
         layout.addWidget(self.graphics, 1)
         layout.addLayout(controls)
+        layout.addLayout(readout)
         self._update_convention_label()
 
     # --- orientation ----------------------------------------------------------------------
@@ -170,8 +257,29 @@ class SlicesPanel(Panel):
         self._drawn = None
         self.dirty = True
 
+    def _mark_map(self, *_: Any) -> None:
+        self._show_threshold()
+        self.dirty = True  # the threshold and the toggle are part of the overlays' key
+
+    @property
+    def threshold_value(self) -> float:
+        """The overlay's threshold: voxels with |t| at or above it are coloured."""
+        return self.threshold.value() * THRESHOLD_STEP
+
+    def set_threshold(self, value: float) -> None:
+        self.threshold.setValue(round(value / THRESHOLD_STEP))
+
+    def _show_threshold(self) -> None:
+        self.threshold_label.setText(f"|t| ≥ {self.threshold_value:.1f}")
+        self.threshold.setEnabled(self.show_map.isChecked())
+
+    def shown_map(self) -> StatMap | None:
+        """The map the overlay draws: the project's t-map, else its first map."""
+        maps = self.model.maps
+        return maps.get(T_MAP) or next(iter(maps.values()), None)
+
     def on_event(self, event: Any) -> None:
-        if isinstance(event, ev.VolumeArrived):
+        if isinstance(event, (ev.VolumeArrived, ev.MapArrived)):
             self.dirty = True
         elif isinstance(event, ev.RoiPlaced):
             self.centre_on_roi()
@@ -184,10 +292,13 @@ class SlicesPanel(Panel):
         self.shape = None
         self._grid = None
         self._drawn = None
+        self._edges = None
         for name in VIEWS:
             self.images[name].clear()
             self.overlays[name].clear()
             self.overlays[name].setVisible(False)
+        self.map_label.setText(NO_MAP)
+        self.map_label.setToolTip("")
         self._place_edges()
         self.volume_label.setText("waiting for the first volume")
         self.cursor_text = ""
@@ -217,16 +328,12 @@ class SlicesPanel(Panel):
             mask = None
         for name in VIEWS:
             self.images[name].setImage(cut(display, name, self.cut_index), levels=levels, autoLevels=False)
-        # the overlay and the cut lines change only with the cut or the ROI, not with every volume
-        key = (self.cut_index, id(mask), grid)
+        # the overlays and the cut lines change with the cut, the ROI, the t-map or the threshold, not with every volume
+        stat = self.shown_map() if self.show_map.isChecked() else None
+        key = (self.cut_index, id(mask), grid, stat, self.threshold_value)  # a map by identity: each is new
         if key != self._drawn:
             self._drawn = key
-            shown = o.display(mask) if mask is not None else None
-            for name in VIEWS:
-                if shown is not None:
-                    rgba = ROI_RGBA[cut(shown, name, self.cut_index).astype(np.intp)]  # (w, h, 4): no colour table
-                    self.overlays[name].setImage(rgba, autoLevels=False, levels=None)
-                self.overlays[name].setVisible(shown is not None)
+            self._draw_overlays(mask, stat, volume.affine, grid)
             self._place_lines()
         if fit:
             self._place_edges()
@@ -234,6 +341,49 @@ class SlicesPanel(Panel):
                 vb.autoRange(padding=0.02)
         i, j, k = data.shape
         self.volume_label.setText(f"volume {volume.index}  {i}×{j}×{k}")
+
+    def _draw_overlays(self, mask: np.ndarray | None, stat: StatMap | None, affine: np.ndarray,
+                       grid: tuple[object, ...]) -> None:
+        """The t-map (where |t| reaches the threshold) with the ROI's outline on top, one RGBA image per view."""
+        o, at = self.orientation, self.cut_index
+        assert o is not None and at is not None
+        edges = self._roi_edges(mask, grid)
+        slices: dict[str, np.ndarray] = {}
+        threshold, vmax = self.threshold_value, 0.0
+        if stat is not None:
+            if stat.same_grid(o.shape, affine):
+                shown = o.display(stat.data)
+                slices = {name: cut(shown, name, at) for name in VIEWS}
+            else:  # sampled on the volume's grid: only the voxels drawn
+                slices = {name: stat.sample(cut_voxels(o, name, at), affine) for name in VIEWS}
+            vmax = max(stat.peak, threshold + 1.0)
+            self.map_label.setText(f"peak {stat.peak:.1f}")
+            self.map_label.setToolTip(f"the {stat.name}-map of volume {stat.index}: its largest |{stat.name}| is "
+                                      f"{stat.peak:.2f}")
+        elif not self.model.maps:
+            self.map_label.setText(NO_MAP)
+        for name in VIEWS:
+            rgba = stat_rgba(slices[name], threshold, vmax) if slices else None
+            if edges is not None:
+                edge = edges[name]
+                if rgba is None:
+                    rgba = ROI_RGBA[edge.astype(np.intp)]  # (w, h, 4): no colour table
+                else:
+                    rgba[edge] = ROI_RGBA[1]
+            if rgba is not None:
+                self.overlays[name].setImage(rgba, autoLevels=False, levels=None)
+            self.overlays[name].setVisible(rgba is not None)
+
+    def _roi_edges(self, mask: np.ndarray | None, grid: tuple[object, ...]) -> dict[str, np.ndarray] | None:
+        """The ROI's outline in each view's cut (kept while the cut and the ROI stay: maps change more often)."""
+        if mask is None:
+            return None
+        key = (self.cut_index, grid)
+        if self._edges is None or self._edges[0] is not mask or self._edges[1] != key:
+            assert self.orientation is not None and self.cut_index is not None
+            shown = self.orientation.display(mask)
+            self._edges = (mask, key, {name: outline(cut(shown, name, self.cut_index)) for name in VIEWS})
+        return self._edges[2]
 
     def _set_aspect(self, zooms: tuple[float, float, float]) -> None:
         for name in VIEWS:
@@ -296,6 +446,11 @@ class SlicesPanel(Panel):
         mask = self.model.roi_mask
         if mask is not None and mask.shape == data.shape and mask[ijk]:
             roi = "  in ROI"
+        stat = self.shown_map() if self.show_map.isChecked() else None
+        if stat is not None:
+            t = stat.data[ijk] if stat.same_grid(data.shape, volume.affine) else stat.sample(
+                np.reshape(ijk, (3, 1)), volume.affine)[0]
+            roi += f"  {stat.name} {float(t):.2f}"
         self.cursor_text = (
             f"voxel ({ijk[0]}, {ijk[1]}, {ijk[2]})  world ({world[0]:.1f}, {world[1]:.1f}, {world[2]:.1f}) mm"
             f"  value {data[ijk]:.1f}{roi}"

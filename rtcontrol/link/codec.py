@@ -295,3 +295,70 @@ def volume_from_parts(header: dict[str, Any], payload: memoryview | bytes, *, co
         )
     except (TypeError, ValueError) as exc:
         raise FrameError(f"{where}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- statistical maps
+
+#: Element types a statistical map may carry on the wire (float16 is what the worker sends).
+MAP_DTYPES: frozenset[str] = frozenset({"<f2", "<f4"})
+MAX_MAP_NAME = 64
+_F16_MAX = float(np.finfo(np.float16).max)
+
+
+def encode_map(run: str, index: int, name: str, data: Any, affine: Any) -> bytes:
+    """A statistical map (a project's t-map) as one binary frame of kind ``map``: float16, C order.
+
+    Raises :class:`FrameError` saying what is wrong with a map that cannot be sent (not 3-D, not numbers,
+    no valid affine, a bad name). NaN becomes 0 and values beyond float16's range are clipped.
+    """
+    where = f"map {name!r} of volume {index}"
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_MAP_NAME:
+        raise FrameError(f"{where}: the name must be a string of 1 to {MAX_MAP_NAME} characters")
+    arr = np.asarray(data)
+    if arr.dtype.kind not in "biuf":
+        raise FrameError(f"{where}: must hold real numbers, not {arr.dtype}")
+    if arr.ndim != 3 or not all(0 < n <= MAX_DIM for n in arr.shape):
+        raise FrameError(f"{where}: must be a 3-D array of up to {MAX_DIM} per axis, got shape {arr.shape}")
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)) or abs(np.linalg.det(a[:3, :3])) < 1e-12:
+        raise FrameError(f"{where}: its affine must be an invertible finite 4x4 matrix")
+    values = np.clip(np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=_F16_MAX, neginf=-_F16_MAX),
+                     -_F16_MAX, _F16_MAX)
+    half = np.ascontiguousarray(values, dtype="<f2")
+    peak = max(float(values.max()), -float(values.min()), 0.0)  # here, not on the console: float16 is slow to scan
+    header = {"kind": "map", "run": str(run), "index": int(index), "name": name,
+              "shape": [int(n) for n in half.shape], "dtype": "<f2", "affine": a.tolist(), "peak": peak}
+    return encode_blob(header, half.data.cast("B"))
+
+
+def map_from_parts(header: dict[str, Any], payload: memoryview | bytes) -> tuple[np.ndarray, np.ndarray, float]:
+    """Check a map frame's header against its payload: ``(data, affine, peak)`` with ``data`` a read-only view
+    (float16 as sent: the console converts only the slices it draws) and ``peak`` its largest |value|; raises
+    :class:`FrameError`."""
+    where = f"map {header.get('name')!r} of {header.get('run')!r}#{header.get('index')!r}"
+    if header.get("kind") != "map":
+        raise FrameError(f"expected a map frame, got kind {header.get('kind')!r}")
+    name, run, index = header.get("name"), header.get("run"), header.get("index")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_MAP_NAME or not isinstance(run, str) \
+            or not isinstance(index, int) or isinstance(index, bool):
+        raise FrameError(f"{where}: run and name must be strings (name up to {MAX_MAP_NAME}) and index an integer")
+    dtype, shape = header.get("dtype"), header.get("shape")
+    if dtype not in MAP_DTYPES:
+        raise FrameError(f"{where}: dtype {dtype!r} is not one of {sorted(MAP_DTYPES)}")
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_DIM for s in shape)):
+        raise FrameError(f"{where}: shape must be three positive integers up to {MAX_DIM}, got {shape!r}")
+    expected = math.prod(shape) * np.dtype(dtype).itemsize
+    if memoryview(payload).nbytes != expected:
+        raise FrameError(f"{where}: {memoryview(payload).nbytes} data bytes but shape {shape} of {dtype} "
+                         f"needs {expected}")
+    try:
+        affine = np.asarray(header.get("affine"), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FrameError(f"{where}: affine is not a 4x4 matrix of numbers") from None
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise FrameError(f"{where}: affine must be a finite 4x4 matrix")
+    peak = header.get("peak")
+    if not isinstance(peak, (int, float)) or isinstance(peak, bool) or not math.isfinite(peak) or peak < 0:
+        raise FrameError(f"{where}: peak must be a finite number >= 0, got {peak!r}")
+    return np.frombuffer(payload, dtype=np.dtype(dtype)).reshape(shape), affine, float(peak)

@@ -1,7 +1,7 @@
 """What a console link tells its owner: one callback, ``on_event(event)``, with one of these events.
 
 The worker link (:class:`rtcontrol.worker.client.WorkerClient`) sends :class:`StateChanged`,
-:class:`Problem`, :class:`FeedbackEvent`, :class:`LogLine`, :class:`SubjectMessage` and
+:class:`Problem`, :class:`FeedbackEvent`, :class:`MapEvent`, :class:`LogLine`, :class:`SubjectMessage` and
 :class:`RunChanged`; the subject link (:class:`rtcontrol.subject.link.SubjectClient`) sends
 :class:`StateChanged`, :class:`Problem`, :class:`Delivery` and :class:`Response`. Owners match on the
 type (``match event: case Delivery(): ...``) and ignore what they do not need.
@@ -13,6 +13,8 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from rtcontrol.link.delivery import LinkState
 from rtcontrol.scanner.volume import Timeline
@@ -61,6 +63,19 @@ class FeedbackEvent:
 
 
 @dataclass(frozen=True)
+class MapEvent:
+    """A statistical map the project returned with volume ``index`` (``data`` on ``affine``'s grid, float16 as
+    sent; ``peak`` its largest |value|)."""
+
+    run: str
+    index: int
+    name: str
+    data: np.ndarray
+    affine: np.ndarray
+    peak: float
+
+
+@dataclass(frozen=True)
 class LogLine:
     """A line of the project's log on the worker."""
 
@@ -100,7 +115,8 @@ class Response:
     response: dict[str, Any]
 
 
-LinkEvent = StateChanged | Problem | FeedbackEvent | LogLine | SubjectMessage | RunChanged | Delivery | Response
+LinkEvent = (StateChanged | Problem | FeedbackEvent | MapEvent | LogLine | SubjectMessage | RunChanged | Delivery
+             | Response)
 
 
 def route(handlers: Mapping[type, Callable[[Any], Any]]) -> Callable[[LinkEvent], Any]:

@@ -38,12 +38,13 @@ import websockets
 from rtcontrol.errors import RtcontrolError
 from rtcontrol.link import transport
 from rtcontrol.link.clock import ClockSync
-from rtcontrol.link.codec import FrameError, decode_message, encode_message, encode_volume
+from rtcontrol.link.codec import FrameError, decode_message, encode_message, encode_volume, map_from_parts, split_blob
 from rtcontrol.link.delivery import LinkState, Outbox, Redial, Wait
 from rtcontrol.link.events import (
     FeedbackEvent,
     LinkEvent,
     LogLine,
+    MapEvent,
     Problem,
     RunChange,
     RunChanged,
@@ -489,6 +490,9 @@ class WorkerClient:
 
     async def _read(self, conn: websockets.ClientConnection) -> None:
         async for raw in conn:
+            if isinstance(raw, (bytes, bytearray)):  # a statistical map: an event with a binary payload
+                await self._on_map(conn, raw)
+                continue
             try:
                 msg = decode_message(raw)
             except FrameError as exc:
@@ -527,6 +531,29 @@ class WorkerClient:
         if seq == self._last_event + 1:
             self._last_event = seq
             self._deliver(msg)
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await conn.send(encode_message("event_ack", upto=self._last_event))
+
+    async def _on_map(self, conn: websockets.ClientConnection, frame: bytes | bytearray) -> None:
+        """A map event: checked, then delivered in its place among the events (a bad one is reported and
+        acknowledged, so the events after it are not held up)."""
+        try:
+            header, payload = split_blob(frame)
+            seq = header.get("seq")
+            if not isinstance(seq, int) or isinstance(seq, bool):
+                raise FrameError("a map frame from the worker has no event seq")
+            event: MapEvent | Problem
+            try:
+                data, affine, peak = map_from_parts(header, payload)
+                event = MapEvent(header["run"], header["index"], header["name"], data, affine, peak)
+            except FrameError as exc:
+                event = Problem(f"worker link: {exc}")
+        except FrameError as exc:
+            self._emit(Problem(f"worker link: {exc}"))
+            return
+        if seq == self._last_event + 1:
+            self._last_event = seq
+            self._emit(event)
         with contextlib.suppress(websockets.ConnectionClosed):
             await conn.send(encode_message("event_ack", upto=self._last_event))
 

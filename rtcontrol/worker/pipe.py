@@ -2,7 +2,8 @@
 
 Each frame is ``kind (1 byte) | length (4 bytes, little-endian) | payload``; kind ``J`` is a
 UTF-8 JSON object, kind ``V`` a volume frame exactly as it came off the wire
-(:mod:`rtcontrol.link.codec`), so a volume crosses the process boundary without re-encoding.
+(:mod:`rtcontrol.link.codec`), so a volume crosses the process boundary without re-encoding; kind ``M``
+(run -> worker) a statistical map frame as the console will get it (:func:`rtcontrol.link.codec.encode_map`).
 
 On Linux a volume goes through :class:`SharedFrame` instead (an anonymous ``memfd`` mapped by
 both processes; the pipe carries only ``{"k": "shm_volume", "n": bytes}``): writing 1.2 MB into
@@ -21,7 +22,9 @@ import struct
 from typing import Any, BinaryIO
 
 HEAD = struct.Struct("<cI")
-JSON, VOLUME = b"J", b"V"
+JSON, VOLUME, MAP = b"J", b"V", b"M"
+#: Statistical maps a project may return with one volume (the rest are left out, said once).
+MAX_MAPS = 4
 
 
 def pack_json(obj: dict[str, Any]) -> bytes:
@@ -42,6 +45,11 @@ class SyncChannel:
     def send(self, obj: dict[str, Any]) -> None:
         self.wfile.write(pack_json(obj))
         self.wfile.flush()
+
+    def send_bytes(self, kind: bytes, payload: bytes) -> None:
+        """A binary frame (``MAP``); flushed with the next :meth:`send`."""
+        self.wfile.write(HEAD.pack(kind, len(payload)))
+        self.wfile.write(payload)
 
     def recv(self) -> tuple[bytes, bytes | dict[str, Any]] | None:
         """``(kind, payload)``; None at end of input."""

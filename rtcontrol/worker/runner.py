@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rtcontrol.errors import RtcontrolError
-from rtcontrol.worker.pipe import JSON, SharedFrame, pack_json, read_frame, volume_head
+from rtcontrol.worker.pipe import JSON, MAP, MAX_MAPS, SharedFrame, pack_json, read_frame, volume_head
 from rtcontrol.worker.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ class RunProcess:
         self.processed = 0
         self.proc: asyncio.subprocess.Process | None = None
         self._result: asyncio.Future[dict[str, Any]] | None = None
+        self._maps: list[bytes] = []  # map frames of the volume being processed (they come before its result)
         self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._done = asyncio.Event()
         self._stderr_tail: deque[str] = deque(maxlen=30)
@@ -256,6 +257,7 @@ class RunProcess:
                     continue
                 frame, index, meta = item
                 self._result = loop.create_future()
+                self._maps = []
                 if self._shm is not None and len(frame) <= self._shm.size:
                     self._shm.put(frame)  # one memcpy; the pipe carries a few bytes
                     await self._write(pack_json({"k": "shm_volume", "n": len(frame)}))
@@ -269,7 +271,8 @@ class RunProcess:
                         "the run was stopped (endless loop?)", "process", index)
                     return
                 self.processed += 1
-                self.on_event("result", {**meta, **result})
+                maps, self._maps = self._maps, []
+                self.on_event("result", {**meta, **result, "maps": maps})
             except (ConnectionError, RunFailed):
                 return  # the reader reports why the process went away
 
@@ -280,6 +283,9 @@ class RunProcess:
             if frame is None:
                 break
             kind, body = frame
+            if kind == MAP and isinstance(body, bytes) and len(self._maps) < MAX_MAPS:
+                self._maps.append(body)
+                continue
             if kind != JSON or not isinstance(body, dict):
                 continue
             k = body.get("k")

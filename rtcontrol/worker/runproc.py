@@ -7,7 +7,8 @@ The protocol fd is a private copy of stdout; the real fd 1 is pointed at stderr 
 
 Worker -> run:  J init {project_dir, run, settings, tr, output_dir}, V <volume frame>,
                 J response {response}, J file_reply {id, ok, result|error}, J stop {}
-Run -> worker:  J ready {settings, design}, J result {index, feedback, metrics, t_ready},
+Run -> worker:  J ready {settings, design}, M <map frame> (0..MAX_MAPS, just before their result),
+                J result {index, feedback, metrics, t_ready},
                 J log {level, message}, J subject {message}, J file {id, op, path, data?},
                 J error {stage, index, message, traceback}, J ended {}
 """
@@ -26,10 +27,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from rtcontrol.link.codec import decode_volume
+from rtcontrol.link.codec import FrameError, decode_volume, encode_map
 from rtcontrol.project import Design, Project, Result, RunContext, resolve_settings
+from rtcontrol.scanner.volume import Volume
 from rtcontrol.worker.parallel import DaskParallel
-from rtcontrol.worker.pipe import JSON, VOLUME, SharedFrame, SyncChannel
+from rtcontrol.worker.pipe import JSON, MAP, MAX_MAPS, VOLUME, SharedFrame, SyncChannel
 from rtcontrol.worker.projects import describe_folder, load_project_class
 
 
@@ -106,6 +108,7 @@ class Runner:
         self.project: Project | None = None
         self.ctx: RunContext | None = None
         self.shm: SharedFrame | None = None
+        self._map_warned: set[str] = set()
 
     def recv(self) -> tuple[bytes, Any] | None:
         return self.pending.popleft() if self.pending else self.chan.recv()
@@ -129,6 +132,31 @@ class Runner:
                 exc_type = {"permission": PermissionError, "not_found": FileNotFoundError}.get(code, OSError)
                 raise exc_type(body.get("error", "console file request failed"))
             self.pending.append(frame)
+
+    def send_maps(self, result: Result, volume: Volume) -> None:
+        """The result's statistical maps, each as the frame the console gets; a map that cannot be sent is
+        logged (once per name) and left out, the feedback still goes."""
+        maps = result.maps or {}
+        if not isinstance(maps, dict):
+            self._warn_map("", f"Result.maps must be a dict of name -> 3-D array, not {type(maps).__name__}")
+            return
+        affine = volume.affine if result.map_affine is None else result.map_affine
+        for n, (name, data) in enumerate(maps.items()):
+            if n >= MAX_MAPS:
+                self._warn_map("+", f"only {MAX_MAPS} maps per volume are sent; {', '.join(map(str, list(maps)[n:]))} "
+                               "left out")
+                return
+            try:
+                frame = encode_map(self.ctx.run if self.ctx else volume.run, volume.index, name, data, affine)
+            except (FrameError, TypeError, ValueError) as exc:
+                self._warn_map(str(name), f"not sent: {exc}")
+                continue
+            self.chan.send_bytes(MAP, frame)
+
+    def _warn_map(self, name: str, message: str) -> None:
+        if name not in self._map_warned and self.ctx is not None:
+            self._map_warned.add(name)
+            self.ctx.logger.warning(f"statistical map {message} (said once)")
 
     def dask_scheduler(self) -> str:
         """The worker's Dask scheduler address (the worker starts its LocalCluster on the first ask)."""
@@ -205,6 +233,7 @@ class Runner:
                     if left := ctx.parallel.end_volume():  # work belongs to its volume: nothing piles up
                         ctx.logger.warning(f"volume {index}: {left} ctx.submit task(s) unfinished when process() "
                                            "returned: cancelled")
+                    self.send_maps(result, volume)
                     msg = {
                         "k": "result", "index": index,
                         "feedback": _json_safe(result.feedback, "feedback"),

@@ -46,7 +46,9 @@ from rtcontrol.link.codec import (
     JsonTooDeep,
     decode_message,
     decode_volume,
+    encode_blob,
     encode_message,
+    map_from_parts,
     split_blob,
 )
 from rtcontrol.link.tokens import TokenStore
@@ -67,7 +69,9 @@ class Session:
         self.id, self.owner, self.max_event = sid, owner, max_event
         self.conn: ServerConnection | None = None
         self.detached_at: float | None = None
-        self.outbox: OrderedDict[int, str] = OrderedDict()
+        self.outbox: OrderedDict[int, str | bytes] = OrderedDict()
+        self.map_seq: dict[str, int] = {}  # map name -> seq of its newest map event
+        self.map_warned: set[tuple[str, str]] = set()
         self.next_seq = 1
         self.wake = asyncio.Event()
         self.received: set[tuple[str, int]] = set()
@@ -92,6 +96,36 @@ class Session:
                 message=f"{event} of volume {fields.get('index')} dropped: {problem}",
             )
         self.outbox[seq] = text
+        self.wake.set()
+
+    def emit_map(self, frame: bytes, run: str) -> None:
+        """Queue a statistical map (a binary frame from the run process) as the next event.
+
+        Only the newest map of each name waits for the console: an older one not yet acknowledged becomes
+        a small ``map_superseded`` event in its place (the console skips it), so a console away for a
+        while costs the worker one map per name, not one per volume, and the events stay in order."""
+        try:
+            header, payload = split_blob(frame)
+            map_from_parts(header, payload)
+            if header.get("run") != run:
+                raise FrameError(f"it names run {header.get('run')!r}, not {run!r}")
+        except FrameError as exc:
+            self.emit("log", run=run, level="ERROR", message=f"a statistical map was dropped: {exc}")
+            return
+        name = str(header["name"])
+        if len(frame) > self.max_event:
+            if (run, name) not in self.map_warned:
+                self.map_warned.add((run, name))
+                self.emit("log", run=run, level="ERROR",
+                          message=f"map {name!r} is {len(frame)} bytes, over the {self.max_event}-byte limit for one "
+                                  "message: it is not sent (said once per run)")
+            return
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        old = self.map_seq.get(name)
+        if old is not None and old in self.outbox:
+            self.outbox[old] = encode_message("event", seq=old, event="map_superseded", run=run)
+        self.map_seq[name] = seq
+        self.outbox[seq] = encode_blob({**header, "seq": seq}, payload)
         self.wake.set()
 
     def ack(self, upto: int) -> None:
@@ -402,6 +436,8 @@ class WorkerServer:
                 "worker_timeline": {"worker_received": fields["worker_received"], "result_ready": fields["t_ready"]},
             }
             session.emit("feedback", **record)
+            for frame in fields.get("maps") or ():
+                session.emit_map(frame, run)
             # saved right after the event is on its way to the console, not before
             asyncio.get_running_loop().call_soon(store.feedback, record)
         elif kind == "log":

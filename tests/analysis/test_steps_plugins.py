@@ -155,3 +155,18 @@ def test_default_discovery_adds_the_workers_plugin_folders(tmp_path: Path, monke
     summary = registry.summary()
     assert {(p["name"], p["kind"]) for p in summary["plugins"]} >= {("halver_env_test", "step"), ("kalman", "step")}
     assert summary["errors"] == []
+
+
+def test_glm_step_without_cleaning_gives_the_same_t_map_and_leaves_the_data() -> None:
+    """roi_feedback's t-map path (clean=False) skips the cleaned data but not the statistics."""
+    run = generate(SynthSpec(volumes=30, seed=2, motion_mm=0.0, shape=(24, 24, 12)))
+    clean = GlmStep(expected_volumes=30, block_volumes=5, motion_regressors=False)
+    plain = GlmStep(expected_volumes=30, block_volumes=5, motion_regressors=False, clean=False)
+    for t in range(run.spec.volumes):
+        a, b = Frame.of(run.to_volume(t)), Frame.of(run.to_volume(t))
+        before = b.data.copy()
+        clean.process(a)
+        plain.process(b)
+        np.testing.assert_array_equal(b.data, before)
+    np.testing.assert_allclose(b.values["t_map"], a.values["t_map"], rtol=1e-4, atol=1e-4)
+    assert np.abs(b.values["t_map"]).max() > 0
