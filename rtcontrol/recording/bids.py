@@ -42,6 +42,8 @@ from rtcontrol.scanner.volume import BIDS_HEADER_FIELDS, STAGES, Volume
 BIDS_VERSION = "1.8.0"
 GZIP_LEVEL = 1  # as nibabel: fast, and EPI compresses little better at higher levels
 MOTION = ("tx", "ty", "tz", "rx", "ry", "rz")
+#: The confounds table's own columns (a project metric of the same name is written as ``project_<name>``).
+OWN_CONFOUNDS = ("volume", "global_signal", "dvars", "feedback", "result_source", "framewise_displacement")
 #: Stages that say when the person saw the feedback, best first.
 DELIVERY_STAGES = ("displayed", "consumer_taken", "subject_delivered", "feedback_received", "result_ready")
 
@@ -443,11 +445,21 @@ def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
             if name not in metric_names and isinstance(v, (int, float)) and not isinstance(v, bool):
                 metric_names.append(name)
     columns = ["volume", "global_signal", "dvars", "feedback", "result_source"]
-    fixed = len(columns)
     motion = [m for m in MOTION if m in metric_names]
     if len(motion) == 6:
         columns += list(MOTION) + ["framewise_displacement"]
-    columns += [m for m in metric_names if m not in MOTION]
+    # the project's other metrics; one named like a column of this table gets a column of its own, renamed
+    metric_column: dict[str, str] = {}  # column -> the project's metric name
+    taken = {*columns, *OWN_CONFOUNDS}
+    for name in metric_names:
+        if len(motion) == 6 and name in MOTION:
+            continue
+        column = name
+        while column in taken:
+            column = f"project_{column}"
+        taken.add(column)
+        metric_column[column] = name
+    columns += list(metric_column)
 
     rows: list[dict[str, Any]] = []
     prev_motion: np.ndarray | None = None
@@ -458,10 +470,10 @@ def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
                                "result_source": result.source if result else None}
         value = result.feedback if result else None
         row["feedback"] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        for name in columns[fixed:]:
-            if name != "framewise_displacement":
-                row[name] = metrics.get(name)
+        for column, name in metric_column.items():
+            row[column] = metrics.get(name)
         if len(motion) == 6:
+            row.update({m: metrics.get(m) for m in MOTION})
             params = [metrics.get(m) for m in MOTION]
             if all(isinstance(p, (int, float)) for p in params):
                 cur = np.asarray(params, float)
@@ -497,8 +509,10 @@ def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
     for m in MOTION[3:]:
         described[m] = {"Description": f"Rotation about {m[1].upper()} (rtcontrol.rigid: R, A, S world axes)",
                         "Units": "degrees"}
-    _write_json(base.with_suffix(".json"),
-                {c: described.get(c, {"Description": f"Metric '{c}' reported by the project"}) for c in columns})
+    for column, name in metric_column.items():
+        described[column] = {"Description": f"Metric '{name}' reported by the project"
+                             + (f" (renamed: '{name}' is a column of this table)" if column != name else "")}
+    _write_json(base.with_suffix(".json"), {c: described[c] for c in columns})
 
     summary: dict[str, Any] = {"brain_voxels": int(mask.sum())}
     if present > 2 and total.size:
