@@ -12,8 +12,9 @@ Everything below runs the *bundled* executable (not this Python), on loopback on
    volume analysed and its feedback delivered, and its BIDS recording must hold the same voxels;
    ``run --worker URL --subject URL`` must reach the console's run command;
 6. ``-m rtcontrol.recording list`` (the interrupted-runs tool), ``run --demo`` (the console starts its own
-   worker and subject agent from the bundle), and the console window and subject display under Qt's
-   offscreen platform; a program stopped with SIGTERM must leave no process behind.
+   worker and subject agent from the bundle), a demo run of the searchlight project (``ctx.map`` on the
+   worker's Dask LocalCluster, whose processes are the bundle too), and the console window and subject
+   display under Qt's offscreen platform; a program stopped with SIGTERM must leave no process behind.
 
 Prints one ``ok`` / ``FAIL`` / ``skip`` line per step and exits non-zero if any step failed. A step is
 skipped only when a step it needs failed (so the check has already failed), never for a missing part.
@@ -456,6 +457,47 @@ def demo_run(c: Check) -> str:
     return summary.split(";")[0]
 
 
+SEARCHLIGHT_VOLUMES = 8
+SEARCHLIGHT_MIN = 4  # min_volumes: the searchlight runs from the 4th volume (index 3) on
+
+
+def searchlight_run(c: Check) -> str:
+    """The searchlight project (``ctx.map`` on the worker's Dask cluster) in a demo run: the embedded worker starts
+    a LocalCluster whose processes are the bundle itself, and every volume past the searchlight's minimum must
+    have its score in the recorded confounds."""
+    settings = c.work / "SEARCHLIGHT.toml"
+    settings.write_text(
+        "[run]\n"
+        'subject = "sl"\nsession = "01"\nrun = 1\ntask = "searchlight"\n'
+        f'tr = {TR}\nexpected_volumes = {SEARCHLIGHT_VOLUMES}\nend_after_trs = 5\nwatch_folder = ""\n'
+        '[project]\nname = "searchlight"\n'
+        f"[project.settings]\nblock_volumes = 2\nwindow = 8\nmin_volumes = {SEARCHLIGHT_MIN}\n"
+        "motion_correction = false\n"
+    )
+    runs = c.work / "searchlight-runs"
+    done = c.run("run", "--no-gui", "--demo", "--settings", str(settings), "--volumes", str(SEARCHLIGHT_VOLUMES),
+                 "--runs-dir", str(runs), timeout=300)
+    out = done.stdout + done.stderr
+    m = re.search(r"parallel work on the Dask scheduler (\S+) \((\d+) thread", out)
+    if not m or int(m.group(2)) < 1:
+        raise StepFailed(f"the project did not connect to a Dask cluster:\n{out[-3000:]}")
+    if re.search(r"\] error:|Traceback", out):
+        raise StepFailed(f"the run reported an error:\n{out[-3000:]}")
+    confounds = sorted(runs.rglob("*_desc-confounds_timeseries.tsv"))
+    if not confounds:
+        raise StepFailed(f"no confounds were recorded under {runs}\n{out[-2000:]}")
+    lines = confounds[0].read_text().splitlines()
+    cols = lines[0].split("\t")
+    if "score_max" not in cols:
+        raise StepFailed(f"the confounds have no searchlight score (columns {cols})")
+    scores = [line.split("\t")[cols.index("score_max")] for line in lines[1:]]
+    scored = [i for i, v in enumerate(scores) if v != "n/a"]
+    expected = list(range(SEARCHLIGHT_MIN - 1, SEARCHLIGHT_VOLUMES))
+    if len(scores) != SEARCHLIGHT_VOLUMES or scored != expected:
+        raise StepFailed(f"expected searchlight scores for volumes {expected}, got {scores}")
+    return f"ctx.map on {m.group(1)} ({m.group(2)} Dask worker threads): scores for volumes {expected}"
+
+
 def windows(c: Check) -> str:
     """The console window and the subject display start from the bundle (Qt offscreen: no screen needed)."""
     display = c.start("subject display", "--subject", "--display", "--windowed", "--host", "127.0.0.1", "--port", "0",
@@ -568,6 +610,7 @@ STEPS: list[tuple[str, Callable[[Check], str | None]]] = [
     ("rtcontrol -m rtcontrol.recording list (interrupted runs)", recovery_tool),
     ("stopping the worker and subject agent", stop_programs),
     ("run --demo with an embedded worker and subject agent", demo_run),
+    ("run --demo of the searchlight project (ctx.map on the worker's Dask cluster)", searchlight_run),
     ("console window and subject display (Qt offscreen)", windows),
     ("nothing left running", nothing_left),
 ]

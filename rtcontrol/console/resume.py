@@ -87,11 +87,11 @@ class CatchUp:
         if self.active and index < self.newest:
             self.caught.append(index)
             return True
+        self.shown.add(index)  # before the statement below: this volume's feedback is shown, not lost
         if self.active:  # the worker is level with the scanner again
             self.active = False
             self.live_from = index
             self.reports.append(self.statement())
-        self.shown.add(index)
         return False
 
     def statement(self) -> str:

@@ -33,6 +33,7 @@ import numpy as np
 from rtcontrol import __version__
 from rtcontrol.files import atomic_file, atomic_write
 from rtcontrol.recording.journal import JournalContents, append_record, read_journal
+from rtcontrol.recording.results import RunResults, run_results
 from rtcontrol.recording.runinfo import RecordingError, describe_os_error, load_run_info, public_settings
 from rtcontrol.rigid import framewise_displacement
 from rtcontrol.scanner.sidecar import consensus_timing
@@ -42,6 +43,8 @@ from rtcontrol.scanner.volume import BIDS_HEADER_FIELDS, STAGES, Volume
 BIDS_VERSION = "1.8.0"
 GZIP_LEVEL = 1  # as nibabel: fast, and EPI compresses little better at higher levels
 MOTION = ("tx", "ty", "tz", "rx", "ry", "rz")
+#: The confounds table's own columns (a project metric of the same name is written as ``project_<name>``).
+OWN_CONFOUNDS = ("volume", "global_signal", "dvars", "feedback", "result_source", "framewise_displacement")
 #: Stages that say when the person saw the feedback, best first.
 DELIVERY_STAGES = ("displayed", "consumer_taken", "subject_delivered", "feedback_received", "result_ready")
 
@@ -133,17 +136,17 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
         mean_image = _write_nifti(bold, series, affine, tr, slice_timing)
         _write_json(func / f"{stem}_bold.json", bold_sidecar(labels.task, tr, slice_timing, header, count))
 
-        timelines = merged_timelines(contents)
+        results = run_results(contents)
+        timelines = merged_timelines(contents, results)
         ref = scan_clock_origin(records, tr)
-        feedback = list(contents.of_type("feedback"))
         responses = list(contents.of_type("response"))
-        _write_events(func / f"{stem}_events", feedback, responses, timelines, ref, tr)
+        _write_events(func / f"{stem}_events", results.live, responses, timelines, ref, tr)
 
         deriv = labels.func_dir(bids_root / "derivatives" / "rtcontrol")
         deriv.mkdir(parents=True, exist_ok=True)
         _write_derivative_description(bids_root / "derivatives" / "rtcontrol")
         indices = list(range(first_index, first_index + count))
-        summary = _write_confounds(deriv / f"{stem}_desc-confounds_timeseries", series, mean_image, feedback)
+        summary = _write_confounds(deriv / f"{stem}_desc-confounds_timeseries", series, mean_image, results)
         _write_timeline(deriv / f"{stem}_desc-timeline_timeseries", indices, records, timelines, ref)
         runlog = {
             "rtcontrol": __version__,
@@ -155,6 +158,7 @@ def write_run(run_dir: Path | str, bids_root: Path | str, *, recovered: bool = F
             "volumes": {"recorded": len(records), "first_index": first_index, "missing": missing},
             "torn_last_line": contents.torn_tail,
             "summary": summary,
+            "results": _results_log(results, indices),
             "events": [_event_row(r, ref) for r in contents.of_type("event")],
         }
         if run_number != labels.run:
@@ -310,8 +314,9 @@ def bold_sidecar(task: str, tr: float, slice_timing: list[float] | None, header:
 # --- time -------------------------------------------------------------------------------------------
 
 
-def merged_timelines(contents: JournalContents) -> dict[int, dict[str, float]]:
-    """Every stamp known per volume index, from volume, feedback and timeline records (first stamp wins)."""
+def merged_timelines(contents: JournalContents, results: RunResults | None = None) -> dict[int, dict[str, float]]:
+    """Every stamp known per volume index, from volume, feedback and timeline records (first stamp wins), and
+    for a volume with only a catch-up result, that result's stamps (when the restarted worker processed it)."""
     out: dict[int, dict[str, float]] = {}
     for r in contents.records:
         if r.get("type") in ("volume", "feedback", "timeline") and "index" in r:
@@ -319,6 +324,12 @@ def merged_timelines(contents: JournalContents) -> dict[int, dict[str, float]]:
             for stage, t in (r.get("timeline") or {}).items():
                 if t is not None and stage in STAGES:
                     stamps.setdefault(stage, float(t))
+    for index, result in (results.by_index.items() if results else ()):
+        if result.source == "catch_up":
+            stamps = out.setdefault(index, {})
+            for stage, t in result.timeline.items():
+                if stage in STAGES:
+                    stamps.setdefault(stage, t)
     return out
 
 
@@ -345,8 +356,10 @@ EVENT_COLUMNS = {
               "smallest reconstruction delay seen) to when the person was shown the feedback or responded",
               "Units": "s"},
     "duration": {"Description": "Feedback: until the next feedback (one TR for the last); responses: 0", "Units": "s"},
-    "trial_type": {"Description": "What happened", "Levels": {"feedback": "feedback shown for one volume",
-                                                              "response": "a response from the person in the scanner"}},
+    "trial_type": {"Description": "What happened", "Levels": {
+        "feedback": "feedback shown for one volume (results never shown, such as a restarted worker's catch-up, "
+                    "are in the confounds derivative)",
+        "response": "a response from the person in the scanner"}},
     "value": {"Description": "The feedback value (a number, or JSON for structured feedback) or the response given"},
     "volume": {"Description": "Index of the volume the feedback was computed from "
                "(responses: the volume given, if any)"},
@@ -402,8 +415,11 @@ def _cell_value(value: Any) -> Any:
 
 
 def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
-                     feedback: list[dict]) -> dict[str, Any]:
-    """Motion (from the project's metrics), framewise displacement, global signal, DVARS and the feedback per volume."""
+                     results: RunResults) -> dict[str, Any]:
+    """Motion (from the project's metrics), framewise displacement, global signal, DVARS and the feedback per volume.
+
+    A volume's metrics and feedback come from its live result, or else from its catch-up result (computed by a
+    restarted worker, not shown to the subject); ``result_source`` says which, so no volume's metrics are lost."""
     indices, missing = series.indices, series.missing
     mask = mean_image > 0.5 * float(mean_image.mean())  # brain: the mean image above half its mean
     gsr = np.full(len(indices), np.nan)
@@ -424,30 +440,42 @@ def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
         prev = v
     present = len(indices) - len(missing)
 
-    by_index = {int(r["index"]): r for r in feedback}
+    by_index = results.by_index
     metric_names: list[str] = []
-    for r in feedback:
-        for name, v in (r.get("metrics") or {}).items():
+    for index in sorted(by_index):
+        for name, v in by_index[index].metrics.items():
             if name not in metric_names and isinstance(v, (int, float)) and not isinstance(v, bool):
                 metric_names.append(name)
-    columns = ["volume", "global_signal", "dvars", "feedback"]
+    columns = ["volume", "global_signal", "dvars", "feedback", "result_source"]
     motion = [m for m in MOTION if m in metric_names]
     if len(motion) == 6:
         columns += list(MOTION) + ["framewise_displacement"]
-    columns += [m for m in metric_names if m not in MOTION]
+    # the project's other metrics; one named like a column of this table gets a column of its own, renamed
+    metric_column: dict[str, str] = {}  # column -> the project's metric name
+    taken = {*columns, *OWN_CONFOUNDS}
+    for name in metric_names:
+        if len(motion) == 6 and name in MOTION:
+            continue
+        column = name
+        while column in taken:
+            column = f"project_{column}"
+        taken.add(column)
+        metric_column[column] = name
+    columns += list(metric_column)
 
     rows: list[dict[str, Any]] = []
     prev_motion: np.ndarray | None = None
     for i, idx in enumerate(indices):
-        fb = by_index.get(idx, {})
-        metrics = fb.get("metrics") or {}
-        row: dict[str, Any] = {"volume": idx, "global_signal": gsr[i], "dvars": dvars[i]}
-        value = fb.get("feedback")
+        result = by_index.get(idx)
+        metrics = result.metrics if result else {}
+        row: dict[str, Any] = {"volume": idx, "global_signal": gsr[i], "dvars": dvars[i],
+                               "result_source": result.source if result else None}
+        value = result.feedback if result else None
         row["feedback"] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        for name in columns[4:]:
-            if name != "framewise_displacement":
-                row[name] = metrics.get(name)
+        for column, name in metric_column.items():
+            row[column] = metrics.get(name)
         if len(motion) == 6:
+            row.update({m: metrics.get(m) for m in MOTION})
             params = [metrics.get(m) for m in MOTION]
             if all(isinstance(p, (int, float)) for p in params):
                 cur = np.asarray(params, float)
@@ -462,7 +490,18 @@ def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
         "global_signal": {"Description": "Mean of the brain voxels (mean image above half its mean)",
                           "Units": "arbitrary"},
         "dvars": {"Description": "RMS over brain voxels of the change since the previous volume", "Units": "arbitrary"},
-        "feedback": {"Description": "The numeric feedback the project returned for this volume"},
+        "feedback": {"Description": "The numeric feedback the project returned for this volume "
+                     "(shown to the subject only where result_source is live)"},
+        "result_source": {
+            "Description": "Where this row's feedback and project metrics come from",
+            "Levels": {
+                "live": "the project's result as it came during the scan; the feedback was passed on to the subject",
+                "catch_up": "computed again by a restarted worker while it rebuilt the project's state from the "
+                            "recorded volumes (the worker was down or catching up when the volume arrived); "
+                            "recorded, never shown to the subject",
+                "n/a": "no result was recorded for this volume (its metrics are n/a)",
+            },
+        },
         "framewise_displacement": {"Description": "Power et al. FD from the motion estimates (50 mm sphere)",
                                    "Units": "mm"},
     }
@@ -472,8 +511,10 @@ def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
     for m in MOTION[3:]:
         described[m] = {"Description": f"Rotation about {m[1].upper()} (rtcontrol.rigid: R, A, S world axes)",
                         "Units": "degrees"}
-    _write_json(base.with_suffix(".json"),
-                {c: described.get(c, {"Description": f"Metric '{c}' reported by the project"}) for c in columns})
+    for column, name in metric_column.items():
+        described[column] = {"Description": f"Metric '{name}' reported by the project"
+                             + (f" (renamed: '{name}' is a column of this table)" if column != name else "")}
+    _write_json(base.with_suffix(".json"), {c: described[c] for c in columns})
 
     summary: dict[str, Any] = {"brain_voxels": int(mask.sum())}
     if present > 2 and total.size:
@@ -486,6 +527,20 @@ def _write_confounds(base: Path, series: RecordedSeries, mean_image: np.ndarray,
         summary["framewise_displacement_mean_mm"] = float(np.mean(fd))
         summary["framewise_displacement_max_mm"] = float(np.max(fd))
     return summary
+
+
+def _results_log(results: RunResults, indices: list[int]) -> dict[str, Any]:
+    """The runlog's account of each volume's result (the confounds' result_source, summed up)."""
+    return {
+        "live": len(results.indices("live")),
+        "catch_up_only": results.indices("catch_up"),
+        "none": [i for i in indices if i not in results.by_index],
+        "catch_up_also_shown_live": results.catch_up_and_live,
+        "repeated_live_records_ignored": results.repeated_live,
+        "repeated_catch_up_records_replaced": results.repeated_catch_up,
+        "note": "confounds rows take the live result, else the catch-up one (result_source says which); "
+                "events.tsv lists only feedback shown live",
+    }
 
 
 def _write_timeline(base: Path, indices: list[int], records: list[dict], timelines: dict[int, dict[str, float]],
@@ -506,7 +561,9 @@ def _write_timeline(base: Path, indices: list[int], records: list[dict], timelin
     }
     for s in STAGES:
         meta[s] = {"Description": f"When the volume reached stage '{s}', seconds from the scan's start as in "
-                                  "events.tsv (console clock; remote stamps translated by the link)", "Units": "s"}
+                                  "events.tsv (console clock; remote stamps translated by the link); for a volume "
+                                  "whose result is catch-up (the confounds' result_source), when the restarted "
+                                  "worker processed it", "Units": "s"}
     _write_json(base.with_suffix(".json"), meta)
 
 

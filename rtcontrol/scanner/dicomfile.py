@@ -99,6 +99,8 @@ def open_dicom(path: Path | str, raw: bytes | None = None) -> DicomFile:
         except OSError as exc:
             raise IncompleteFile(path, f"cannot read yet ({exc.strerror or exc})") from exc
     if not looks_like_dicom(raw):
+        if len(raw) < 132 and not raw[:128].strip(b"\x00") and b"DICM".startswith(raw[128:]):  # may still come
+            raise IncompleteFile(path, f"only {len(raw)} bytes so far (a DICOM preamble, no 'DICM' marker yet)")
         raise ForeignFile(path, "not a DICOM file (no 'DICM' marker at byte 128)")
     fp = BytesIO(raw)
     try:
@@ -115,7 +117,8 @@ def open_dicom(path: Path | str, raw: bytes | None = None) -> DicomFile:
     meta = getattr(ds, "file_meta", None) or Dataset()
     sop = str(ds.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", ""))
     if "Rows" not in ds or "Columns" not in ds:
-        if sop and sop not in IMAGE_CLASSES:
+        cut_short = pos >= len(raw) and any(c.startswith(sop) for c in IMAGE_CLASSES)  # the bytes end in the UID
+        if sop and sop not in IMAGE_CLASSES and not cut_short:
             raise ForeignFile(path, f"DICOM but not an image we read (SOP class {sop})")
         raise _unreadable(path, raw, "DICOM header ends before the image description (Rows/Columns)")
     if sop and sop not in IMAGE_CLASSES:

@@ -425,6 +425,11 @@ class ScanWatcher:
             state.done = False
         elif state.done:
             return  # nothing new about this file
+        with self._fast_lock:  # one parse per file at a time, whichever side starts it (see _read_async)
+            if path in self._fast_paths:  # a parse started from an event or polling thread is reading it
+                self._fast_paths[path] = True  # it reads again if it finds the file incomplete
+                return
+            self._fast_paths[path] = False  # an event or poll meanwhile marks this parse instead of starting one
         state.busy = True
         assert self._loop is not None and self._executor is not None
         fut = self._loop.run_in_executor(self._executor, self._read, path)
@@ -454,8 +459,9 @@ class ScanWatcher:
     def _read_async(self, path: Path, t: float) -> None:
         """From an event or polling thread: parse ``path`` in the pool, then hand the result to the loop.
 
-        One parse per file at a time (a creation and a close of the same file must not take both pool
-        threads); an event during a parse that found the file incomplete parses it again at once."""
+        One parse per file at a time, from either side (a creation and a close of the same file, or a poll
+        and the loop's parse of a file first seen empty, must not take both pool threads: one slow file would
+        hold back the next); an event during a parse that found the file incomplete parses it again at once."""
         executor, loop = self._executor, self._loop
         if executor is None or loop is None or self._stopping.is_set():
             return
@@ -497,6 +503,9 @@ class ScanWatcher:
     def _parsed(self, path: Path, state: _FileState, trigger: float, fut: asyncio.Future) -> None:
         self._inflight.discard(fut)
         state.busy = False
+        with self._fast_lock:
+            if self._fast_paths.pop(path, False):
+                state.again = True  # an event or poll came while it was read
         self._handle(path, state, trigger, fut.result())
 
     def _handle(self, path: Path, state: _FileState, trigger: float, packed: tuple) -> None:

@@ -58,6 +58,17 @@ def test_the_newest_replayed_volume_is_live_when_nothing_newer_arrived() -> None
                             "(no feedback shown for 0 of them); live again from volume 3"]
 
 
+def test_the_volume_that_goes_live_again_is_not_said_to_be_unshown() -> None:
+    rule = CatchUp()
+    for i in range(8):
+        rule.arrived(i)
+    feed(rule, range(6))  # 6 and 7 arrived, then the worker died before answering them
+    assert rule.restart() == 8
+    assert feed(rule, range(8)) == [True] * 7 + [False]  # 7 is the newest: its feedback is shown live
+    assert rule.reports == ["worker restarted at volume 8; run restarted there, volumes 0..7 replayed as catch-up "
+                            "(no feedback shown for 1 of them: 6); live again from volume 7"]
+
+
 def test_a_restart_that_never_caught_up_is_said_at_the_end() -> None:
     rule = CatchUp()
     for i in range(3):

@@ -23,6 +23,22 @@ def synth_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _free_qt_objects_on_the_gui_thread(qapp: Any) -> Any:
+    """After each GUI test (and after qtbot closed its widgets): delete what is left now, on this thread; left to
+    the garbage collector, Qt objects could be freed from a worker thread of a later test (the recorder's, an
+    asyncio.to_thread one) and crash it. Was test_operator's alone; a full tests/gui run still segfaulted in
+    pytest-qt's teardown event processing (once in three runs under load)."""
+    import gc
+
+    from PySide6 import QtCore
+
+    yield
+    gc.collect()
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete.value)
+    gc.collect()
+
+
 @pytest.fixture
 def qloop(qapp: Any) -> Any:
     """A qasync event loop on pytest-qt's QApplication; ``qloop.run(coro)`` runs a scenario."""

@@ -23,18 +23,6 @@ from rtcontrol.scanner.volume import Timeline
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
 
 
-@pytest.fixture(autouse=True)
-def _free_qt_objects_on_the_gui_thread(qapp: Any) -> Any:
-    """After each test (and after qtbot closed its widgets): delete what is left now, on this thread; left to
-    the garbage collector, Qt objects could be freed from a worker thread of a later test and crash it."""
-    import gc
-
-    yield
-    gc.collect()
-    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete.value)
-    gc.collect()
-
-
 def _wheel(widget: QtWidgets.QWidget, steps: int = -3) -> None:
     pos = QtCore.QPointF(widget.width() / 2, widget.height() / 2)
     event = QtGui.QWheelEvent(pos, widget.mapToGlobal(pos), QtCore.QPoint(), QtCore.QPoint(0, 120 * steps),

@@ -158,3 +158,24 @@ async def test_afinish_from_the_event_loop(tmp_path: Path, synth_run: SynthRun) 
     record(rec, synth_run, indices=range(3))
     bold = await rec.afinish()
     assert nib.load(bold).shape[-1] == 3
+
+
+def test_project_metrics_named_like_a_confounds_column_are_kept_apart(tmp_path: Path, synth_run: SynthRun) -> None:
+    """The searchlight project reports a metric 'feedback': the table had two 'feedback' columns (invalid TSV)."""
+    rec = Recorder(tmp_path / "run", run_settings())
+    for i in range(3):
+        v = synth_run.to_volume(i, run="r1")
+        rec.record_volume(v)
+        rec.record_feedback("r1", i, i / 10, {"feedback": 5.0 + i, "volume": 7.0, "tx": 0.5, "roi": 1.0}, v.timeline)
+    rec.finish()
+    deriv = tmp_path / "bids/derivatives/rtcontrol/sub-01/ses-01/func"
+    lines = (deriv / "sub-01_ses-01_task-nf_run-01_desc-confounds_timeseries.tsv").read_text().splitlines()
+    cols = lines[0].split("\t")
+    assert len(cols) == len(set(cols)), cols
+    assert {"project_feedback", "project_volume", "tx", "roi"} <= set(cols)  # tx alone (no full motion): a metric
+    rows = [dict(zip(cols, line.split("\t"))) for line in lines[1:]]
+    assert [r["feedback"] for r in rows] == ["0", "0.1", "0.2"] and [r["volume"] for r in rows] == ["0", "1", "2"]
+    assert [r["project_feedback"] for r in rows] == ["5", "6", "7"] and rows[0]["project_volume"] == "7"
+    assert rows[2]["tx"] == "0.5"
+    sidecar = json.loads((deriv / "sub-01_ses-01_task-nf_run-01_desc-confounds_timeseries.json").read_text())
+    assert list(sidecar) == cols and "renamed" in sidecar["project_feedback"]["Description"]

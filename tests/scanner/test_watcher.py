@@ -339,32 +339,52 @@ async def test_file_complete_but_never_closed_is_still_read(tmp_path, mosaic):
     assert not sink.kinds("duplicate") and len(sink.volumes) == 1
 
 
+@pytest.mark.parametrize("empty_first", [False, True], ids=["written", "created_empty_then_written"])
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_slow_file_does_not_hold_back_the_next(tmp_path: Path, mosaic: list[Path], mode: str):
-    """Parsing runs in the pool, not on the thread that receives file events: while one file takes
-    up to 3 s to read, the next file is read (and held for order), then both are handed on."""
+async def test_a_slow_file_does_not_hold_back_the_next(tmp_path: Path, mosaic: list[Path], mode: str,
+                                                       empty_first: bool):
+    """Parsing runs in the pool, not on the thread that receives file events: while one file is slow to
+    read, the next file is read (and held for order), then both are handed on. The slow file is read by one
+    pool thread at a time, also when it was first seen empty (a poll or an event, then the loop's own parse
+    of it, had both pool threads reading it under load, so the next file waited for the slow one)."""
     release = threading.Event()
     parsed: dict[str, float] = {}
+    reading = [0, 0]  # reads of the slow file now, most at once
+    lock = threading.Lock()
 
     def reader(path: Path):
         if path.name == mosaic[1].name:
-            release.wait(3.0)  # a slow share, a hostile file
+            with lock:
+                reading[0] += 1
+                reading[1] = max(reading)
+            release.wait(30.0)  # a slow share, a hostile file (bounded: the test sets it)
+            with lock:
+                reading[0] -= 1
         out = read_file(path)
         parsed.setdefault(path.name, time.monotonic())
         return out
 
     sink = Sink()
-    async with make_watcher(tmp_path, sink, mode, reader=reader, gap_timeout=10.0):
+    async with make_watcher(tmp_path, sink, mode, reader=reader, gap_timeout=60.0, retry_interval=0.02) as w:
         await write(tmp_path / mosaic[0].name, mosaic[0].read_bytes())
         await sink.until(lambda: len(sink.volumes) == 1)
+        if empty_first:  # as a scanner that creates the file, then writes it (or a poll under load) is seen
+            (tmp_path / mosaic[1].name).touch()
+            await sink.until(lambda: (tmp_path / mosaic[1].name) in w._files)
         await write(tmp_path / mosaic[1].name, mosaic[1].read_bytes())
-        await asyncio.sleep(0.05)
+        await sink.until(lambda: reading[0] == 1)
+        # the watcher's retry timers (0.02 s here) fire meanwhile: a retry of the file first seen empty must not
+        # start a second read of it (under load this happened before the next file came, by chance)
+        await asyncio.sleep(0.3)
         await write(tmp_path / mosaic[2].name, mosaic[2].read_bytes())
-        await sink.until(lambda: mosaic[2].name in parsed, timeout=2.0)
-        assert not release.is_set() and mosaic[1].name not in parsed  # read while the slow one still reads
-        release.set()
+        try:
+            await sink.until(lambda: mosaic[2].name in parsed)
+            assert mosaic[1].name not in parsed  # read while the slow one still reads
+        finally:
+            release.set()
         await sink.until(lambda: len(sink.volumes) == 3)
     assert [v.index for v in sink.volumes] == [0, 1, 2]
+    assert reading[1] == 1, f"the slow file was read by {reading[1]} pool threads at once"
 
 
 async def test_file_renamed_in_from_another_folder_is_read_at_once(tmp_path, mosaic, monkeypatch):

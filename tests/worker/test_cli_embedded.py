@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +17,7 @@ from rtcontrol.link.tokens import TokenStore
 from rtcontrol.paths import app_root
 from rtcontrol.worker.client import WorkerClient
 from rtcontrol.worker.embedded import local_worker
+from tests.support.wait import wait_until
 from tests.support.worker import make_volume
 
 
@@ -57,14 +61,24 @@ def test_worker_refuses_to_start_unsafely(tmp_path: Path, args: tuple[str, ...],
     assert needle in proc.stderr
 
 
-def test_embedded_worker_exits_when_its_console_is_killed(tmp_path) -> None:
-    """A console killed outright (SIGKILL, no cleanup) must not leave its worker running."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+def _running(pid: int) -> bool:
+    """Alive and not a zombie: an orphan that has exited stays a zombie until init reaps it (seconds later on a
+    busy machine, where init reaps in rounds), and a signal 0 still reaches a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: fall back on the signal test
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state != "Z"
 
+
+async def test_embedded_worker_exits_when_its_console_is_killed(tmp_path) -> None:
+    """A console killed outright (SIGKILL, no cleanup) must not leave its worker running."""
     script = (
         "import asyncio, sys\n"
         "from rtcontrol.worker.embedded import local_worker\n"
@@ -76,18 +90,18 @@ def test_embedded_worker_exits_when_its_console_is_killed(tmp_path) -> None:
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        worker_pid = int(parent.stdout.readline())
+        assert parent.stdout is not None
+        line = await asyncio.to_thread(parent.stdout.readline)
+        assert line.strip().isdigit(), f"the console did not start its worker (it printed {line!r})"
+        worker_pid = int(line)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                os.kill(worker_pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        os.kill(worker_pid, signal.SIGKILL)
-        raise AssertionError(f"worker {worker_pid} still running 15 s after its console was killed")
+        try:
+            await wait_until(lambda: not _running(worker_pid), timeout=15,
+                             what=f"worker {worker_pid} to exit after its console was killed")
+        finally:
+            if _running(worker_pid):
+                os.kill(worker_pid, signal.SIGKILL)
     finally:
         if parent.poll() is None:
             parent.kill()
