@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rtcontrol.project import Design
+from rtcontrol.recording.summary import feedback_number, spans
 from rtcontrol.scanner.volume import STAGES, Timeline, Volume
 
 MOTION = ("tx", "ty", "tz", "rx", "ry", "rz")
@@ -248,29 +249,7 @@ WHY = {
 
 def volume_list(indices: list[int]) -> str:
     """``volumes 3, 4, 7-20``: consecutive runs joined, so a long loss stays one short line."""
-    spans: list[list[int]] = []
-    for i in sorted(indices):
-        if spans and i == spans[-1][1] + 1:
-            spans[-1][1] = i
-        else:
-            spans.append([i, i])
-    text = ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}-{b}" for a, b in spans)
-    return f"volume{'s' if len(indices) != 1 else ''} {text}"
-
-
-def feedback_number(value: Any) -> float | None:
-    """The number to plot for a feedback value: itself, or a dict's ``value``/first number."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, dict):
-        if isinstance(value.get("value"), (int, float)):
-            return float(value["value"])
-        for v in value.values():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                return float(v)
-    return None
+    return f"volume{'s' if len(indices) != 1 else ''} {spans(indices)}"
 
 
 def condition_runs(codes: np.ndarray) -> list[tuple[int, int, int]]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rtcontrol.recording.summary import spans as volume_spans
 from rtcontrol.scanner.volume import Timeline, Volume
 
 if TYPE_CHECKING:
@@ -33,19 +34,8 @@ if TYPE_CHECKING:
 
 
 def spans(indices: Iterable[int]) -> str:
-    """``[0, 1, 2, 5, 7, 8]`` as ``"0..2, 5, 7..8"`` (sorted, each index once)."""
-    out: list[str] = []
-    block: list[int] = []
-    for i in sorted(set(indices)):
-        if block and i == block[-1] + 1:
-            block.append(i)
-            continue
-        if block:
-            out.append(f"{block[0]}..{block[-1]}" if len(block) > 1 else str(block[0]))
-        block = [i]
-    if block:
-        out.append(f"{block[0]}..{block[-1]}" if len(block) > 1 else str(block[0]))
-    return ", ".join(out)
+    """``[0, 1, 2, 5, 7, 8]`` as ``"0..2, 5, 7, 8"`` (sorted, each index once)."""
+    return volume_spans(indices, through="..")
 
 
 def _volumes(indices: range) -> str:

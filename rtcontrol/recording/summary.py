@@ -152,7 +152,7 @@ def summarize(
     fd = _series(metrics.get("fd", {}), n)
     finite = np.isfinite(fd)
     curves = {
-        "feedback": _series({i: _number(v) for i, v in feedback.items()}, n),
+        "feedback": _series({i: feedback_number(v) for i, v in feedback.items()}, n),
         "fd": fd,
         "signal": _series(signal or {}, n),
         "roi": _series(next((metrics[k] for k in ("roi_mean", "roi", "roi_psc", "psc") if k in metrics), {}), n),
@@ -233,20 +233,16 @@ def from_journal(run_dir: Path | str, fd_threshold: float = 0.5) -> RunSummary:
     )
 
 
-def spans(indices: Iterable[int]) -> str:
-    """``[3, 4, 5, 9]`` as ``"3-5, 9"``."""
-    out: list[str] = []
-    block: list[int] = []
+def spans(indices: Iterable[int], through: str = "-") -> str:
+    """``[1, 2, 5, 6, 7, 8, 10]`` as ``"1, 2, 5-8, 10"`` (sorted, each index once): runs of three or more are
+    joined by ``through``, so a long loss stays one short line."""
+    runs: list[list[int]] = []
     for i in sorted(set(indices)):
-        if block and i == block[-1] + 1:
-            block.append(i)
-            continue
-        if block:
-            out.append(f"{block[0]}-{block[-1]}" if len(block) > 1 else str(block[0]))
-        block = [i]
-    if block:
-        out.append(f"{block[0]}-{block[-1]}" if len(block) > 1 else str(block[0]))
-    return ", ".join(out)
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}{through}{b}" for a, b in runs)
 
 
 def _series(values: Mapping[int, float | None], n: int) -> np.ndarray:
@@ -257,7 +253,8 @@ def _series(values: Mapping[int, float | None], n: int) -> np.ndarray:
     return out
 
 
-def _number(value: Any) -> float | None:
+def feedback_number(value: Any) -> float | None:
+    """The number to plot for a feedback value: itself, or a dict's ``value``/first number."""
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)):

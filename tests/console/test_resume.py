@@ -108,7 +108,7 @@ def test_a_restart_before_the_first_volume_replays_nothing() -> None:
 
 def test_spans() -> None:
     assert spans([]) == ""
-    assert spans([5, 0, 1, 2, 7, 8, 2]) == "0..2, 5, 7..8"
+    assert spans([5, 0, 1, 2, 7, 8, 2]) == "0..2, 5, 7, 8"
 
 
 def test_recorded_volumes_come_back_as_they_were_sent(tmp_path: Path) -> None:
@@ -148,4 +148,4 @@ async def test_the_console_names_the_volumes_it_could_not_replay(tmp_path: Path)
     errors = [m.text for m in said if m.level == "error"]
     assert errors == ["volumes 0..2, 5 of run run-x could not be replayed to the restarted worker (LookupError: not "
                       "recorded): the project never saw them, so its state misses 4 volume(s)"]
-    assert "3..4" in said[0].text and "/w/b_restart1" in said[0].text and "/w/a" in said[0].text
+    assert "3, 4" in said[0].text and "/w/b_restart1" in said[0].text and "/w/a" in said[0].text
