@@ -102,21 +102,8 @@ async def agent_process(home: Path, *extra: str) -> AsyncIterator[dict[str, Any]
         "--local-port", "0", "--tokens", str(store), *extra, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        text = ""
-        while "NDJSON" not in text:
-            line = await asyncio.wait_for(proc.stdout.readline(), 30)
-            assert line, f"agent exited early: {(await proc.stderr.read()).decode()}"
-            text += line.decode()
-        yield {
-            "proc": proc,
-            "token": token,
-            "url": re.search(r"console link (wss://\S+)", text).group(1),
-            "fingerprint": re.search(r"fingerprint (SHA256:\S+)", text).group(1),
-            "tcp": int(re.search(r"NDJSON for PsychToolbox/MATLAB on 127.0.0.1:(\d+)", text).group(1)),
-            "local": int(re.search(r"websocket ws://127.0.0.1:(\d+)/ws", text).group(1)),
-            "page": re.search(r"jsPsych page (http://\S+)", text).group(1),
-            "secret_file": _secret_file(text),
-        }
+        banner = await _read_banner(proc)
+        yield {"proc": proc, "token": token, **banner, "tcp": int(banner["tcp"]), "local": int(banner["local"])}
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
@@ -137,6 +124,7 @@ async def _read_banner(proc: asyncio.subprocess.Process) -> dict[str, str]:
         "url": re.search(r"console link (wss://\S+)", text).group(1),
         "fingerprint": re.search(r"fingerprint (SHA256:\S+)", text).group(1),
         "tcp": re.search(r"NDJSON for PsychToolbox/MATLAB on 127.0.0.1:(\d+)", text).group(1),
+        "local": re.search(r"websocket ws://127.0.0.1:(\d+)/ws", text).group(1),
         "page": re.search(r"jsPsych page (http://\S+)", text).group(1),
         "secret_file": _secret_file(text),
     }
