@@ -193,6 +193,7 @@ def from_journal(run_dir: Path | str, fd_threshold: float = 0.5) -> RunSummary:
     """The summary of a recorded run from its journal (an interrupted run, finished later). What the journal
     does not hold (the subject agent's word on each value, the late counts) is left unknown (None)."""
     from rtcontrol.recording.journal import read_journal
+    from rtcontrol.recording.results import run_results
     from rtcontrol.recording.runinfo import load_run_info
 
     contents = read_journal(run_dir)
@@ -201,9 +202,14 @@ def from_journal(run_dir: Path | str, fd_threshold: float = 0.5) -> RunSummary:
     fd_threshold = float((run_settings.get("display") or {}).get("fd_threshold", fd_threshold))
     timelines: dict[int, dict[str, float]] = {}
     received = [int(r["index"]) for r in contents.volumes()]  # those whose voxels are all on disk
-    feedback: dict[int, Any] = {}
+    results = run_results(contents)  # one result per volume: live, or else catch-up
+    live = [r for r in results.by_index.values() if r.source == "live"]
+    feedback: dict[int, Any] = {r.index: r.feedback for r in live}
     metrics: dict[str, dict[int, float]] = {}
-    catch_up: list[int] = []
+    for res in live:
+        for name, v in res.metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                metrics.setdefault(name, {})[res.index] = float(v)
     restarts: list[str] = []
     run = next((str(r.get("run")) for r in contents.of_type("volume") if r.get("run")), "")
     reason = "interrupted (finished from its journal)"
@@ -211,16 +217,8 @@ def from_journal(run_dir: Path | str, fd_threshold: float = 0.5) -> RunSummary:
         kind, index = rec.get("type"), rec.get("index", -1)
         if kind in ("volume", "feedback", "timeline"):
             timelines.setdefault(int(index), {}).update(rec.get("timeline") or {})
-            if kind == "feedback":
-                feedback[int(index)] = rec.get("feedback")
-                for name, v in (rec.get("metrics") or {}).items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        metrics.setdefault(name, {})[int(index)] = float(v)
         elif kind == "event":
-            data = rec.get("data") or {}
-            if rec.get("kind") == "catch_up_feedback" and "index" in data:
-                catch_up.append(int(data["index"]))
-            elif rec.get("kind") == "worker_restarted":
+            if rec.get("kind") == "worker_restarted":
                 restarts.append(str(rec.get("message")))
             elif rec.get("kind") == "run_end":
                 reason = str(rec.get("message"))
@@ -228,7 +226,7 @@ def from_journal(run_dir: Path | str, fd_threshold: float = 0.5) -> RunSummary:
         run=run or Path(run_dir).name, reason=reason, tr=float(r.get("tr") or 0.0),
         expected_volumes=int(r.get("expected_volumes") or 0), fd_threshold=fd_threshold, received=received,
         timelines=timelines, feedback=feedback, metrics=metrics, outcomes=None,
-        catch_up=set(catch_up) - set(feedback),  # recomputed after a restart and never passed on live
+        catch_up=set(results.indices("catch_up")),  # recomputed after a restart and never passed on live
         restarts=restarts, source="journal",
     )
 
